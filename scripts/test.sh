@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run from a clean clone).
+#
+#   scripts/test.sh                 # every step
+#   scripts/test.sh interop         # only some steps, in the order given
+#
+# Steps: deps fmt clippy test build interop
+#
+# Environment:
+#   TIDINGS_TEST_CONCURRENCY   parallel interop test files (default 1)
+#   TIDINGS_INTEROP_TIMEOUT    seconds for the whole interop run (default 900)
+#   TIDINGS_TEST_VERBOSE=1     echo the servers' output while the interop tests run
+#   TIDINGS_TEST_LOG           TIDINGS_LOG for servers started by the interop tests (default warn)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Debian packages the suite needs, as "command:package" pairs: a package is installed
+# only when its command is missing. Nothing is needed yet; for example, later:
+#   APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel nats-server:nats-server)
+APT_NEEDS=()
+# Tools the script itself relies on; Debian's packages are the fallback when absent.
+TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils)
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+STEP_LOG=()
+RUN_START=$SECONDS
+
+banner() {
+  local line='=================================================================='
+  printf '\n%s\n== %s\n%s\n' "$line" "$*" "$line"
+}
+
+summary() {
+  local rc=$?
+  if ((${#STEP_LOG[@]})); then
+    printf '\n== summary (%ss total)\n' "$((SECONDS - RUN_START))"
+    printf '   %s\n' "${STEP_LOG[@]}"
+  fi
+  if ((rc == 0)); then
+    printf '== ALL PASSED\n'
+  else
+    printf '== FAILED (exit %s)\n' "$rc"
+  fi
+}
+trap summary EXIT
+
+# run_step NAME COMMAND...: banner, run, record duration; exit non-zero on failure.
+run_step() {
+  local name=$1
+  shift
+  banner "$name"
+  local start=$SECONDS rc=0
+  # A subshell outside any conditional context, so that `set -e` holds inside the step.
+  set +e
+  (
+    set -e
+    "$@"
+  )
+  rc=$?
+  set -e
+  local took=$((SECONDS - start))
+  if ((rc != 0)); then
+    STEP_LOG+=("FAIL  $name (${took}s, exit $rc)")
+    printf '\n!! step "%s" failed (exit %s)\n' "$name" "$rc" >&2
+    exit "$rc"
+  fi
+  STEP_LOG+=("ok    $name (${took}s)")
+}
+
+# apt_ensure CMD:PKG...: install the packages whose command is missing, nothing otherwise.
+apt_ensure() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "all present: ${*:-(nothing needed)}"
+    return 0
+  fi
+  echo "installing missing packages: ${missing[*]}"
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+step_deps() {
+  apt_ensure ${TOOL_NEEDS[@]+"${TOOL_NEEDS[@]}"} ${APT_NEEDS[@]+"${APT_NEEDS[@]}"}
+  local tool
+  for tool in cargo rustfmt cargo-clippy; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      echo "missing Rust tool: $tool (rustup component add rustfmt clippy)" >&2
+      return 1
+    fi
+  done
+  local node_major
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if ((node_major < 20)); then
+    echo "node >= 20 is required, found $(node --version)" >&2
+    return 1
+  fi
+  echo "cargo $(cargo --version | cut -d' ' -f2), node $(node --version), npm $(npm --version 2>/dev/null)"
+}
+
+step_fmt() { cargo fmt --all -- --check; }
+step_clippy() { cargo clippy --all-targets -- -D warnings; }
+step_test() { cargo test --release; }
+step_build() { cargo build --release; }
+
+step_interop() {
+  local dir="$ROOT/interop"
+  if [[ ! -d $dir/node_modules || ! -f $dir/node_modules/.package-lock.json \
+    || $dir/package-lock.json -nt $dir/node_modules/.package-lock.json \
+    || $dir/package.json -nt $dir/node_modules/.package-lock.json ]]; then
+    echo "-- npm ci (interop/node_modules missing or stale)"
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  else
+    echo "-- interop/node_modules is up to date"
+  fi
+
+  local bin="${TIDINGS_BIN:-$ROOT/target/release/tidings}"
+  if [[ ! -x $bin ]]; then
+    echo "server binary not found: $bin (run the build step)" >&2
+    return 1
+  fi
+  echo "-- server: $bin"
+
+  local files=("$dir"/test/*.test.mjs)
+  TIDINGS_BIN="$bin" timeout --kill-after=30 "${TIDINGS_INTEROP_TIMEOUT:-900}" \
+    node --test \
+    --test-concurrency="${TIDINGS_TEST_CONCURRENCY:-1}" \
+    --test-force-exit \
+    --test-reporter=spec \
+    "${files[@]}"
+}
+
+ALL_STEPS=(deps fmt clippy test build interop)
+STEPS=("$@")
+if ((${#STEPS[@]} == 0)); then STEPS=("${ALL_STEPS[@]}"); fi
+
+for s in "${STEPS[@]}"; do
+  case " ${ALL_STEPS[*]} " in
+    *" $s "*) ;;
+    *)
+      echo "unknown step: $s (steps: ${ALL_STEPS[*]})" >&2
+      exit 2
+      ;;
+  esac
+done
+
+for s in "${STEPS[@]}"; do
+  case $s in
+    deps) run_step "deps: required tools and packages" step_deps ;;
+    fmt) run_step "cargo fmt --check" step_fmt ;;
+    clippy) run_step "cargo clippy --all-targets -- -D warnings" step_clippy ;;
+    test) run_step "cargo test --release" step_test ;;
+    build) run_step "cargo build --release" step_build ;;
+    interop) run_step "interop tests (node --test, socket.io-client)" step_interop ;;
+    *)
+      echo "unknown step: $s (steps: ${ALL_STEPS[*]})" >&2
+      exit 2
+      ;;
+  esac
+done

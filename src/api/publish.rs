@@ -1,0 +1,178 @@
+//! Publishing from backends: `POST /v1/publish`, `/v1/publish/batch` and `/v1/broadcast`.
+//!
+//! A request is answered only after its events were accepted into the hub (sequenced and queued for every
+//! member), so a 2xx means the event is in.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::rooms::namespace_of;
+use super::{ApiError, ApiState};
+use crate::app::validate_event_name;
+use crate::auth::validate_room_name;
+use crate::hub::{Event, Published, BROADCAST_ROOM};
+
+/// Most events in one batch.
+const MAX_BATCH: usize = 1000;
+/// Most rooms one event may target.
+const MAX_ROOMS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest<'a> {
+    room: Option<String>,
+    rooms: Option<Vec<String>>,
+    event: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(borrow)]
+    events: Vec<PublishRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequest<'a> {
+    event: String,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    namespace: Option<String>,
+}
+
+/// A checked publish, ready for the hub.
+struct Checked<'a> {
+    nsp: String,
+    rooms: Vec<String>,
+    event: String,
+    data: &'a [u8],
+}
+
+async fn read_body(state: &ApiState, body: Body) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| ApiError::too_large(state.max_body))
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+fn check<'a>(state: &ApiState, request: PublishRequest<'a>) -> Result<Checked<'a>, ApiError> {
+    let nsp = namespace_of(state, request.namespace.as_deref())?;
+    let mut rooms = request.rooms.unwrap_or_default();
+    rooms.extend(request.room);
+    if rooms.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_room",
+            "give `room` or `rooms`",
+        ));
+    }
+    if rooms.len() > MAX_ROOMS {
+        return Err(ApiError::bad_request(
+            "too_many_rooms",
+            format!("at most {MAX_ROOMS} rooms per event"),
+        ));
+    }
+    for room in &rooms {
+        validate_room_name(room)
+            .map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    }
+    rooms.sort();
+    rooms.dedup();
+    validate_event_name(&request.event).map_err(|e| ApiError::bad_request("invalid_event", e))?;
+    Ok(Checked {
+        nsp,
+        rooms,
+        event: request.event,
+        data: request
+            .data
+            .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
+    })
+}
+
+fn deliver(state: &ApiState, checked: &Checked<'_>) -> Published {
+    let with_offset = state
+        .app
+        .namespace(&checked.nsp)
+        .is_some_and(|ns| ns.recovery);
+    state.app.hub().publish(&Event {
+        nsp: &checked.nsp,
+        rooms: &checked.rooms,
+        name: &checked.event,
+        data: checked.data,
+        attachments: &[],
+        with_offset,
+    })
+}
+
+fn receipt(published: &Published) -> serde_json::Value {
+    serde_json::json!({ "offset": published.seq.to_string(), "recipients": published.recipients })
+}
+
+pub(super) async fn publish(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = read_body(&state, body).await?;
+    let checked = check(&state, parse::<PublishRequest<'_>>(&body)?)?;
+    let published = deliver(&state, &checked);
+    let mut reply = receipt(&published);
+    reply["ok"] = true.into();
+    Ok(Json(reply))
+}
+
+pub(super) async fn publish_batch(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = read_body(&state, body).await?;
+    let batch = parse::<BatchRequest<'_>>(&body)?;
+    if batch.events.is_empty() || batch.events.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch holds 1 to {MAX_BATCH} events"),
+        ));
+    }
+    // Check everything first so a batch is either refused whole or accepted whole.
+    let checked = batch
+        .events
+        .into_iter()
+        .map(|event| check(&state, event))
+        .collect::<Result<Vec<_>, _>>()?;
+    let results: Vec<_> = checked
+        .iter()
+        .map(|c| receipt(&deliver(&state, c)))
+        .collect();
+    Ok(Json(serde_json::json!({ "ok": true, "results": results })))
+}
+
+pub(super) async fn broadcast(
+    State(state): State<ApiState>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = read_body(&state, body).await?;
+    let request = parse::<BroadcastRequest<'_>>(&body)?;
+    let nsp = namespace_of(&state, request.namespace.as_deref())?;
+    validate_event_name(&request.event).map_err(|e| ApiError::bad_request("invalid_event", e))?;
+    let checked = Checked {
+        nsp,
+        rooms: vec![BROADCAST_ROOM.to_owned()],
+        event: request.event,
+        data: request
+            .data
+            .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
+    };
+    let published = deliver(&state, &checked);
+    let mut reply = receipt(&published);
+    reply["ok"] = true.into();
+    Ok(Json(reply))
+}

@@ -1,0 +1,252 @@
+//! The Engine.IO endpoint: routes requests to a transport, owns the session table and closes sessions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{Method, Request, Response};
+use parking_lot::Mutex;
+
+use super::handshake::{self, EngineError, Query, TransportParam};
+use super::packet::Packet;
+use super::session::{Session, Sid, TransportKind};
+use super::{CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing};
+
+const SHARDS: usize = 32;
+
+/// One shard of the session table.
+type SessionShard = Mutex<HashMap<Sid, Arc<Session>>>;
+
+/// One Engine.IO endpoint (e.g. `/socket.io/`) and all its sessions.
+pub struct Engine {
+    config: EngineConfig,
+    handler: Arc<dyn EngineHandler>,
+    shards: Box<[SessionShard]>,
+    count: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl Engine {
+    /// A new endpoint whose sessions are handed to `handler`.
+    pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Engine> {
+        Arc::new(Engine {
+            config,
+            handler,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            count: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The endpoint's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Number of open sessions.
+    pub fn session_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, sid: &Sid) -> &SessionShard {
+        let hash = sid
+            .as_str()
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.shards[hash % SHARDS]
+    }
+
+    /// The open session with this id.
+    pub fn find(&self, sid: &Sid) -> Option<Arc<Session>> {
+        self.shard(sid).lock().get(sid).cloned()
+    }
+
+    /// Handles one HTTP request to the endpoint path.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        remote: Option<SocketAddr>,
+    ) -> Response<Body> {
+        let origin = req
+            .headers()
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let response = match self.route(req, remote).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+        handshake::with_cors(response, origin.as_deref(), &self.config.cors_origins)
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        req: Request<Body>,
+        remote: Option<SocketAddr>,
+    ) -> Result<Response<Body>, EngineError> {
+        if req.method() == Method::OPTIONS {
+            return Ok(handshake::preflight());
+        }
+        let query = Query::parse(req.uri().query().unwrap_or(""))?;
+        match (query.transport, query.sid.as_deref()) {
+            (TransportParam::WebSocket, sid) => {
+                let sid = sid
+                    .map(|s| Sid::parse(s).ok_or(EngineError::UnknownSid))
+                    .transpose()?;
+                super::websocket::upgrade(self.clone(), req, sid, query.into_open_request(remote))
+            }
+            (TransportParam::Polling, None) => {
+                if req.method() != Method::GET {
+                    return Err(EngineError::BadHandshakeMethod);
+                }
+                let session =
+                    self.open_session(TransportKind::Polling, &query.into_open_request(remote))?;
+                tokio::spawn(super::heartbeat::run(self.clone(), session.clone()));
+                Ok(super::polling::open_response(
+                    &self.open_packet(&session, true),
+                ))
+            }
+            (TransportParam::Polling, Some(sid)) => {
+                let session = Sid::parse(sid)
+                    .and_then(|sid| self.find(&sid))
+                    .ok_or(EngineError::UnknownSid)?;
+                match *req.method() {
+                    Method::GET => super::polling::get(self, &session).await,
+                    Method::POST => super::polling::post(self, &session, req).await,
+                    _ => Err(EngineError::BadRequest("method not allowed")),
+                }
+            }
+        }
+    }
+
+    /// Creates and registers a session and lets the layer above attach to it.
+    pub(crate) fn open_session(
+        self: &Arc<Self>,
+        transport: TransportKind,
+        request: &OpenRequest,
+    ) -> Result<Arc<Session>, EngineError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(EngineError::ShuttingDown);
+        }
+        if self.count.fetch_add(1, Ordering::AcqRel) >= self.config.max_sessions {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("tidings_connections_refused_total", "reason" => "max_connections")
+                .increment(1);
+            return Err(EngineError::Full);
+        }
+        let session = Session::new(
+            transport,
+            self.config.outbox,
+            self.config.max_messages_per_sec * 2,
+        );
+        self.shard(&session.sid())
+            .lock()
+            .insert(session.sid(), session.clone());
+        let handler = self.handler.open(&session, request);
+        session.set_handler(handler);
+        metrics::gauge!("tidings_sessions").increment(1.0);
+        metrics::counter!("tidings_sessions_opened_total", "transport" => transport_label(transport)).increment(1);
+        Ok(session)
+    }
+
+    /// The open packet for a session: `0{"sid":…,"upgrades":[…],"pingInterval":…,"pingTimeout":…,"maxPayload":…}`.
+    pub(crate) fn open_packet(&self, session: &Session, can_upgrade: bool) -> Outgoing {
+        let json = format!(
+            r#"{{"sid":"{}","upgrades":[{}],"pingInterval":{},"pingTimeout":{},"maxPayload":{}}}"#,
+            session.sid(),
+            if can_upgrade { r#""websocket""# } else { "" },
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_payload
+        );
+        Outgoing::open(&json)
+    }
+
+    /// Ends a session once: removes it, tells the layer above, and lets its transport send what is queued and close.
+    pub fn close_session(&self, session: &Arc<Session>, reason: CloseReason) {
+        if !session.mark_closed() {
+            return;
+        }
+        if self
+            .shard(&session.sid())
+            .lock()
+            .remove(&session.sid())
+            .is_some()
+        {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+        match &reason {
+            CloseReason::ProtocolError(_)
+            | CloseReason::SlowConsumer
+            | CloseReason::Flood
+            | CloseReason::PayloadTooLarge => {
+                tracing::info!(sid = %session.sid(), %reason, "closing session");
+            }
+            _ => tracing::debug!(sid = %session.sid(), %reason, "closing session"),
+        }
+        metrics::gauge!("tidings_sessions").decrement(1.0);
+        metrics::counter!("tidings_sessions_closed_total", "reason" => reason.label()).increment(1);
+        if let Some(handler) = session.handler() {
+            handler.on_close(session, &reason);
+        }
+        session.outbox.close(reason);
+    }
+
+    /// Applies one packet received from the client on any transport.
+    pub(crate) fn on_packet(
+        &self,
+        session: &Arc<Session>,
+        packet: Packet,
+    ) -> Result<(), CloseReason> {
+        match packet {
+            Packet::Message(text) => self.deliver(session, Message::Text(text)),
+            Packet::Binary(data) => self.deliver(session, Message::Binary(data)),
+            Packet::Pong(_) => {
+                session.on_pong();
+                Ok(())
+            }
+            Packet::Ping(data) => session
+                .outbox
+                .push(Outgoing::pong(data))
+                .map_err(|_| CloseReason::SlowConsumer),
+            Packet::Close => Err(CloseReason::ClientClose),
+            Packet::Noop => Ok(()),
+            Packet::Open(_) | Packet::Upgrade => {
+                Err(CloseReason::ProtocolError("unexpected packet type".into()))
+            }
+        }
+    }
+
+    fn deliver(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
+        if !session.admit_message(self.config.max_messages_per_sec) {
+            metrics::counter!("tidings_flood_disconnects_total").increment(1);
+            return Err(CloseReason::Flood);
+        }
+        match session.handler() {
+            Some(handler) => handler.on_message(session, message),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses new sessions and closes every open one (graceful shutdown).
+    pub fn close_all(&self, reason: CloseReason) {
+        self.shutting_down.store(true, Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| shard.lock().values().cloned().collect::<Vec<_>>())
+            .collect();
+        for session in sessions {
+            self.close_session(&session, reason.clone());
+        }
+    }
+}
+
+fn transport_label(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Polling | TransportKind::Upgrading => "polling",
+        TransportKind::WebSocket => "websocket",
+    }
+}

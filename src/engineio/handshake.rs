@@ -1,0 +1,220 @@
+//! Request validation shared by both transports: query parameters, Engine.IO error replies and CORS headers.
+
+use axum::body::Body;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use super::OpenRequest;
+
+/// Transport named in the `transport` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportParam {
+    /// `transport=polling`
+    Polling,
+    /// `transport=websocket`
+    WebSocket,
+}
+
+/// The parsed query of an Engine.IO request.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Requested transport.
+    pub transport: TransportParam,
+    /// Session id, absent on a handshake.
+    pub sid: Option<String>,
+    /// Every parameter, for the layer above.
+    pub params: Vec<(String, String)>,
+}
+
+impl Query {
+    /// Parses and checks `EIO` and `transport`.
+    pub fn parse(raw: &str) -> Result<Query, EngineError> {
+        let params: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect();
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if get("EIO") != Some("4") {
+            return Err(EngineError::UnsupportedVersion);
+        }
+        let transport = match get("transport") {
+            Some("polling") => TransportParam::Polling,
+            Some("websocket") => TransportParam::WebSocket,
+            _ => return Err(EngineError::UnknownTransport),
+        };
+        let sid = get("sid").map(str::to_owned);
+        Ok(Query {
+            transport,
+            sid,
+            params,
+        })
+    }
+
+    /// What the layer above gets to see of the opening request.
+    pub fn into_open_request(self, remote: Option<std::net::SocketAddr>) -> OpenRequest {
+        OpenRequest {
+            query: self.params,
+            remote,
+        }
+    }
+}
+
+/// An Engine.IO request refused before or outside a session, answered with the reference error codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// `transport` missing or not one we serve.
+    #[error("Transport unknown")]
+    UnknownTransport,
+    /// `sid` not found (expired, closed, or never existed).
+    #[error("Session ID unknown")]
+    UnknownSid,
+    /// A handshake with a method other than GET.
+    #[error("Bad handshake method")]
+    BadHandshakeMethod,
+    /// Any other malformed request; the text says what.
+    #[error("Bad request: {0}")]
+    BadRequest(&'static str),
+    /// `EIO` missing or not 4.
+    #[error("Unsupported protocol version")]
+    UnsupportedVersion,
+    /// A body larger than `maxPayload`.
+    #[error("Payload too large")]
+    PayloadTooLarge,
+    /// The node is at its connection limit.
+    #[error("Server full: max_connections reached")]
+    Full,
+    /// The node is shutting down.
+    #[error("Server shutting down")]
+    ShuttingDown,
+}
+
+impl EngineError {
+    fn code(&self) -> u8 {
+        match self {
+            EngineError::UnknownTransport => 0,
+            EngineError::UnknownSid => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest(_) | EngineError::PayloadTooLarge => 3,
+            EngineError::Full | EngineError::ShuttingDown => 4,
+            EngineError::UnsupportedVersion => 5,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Full | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON error reply `{"code":N,"message":"…"}`.
+    pub fn into_response(self) -> Response<Body> {
+        let body =
+            serde_json::json!({ "code": self.code(), "message": self.to_string() }).to_string();
+        Response::builder()
+            .status(self.status())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap_or_default()
+    }
+}
+
+/// Answer to a CORS preflight.
+pub fn preflight() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS")
+        .header(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "content-type, authorization",
+        )
+        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+/// Adds CORS headers when the request's origin is allowed.
+pub fn with_cors(
+    mut response: Response<Body>,
+    origin: Option<&str>,
+    allowed: &[String],
+) -> Response<Body> {
+    let Some(origin) = origin else {
+        return response;
+    };
+    let permitted = allowed.iter().any(|a| a == "*" || a == origin);
+    if !permitted {
+        return response;
+    }
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_handshake_query() {
+        let q = Query::parse("EIO=4&transport=polling&t=abc&token=x%20y").unwrap();
+        assert_eq!(q.transport, TransportParam::Polling);
+        assert_eq!(q.sid, None);
+        let open = q.into_open_request(None);
+        assert_eq!(open.query_param("token"), Some("x y"));
+    }
+
+    #[test]
+    fn refuses_bad_version_and_transport() {
+        assert_eq!(
+            Query::parse("transport=polling").unwrap_err(),
+            EngineError::UnsupportedVersion
+        );
+        assert_eq!(
+            Query::parse("EIO=3&transport=polling").unwrap_err(),
+            EngineError::UnsupportedVersion
+        );
+        assert_eq!(
+            Query::parse("EIO=4").unwrap_err(),
+            EngineError::UnknownTransport
+        );
+        assert_eq!(
+            Query::parse("EIO=4&transport=flash").unwrap_err(),
+            EngineError::UnknownTransport
+        );
+    }
+
+    #[test]
+    fn cors_only_for_allowed_origins() {
+        let allowed = vec!["https://app.example".to_string()];
+        let r = with_cors(
+            Response::new(Body::empty()),
+            Some("https://app.example"),
+            &allowed,
+        );
+        assert_eq!(
+            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        let r = with_cors(
+            Response::new(Body::empty()),
+            Some("https://evil.example"),
+            &allowed,
+        );
+        assert!(r
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+    }
+}

@@ -1,0 +1,171 @@
+//! Engine.IO v4: sessions over websocket and HTTP long-polling, upgrade, heartbeat and bounded outboxes.
+//!
+//! The layer above (Socket.IO, or the bare echo used for conformance) plugs in through [`EngineHandler`]
+//! and [`SessionHandler`]; this module knows nothing about namespaces, rooms or auth.
+
+pub mod engine;
+pub mod handshake;
+pub mod heartbeat;
+pub mod outbox;
+pub mod packet;
+pub mod payload;
+pub mod polling;
+pub mod session;
+pub mod websocket;
+pub mod ws_frame;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use engine::Engine;
+pub use outbox::{Outbox, OutboxLimits, PushError};
+pub use packet::Outgoing;
+pub use session::{Session, Sid};
+
+/// Why a session ended. Shown in logs and counted in metrics by [`CloseReason::label`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed the connection or the transport failed.
+    TransportClose,
+    /// The client sent an Engine.IO close packet.
+    ClientClose,
+    /// No pong arrived within the ping timeout.
+    PingTimeout,
+    /// The outbound queue passed its limit: the client cannot keep up.
+    SlowConsumer,
+    /// The client sent more packets per second than allowed.
+    Flood,
+    /// A frame or packet was larger than `maxPayload`.
+    PayloadTooLarge,
+    /// A malformed packet or a protocol violation; the text says which.
+    ProtocolError(String),
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The application closed the session (e.g. no Socket.IO connect in time).
+    ServerClose(String),
+}
+
+impl CloseReason {
+    /// Short stable name for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport_close",
+            CloseReason::ClientClose => "client_close",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::Flood => "flood",
+            CloseReason::PayloadTooLarge => "payload_too_large",
+            CloseReason::ProtocolError(_) => "protocol_error",
+            CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ServerClose(_) => "server_close",
+        }
+    }
+
+    /// The websocket close code sent for this reason.
+    pub fn ws_code(&self) -> u16 {
+        match self {
+            CloseReason::ProtocolError(_) => 1002,
+            CloseReason::PayloadTooLarge => 1009,
+            CloseReason::ServerShutdown => 1001,
+            CloseReason::SlowConsumer | CloseReason::Flood => 1008,
+            _ => 1000,
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ProtocolError(detail) => write!(f, "protocol error: {detail}"),
+            CloseReason::ServerClose(detail) => write!(f, "closed by server: {detail}"),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+/// One message from the client, as the layer above sees it.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A text message (Engine.IO packet type 4, without the digit).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+/// What the opening request carried, for the layer above (e.g. a `token` query parameter).
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    /// Query parameters of the handshake request.
+    pub query: Vec<(String, String)>,
+    /// Peer address, when known.
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+impl OpenRequest {
+    /// The first value of a query parameter.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Creates the per-session handler of the layer above when a session opens.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// Called once per new session, before the open packet is sent.
+    fn open(
+        &self,
+        session: &std::sync::Arc<Session>,
+        request: &OpenRequest,
+    ) -> std::sync::Arc<dyn SessionHandler>;
+}
+
+/// Receives one session's messages and its end.
+pub trait SessionHandler: Send + Sync + 'static {
+    /// A message arrived; an error closes the session with that reason.
+    fn on_message(
+        &self,
+        session: &std::sync::Arc<Session>,
+        message: Message,
+    ) -> Result<(), CloseReason>;
+    /// The session ended (called exactly once).
+    fn on_close(&self, session: &std::sync::Arc<Session>, reason: &CloseReason);
+}
+
+/// Engine.IO settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// Time the client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// Largest accepted message or HTTP body, in bytes.
+    pub max_payload: usize,
+    /// Limits of each session's outbound queue.
+    pub outbox: OutboxLimits,
+    /// Sustained incoming messages per second per session; bursts of twice that pass.
+    pub max_messages_per_sec: u32,
+    /// Most concurrent sessions; new ones are refused past it.
+    pub max_sessions: usize,
+    /// Origins allowed by CORS for polling; `*` allows any; empty sends no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            outbox: OutboxLimits {
+                max_messages: 4096,
+                max_bytes: 8 << 20,
+            },
+            max_messages_per_sec: 50,
+            max_sessions: 100_000,
+            cors_origins: vec!["*".into()],
+        }
+    }
+}

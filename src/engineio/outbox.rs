@@ -1,0 +1,259 @@
+//! Bounded outbound queue of one Engine.IO session, shared by the fan-out path and the transport writer.
+//!
+//! Publishers never wait on a client: `push` either queues the packet or, when the queue is over its limits,
+//! marks the session as a slow consumer and wakes the writer so it closes the connection. The queue holds
+//! refcounted `Bytes`, so a packet sent to many sessions is stored once. An idle outbox owns no heap memory.
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::packet::Outgoing;
+use super::CloseReason;
+
+/// Size limits of one outbox.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    /// Most packets queued at once.
+    pub max_messages: usize,
+    /// Most payload bytes queued at once.
+    pub max_bytes: usize,
+}
+
+/// Why a packet was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The session is closing or closed.
+    #[error("session closed")]
+    Closed,
+    /// The queue was over its limits; the session is now closing as a slow consumer.
+    #[error("outbound queue full")]
+    Full,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outgoing>,
+    bytes: usize,
+    /// Highest stream sequence queued, used to keep room events in order and unique per session.
+    last_seq: u64,
+    closing: Option<CloseReason>,
+}
+
+/// The outbound queue of one session.
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    /// An empty outbox with the given limits.
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Queues one packet.
+    pub fn push(&self, packet: Outgoing) -> Result<(), PushError> {
+        self.push_group(std::slice::from_ref(&packet), 0)
+            .map(|_| ())
+    }
+
+    /// Queues a room event with its stream sequence; returns `Ok(false)` when this session already has it
+    /// (the event was addressed to several of its rooms, or a replay already covered it). Sequence 0 means
+    /// "not a stream event" and is never skipped. The packets of one group stay together (a binary event
+    /// and its attachments).
+    pub fn push_event(&self, seq: u64, packets: &[Outgoing]) -> Result<bool, PushError> {
+        self.push_group(packets, seq)
+    }
+
+    fn push_group(&self, packets: &[Outgoing], seq: u64) -> Result<bool, PushError> {
+        let mut state = self.state.lock();
+        if state.closing.is_some() {
+            return Err(PushError::Closed);
+        }
+        if seq != 0 {
+            if seq <= state.last_seq {
+                return Ok(false);
+            }
+            state.last_seq = seq;
+        }
+        let size: usize = packets.iter().map(Outgoing::len).sum();
+        if state.queue.len() + packets.len() > self.limits.max_messages
+            || state.bytes + size > self.limits.max_bytes
+        {
+            state.closing = Some(CloseReason::SlowConsumer);
+            drop(state);
+            self.wake.notify_one();
+            return Err(PushError::Full);
+        }
+        let was_empty = state.queue.is_empty();
+        state.queue.extend(packets.iter().cloned());
+        state.bytes += size;
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Raises the session's stream position without queueing (after a replay was queued by other means).
+    pub fn advance_seq(&self, seq: u64) {
+        let mut state = self.state.lock();
+        state.last_seq = state.last_seq.max(seq);
+    }
+
+    /// Highest event sequence queued so far.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().last_seq
+    }
+
+    /// Asks the writer to close the session; the first reason wins. Queued packets are still flushed.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.state.lock();
+        if state.closing.is_none() {
+            state.closing = Some(reason);
+        }
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// The close reason, once closing.
+    pub fn closing(&self) -> Option<CloseReason> {
+        self.state.lock().closing.clone()
+    }
+
+    /// Moves queued packets into `out`, at most `max_bytes` worth (always at least one packet), and returns
+    /// the close reason if the session is closing and nothing is left to send.
+    pub fn drain(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Option<CloseReason> {
+        let mut state = self.state.lock();
+        let mut taken = 0;
+        while let Some(front) = state.queue.front() {
+            if !out.is_empty() && taken + front.len() > max_bytes {
+                break;
+            }
+            taken += front.len();
+            if let Some(packet) = state.queue.pop_front() {
+                out.push(packet);
+            }
+        }
+        state.bytes -= taken;
+        if state.queue.is_empty() {
+            // Give back the ring buffer of a session that just went idle.
+            if state.queue.capacity() > 8 {
+                state.queue = VecDeque::new();
+            }
+            return state.closing.clone();
+        }
+        None
+    }
+
+    /// True when packets are waiting.
+    pub fn has_pending(&self) -> bool {
+        !self.state.lock().queue.is_empty()
+    }
+
+    /// Waits until something was queued or a close was requested since the last drain.
+    pub async fn ready(&self) {
+        self.wake.notified().await
+    }
+
+    /// Wakes the current waiter without queueing anything (transport change).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn text(s: &'static str) -> Outgoing {
+        Outgoing::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    fn outbox(max_messages: usize, max_bytes: usize) -> Outbox {
+        Outbox::new(OutboxLimits {
+            max_messages,
+            max_bytes,
+        })
+    }
+
+    #[test]
+    fn drains_in_order() {
+        let ob = outbox(10, 1000);
+        ob.push(text("41")).unwrap();
+        ob.push(text("42")).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(ob.drain(&mut out, usize::MAX), None);
+        assert_eq!(out, vec![text("41"), text("42")]);
+        assert!(!ob.has_pending());
+    }
+
+    #[test]
+    fn full_queue_closes_as_slow_consumer() {
+        let ob = outbox(2, 1000);
+        ob.push(text("a")).unwrap();
+        ob.push(text("b")).unwrap();
+        assert_eq!(ob.push(text("c")), Err(PushError::Full));
+        assert_eq!(ob.closing(), Some(CloseReason::SlowConsumer));
+        assert_eq!(ob.push(text("d")), Err(PushError::Closed));
+        let mut out = Vec::new();
+        assert_eq!(
+            ob.drain(&mut out, usize::MAX),
+            Some(CloseReason::SlowConsumer)
+        );
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn byte_limit_counts() {
+        let ob = outbox(100, 5);
+        ob.push(text("abc")).unwrap();
+        assert_eq!(ob.push(text("abc")), Err(PushError::Full));
+    }
+
+    #[test]
+    fn events_are_unique_and_ordered_by_sequence() {
+        let ob = outbox(100, 1000);
+        assert_eq!(ob.push_event(1, &[text("e1")]), Ok(true));
+        assert_eq!(ob.push_event(1, &[text("e1")]), Ok(false));
+        assert_eq!(ob.push_event(3, &[text("e3")]), Ok(true));
+        assert_eq!(ob.push_event(2, &[text("e2")]), Ok(false));
+        assert_eq!(ob.last_seq(), 3);
+    }
+
+    #[test]
+    fn drain_respects_byte_budget_but_takes_one() {
+        let ob = outbox(100, 1000);
+        ob.push(text("aaaa")).unwrap();
+        ob.push(text("bbbb")).unwrap();
+        let mut out = Vec::new();
+        ob.drain(&mut out, 2);
+        assert_eq!(out.len(), 1);
+        out.clear();
+        ob.drain(&mut out, 2);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn ready_fires_after_push() {
+        let ob = std::sync::Arc::new(outbox(10, 100));
+        let waiter = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.ready().await })
+        };
+        tokio::task::yield_now().await;
+        ob.push(text("x")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! One Engine.IO session: its id, outbox, transport state, heartbeat signals and incoming rate limit.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use base64::Engine as _;
+use parking_lot::Mutex;
+use rand::RngCore;
+use tokio::sync::Notify;
+
+use super::outbox::{Outbox, OutboxLimits};
+use super::SessionHandler;
+
+/// A 20-character random session id (15 random bytes, base64url).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sid([u8; 20]);
+
+impl Sid {
+    /// A fresh random id.
+    pub fn random() -> Sid {
+        let mut raw = [0u8; 15];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let mut out = [0u8; 20];
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(raw, &mut out)
+            .unwrap_or(0);
+        debug_assert_eq!(written, 20);
+        Sid(out)
+    }
+
+    /// Parses an id received from a client.
+    pub fn parse(text: &str) -> Option<Sid> {
+        let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(Sid(bytes))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only base64url characters are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which transport currently carries a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TransportKind {
+    /// HTTP long-polling.
+    Polling = 0,
+    /// A websocket probe succeeded; polling is being wound down.
+    Upgrading = 1,
+    /// Websocket.
+    WebSocket = 2,
+}
+
+/// Token bucket limiting incoming messages.
+struct RateLimit {
+    tokens: f64,
+    last: Instant,
+}
+
+/// One Engine.IO session.
+pub struct Session {
+    sid: Sid,
+    /// Packets waiting to be written by the current transport.
+    pub outbox: Outbox,
+    transport: AtomicU8,
+    /// Set while a polling GET is outstanding.
+    pub(crate) poll_active: AtomicBool,
+    /// Serialises POST bodies of one session so packets are handled in order.
+    pub(crate) post_lock: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    pongs: AtomicU64,
+    pong_signal: Notify,
+    handler: OnceLock<Arc<dyn SessionHandler>>,
+    rate: Mutex<RateLimit>,
+}
+
+impl Session {
+    /// A new session on the given transport.
+    pub fn new(transport: TransportKind, limits: OutboxLimits, burst: u32) -> Arc<Session> {
+        Arc::new(Session {
+            sid: Sid::random(),
+            outbox: Outbox::new(limits),
+            transport: AtomicU8::new(transport as u8),
+            poll_active: AtomicBool::new(false),
+            post_lock: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+            pongs: AtomicU64::new(0),
+            pong_signal: Notify::new(),
+            handler: OnceLock::new(),
+            rate: Mutex::new(RateLimit {
+                tokens: f64::from(burst),
+                last: Instant::now(),
+            }),
+        })
+    }
+
+    /// The session id.
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    /// The transport carrying the session now.
+    pub fn transport(&self) -> TransportKind {
+        match self.transport.load(Ordering::Acquire) {
+            0 => TransportKind::Polling,
+            1 => TransportKind::Upgrading,
+            _ => TransportKind::WebSocket,
+        }
+    }
+
+    /// Moves the session to another transport and wakes whoever waits on the outbox.
+    pub(crate) fn set_transport(&self, kind: TransportKind) {
+        self.transport.store(kind as u8, Ordering::Release);
+        self.outbox.wake();
+    }
+
+    /// True once the session was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the session closed; true for the first caller only.
+    pub(crate) fn mark_closed(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records a pong from the client.
+    pub(crate) fn on_pong(&self) {
+        self.pongs.fetch_add(1, Ordering::AcqRel);
+        self.pong_signal.notify_one();
+    }
+
+    /// Number of pongs received so far.
+    pub(crate) fn pong_count(&self) -> u64 {
+        self.pongs.load(Ordering::Acquire)
+    }
+
+    /// Waits for the next pong.
+    pub(crate) async fn pong_received(&self) {
+        self.pong_signal.notified().await
+    }
+
+    /// Installs the handler of the layer above (once).
+    pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// The handler of the layer above.
+    pub(crate) fn handler(&self) -> Option<&Arc<dyn SessionHandler>> {
+        self.handler.get()
+    }
+
+    /// Takes one token for an incoming message; false when the client is flooding.
+    pub(crate) fn admit_message(&self, per_sec: u32) -> bool {
+        if per_sec == 0 {
+            return true;
+        }
+        let mut rate = self.rate.lock();
+        let now = Instant::now();
+        let burst = f64::from(per_sec) * 2.0;
+        let refill = now.duration_since(rate.last).as_secs_f64() * f64::from(per_sec);
+        rate.tokens = (rate.tokens + refill).min(burst);
+        rate.last = now;
+        if rate.tokens >= 1.0 {
+            rate.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_round_trips() {
+        let sid = Sid::random();
+        assert_eq!(sid.as_str().len(), 20);
+        assert_eq!(Sid::parse(sid.as_str()), Some(sid));
+        assert_eq!(Sid::parse("short"), None);
+        assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa!"), None);
+    }
+
+    #[test]
+    fn rate_limit_allows_burst_then_refuses() {
+        let limits = OutboxLimits {
+            max_messages: 10,
+            max_bytes: 100,
+        };
+        let session = Session::new(TransportKind::WebSocket, limits, 10);
+        let admitted = (0..30).filter(|_| session.admit_message(5)).count();
+        assert_eq!(admitted, 10);
+    }
+}

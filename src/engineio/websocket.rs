@@ -1,0 +1,468 @@
+//! WebSocket transport: the HTTP upgrade, the polling→websocket probe, and the one task that drives a
+//! websocket session (reads frames, drains the outbox with vectored writes, runs the heartbeat).
+//!
+//! An idle connection holds no read buffer: bytes are read into a stack array and only a partial frame is
+//! kept on the heap until it completes.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::handshake::EngineError;
+use super::heartbeat::{Beat, Heartbeat};
+use super::packet::Packet;
+use super::session::{Session, Sid, TransportKind};
+use super::ws_frame::{
+    accept_key, close_frame, encode_header, pong_frame, FrameDecoder, OpCode, WsMessage,
+};
+use super::{CloseReason, Engine, OpenRequest, Outbox, Outgoing};
+
+/// Frames written per `writev` call (two iovecs each, under the usual IOV_MAX of 1024).
+const FRAMES_PER_WRITE: usize = 256;
+/// Bytes drained from the outbox per write round, so one busy socket cannot hog its worker.
+const BYTES_PER_ROUND: usize = 256 * 1024;
+/// Time a client has to finish the probe and upgrade once its websocket is open.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time given to flush the last packets and the close frame of a closing session.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Answers a websocket upgrade request and starts the connection task once the upgrade completes.
+pub fn upgrade(
+    engine: Arc<Engine>,
+    mut req: Request<Body>,
+    sid: Option<Sid>,
+    open: OpenRequest,
+) -> Result<Response<Body>, EngineError> {
+    let key =
+        client_key(req.headers()).ok_or(EngineError::BadRequest("not a websocket upgrade"))?;
+    let existing = match sid {
+        Some(sid) => Some(engine.find(&sid).ok_or(EngineError::UnknownSid)?),
+        None => None,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
+            }
+        };
+        let (stream, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            Err(_) => {
+                tracing::error!("websocket upgrade on an unexpected connection type");
+                return;
+            }
+        };
+        let connection = Connection {
+            stream,
+            buf: BytesMut::from(&leftover[..]),
+            decoder: FrameDecoder::new(engine.config().max_payload),
+        };
+        match existing {
+            None => connection.serve_new(engine, &open).await,
+            Some(session) => connection.serve_upgrade(engine, session).await,
+        }
+    });
+    Ok(Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept_key(key.as_bytes()))
+        .body(Body::empty())
+        .unwrap_or_default())
+}
+
+fn client_key(headers: &HeaderMap) -> Option<String> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| {
+                    s.split(',')
+                        .any(|part| part.trim().eq_ignore_ascii_case(token))
+                })
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return None;
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return None;
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// One upgraded websocket connection.
+struct Connection {
+    stream: TcpStream,
+    /// Bytes of an incomplete frame; empty (and unallocated) while idle.
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+/// What reading produced.
+enum Inbound {
+    Message(WsMessage),
+    /// Nothing complete yet.
+    Pending,
+}
+
+impl Connection {
+    /// A session opened directly on websocket: this task also runs its heartbeat.
+    async fn serve_new(mut self, engine: Arc<Engine>, open: &OpenRequest) {
+        let session = match engine.open_session(TransportKind::WebSocket, open) {
+            Ok(session) => session,
+            Err(error) => {
+                let _ = self.write_raw(&close_frame(1013, &error.to_string())).await;
+                return;
+            }
+        };
+        let open_packet = engine.open_packet(&session, false);
+        if self
+            .write_batch(std::slice::from_ref(&open_packet), None)
+            .await
+            .is_err()
+        {
+            engine.close_session(&session, CloseReason::TransportClose);
+            return;
+        }
+        let config = engine.config();
+        let heartbeat = Heartbeat::new(config.ping_interval, config.ping_timeout, Instant::now());
+        self.drive(&engine, &session, Some(heartbeat)).await;
+    }
+
+    /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
+    async fn serve_upgrade(mut self, engine: Arc<Engine>, session: Arc<Session>) {
+        if session.transport() != TransportKind::Polling {
+            // A second websocket for a session that already has one: accept, then close it alone.
+            let _ = self
+                .write_raw(&close_frame(1008, "session already upgraded"))
+                .await;
+            return;
+        }
+        match tokio::time::timeout(UPGRADE_TIMEOUT, self.probe(&session)).await {
+            Ok(Ok(())) => {
+                session.set_transport(TransportKind::WebSocket);
+                metrics::counter!("tidings_upgrades_total").increment(1);
+                self.drive(&engine, &session, None).await;
+            }
+            Ok(Err(reason)) => {
+                if session.transport() == TransportKind::Upgrading {
+                    session.set_transport(TransportKind::Polling);
+                }
+                tracing::debug!(sid = %session.sid(), %reason, "upgrade abandoned");
+                let _ = self
+                    .write_raw(&close_frame(reason.ws_code(), "upgrade failed"))
+                    .await;
+            }
+            Err(_) => {
+                if session.transport() == TransportKind::Upgrading {
+                    session.set_transport(TransportKind::Polling);
+                }
+                let _ = self
+                    .write_raw(&close_frame(1000, "upgrade timed out"))
+                    .await;
+            }
+        }
+    }
+
+    /// `2probe` → `3probe`, then waits for the upgrade packet `5`.
+    async fn probe(&mut self, session: &Arc<Session>) -> Result<(), CloseReason> {
+        loop {
+            let message = self.next_message().await?;
+            let packet = match message {
+                WsMessage::Text(text) => Packet::decode_text(text)
+                    .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
+                WsMessage::Ping(data) => {
+                    self.write_raw(&pong_frame(&data))
+                        .await
+                        .map_err(|_| CloseReason::TransportClose)?;
+                    continue;
+                }
+                WsMessage::Pong(_) => continue,
+                WsMessage::Close(..) => return Err(CloseReason::TransportClose),
+                WsMessage::Binary(_) => {
+                    return Err(CloseReason::ProtocolError(
+                        "binary frame during probe".into(),
+                    ))
+                }
+            };
+            match packet {
+                Packet::Ping(data) if &data[..] == b"probe" => {
+                    let reply = Outgoing::pong(Bytes::from_static(b"probe"));
+                    self.write_batch(std::slice::from_ref(&reply), None)
+                        .await
+                        .map_err(|_| CloseReason::TransportClose)?;
+                    session.set_transport(TransportKind::Upgrading);
+                }
+                Packet::Upgrade if session.transport() == TransportKind::Upgrading => return Ok(()),
+                _ => {
+                    return Err(CloseReason::ProtocolError(
+                        "unexpected packet during upgrade".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Reads until one whole websocket message is available.
+    async fn next_message(&mut self) -> Result<WsMessage, CloseReason> {
+        loop {
+            if let Inbound::Message(message) = self.decode()? {
+                return Ok(message);
+            }
+            self.stream
+                .readable()
+                .await
+                .map_err(|_| CloseReason::TransportClose)?;
+            self.fill()?;
+        }
+    }
+
+    fn decode(&mut self) -> Result<Inbound, CloseReason> {
+        let decoded = self.decoder.decode(&mut self.buf).map_err(|error| {
+            if error.close_code() == 1009 {
+                CloseReason::PayloadTooLarge
+            } else {
+                CloseReason::ProtocolError(error.to_string())
+            }
+        })?;
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            // Keep idle connections free of read buffers.
+            self.buf = BytesMut::new();
+        }
+        Ok(match decoded {
+            Some(message) => Inbound::Message(message),
+            None => Inbound::Pending,
+        })
+    }
+
+    /// Moves whatever the socket has into the frame buffer, without blocking.
+    fn fill(&mut self) -> Result<(), CloseReason> {
+        let mut chunk = [0u8; 4096];
+        for _ in 0..16 {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return Err(CloseReason::TransportClose),
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    if n < chunk.len() {
+                        return Ok(());
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(_) => return Err(CloseReason::TransportClose),
+            }
+        }
+        Ok(())
+    }
+
+    /// The main loop of a websocket session.
+    async fn drive(
+        &mut self,
+        engine: &Arc<Engine>,
+        session: &Arc<Session>,
+        mut heartbeat: Option<Heartbeat>,
+    ) {
+        let timer = tokio::time::sleep_until(
+            heartbeat
+                .as_ref()
+                .map(Heartbeat::deadline)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
+        );
+        tokio::pin!(timer);
+        let mut pongs = session.pong_count();
+        let reason = loop {
+            match self.flush(session).await {
+                Ok(Some(reason)) => break reason,
+                Ok(None) => {}
+                Err(_) => {
+                    break session
+                        .outbox
+                        .closing()
+                        .unwrap_or(CloseReason::TransportClose)
+                }
+            }
+            if session.outbox.has_pending() {
+                continue;
+            }
+            tokio::select! {
+                _ = session.outbox.ready() => {}
+                ready = self.stream.readable() => {
+                    if ready.is_err() {
+                        break CloseReason::TransportClose;
+                    }
+                    if let Err(reason) = self.on_readable(engine, session).await {
+                        break reason;
+                    }
+                }
+                _ = &mut timer, if heartbeat.is_some() => {
+                    if let Some(beat) = heartbeat.as_mut() {
+                        match beat.on_deadline(Instant::now()) {
+                            Beat::SendPing => {
+                                if session.outbox.push(Outgoing::ping()).is_err() {
+                                    continue;
+                                }
+                            }
+                            Beat::TimedOut => break CloseReason::PingTimeout,
+                        }
+                        timer.as_mut().reset(beat.deadline());
+                    }
+                }
+            }
+            if let Some(beat) = heartbeat.as_mut() {
+                let seen = session.pong_count();
+                if seen != pongs {
+                    pongs = seen;
+                    beat.on_pong(Instant::now());
+                    timer.as_mut().reset(beat.deadline());
+                }
+            }
+        };
+        engine.close_session(session, reason.clone());
+        let final_reason = session.outbox.closing().unwrap_or(reason);
+        if final_reason == CloseReason::SlowConsumer {
+            // Its socket is not draining: do not wait on it, just try to leave a close frame.
+            let _ = self
+                .stream
+                .try_write(&close_frame(final_reason.ws_code(), final_reason.label()));
+            return;
+        }
+        // Send what is still queued (e.g. a disconnect packet), then the close frame, within a bound.
+        let goodbye = async {
+            let _ = self.flush(session).await;
+            let _ = self
+                .write_raw(&close_frame(final_reason.ws_code(), final_reason.label()))
+                .await;
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+    }
+
+    /// Reads available frames and applies each message.
+    async fn on_readable(
+        &mut self,
+        engine: &Arc<Engine>,
+        session: &Arc<Session>,
+    ) -> Result<(), CloseReason> {
+        self.fill()?;
+        loop {
+            let message = match self.decode()? {
+                Inbound::Message(message) => message,
+                Inbound::Pending => return Ok(()),
+            };
+            let packet = match message {
+                WsMessage::Text(text) => Packet::decode_text(text)
+                    .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
+                WsMessage::Binary(data) => Packet::binary(data),
+                WsMessage::Ping(data) => {
+                    self.write_raw(&pong_frame(&data))
+                        .await
+                        .map_err(|_| CloseReason::TransportClose)?;
+                    continue;
+                }
+                WsMessage::Pong(_) => continue,
+                WsMessage::Close(..) => return Err(CloseReason::TransportClose),
+            };
+            engine.on_packet(session, packet)?;
+            if session.is_closed() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes one round of queued packets; returns the close reason once the session is closing and drained.
+    async fn flush(&mut self, session: &Session) -> io::Result<Option<CloseReason>> {
+        let mut batch = Vec::new();
+        let closing = session.outbox.drain(&mut batch, BYTES_PER_ROUND);
+        if !batch.is_empty() {
+            self.write_batch(&batch, Some(&session.outbox)).await?;
+            metrics::counter!("tidings_ws_frames_sent_total").increment(batch.len() as u64);
+        }
+        Ok(closing)
+    }
+
+    /// Writes packets as websocket frames, several frames per `writev`.
+    /// With `abort`, the write gives up as soon as that outbox is closing (e.g. as a slow consumer).
+    async fn write_batch(
+        &mut self,
+        packets: &[Outgoing],
+        abort: Option<&Outbox>,
+    ) -> io::Result<()> {
+        for chunk in packets.chunks(FRAMES_PER_WRITE) {
+            let headers: Vec<([u8; 10], usize)> = chunk
+                .iter()
+                .map(|packet| {
+                    let (opcode, len) = match packet {
+                        Outgoing::Text(text) => (OpCode::Text, text.len()),
+                        Outgoing::Binary(data) => (OpCode::Binary, data.len()),
+                    };
+                    let mut header = [0u8; 10];
+                    let n = encode_header(opcode, len, &mut header);
+                    (header, n)
+                })
+                .collect();
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+            for (packet, (header, n)) in chunk.iter().zip(&headers) {
+                slices.push(IoSlice::new(&header[..*n]));
+                let payload = match packet {
+                    Outgoing::Text(bytes) | Outgoing::Binary(bytes) => bytes,
+                };
+                if !payload.is_empty() {
+                    slices.push(IoSlice::new(payload));
+                }
+            }
+            write_all_vectored(&self.stream, &mut slices, abort).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_raw(&mut self, frame: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(frame)];
+        write_all_vectored(&self.stream, &mut slices, None).await
+    }
+}
+
+/// Writes every slice, waiting for the socket whenever its send buffer is full; with `abort`, stops
+/// waiting once that outbox is closing.
+async fn write_all_vectored(
+    stream: &TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+    abort: Option<&Outbox>,
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        match stream.try_write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => match abort {
+                None => stream.writable().await?,
+                Some(outbox) => {
+                    tokio::select! {
+                        ready = stream.writable() => ready?,
+                        _ = outbox.ready() => {
+                            if outbox.closing().is_some() {
+                                return Err(io::Error::other("session closing"));
+                            }
+                        }
+                    }
+                }
+            },
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}

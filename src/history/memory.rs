@@ -1,0 +1,346 @@
+//! In-memory room history, bounded per room (count, age) and globally (bytes).
+//!
+//! One lock guards everything: appends already run one at a time under the hub's ordering lock, and reads
+//! (replays, the history API) are short.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use super::{HistoryError, HistoryStats, HistoryStore, StoredEvent};
+use crate::hub::{EventPackets, RoomKey};
+
+/// Bytes accounted per stored event on top of its payload (queue slot, packet list, bookkeeping).
+pub const EVENT_OVERHEAD: usize = 96;
+
+struct Stream {
+    epoch: u64,
+    events: VecDeque<(StoredEvent, Instant)>,
+    /// Highest sequence ever evicted from this stream (0 = none).
+    evicted_through: u64,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<RoomKey, Stream>,
+    /// Oldest event of each non-empty stream, by sequence: the global eviction order.
+    fronts: BTreeMap<u64, RoomKey>,
+    events: usize,
+    bytes: usize,
+}
+
+fn event_size(packets: &EventPackets) -> usize {
+    packets.iter().map(|p| p.len()).sum::<usize>() + EVENT_OVERHEAD
+}
+
+impl State {
+    /// Removes the oldest event of `room`'s stream, keeping the indexes right.
+    fn pop_front(&mut self, room: &RoomKey) {
+        let Some(stream) = self.streams.get_mut(room) else {
+            return;
+        };
+        let Some((event, _)) = stream.events.pop_front() else {
+            return;
+        };
+        self.fronts.remove(&event.seq);
+        stream.evicted_through = stream.evicted_through.max(event.seq);
+        if let Some((next, _)) = stream.events.front() {
+            self.fronts.insert(next.seq, room.clone());
+        }
+        self.events -= 1;
+        self.bytes -= event_size(&event.packets);
+    }
+
+    /// Evicts the globally oldest event.
+    fn pop_oldest(&mut self) -> bool {
+        let Some((_, room)) = self.fronts.iter().next().map(|(s, r)| (*s, r.clone())) else {
+            return false;
+        };
+        self.pop_front(&room);
+        true
+    }
+}
+
+/// The embedded history store.
+pub struct MemoryHistory {
+    state: Mutex<State>,
+    max_events: usize,
+    max_age: Duration,
+    max_bytes: usize,
+    keep_idle: Duration,
+}
+
+impl MemoryHistory {
+    /// A store keeping at most `max_events` per room for at most `max_age`, `max_bytes` in total; empty
+    /// streams are kept `keep_idle` after last use so that short disconnections keep their epoch.
+    pub fn new(
+        max_events: usize,
+        max_age: Duration,
+        max_bytes: usize,
+        keep_idle: Duration,
+    ) -> MemoryHistory {
+        MemoryHistory {
+            state: Mutex::new(State::default()),
+            max_events,
+            max_age,
+            max_bytes,
+            keep_idle,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn new_stream(now: Instant) -> Stream {
+    Stream {
+        epoch: rand::thread_rng().gen_range(1..u64::MAX >> 11),
+        events: VecDeque::new(),
+        evicted_through: 0,
+        last_used: now,
+    }
+}
+
+impl HistoryStore for MemoryHistory {
+    fn epoch(&self, room: &RoomKey) -> u64 {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let stream = state
+            .streams
+            .entry(room.clone())
+            .or_insert_with(|| new_stream(now));
+        stream.last_used = now;
+        stream.epoch
+    }
+
+    fn append(&self, room: &RoomKey, seq: u64, packets: &EventPackets) {
+        if self.max_events == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let size = event_size(packets);
+        let mut state = self.state.lock();
+        let stream = state
+            .streams
+            .entry(room.clone())
+            .or_insert_with(|| new_stream(now));
+        stream.last_used = now;
+        let was_empty = stream.events.is_empty();
+        stream.events.push_back((
+            StoredEvent {
+                seq,
+                at_ms: now_ms(),
+                packets: packets.clone(),
+            },
+            now,
+        ));
+        let over_count = stream.events.len() > self.max_events;
+        if was_empty {
+            state.fronts.insert(seq, room.clone());
+        }
+        state.events += 1;
+        state.bytes += size;
+        if over_count {
+            state.pop_front(room);
+        }
+        while state.bytes > self.max_bytes && state.pop_oldest() {}
+    }
+
+    fn read_after(
+        &self,
+        room: &RoomKey,
+        epoch: Option<u64>,
+        after: u64,
+        limit: usize,
+    ) -> Result<(u64, Vec<StoredEvent>), HistoryError> {
+        let state = self.state.lock();
+        let Some(stream) = state.streams.get(room) else {
+            return match epoch {
+                Some(_) => Err(HistoryError::EpochChanged),
+                None => Ok((0, Vec::new())),
+            };
+        };
+        if epoch.is_some_and(|e| e != stream.epoch) {
+            return Err(HistoryError::EpochChanged);
+        }
+        if stream.evicted_through > after {
+            return Err(HistoryError::Evicted);
+        }
+        let start = stream
+            .events
+            .partition_point(|(event, _)| event.seq <= after);
+        let events = stream
+            .events
+            .range(start..)
+            .take(limit)
+            .map(|(event, _)| event.clone())
+            .collect();
+        Ok((stream.epoch, events))
+    }
+
+    fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        while let Some(room) = state.fronts.values().next().cloned() {
+            let expired = state
+                .streams
+                .get(&room)
+                .and_then(|s| s.events.front())
+                .is_some_and(|(_, at)| now.duration_since(*at) > self.max_age);
+            if !expired {
+                break;
+            }
+            state.pop_front(&room);
+        }
+        let keep_idle = self.keep_idle;
+        state.streams.retain(|room, stream| {
+            !stream.events.is_empty()
+                || now.duration_since(stream.last_used) < keep_idle
+                || in_use(room)
+        });
+    }
+
+    fn stats(&self) -> HistoryStats {
+        let state = self.state.lock();
+        HistoryStats {
+            rooms: state.streams.len(),
+            events: state.events,
+            bytes: state.bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::Outgoing;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn packets(text: &str) -> EventPackets {
+        Arc::from([Outgoing::Text(Bytes::copy_from_slice(text.as_bytes()))])
+    }
+
+    fn store(max_events: usize, max_bytes: usize) -> MemoryHistory {
+        MemoryHistory::new(
+            max_events,
+            Duration::from_secs(300),
+            max_bytes,
+            Duration::from_secs(120),
+        )
+    }
+
+    fn seqs(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn reads_in_order_after_position() {
+        let h = store(100, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        let epoch = h.epoch(&room);
+        for seq in [2, 5, 9] {
+            h.append(&room, seq, &packets("x"));
+        }
+        let (e, events) = h.read_after(&room, Some(epoch), 0, 100).unwrap();
+        assert_eq!(e, epoch);
+        assert_eq!(seqs(&events), vec![2, 5, 9]);
+        assert_eq!(
+            seqs(&h.read_after(&room, Some(epoch), 5, 100).unwrap().1),
+            vec![9]
+        );
+        assert_eq!(
+            seqs(&h.read_after(&room, Some(epoch), 4, 1).unwrap().1),
+            vec![5]
+        );
+        assert!(h
+            .read_after(&room, Some(epoch), 9, 100)
+            .unwrap()
+            .1
+            .is_empty());
+    }
+
+    #[test]
+    fn count_eviction_detected() {
+        let h = store(3, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        let epoch = h.epoch(&room);
+        for seq in 1..=5 {
+            h.append(&room, seq, &packets("x"));
+        }
+        assert_eq!(
+            h.read_after(&room, Some(epoch), 1, 10).unwrap_err(),
+            HistoryError::Evicted
+        );
+        assert_eq!(
+            seqs(&h.read_after(&room, Some(epoch), 2, 10).unwrap().1),
+            vec![3, 4, 5]
+        );
+        assert_eq!(h.stats().events, 3);
+    }
+
+    #[test]
+    fn epoch_change_detected() {
+        let h = store(10, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        let epoch = h.epoch(&room);
+        assert_eq!(
+            h.read_after(&room, Some(epoch + 1), 0, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+        let other = RoomKey::new("/", "never-created");
+        assert_eq!(
+            h.read_after(&other, Some(epoch), 0, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+    }
+
+    #[test]
+    fn global_byte_cap_evicts_oldest_across_rooms() {
+        let one = event_size(&packets("0123456789"));
+        let h = store(100, one * 3);
+        let (a, b) = (RoomKey::new("/", "a"), RoomKey::new("/", "b"));
+        h.append(&a, 1, &packets("0123456789"));
+        h.append(&b, 2, &packets("0123456789"));
+        h.append(&a, 3, &packets("0123456789"));
+        h.append(&b, 4, &packets("0123456789"));
+        let stats = h.stats();
+        assert_eq!(stats.events, 3);
+        assert!(stats.bytes <= one * 3);
+        assert_eq!(
+            h.read_after(&a, None, 0, 10).unwrap_err(),
+            HistoryError::Evicted
+        );
+        assert_eq!(seqs(&h.read_after(&a, None, 1, 10).unwrap().1), vec![3]);
+        assert_eq!(seqs(&h.read_after(&b, None, 0, 10).unwrap().1), vec![2, 4]);
+    }
+
+    #[test]
+    fn age_eviction_and_idle_stream_removal() {
+        let h = MemoryHistory::new(10, Duration::ZERO, 1 << 20, Duration::ZERO);
+        let room = RoomKey::new("/", "a");
+        let epoch = h.epoch(&room);
+        h.append(&room, 1, &packets("x"));
+        std::thread::sleep(Duration::from_millis(2));
+        h.sweep(&|_| true);
+        assert_eq!(h.stats().events, 0);
+        assert_eq!(
+            h.read_after(&room, Some(epoch), 0, 10).unwrap_err(),
+            HistoryError::Evicted
+        );
+        assert!(h.read_after(&room, Some(epoch), 1, 10).is_ok());
+        h.sweep(&|_| false);
+        assert_eq!(h.stats().rooms, 0);
+        assert_eq!(
+            h.read_after(&room, Some(epoch), 1, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+    }
+}

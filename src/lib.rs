@@ -1,0 +1,18 @@
+//! tidings: a real-time event server speaking the Socket.IO v4 protocol.
+//!
+//! Data path: [`engineio`] (transports, sessions) → [`socketio`] (packets, namespaces, acks) →
+//! [`app`] (auth, rooms, publish rules) → [`hub`] (fan-out). [`api`] is the HTTP API for backends,
+//! [`server`] wires a node together from [`config`].
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod conformance;
+pub mod engineio;
+pub mod history;
+pub mod hub;
+pub mod recovery;
+pub mod server;
+pub mod socketio;

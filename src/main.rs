@@ -1,0 +1,75 @@
+//! The `tidings` binary: parses the command line and runs the subcommand; the only place that uses `anyhow`.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tidings::cli::{Cli, Command, ServeArgs};
+use tidings::config::DEFAULT_CONFIG_TOML;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole chain, no backtrace: these are operator errors, not bugs.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Gentoken(args) => print_stdout(&format!("{}\n", args.mint()?)),
+        Command::Genconfig => print_stdout(DEFAULT_CONFIG_TOML),
+    }
+}
+
+/// Loads the configuration and runs the server on a multi-thread runtime sized from it.
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    init_tracing()?;
+    let config = args.load_config()?;
+    let workers = config.worker_threads();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("tidings-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    tracing::info!(listen = %config.listen, workers, "starting tidings");
+    let result = runtime.block_on(tidings::server::run(config));
+    // The server drains its connections itself; this only bounds stray blocking tasks.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Writes `text` to stdout; a closed pipe (`tidings genconfig | head`) is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Logs to stderr, filtered by `TIDINGS_LOG` (EnvFilter syntax, default `info`).
+fn init_tracing() -> anyhow::Result<()> {
+    let filter = match std::env::var("TIDINGS_LOG") {
+        Ok(spec) if !spec.is_empty() => {
+            EnvFilter::try_new(&spec).with_context(|| format!("invalid TIDINGS_LOG {spec:?}"))?
+        }
+        _ => EnvFilter::new("info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}

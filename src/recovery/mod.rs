@@ -1,0 +1,57 @@
+//! Connection state recovery: what is kept of a disconnected socket so that its client, reconnecting with
+//! the private id (`pid`) and last offset it got, resumes the same session and receives what it missed.
+//!
+//! [`SessionStore`] is the capability; [`MemorySessionStore`] keeps records in this process.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use memory::MemorySessionStore;
+
+use crate::engineio::session::Sid;
+
+/// A socket's place in one room: which stream epoch it saw and the sequence current when it joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Room name.
+    pub room: Arc<str>,
+    /// Epoch of the room's history when joined.
+    pub epoch: u64,
+    /// Last sequence assigned when joined: events after it are the socket's.
+    pub joined_seq: u64,
+}
+
+/// What is needed to restore a socket.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// Private id the client presents.
+    pub pid: Sid,
+    /// Socket id, reused on recovery.
+    pub sid: Sid,
+    /// Namespace.
+    pub nsp: Box<str>,
+    /// User the session belongs to.
+    pub sub: String,
+    /// Rooms the socket was in.
+    pub rooms: Vec<Membership>,
+    /// After this instant the session cannot be recovered.
+    pub expires_at: Instant,
+}
+
+/// Where disconnected sessions wait for their client.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Keeps a disconnected socket's record until it expires.
+    fn park(&self, record: SessionRecord);
+    /// Removes and returns a record that has not expired.
+    fn take(&self, pid: &Sid) -> Option<SessionRecord>;
+    /// Drops expired records.
+    fn sweep(&self);
+    /// Records held.
+    fn len(&self) -> usize;
+    /// True when no record is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

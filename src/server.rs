@@ -1,0 +1,326 @@
+//! The node: builds the engine, application and API from config, accepts connections, and shuts down
+//! gracefully on SIGINT/SIGTERM (clients are closed at the Engine.IO level so they reconnect elsewhere).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::routing::any;
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::app::{NamespacePolicy, RoomPolicy, Tidings, TidingsParts};
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
+use crate::history::MemoryHistory;
+use crate::hub::Hub;
+use crate::recovery::{MemorySessionStore, SessionStore};
+use crate::socketio::SocketIo;
+
+/// Path of the Socket.IO endpoint.
+pub const SOCKET_IO_PATH: &str = "/socket.io/";
+/// Path of the bare Engine.IO echo endpoint (conformance mode only).
+pub const ENGINE_IO_PATH: &str = "/engine.io/";
+
+/// Runs a node until SIGINT/SIGTERM, then drains it.
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let generated = config.ensure_secrets();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let node = build(&config)?;
+    print_banner(&config, local, &generated);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let accept = tokio::spawn(accept_loop(listener, node.router.clone(), stop_rx));
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing every client");
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
+    node.close_all();
+    let drain = config.shutdown.drain();
+    let deadline = tokio::time::Instant::now() + drain;
+    while node.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give the last close frames a moment on the wire.
+    tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+    tracing::info!(remaining = node.open_sessions(), "stopped");
+    Ok(())
+}
+
+/// A built node: its endpoints and router.
+pub struct Node {
+    /// Every Engine.IO endpoint of the node.
+    pub engines: Vec<Arc<Engine>>,
+    /// The HTTP router (API and Engine.IO paths).
+    pub router: Router,
+}
+
+impl Node {
+    /// Closes every session of every endpoint.
+    pub fn close_all(&self) {
+        for engine in &self.engines {
+            engine.close_all(CloseReason::ServerShutdown);
+        }
+    }
+
+    /// Sessions still open.
+    pub fn open_sessions(&self) -> usize {
+        self.engines.iter().map(|e| e.session_count()).sum()
+    }
+}
+
+/// Engine.IO settings from config.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        ping_interval: config.engine.ping_interval(),
+        ping_timeout: config.engine.ping_timeout(),
+        max_payload: usize::try_from(config.engine.max_payload).unwrap_or(usize::MAX),
+        outbox: OutboxLimits {
+            max_messages: config.limits.outbox_max_messages,
+            max_bytes: config.limits.outbox_max_bytes,
+        },
+        max_messages_per_sec: config.limits.client_packets_per_sec,
+        max_sessions: config.limits.max_connections,
+        cors_origins: config.engine.cors_origins.clone(),
+    }
+}
+
+/// Builds the node described by `config` (secrets must already be set).
+pub fn build(config: &Config) -> anyhow::Result<Node> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    // A second node in the same process (tests) keeps the first recorder.
+    let metrics = metrics::set_global_recorder(recorder)
+        .is_ok()
+        .then_some(metrics);
+    let connect_timeout = config.engine.connect_timeout();
+    if config.conformance {
+        let sio = SocketIo::new(Arc::new(crate::conformance::EchoApp), connect_timeout);
+        let socket_io = Engine::new(engine_config(config), sio);
+        let engine_io = Engine::new(
+            engine_config(config),
+            Arc::new(crate::conformance::EngineEcho),
+        );
+        let router = Router::new()
+            .route(SOCKET_IO_PATH, any(engine_route(socket_io.clone())))
+            .route(ENGINE_IO_PATH, any(engine_route(engine_io.clone())));
+        return Ok(Node {
+            engines: vec![socket_io, engine_io],
+            router,
+        });
+    }
+    let auth = Authenticator::new(&config.auth).context("invalid auth settings")?;
+    let mut namespaces = HashMap::new();
+    namespaces.insert(
+        "/".to_owned(),
+        NamespacePolicy {
+            recovery: config.recovery.enabled,
+        },
+    );
+    for ns in &config.namespaces {
+        namespaces.insert(
+            ns.name.clone(),
+            NamespacePolicy {
+                recovery: ns.recovery.unwrap_or(config.recovery.enabled),
+            },
+        );
+    }
+    let room_policies = config
+        .rooms
+        .iter()
+        .map(|policy| RoomPolicy {
+            pattern: policy.pattern.clone(),
+            client_publish: policy.client_publish,
+        })
+        .collect();
+    let history = Arc::new(MemoryHistory::new(
+        config.history.max_events,
+        config.history.max_age(),
+        usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
+        config
+            .history
+            .max_age()
+            .max(config.recovery.max_disconnection()),
+    ));
+    let hub = Arc::new(Hub::new(history));
+    let sessions = Arc::new(MemorySessionStore::new());
+    let app = Tidings::new(TidingsParts {
+        auth,
+        hub: hub.clone(),
+        sessions: sessions.clone(),
+        namespaces,
+        room_policies,
+        max_disconnection: config.recovery.max_disconnection(),
+    });
+    tokio::spawn(sweep_loop(hub, sessions));
+    let engine = Engine::new(
+        engine_config(config),
+        SocketIo::new(app.clone(), connect_timeout),
+    );
+    let api = crate::api::router(crate::api::ApiState {
+        app,
+        engine: engine.clone(),
+        keys: Arc::new(config.api.keys.clone()),
+        max_body: config.api.max_body_bytes,
+        metrics,
+    });
+    let router = api.route(SOCKET_IO_PATH, any(engine_route(engine.clone())));
+    Ok(Node {
+        engines: vec![engine],
+        router,
+    })
+}
+
+fn engine_route(
+    engine: Arc<Engine>,
+) -> impl Fn(
+    Request,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |req: Request| {
+        let engine = engine.clone();
+        Box::pin(async move {
+            let remote = req.extensions().get::<SocketAddr>().copied();
+            engine.handle(req, remote).await
+        })
+    }
+}
+
+/// Once a second: expire history and parked sessions.
+async fn sweep_loop(hub: Arc<Hub>, sessions: Arc<MemorySessionStore>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.sweep();
+        sessions.sweep();
+        metrics::gauge!("tidings_parked_sessions").set(sessions.len() as f64);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            remote,
+            router.clone(),
+            stop.clone(),
+        ));
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(remote);
+        let router = router.clone();
+        async move {
+            Ok::<_, Infallible>(
+                router
+                    .oneshot(req.map(Body::new))
+                    .await
+                    .unwrap_or_else(|e| match e {}),
+            )
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stop.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection.as_mut()).await;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn print_banner(config: &Config, local: SocketAddr, generated: &[crate::config::GeneratedSecret]) {
+    if config.conformance {
+        println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH})");
+        return;
+    }
+    println!("tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)");
+    if !generated.is_empty() {
+        eprintln!(
+            "WARNING: no secrets configured; generated development secrets for this run only:"
+        );
+        for secret in generated {
+            eprintln!("WARNING:   {secret}");
+        }
+        eprintln!("WARNING: configure auth.jwt_secret (or jwt_public_key) and api.keys before production use.");
+    }
+}
+
+/// Lifts the soft open-files limit to the hard one: every client is a file descriptor.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

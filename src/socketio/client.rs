@@ -1,0 +1,202 @@
+//! One Engine.IO session seen from Socket.IO: its sockets per namespace and binary packet reassembly.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use super::packet::{encode_connect_error, event_args, Packet, PacketKind};
+use super::{Application, ClientEvent, ConnectRequest, Socket};
+use crate::engineio::{CloseReason, Message, Outgoing, Session, SessionHandler};
+
+/// A binary event or ack waiting for its attachments.
+struct PartialPacket {
+    packet: Packet,
+    attachments: Vec<Bytes>,
+}
+
+/// The Socket.IO side of one Engine.IO session.
+pub struct Client {
+    app: Arc<dyn Application>,
+    query_token: Option<Box<str>>,
+    sockets: Mutex<Vec<Arc<Socket>>>,
+    partial: Mutex<Option<PartialPacket>>,
+    ever_connected: AtomicBool,
+}
+
+impl Client {
+    /// A client with no namespace connected yet.
+    pub fn new(app: Arc<dyn Application>, query_token: Option<&str>) -> Arc<Client> {
+        Arc::new(Client {
+            app,
+            query_token: query_token.map(Into::into),
+            sockets: Mutex::new(Vec::new()),
+            partial: Mutex::new(None),
+            ever_connected: AtomicBool::new(false),
+        })
+    }
+
+    /// Closes the session if no namespace gets connected in time.
+    pub fn start_connect_timer(self: &Arc<Self>, session: &Arc<Session>, timeout: Duration) {
+        let client = Arc::downgrade(self);
+        let session = Arc::downgrade(session);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let (Some(client), Some(session)) = (client.upgrade(), session.upgrade()) else {
+                return;
+            };
+            if !client.ever_connected.load(Ordering::Acquire) {
+                session.outbox.close(CloseReason::ServerClose(
+                    "no Socket.IO connect in time".into(),
+                ));
+            }
+        });
+    }
+
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.sockets.lock().iter().find(|s| s.nsp() == nsp).cloned()
+    }
+
+    fn on_text(&self, session: &Arc<Session>, text: Bytes) -> Result<(), CloseReason> {
+        if self.partial.lock().is_some() {
+            return Err(protocol(
+                "text packet while binary attachments were expected",
+            ));
+        }
+        let packet = Packet::decode(text).map_err(|e| protocol(&e.to_string()))?;
+        if matches!(packet.kind, PacketKind::BinaryEvent | PacketKind::BinaryAck)
+            && packet.attachments > 0
+        {
+            *self.partial.lock() = Some(PartialPacket {
+                attachments: Vec::with_capacity(packet.attachments),
+                packet,
+            });
+            return Ok(());
+        }
+        self.dispatch(session, packet, Vec::new())
+    }
+
+    fn on_binary(&self, session: &Arc<Session>, data: Bytes) -> Result<(), CloseReason> {
+        let complete = {
+            let mut partial = self.partial.lock();
+            let Some(pending) = partial.as_mut() else {
+                return Err(protocol("unexpected binary attachment"));
+            };
+            pending.attachments.push(data);
+            if pending.attachments.len() < pending.packet.attachments {
+                return Ok(());
+            }
+            partial.take()
+        };
+        match complete {
+            Some(PartialPacket {
+                packet,
+                attachments,
+            }) => self.dispatch(session, packet, attachments),
+            None => Ok(()),
+        }
+    }
+
+    fn dispatch(
+        &self,
+        session: &Arc<Session>,
+        packet: Packet,
+        attachments: Vec<Bytes>,
+    ) -> Result<(), CloseReason> {
+        match packet.kind {
+            PacketKind::Connect => {
+                self.connect(session, &packet);
+                Ok(())
+            }
+            PacketKind::Disconnect => {
+                let nsp = packet.nsp_str().to_owned();
+                let removed = {
+                    let mut sockets = self.sockets.lock();
+                    let index = sockets.iter().position(|s| s.nsp() == nsp);
+                    index.map(|i| sockets.swap_remove(i))
+                };
+                if let Some(socket) = removed {
+                    socket.mark_disconnected();
+                    self.app.on_disconnect(&socket, false);
+                }
+                Ok(())
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let Some(socket) = self.socket(packet.nsp_str()) else {
+                    return Ok(());
+                };
+                let data = packet
+                    .data
+                    .as_ref()
+                    .ok_or_else(|| protocol("event without payload"))?;
+                let (name, args) = event_args(data).map_err(|e| protocol(&e.to_string()))?;
+                let event = ClientEvent {
+                    name,
+                    args,
+                    attachments,
+                    ack: packet.id,
+                };
+                self.app.on_event(&socket, event);
+                Ok(())
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                if let (Some(socket), Some(id)) = (self.socket(packet.nsp_str()), packet.id) {
+                    socket.resolve_ack(id, packet.data.clone().unwrap_or_default(), attachments);
+                }
+                Ok(())
+            }
+            PacketKind::ConnectError => Err(protocol("CONNECT_ERROR is sent by servers only")),
+        }
+    }
+
+    fn connect(&self, session: &Arc<Session>, packet: &Packet) {
+        let nsp = packet.nsp_str();
+        if self.socket(nsp).is_some() {
+            tracing::debug!(sid = %session.sid(), nsp, "duplicate CONNECT ignored");
+            return;
+        }
+        let request = ConnectRequest {
+            nsp,
+            auth: packet.data.as_ref(),
+            query_token: self.query_token.as_deref(),
+            session,
+        };
+        match self.app.connect(request) {
+            Ok(socket) => {
+                self.ever_connected.store(true, Ordering::Release);
+                self.sockets.lock().push(socket);
+            }
+            Err(message) => {
+                metrics::counter!("tidings_connect_errors_total").increment(1);
+                let mut out = BytesMut::new();
+                encode_connect_error(nsp, &message, &mut out);
+                let _ = session.outbox.push(Outgoing::Text(out.freeze()));
+            }
+        }
+    }
+}
+
+fn protocol(detail: &str) -> CloseReason {
+    CloseReason::ProtocolError(detail.to_owned())
+}
+
+impl SessionHandler for Client {
+    fn on_message(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
+        match message {
+            Message::Text(text) => self.on_text(session, text),
+            Message::Binary(data) => self.on_binary(session, data),
+        }
+    }
+
+    fn on_close(&self, _session: &Arc<Session>, _reason: &CloseReason) {
+        // Dropping the sockets here also breaks the session → client → socket → session cycle.
+        let sockets = std::mem::take(&mut *self.sockets.lock());
+        for socket in sockets {
+            socket.mark_disconnected();
+            self.app.on_disconnect(&socket, true);
+        }
+        self.partial.lock().take();
+    }
+}

@@ -1,0 +1,195 @@
+//! One client connected to one namespace: what it is (id, user, rooms) and how to send to it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::packet::{
+    encode_ack, encode_binary_ack, encode_binary_event, encode_connect, encode_event,
+};
+use crate::auth::VerifiedClaims;
+use crate::engineio::session::Sid;
+use crate::engineio::{Outgoing, PushError, Session};
+use crate::recovery::Membership;
+
+/// The client's answer to a server emit that asked for an ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckReply {
+    /// Raw JSON array of the ack arguments.
+    pub data: Bytes,
+    /// Binary attachments of a BINARY_ACK.
+    pub attachments: Vec<Bytes>,
+}
+
+/// A socket: one namespace of one client.
+pub struct Socket {
+    id: Sid,
+    nsp: Box<str>,
+    session: Arc<Session>,
+    user: Option<Arc<VerifiedClaims>>,
+    pid: Option<Sid>,
+    /// Rooms the socket is in, as the application tracks them.
+    pub rooms: Mutex<Vec<Membership>>,
+    connected: AtomicBool,
+    next_ack: AtomicU64,
+    pending_acks: Mutex<Option<HashMap<u64, oneshot::Sender<AckReply>>>>,
+}
+
+impl Socket {
+    /// A new socket. `id` is reused when a session is recovered; `pid` is the private id that lets the client
+    /// recover it later (None when recovery is off for the namespace).
+    pub fn new(
+        session: Arc<Session>,
+        nsp: &str,
+        id: Option<Sid>,
+        pid: Option<Sid>,
+        user: Option<Arc<VerifiedClaims>>,
+    ) -> Arc<Socket> {
+        Arc::new(Socket {
+            id: id.unwrap_or_else(Sid::random),
+            nsp: nsp.into(),
+            session,
+            user,
+            pid,
+            rooms: Mutex::new(Vec::new()),
+            connected: AtomicBool::new(true),
+            next_ack: AtomicU64::new(0),
+            pending_acks: Mutex::new(None),
+        })
+    }
+
+    /// The socket id (`socket.id` on the client).
+    pub fn id(&self) -> Sid {
+        self.id
+    }
+
+    /// The private session id used for connection state recovery.
+    pub fn pid(&self) -> Option<Sid> {
+        self.pid
+    }
+
+    /// The namespace.
+    pub fn nsp(&self) -> &str {
+        &self.nsp
+    }
+
+    /// The Engine.IO session carrying the socket.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The authenticated user, if the application has users.
+    pub fn user(&self) -> Option<&Arc<VerifiedClaims>> {
+        self.user.as_ref()
+    }
+
+    /// False once the socket left its namespace or its session ended.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_disconnected(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.pending_acks.lock().take();
+    }
+
+    /// Queues the CONNECT reply: `40{"sid":…}` plus `"pid"` when recovery is on.
+    pub fn send_connect_reply(&self) -> Result<(), PushError> {
+        let json = match self.pid {
+            Some(pid) => format!(r#"{{"sid":"{}","pid":"{}"}}"#, self.id, pid),
+            None => format!(r#"{{"sid":"{}"}}"#, self.id),
+        };
+        let mut out = BytesMut::new();
+        encode_connect(&self.nsp, json.as_bytes(), &mut out);
+        self.send(Outgoing::Text(out.freeze()))
+    }
+
+    /// Queues one prepared packet.
+    pub fn send(&self, packet: Outgoing) -> Result<(), PushError> {
+        self.session.outbox.push(packet)
+    }
+
+    /// Emits an event with raw JSON arguments.
+    pub fn emit(&self, event: &str, args: &[&[u8]]) -> Result<(), PushError> {
+        let mut out = BytesMut::new();
+        encode_event(&self.nsp, None, event, args, &mut out);
+        self.send(Outgoing::Text(out.freeze()))
+    }
+
+    /// Emits an event with binary attachments (arguments carry the placeholders).
+    pub fn emit_binary(
+        &self,
+        event: &str,
+        args: &[&[u8]],
+        attachments: &[Bytes],
+    ) -> Result<(), PushError> {
+        let mut out = BytesMut::new();
+        encode_binary_event(&self.nsp, None, event, args, attachments.len(), &mut out);
+        self.send_group(out.freeze(), attachments)
+    }
+
+    /// Emits an event and returns a receiver for the client's ack.
+    pub fn emit_with_ack(
+        &self,
+        event: &str,
+        args: &[&[u8]],
+    ) -> Result<oneshot::Receiver<AckReply>, PushError> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending_acks
+            .lock()
+            .get_or_insert_with(HashMap::new)
+            .insert(id, tx);
+        let mut out = BytesMut::new();
+        encode_event(&self.nsp, Some(id), event, args, &mut out);
+        if let Err(error) = self.send(Outgoing::Text(out.freeze())) {
+            if let Some(map) = self.pending_acks.lock().as_mut() {
+                map.remove(&id);
+            }
+            return Err(error);
+        }
+        Ok(rx)
+    }
+
+    /// Routes an ACK from the client to the emit waiting for it; unknown ids are ignored.
+    pub(crate) fn resolve_ack(&self, id: u64, data: Bytes, attachments: Vec<Bytes>) {
+        let waiter = self
+            .pending_acks
+            .lock()
+            .as_mut()
+            .and_then(|map| map.remove(&id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(AckReply { data, attachments });
+        }
+    }
+
+    /// Answers a client's ack request with raw JSON arguments.
+    pub fn ack(&self, id: u64, args: &[&[u8]]) -> Result<(), PushError> {
+        let mut out = BytesMut::new();
+        encode_ack(&self.nsp, id, args, &mut out);
+        self.send(Outgoing::Text(out.freeze()))
+    }
+
+    /// Answers a client's ack request with binary attachments.
+    pub fn ack_binary(
+        &self,
+        id: u64,
+        args: &[&[u8]],
+        attachments: &[Bytes],
+    ) -> Result<(), PushError> {
+        let mut out = BytesMut::new();
+        encode_binary_ack(&self.nsp, id, args, attachments.len(), &mut out);
+        self.send_group(out.freeze(), attachments)
+    }
+
+    fn send_group(&self, head: Bytes, attachments: &[Bytes]) -> Result<(), PushError> {
+        let mut group = Vec::with_capacity(1 + attachments.len());
+        group.push(Outgoing::Text(head));
+        group.extend(attachments.iter().cloned().map(Outgoing::Binary));
+        self.session.outbox.push_event(0, &group).map(|_| ())
+    }
+}
