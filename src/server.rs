@@ -34,6 +34,9 @@ pub const ENGINE_IO_PATH: &str = "/engine.io/";
 /// Runs a node until SIGINT/SIGTERM, then drains it.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
+    if config.conformance {
+        apply_conformance_settings(&mut config);
+    }
     let generated = config.ensure_secrets();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -306,6 +309,15 @@ fn print_banner(config: &Config, local: SocketAddr, generated: &[crate::config::
         }
         eprintln!("WARNING: configure auth.jwt_secret (or jwt_public_key) and api.keys before production use.");
     }
+}
+
+/// The settings the official protocol test-suites assume.
+fn apply_conformance_settings(config: &mut Config) {
+    config.engine.ping_interval_ms = 300;
+    config.engine.ping_timeout_ms = 200;
+    config.engine.connect_timeout_ms = 1000;
+    config.engine.max_payload = 1_000_000;
+    config.recovery.enabled = false;
 }
 
 /// Lifts the soft open-files limit to the hard one: every client is a file descriptor.

@@ -26,18 +26,22 @@ pub struct Engine {
     shards: Box<[SessionShard]>,
     count: AtomicUsize,
     shutting_down: AtomicBool,
+    self_ref: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
 
 impl Engine {
     /// A new endpoint whose sessions are handed to `handler`.
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Engine> {
-        Arc::new(Engine {
+        let engine = Arc::new(Engine {
             config,
             handler,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-        })
+            self_ref: std::sync::OnceLock::new(),
+        });
+        let _ = engine.self_ref.set(Arc::downgrade(&engine));
+        engine
     }
 
     /// The endpoint's settings.
@@ -112,6 +116,13 @@ impl Engine {
                 let session = Sid::parse(sid)
                     .and_then(|sid| self.find(&sid))
                     .ok_or(EngineError::UnknownSid)?;
+                if session.is_closed() {
+                    return self.closed_session_reply(&session);
+                }
+                if session.pong_overdue() {
+                    self.close_session(&session, CloseReason::PingTimeout);
+                    return Err(EngineError::UnknownSid);
+                }
                 match *req.method() {
                     Method::GET => super::polling::get(self, &session).await,
                     Method::POST => super::polling::post(self, &session, req).await,
@@ -169,13 +180,24 @@ impl Engine {
         if !session.mark_closed() {
             return;
         }
-        if self
-            .shard(&session.sid())
-            .lock()
-            .remove(&session.sid())
-            .is_some()
-        {
-            self.count.fetch_sub(1, Ordering::AcqRel);
+        let linger = reason == CloseReason::ClientClose
+            && session.transport() == TransportKind::Polling
+            && !session.poll_active.load(Ordering::Acquire);
+        if linger {
+            // A GET racing the client's close packet still gets its noop; the entry goes after that GET or
+            // after one ping interval.
+            session.closed_by_client.store(true, Ordering::Release);
+            let sid = session.sid();
+            let delay = self.config.ping_interval;
+            let engine = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+            if let Some(engine) = engine {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    engine.forget(&sid);
+                });
+            }
+        } else {
+            self.forget(&session.sid());
         }
         match &reason {
             CloseReason::ProtocolError(_)
@@ -192,6 +214,26 @@ impl Engine {
             handler.on_close(session, &reason);
         }
         session.outbox.close(reason);
+    }
+
+    /// Drops a session from the table.
+    fn forget(&self, sid: &Sid) {
+        if self.shard(sid).lock().remove(sid).is_some() {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Answers a GET for a session already closed: a noop for the first GET after a client close, else 400.
+    pub(crate) fn closed_session_reply(
+        &self,
+        session: &Session,
+    ) -> Result<Response<Body>, EngineError> {
+        self.forget(&session.sid());
+        if session.closed_by_client.swap(false, Ordering::AcqRel) {
+            Ok(super::polling::noop_response())
+        } else {
+            Err(EngineError::UnknownSid)
+        }
     }
 
     /// Applies one packet received from the client on any transport.

@@ -42,13 +42,14 @@ impl Heartbeat {
         self.deadline
     }
 
-    /// Called when the deadline passed.
-    pub fn on_deadline(&mut self, now: Instant) -> Beat {
+    /// Called when the deadline passed. The pong is due `timeout` after the ping was scheduled (not after
+    /// the timer happened to fire), so the limit is the same whether it is checked here or lazily.
+    pub fn on_deadline(&mut self, _now: Instant) -> Beat {
         if self.awaiting_pong {
             Beat::TimedOut
         } else {
             self.awaiting_pong = true;
-            self.deadline = now + self.timeout;
+            self.deadline += self.timeout;
             Beat::SendPing
         }
     }
@@ -96,6 +97,7 @@ pub async fn run(engine: Arc<Engine>, session: Arc<Session>) {
                     engine.close_session(&session, reason);
                     return;
                 }
+                session.expect_pong_by(beat.deadline());
             }
             Beat::TimedOut => {
                 engine.close_session(&session, CloseReason::PingTimeout);

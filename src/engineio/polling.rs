@@ -12,12 +12,20 @@ use super::payload::{decode_payload, encode_payload};
 use super::session::{Session, TransportKind};
 use super::{CloseReason, Engine, Outgoing};
 
+/// How long a GET arriving mid-upgrade waits for the upgrade to settle.
+const UPGRADE_RACE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most packets accepted in one POST body.
 const MAX_PACKETS_PER_POST: usize = 1024;
 
 /// The handshake reply: the open packet alone.
 pub fn open_response(open: &Outgoing) -> Response<Body> {
     payload_response(std::slice::from_ref(open))
+}
+
+/// A lone noop packet, ending a poll with nothing to say.
+pub fn noop_response() -> Response<Body> {
+    payload_response(&[Outgoing::noop()])
 }
 
 fn payload_response(packets: &[Outgoing]) -> Response<Body> {
@@ -48,6 +56,21 @@ pub async fn get(
     engine: &Arc<Engine>,
     session: &Arc<Session>,
 ) -> Result<Response<Body>, EngineError> {
+    let upgrading = session.transport() == TransportKind::Upgrading
+        || session.upgrade_claimed.load(Ordering::Acquire);
+    if upgrading && session.transport() != TransportKind::WebSocket {
+        // A GET racing an upgrade in flight: give the upgrade a moment to settle, then answer for the
+        // transport that results (a noop while still upgrading, 400 once upgraded).
+        let deadline = tokio::time::Instant::now() + UPGRADE_RACE_GRACE;
+        while session.transport() != TransportKind::WebSocket
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if session.transport() == TransportKind::Upgrading {
+            return Ok(noop_response());
+        }
+    }
     if session.transport() == TransportKind::WebSocket {
         return Err(EngineError::BadRequest("transport upgraded"));
     }

@@ -57,6 +57,12 @@ impl std::fmt::Display for Sid {
     }
 }
 
+/// Process-wide reference instant for deadlines kept in atomics.
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
 /// Which transport currently carries a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -83,11 +89,17 @@ pub struct Session {
     transport: AtomicU8,
     /// Set while a polling GET is outstanding.
     pub(crate) poll_active: AtomicBool,
+    /// Set once a websocket claimed the upgrade of this session; a second one is turned away.
+    pub(crate) upgrade_claimed: AtomicBool,
+    /// Closed by the client's close packet on polling, with no GET told yet: the next GET gets a noop.
+    pub(crate) closed_by_client: AtomicBool,
     /// Serialises POST bodies of one session so packets are handled in order.
     pub(crate) post_lock: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     pongs: AtomicU64,
     pong_signal: Notify,
+    /// When the pong of the last ping is due, in ms since [`clock_base`]; 0 when none is awaited.
+    pong_due_ms: AtomicU64,
     handler: OnceLock<Arc<dyn SessionHandler>>,
     rate: Mutex<RateLimit>,
 }
@@ -100,10 +112,13 @@ impl Session {
             outbox: Outbox::new(limits),
             transport: AtomicU8::new(transport as u8),
             poll_active: AtomicBool::new(false),
+            upgrade_claimed: AtomicBool::new(false),
+            closed_by_client: AtomicBool::new(false),
             post_lock: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             pongs: AtomicU64::new(0),
             pong_signal: Notify::new(),
+            pong_due_ms: AtomicU64::new(0),
             handler: OnceLock::new(),
             rate: Mutex::new(RateLimit {
                 tokens: f64::from(burst),
@@ -144,8 +159,28 @@ impl Session {
 
     /// Records a pong from the client.
     pub(crate) fn on_pong(&self) {
+        self.pong_due_ms.store(0, Ordering::Release);
         self.pongs.fetch_add(1, Ordering::AcqRel);
         self.pong_signal.notify_one();
+    }
+
+    /// Notes that a ping went out whose pong is due by `due`.
+    pub(crate) fn expect_pong_by(&self, due: tokio::time::Instant) {
+        let ms = due
+            .into_std()
+            .saturating_duration_since(clock_base())
+            .as_millis() as u64;
+        self.pong_due_ms.store(ms.max(1), Ordering::Release);
+    }
+
+    /// True when a pong is overdue: the session is dead even if its heartbeat timer has not fired yet.
+    pub(crate) fn pong_overdue(&self) -> bool {
+        let due = self.pong_due_ms.load(Ordering::Acquire);
+        due != 0
+            && Instant::now()
+                .saturating_duration_since(clock_base())
+                .as_millis() as u64
+                >= due
     }
 
     /// Number of pongs received so far.

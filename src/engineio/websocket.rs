@@ -149,7 +149,11 @@ impl Connection {
 
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
     async fn serve_upgrade(mut self, engine: Arc<Engine>, session: Arc<Session>) {
-        if session.transport() != TransportKind::Polling {
+        if session.transport() != TransportKind::Polling
+            || session
+                .upgrade_claimed
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             // A second websocket for a session that already has one: accept, then close it alone.
             let _ = self
                 .write_raw(&close_frame(1008, "session already upgraded"))
@@ -166,6 +170,9 @@ impl Connection {
                 if session.transport() == TransportKind::Upgrading {
                     session.set_transport(TransportKind::Polling);
                 }
+                session
+                    .upgrade_claimed
+                    .store(false, std::sync::atomic::Ordering::Release);
                 tracing::debug!(sid = %session.sid(), %reason, "upgrade abandoned");
                 let _ = self
                     .write_raw(&close_frame(reason.ws_code(), "upgrade failed"))
@@ -175,6 +182,9 @@ impl Connection {
                 if session.transport() == TransportKind::Upgrading {
                     session.set_transport(TransportKind::Polling);
                 }
+                session
+                    .upgrade_claimed
+                    .store(false, std::sync::atomic::Ordering::Release);
                 let _ = self
                     .write_raw(&close_frame(1000, "upgrade timed out"))
                     .await;
@@ -318,6 +328,7 @@ impl Connection {
                                 if session.outbox.push(Outgoing::ping()).is_err() {
                                     continue;
                                 }
+                                session.expect_pong_by(beat.deadline());
                             }
                             Beat::TimedOut => break CloseReason::PingTimeout,
                         }
