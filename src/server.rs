@@ -38,28 +38,64 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         apply_conformance_settings(&mut config);
     }
     let generated = config.ensure_secrets();
+    let running = start(&config).await?;
+    print_banner(&config, running.local_addr(), &generated);
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing every client");
+    running.shutdown(config.shutdown.drain()).await;
+    Ok(())
+}
+
+/// A node accepting connections; see [`start`].
+pub struct RunningNode {
+    node: Node,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Where the node listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The node's parts.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Stops accepting, closes every client at the Engine.IO level (so clients reconnect), and waits up to
+    /// `drain` for the sessions to go.
+    pub async fn shutdown(self, drain: Duration) {
+        let _ = self.stop.send(true);
+        let _ = self.accept.await;
+        self.node.close_all();
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.node.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Give the last close frames a moment on the wire.
+        tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+        tracing::info!(remaining = self.node.open_sessions(), "stopped");
+    }
+}
+
+/// Binds `config.listen` and serves the node described by `config` (secrets must be set) in the background.
+pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let node = build(&config)?;
-    print_banner(&config, local, &generated);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let node = build(config)?;
+    let (stop, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, node.router.clone(), stop_rx));
-    shutdown_signal().await;
-    tracing::info!("shutting down: closing every client");
-    let _ = stop_tx.send(true);
-    let _ = accept.await;
-    node.close_all();
-    let drain = config.shutdown.drain();
-    let deadline = tokio::time::Instant::now() + drain;
-    while node.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Give the last close frames a moment on the wire.
-    tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
-    tracing::info!(remaining = node.open_sessions(), "stopped");
-    Ok(())
+    Ok(RunningNode {
+        node,
+        local,
+        stop,
+        accept,
+    })
 }
 
 /// A built node: its endpoints and router.
@@ -167,7 +203,7 @@ pub fn build(config: &Config) -> anyhow::Result<Node> {
         room_policies,
         max_disconnection: config.recovery.max_disconnection(),
     });
-    tokio::spawn(sweep_loop(hub, sessions));
+    tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
         engine_config(config),
         SocketIo::new(app.clone(), connect_timeout),
@@ -204,12 +240,15 @@ fn engine_route(
     }
 }
 
-/// Once a second: expire history and parked sessions.
-async fn sweep_loop(hub: Arc<Hub>, sessions: Arc<MemorySessionStore>) {
+/// Once a second: expire history and parked sessions. Ends when the node is dropped.
+async fn sweep_loop(hub: std::sync::Weak<Hub>, sessions: std::sync::Weak<MemorySessionStore>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let (Some(hub), Some(sessions)) = (hub.upgrade(), sessions.upgrade()) else {
+            return;
+        };
         hub.sweep();
         sessions.sweep();
         metrics::gauge!("tidings_parked_sessions").set(sessions.len() as f64);
