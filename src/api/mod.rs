@@ -41,6 +41,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/broadcast", post(publish::broadcast))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{room}", get(rooms::show))
+        .route("/v1/rooms/{room}/history", get(rooms::history))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

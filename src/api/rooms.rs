@@ -54,3 +54,33 @@ pub(super) async fn show(
         serde_json::json!({ "namespace": nsp, "name": room, "members": members }),
     ))
 }
+
+/// `?since=&limit=&epoch=&namespace=` of a history read.
+#[derive(Deserialize)]
+pub(super) struct HistoryQuery {
+    namespace: Option<String>,
+    since: Option<u64>,
+    limit: Option<usize>,
+    epoch: Option<u64>,
+}
+
+pub(super) async fn history(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let nsp = namespace_of(&state, query.namespace.as_deref())?;
+    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let key = RoomKey::new(&nsp, &room);
+    let page = crate::history::read_page(
+        state.app.hub().history().as_ref(),
+        &key,
+        query.epoch,
+        query.since.unwrap_or(0),
+        query.limit.unwrap_or(100),
+    );
+    let mut body = serde_json::to_value(page).unwrap_or_default();
+    body["namespace"] = nsp.into();
+    body["room"] = room.into();
+    Ok(Json(body))
+}

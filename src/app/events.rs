@@ -19,6 +19,7 @@ pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
         "subscribe" => subscribe(app, socket, &event),
         "unsubscribe" => unsubscribe(app, socket, &event),
         "publish" => publish(app, socket, &event),
+        "history" => history(app, socket, &event),
         _ => Err(Refusal::UnknownEvent),
     };
     let reply = match outcome {
@@ -145,4 +146,48 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<V
             .to_string()
             .into_bytes(),
     )
+}
+
+#[derive(Deserialize)]
+struct HistoryArgs {
+    room: String,
+    since: Option<String>,
+    limit: Option<usize>,
+    epoch: Option<String>,
+}
+
+/// `history` `{room, since?, limit?, epoch?}`: a page of the room's history, for clients that keep their own
+/// offsets. Allowed for rooms the client may join.
+fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<Vec<u8>, Refusal> {
+    let first = event
+        .args
+        .first()
+        .ok_or_else(|| Refusal::BadRequest("history needs {room, since?, limit?}".into()))?;
+    let args: HistoryArgs = serde_json::from_slice(first)
+        .map_err(|e| Refusal::BadRequest(format!("history needs {{room, since?, limit?}}: {e}")))?;
+    validate_room_name(&args.room).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let user = socket.user().ok_or(Refusal::Forbidden)?;
+    let key = RoomKey::new(socket.nsp(), &args.room);
+    if !user.may_join(&args.room) && !app.hub.is_member(&key, socket.id()) {
+        return Err(Refusal::Forbidden);
+    }
+    let number = |text: Option<String>, what: &str| -> Result<Option<u64>, Refusal> {
+        text.map(|t| {
+            t.parse::<u64>()
+                .map_err(|_| Refusal::BadRequest(format!("{what} must be a decimal string")))
+        })
+        .transpose()
+    };
+    let since = number(args.since, "since")?.unwrap_or(0);
+    let epoch = number(args.epoch, "epoch")?;
+    let page = crate::history::read_page(
+        app.hub.history().as_ref(),
+        &key,
+        epoch,
+        since,
+        args.limit.unwrap_or(100),
+    );
+    let mut reply = serde_json::to_value(page).unwrap_or_default();
+    reply["ok"] = true.into();
+    Ok(reply.to_string().into_bytes())
 }

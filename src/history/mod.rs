@@ -63,3 +63,78 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Current totals.
     fn stats(&self) -> HistoryStats;
 }
+
+/// A page of history as the API and the `history` client event return it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryPage {
+    /// Epoch of the room's stream (as a string: it does not fit a JSON number exactly).
+    pub epoch: String,
+    /// False when events after `since` were evicted or the epoch changed: the page starts later.
+    pub complete: bool,
+    /// Events, oldest first.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// Most events in one page.
+pub const MAX_PAGE: usize = 1000;
+
+/// Reads events after `since` (0 = from the start) as a page, falling back to what is still held when the
+/// position is no longer covered.
+pub fn read_page(
+    store: &dyn HistoryStore,
+    room: &RoomKey,
+    epoch: Option<u64>,
+    since: u64,
+    limit: usize,
+) -> HistoryPage {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let (complete, result) = match store.read_after(room, epoch, since, limit) {
+        Ok(found) => (true, found),
+        Err(_) => (
+            false,
+            store.read_after(room, None, 0, limit).unwrap_or_default(),
+        ),
+    };
+    let (epoch, events) = result;
+    HistoryPage {
+        epoch: epoch.to_string(),
+        complete,
+        events: events.iter().map(describe).collect(),
+    }
+}
+
+/// The JSON view of a stored event: `{offset, at, event, data}` (binary parts as base64 `attachments`).
+pub fn describe(event: &StoredEvent) -> serde_json::Value {
+    use crate::engineio::Outgoing;
+    use base64::Engine as _;
+    let mut view = serde_json::json!({ "offset": event.seq.to_string(), "at": event.at_ms });
+    let mut attachments = Vec::new();
+    for packet in event.packets.iter() {
+        match packet {
+            Outgoing::Text(text) => {
+                if let Some((name, data)) = decode_event_text(text) {
+                    view["event"] = name.into();
+                    view["data"] = data;
+                }
+            }
+            Outgoing::Binary(data) => {
+                attachments.push(base64::engine::general_purpose::STANDARD.encode(data));
+            }
+        }
+    }
+    if !attachments.is_empty() {
+        view["attachments"] = attachments.into();
+    }
+    view
+}
+
+/// Event name and data from an encoded `42…` / `45N-…` Engine.IO message.
+fn decode_event_text(text: &bytes::Bytes) -> Option<(String, serde_json::Value)> {
+    let packet = crate::socketio::packet::Packet::decode(text.slice(1..)).ok()?;
+    let (name, args) = crate::socketio::packet::event_args(packet.data.as_ref()?).ok()?;
+    let data = args
+        .first()
+        .and_then(|raw| serde_json::from_slice(raw).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Some((name, data))
+}
