@@ -51,6 +51,9 @@ pub struct Tidings {
     namespaces: HashMap<String, NamespacePolicy>,
     room_policies: Vec<RoomPolicy>,
     max_disconnection: std::time::Duration,
+    /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
+    /// still take its session over.
+    live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
 }
 
 /// Everything the application is built from.
@@ -79,6 +82,7 @@ impl Tidings {
             namespaces: parts.namespaces,
             room_policies: parts.room_policies,
             max_disconnection: parts.max_disconnection,
+            live: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,6 +123,49 @@ impl Tidings {
             });
         }
         joined
+    }
+
+    /// Removes a socket from all its rooms and returns what recovery needs to restore it.
+    fn detach(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
+        let rooms = std::mem::take(&mut *socket.rooms.lock());
+        for membership in &rooms {
+            let key = RoomKey::new(socket.nsp(), &membership.room);
+            self.hub.leave(&key, socket.id());
+            self.hub.history().epoch(&key);
+        }
+        let (pid, user) = (socket.pid()?, socket.user()?);
+        Some(SessionRecord {
+            pid,
+            sid: socket.id(),
+            nsp: socket.nsp().into(),
+            sub: user.sub().to_owned(),
+            rooms,
+            expires_at: std::time::Instant::now() + self.max_disconnection,
+        })
+    }
+
+    /// Takes the session of a socket still connected with this pid (its client came back on a new connection
+    /// before the old one was known dead) and closes the old connection.
+    fn take_over(&self, pid: &Sid) -> Option<SessionRecord> {
+        let socket = self.live.lock().remove(pid)?.upgrade()?;
+        if !socket.supersede() {
+            return None;
+        }
+        let record = self.detach(&socket);
+        socket
+            .session()
+            .outbox
+            .close(crate::engineio::CloseReason::ServerClose(
+                "session resumed on another connection".into(),
+            ));
+        record
+    }
+
+    /// Registers a connected socket that has a recovery id.
+    fn track(&self, socket: &Arc<Socket>) {
+        if let Some(pid) = socket.pid() {
+            self.live.lock().insert(pid, Arc::downgrade(socket));
+        }
     }
 
     fn leave(&self, socket: &Arc<Socket>, room: &str) -> bool {
@@ -194,6 +241,7 @@ impl Application for Tidings {
                 self.join_at(&socket, room, seq);
             }
         });
+        self.track(&socket);
         metrics::counter!("tidings_sockets_connected_total").increment(1);
         Ok(socket)
     }
@@ -203,22 +251,23 @@ impl Application for Tidings {
     }
 
     fn on_disconnect(&self, socket: &Arc<Socket>, session_closed: bool) {
-        let rooms = std::mem::take(&mut *socket.rooms.lock());
-        for membership in &rooms {
-            let key = RoomKey::new(socket.nsp(), &membership.room);
-            self.hub.leave(&key, socket.id());
-            self.hub.history().epoch(&key);
+        if socket.is_superseded() {
+            // Its session was already taken over by a recovered connection.
+            return;
         }
+        if let Some(pid) = socket.pid() {
+            let mut live = self.live.lock();
+            if live
+                .get(&pid)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(socket)))
+            {
+                live.remove(&pid);
+            }
+        }
+        let record = self.detach(socket);
         // A transport loss keeps the session for recovery; a deliberate client disconnect does not.
-        if let (true, Some(pid), Some(user)) = (session_closed, socket.pid(), socket.user()) {
-            self.sessions.park(SessionRecord {
-                pid,
-                sid: socket.id(),
-                nsp: socket.nsp().into(),
-                sub: user.sub().to_owned(),
-                rooms,
-                expires_at: std::time::Instant::now() + self.max_disconnection,
-            });
+        if let (true, Some(record)) = (session_closed, record) {
+            self.sessions.park(record);
         }
     }
 }

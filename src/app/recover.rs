@@ -92,7 +92,11 @@ impl Tidings {
         offset: Option<&str>,
     ) -> Result<(Arc<Socket>, usize), Failure> {
         let pid = Sid::parse(pid).ok_or(Failure::UnknownSession)?;
-        let record = self.sessions.take(&pid).ok_or(Failure::UnknownSession)?;
+        let record = self
+            .sessions
+            .take(&pid)
+            .or_else(|| self.take_over(&pid))
+            .ok_or(Failure::UnknownSession)?;
         if &*record.nsp != request.nsp || record.sub != claims.sub() {
             return Err(Failure::Mismatch);
         }

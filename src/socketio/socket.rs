@@ -35,6 +35,7 @@ pub struct Socket {
     /// Rooms the socket is in, as the application tracks them.
     pub rooms: Mutex<Vec<Membership>>,
     connected: AtomicBool,
+    superseded: AtomicBool,
     next_ack: AtomicU64,
     pending_acks: Mutex<Option<HashMap<u64, oneshot::Sender<AckReply>>>>,
 }
@@ -57,6 +58,7 @@ impl Socket {
             pid,
             rooms: Mutex::new(Vec::new()),
             connected: AtomicBool::new(true),
+            superseded: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
             pending_acks: Mutex::new(None),
         })
@@ -90,6 +92,16 @@ impl Socket {
     /// False once the socket left its namespace or its session ended.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Marks the socket as replaced by another connection of the same session; true for the first caller.
+    pub fn supersede(&self) -> bool {
+        !self.superseded.swap(true, Ordering::AcqRel)
+    }
+
+    /// True once another connection took this socket's session over.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
     }
 
     pub(crate) fn mark_disconnected(&self) {
