@@ -200,3 +200,97 @@ impl SessionHandler for Client {
         self.partial.lock().take();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::EchoApp;
+    use crate::engineio::session::TransportKind;
+    use crate::engineio::OutboxLimits;
+
+    fn setup() -> (Arc<Session>, Arc<Client>) {
+        let session = Session::new(
+            TransportKind::WebSocket,
+            OutboxLimits {
+                max_messages: 64,
+                max_bytes: 1 << 20,
+            },
+            100,
+        );
+        let client = Client::new(Arc::new(EchoApp), None);
+        (session, client)
+    }
+
+    fn sent(session: &Session) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        session.outbox.drain(&mut out, usize::MAX);
+        out
+    }
+
+    fn text(s: &'static str) -> Message {
+        Message::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[tokio::test]
+    async fn server_emit_with_ack_resolves_on_client_ack() {
+        let (session, client) = setup();
+        client.on_message(&session, text("0")).unwrap();
+        sent(&session);
+        let socket = client.socket("/").unwrap();
+        let reply = socket.emit_with_ack("question", &[b"1"]).unwrap();
+        let out = sent(&session);
+        assert_eq!(
+            out,
+            vec![Outgoing::Text(Bytes::from_static(b"420[\"question\",1]"))]
+        );
+        client.on_message(&session, text("30[\"answer\"]")).unwrap();
+        let reply = reply.await.unwrap();
+        assert_eq!(&reply.data[..], b"[\"answer\"]");
+    }
+
+    #[tokio::test]
+    async fn binary_event_is_reassembled_and_echoed() {
+        let (session, client) = setup();
+        client.on_message(&session, text("0")).unwrap();
+        sent(&session);
+        client
+            .on_message(
+                &session,
+                text("51-[\"message\",{\"_placeholder\":true,\"num\":0}]"),
+            )
+            .unwrap();
+        assert!(sent(&session).is_empty());
+        client
+            .on_message(&session, Message::Binary(Bytes::from_static(&[1, 2, 3])))
+            .unwrap();
+        let out = sent(&session);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], Outgoing::Binary(Bytes::from_static(&[1, 2, 3])));
+    }
+
+    #[test]
+    fn unexpected_attachment_and_bad_packets_close() {
+        let (session, client) = setup();
+        assert!(client
+            .on_message(&session, Message::Binary(Bytes::from_static(&[9])))
+            .is_err());
+        for bad in ["abc", "2{}", "2abc[1]", "4{}", "2"] {
+            assert!(
+                client.on_message(&session, text(bad)).is_err(),
+                "{bad} must close"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_namespace_gets_connect_error() {
+        let (session, client) = setup();
+        client.on_message(&session, text("0/random,")).unwrap();
+        assert_eq!(
+            sent(&session),
+            vec![Outgoing::Text(Bytes::from_static(
+                b"44/random,{\"message\":\"Invalid namespace\"}"
+            ))]
+        );
+    }
+}
