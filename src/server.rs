@@ -120,6 +120,24 @@ impl Node {
     }
 }
 
+/// The process-wide Prometheus recorder (every node in a process renders the same metrics).
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "a metrics recorder was already installed; /metrics shows only this one"
+                );
+            }
+            handle
+        })
+        .clone()
+}
+
 /// Engine.IO settings from config.
 pub fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
@@ -138,12 +156,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 
 /// Builds the node described by `config` (secrets must already be set).
 pub fn build(config: &Config) -> anyhow::Result<Node> {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let metrics = recorder.handle();
-    // A second node in the same process (tests) keeps the first recorder.
-    let metrics = metrics::set_global_recorder(recorder)
-        .is_ok()
-        .then_some(metrics);
+    let metrics = Some(metrics_handle());
     let connect_timeout = config.engine.connect_timeout();
     if config.conformance {
         let sio = SocketIo::new(Arc::new(crate::conformance::EchoApp), connect_timeout);

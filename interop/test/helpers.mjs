@@ -13,6 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { AssertionError } from 'node:assert';
 import { Manager, io } from 'socket.io-client';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -311,28 +312,43 @@ export async function mustPublish(server, body, opts) {
 }
 
 /**
- * Raw HTTP request with node:http for large bodies the server may refuse (413)
- * before reading them. Like curl, it sends `Expect: 100-continue` and only sends
- * the body after `100 Continue` (or 1 s without an answer); the body goes out in
- * chunks and sending stops as soon as a response arrives. Write errors after a
- * response arrived (EPIPE/ECONNRESET from a server closing early) are ignored.
+ * Raw HTTP request with node:http, for large bodies the server refuses (413) and
+ * stops reading. Node destroys a socket on the first failed write, losing an
+ * answer that already arrived, so this sends like curl: `Expect: 100-continue`,
+ * then the body in chunks, each followed by a short pause for an early answer;
+ * once a response arrives nothing more is written. Write errors after a
+ * response arrived are ignored.
  */
-export function rawRequest(server, method, urlPath, { body = '', headers = {}, timeoutMs = 10_000, expectContinue = true } = {}) {
+export function rawRequest(
+  server,
+  method,
+  urlPath,
+  { body = '', headers = {}, timeoutMs = 20_000, expectContinue = true, chunkSize = 256 * 1024, pauseMs = 25 } = {},
+) {
   const data = Buffer.isBuffer(body) ? body : Buffer.from(body);
   return new Promise((resolve, reject) => {
     let settled = false;
     let responded = false;
     let sending = false;
+    let wake = null;
     const h = { 'content-length': data.length, connection: 'close', ...headers };
     if (expectContinue) h.expect = '100-continue';
     const req = http.request(server.url + urlPath, { method, headers: h });
-    const fail = (err) => {
-      if (settled) return;
-      settled = true;
-      reject(err);
-    };
+    const pause = (ms) =>
+      new Promise((r) => {
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          wake = null;
+          req.off('close', done);
+          r();
+        }
+        wake = done;
+        req.on('close', done);
+      });
     req.on('response', (res) => {
       responded = true;
+      wake?.();
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       const finish = () => {
@@ -346,6 +362,7 @@ export function rawRequest(server, method, urlPath, { body = '', headers = {}, t
           json = undefined;
         }
         resolve({ status: res.statusCode, json, text, headers: res.headers });
+        req.destroy();
       };
       res.on('end', finish);
       res.on('error', finish);
@@ -354,28 +371,28 @@ export function rawRequest(server, method, urlPath, { body = '', headers = {}, t
     const sendBody = async () => {
       if (sending || responded) return;
       sending = true;
-      // let the parser finish the current chunk: a final response may follow `100 Continue`
-      await new Promise((r) => setImmediate(r));
-      const CHUNK = 64 * 1024;
-      for (let off = 0; off < data.length && !responded && !req.destroyed; off += CHUNK) {
-        if (!req.write(data.subarray(off, off + CHUNK))) {
-          await new Promise((r) => {
-            const done = () => {
-              req.off('drain', done);
-              req.off('close', done);
-              r();
-            };
-            req.on('drain', done);
-            req.on('close', done);
-          });
-        }
+      await pause(0); // let the parser finish the current chunk: a final answer may follow `100 Continue`
+      for (let off = 0; off < data.length; off += chunkSize) {
+        if (responded || req.destroyed) return;
+        await new Promise((r) => {
+          const done = () => {
+            req.off('close', done);
+            r();
+          };
+          req.on('close', done);
+          req.write(data.subarray(off, off + chunkSize), done);
+        });
+        await pause(pauseMs);
       }
       if (!responded && !req.destroyed) req.end();
     };
     req.on('continue', sendBody);
     req.setTimeout(timeoutMs, () => req.destroy(new Error(`request timed out after ${timeoutMs} ms`)));
     req.on('error', (err) => {
-      if (!responded) fail(err);
+      if (!responded && !settled) {
+        settled = true;
+        reject(err);
+      }
     });
     req.flushHeaders();
     if (expectContinue) setTimeout(sendBody, 1000).unref();
@@ -562,4 +579,23 @@ export async function barrier(server, socket, sub, { namespace, timeoutMs = 5000
 /** emit with an ack, bounded in time (resolves with the ack's first argument). */
 export function ask(socket, event, arg, timeoutMs = 3000) {
   return socket.timeout(timeoutMs).emitWithAck(event, arg);
+}
+
+/**
+ * Check an ack of a reserved event. The contract is `{ok:true}` /
+ * `{ok:false, error}`; extra informative fields (e.g. an offset) are tolerated.
+ */
+export function assertOk(ack, message = '') {
+  if (!ack || typeof ack !== 'object' || ack.ok !== true) {
+    throw new AssertionError({ message: `expected an {ok:true} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`, actual: ack, expected: { ok: true }, operator: 'ack' });
+  }
+  return ack;
+}
+
+export function assertRefused(ack, error, message = '') {
+  if (!ack || typeof ack !== 'object' || ack.ok !== false || (error !== undefined ? ack.error !== error : typeof ack.error !== 'string')) {
+    const want = error !== undefined ? { ok: false, error } : { ok: false, error: '<string>' };
+    throw new AssertionError({ message: `expected a ${JSON.stringify(want)} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`, actual: ack, expected: want, operator: 'ack' });
+  }
+  return ack;
 }

@@ -16,6 +16,7 @@ import {
   token,
   uid,
   waitFor,
+  assertOk,
 } from './helpers.mjs';
 
 const T = { timeout: 15_000 };
@@ -49,8 +50,8 @@ describe('namespaces', () => {
     const chatSub = uid('chat');
     const root = await connect(server, { token: token({ sub: rootSub, rooms: [room] }) });
     const chat = await connect(server, { namespace: '/chat', token: token({ sub: chatSub, rooms: [room] }) });
-    assert.deepEqual(await ask(root, 'subscribe', room), { ok: true });
-    assert.deepEqual(await ask(chat, 'subscribe', room), { ok: true });
+    assertOk(await ask(root, 'subscribe', room));
+    assertOk(await ask(chat, 'subscribe', room));
     const gRoot = collect(root, 'msg');
     const gChat = collect(chat, 'msg');
 

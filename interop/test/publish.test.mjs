@@ -18,6 +18,8 @@ import {
   uid,
   waitFor,
   waitForArgs,
+  assertOk,
+  assertRefused,
 } from './helpers.mjs';
 
 const T = { timeout: 15_000 };
@@ -49,7 +51,7 @@ describe('publish', () => {
     const gR = collect(reader, 'chat');
     const gO = collect(outsider, 'chat');
     const ack = await ask(sender, 'publish', { room, event: 'chat', data: { text: 'hi', n: [1, 2] } });
-    assert.deepEqual(ack, { ok: true });
+    assertOk(ack);
     await gS.waitForCount(1);
     await gR.waitForCount(1);
     await barrier(server, outsider, oSub);
@@ -62,7 +64,7 @@ describe('publish', () => {
     const room = `feed:${uid('x')}`;
     const sender = await connect(server, { token: token({ sub: uid('s'), join: [room], publish: ['feed:*'] }) });
     const got = waitFor(sender, 'feed');
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'feed', data: 7 }), { ok: true });
+    assertOk(await ask(sender, 'publish', { room, event: 'feed', data: 7 }));
     assert.equal(await got, 7);
   });
 
@@ -71,46 +73,55 @@ describe('publish', () => {
     const [aSub, bSub] = [uid('a'), uid('b')];
     const a = await connect(server, { token: token({ sub: aSub, rooms: ['chat:*'] }) });
     const b = await connect(server, { token: token({ sub: bSub, rooms: ['chat:*'] }) });
-    assert.deepEqual(await ask(a, 'subscribe', room), { ok: true });
-    assert.deepEqual(await ask(b, 'subscribe', room), { ok: true });
+    assertOk(await ask(a, 'subscribe', room));
+    assertOk(await ask(b, 'subscribe', room));
     const gB = collect(b, 'say');
-    assert.deepEqual(await ask(a, 'publish', { room, event: 'say', data: 'hello chat' }), { ok: true });
+    assertOk(await ask(a, 'publish', { room, event: 'say', data: 'hello chat' }));
     await gB.waitForCount(1);
     assert.deepEqual(gB.items, ['hello chat']);
   });
 
-  test('client publish refused (forbidden) and not delivered elsewhere', T, async () => {
-    const room = uid('news');
+  /** `sender` publishes `room`; expect forbidden and no delivery to `sender` nor to a member of `room`. */
+  async function expectForbidden(senderClaims, room, { senderJoins = false } = {}) {
     const [sSub, rSub] = [uid('s'), uid('r')];
-    // member of the room, but no publish claim and no room policy
-    const sender = await connect(server, { token: token({ sub: sSub, join: [room], publish: ['elsewhere'] }) });
+    const sender = await connect(server, {
+      token: token({ sub: sSub, ...senderClaims, join: senderJoins ? [room] : undefined }),
+    });
     const reader = await connect(server, { token: token({ sub: rSub, join: [room] }) });
     const gS = collect(sender, 'nope');
     const gR = collect(reader, 'nope');
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'nope', data: 1 }), {
-      ok: false,
-      error: 'forbidden',
-    });
-    // allowed by claim but not a member
-    const other = uid('notmember');
-    const outsider = await connect(server, { token: token({ sub: uid('o'), publish: [other] }) });
-    assert.deepEqual(await ask(outsider, 'publish', { room: other, event: 'nope', data: 2 }), {
-      ok: false,
-      error: 'forbidden',
-    });
-    // policy room, but not a member
-    assert.deepEqual(await ask(outsider, 'publish', { room: `chat:${uid('x')}`, event: 'nope', data: 3 }), {
-      ok: false,
-      error: 'forbidden',
-    });
-    // publishing into someone's personal room is not allowed by default
-    assert.deepEqual(await ask(sender, 'publish', { room: `user:${rSub}`, event: 'nope', data: 4 }), {
-      ok: false,
-      error: 'forbidden',
-    });
+    assertRefused(await ask(sender, 'publish', { room, event: 'nope', data: 1 }), 'forbidden');
     await barrier(server, sender, sSub);
     await barrier(server, reader, rSub);
-    assert.deepEqual(gS.items, []);
+    assert.deepEqual(gS.items, [], 'the sender got the refused event');
+    assert.deepEqual(gR.items, [], 'a member got the refused event');
+  }
+
+  test('client publish refused: member, but neither claim nor policy', T, async () => {
+    await expectForbidden({ publish: ['elsewhere'] }, uid('news'), { senderJoins: true });
+  });
+
+  test('client publish refused: no publish claim at all', T, async () => {
+    await expectForbidden({}, uid('news'), { senderJoins: true });
+  });
+
+  test('client publish refused: allowed by the publish claim, but not a member', T, async () => {
+    const room = uid('notmember');
+    await expectForbidden({ publish: [room] }, room);
+  });
+
+  test('client publish refused: room policy (chat:*), but not a member', T, async () => {
+    await expectForbidden({ rooms: ['chat:*'] }, `chat:${uid('x')}`);
+  });
+
+  test("client publish refused: someone else's personal room", T, async () => {
+    const victim = uid('victim');
+    const sSub = uid('s');
+    const sender = await connect(server, { token: token({ sub: sSub, publish: ['elsewhere'] }) });
+    const reader = await connect(server, { token: token({ sub: victim }) });
+    const gR = collect(reader, 'nope');
+    assertRefused(await ask(sender, 'publish', { room: `user:${victim}`, event: 'nope', data: 1 }), 'forbidden');
+    await barrier(server, reader, victim);
     assert.deepEqual(gR.items, []);
   });
 
@@ -121,12 +132,12 @@ describe('publish', () => {
     const b = await connect(server, { token: token({ sub: bSub, join: [room] }) });
     const gA = collect(a, 'hello');
     const gB = collect(b, 'hello');
-    assert.deepEqual(await ask(a, 'hello', { room, data: 'x' }), { ok: false, error: 'unknown event' });
+    assertRefused(await ask(a, 'hello', { room, data: 'x' }), 'unknown event');
     a.emit('hello', 'no ack wanted'); // must be ignored silently
     a.emit('hello', room, 'two', 'more', 'args');
     // the connection is still fine afterwards
     const afterEvt = waitFor(b, 'after');
-    assert.deepEqual(await ask(a, 'publish', { room, event: 'after', data: 'fine' }), { ok: true });
+    assertOk(await ask(a, 'publish', { room, event: 'after', data: 'fine' }));
     assert.equal(await afterEvt, 'fine');
     await barrier(server, a, aSub);
     await barrier(server, b, bSub);
@@ -139,17 +150,17 @@ describe('publish', () => {
     const socket = await connect(server, { token: token({ sub: uid('k'), rooms: [room], publish: [room] }) });
     // plain callback
     const viaCallback = await new Promise((resolve) => socket.emit('subscribe', room, resolve));
-    assert.deepEqual(viaCallback, { ok: true });
+    assertOk(viaCallback);
     // promise form
-    assert.deepEqual(await socket.emitWithAck('unsubscribe', room), { ok: true });
+    assertOk(await socket.emitWithAck('unsubscribe', room));
     // with a timeout: resolves before it
-    assert.deepEqual(await socket.timeout(2000).emitWithAck('subscribe', room), { ok: true });
+    assertOk(await socket.timeout(2000).emitWithAck('subscribe', room));
     // callback + timeout form: (err, ...args)
     const [err, res] = await new Promise((resolve) =>
       socket.timeout(2000).emit('publish', { room, event: 'acked', data: 1 }, (e, r) => resolve([e, r])),
     );
     assert.equal(err, null);
-    assert.deepEqual(res, { ok: true });
+    assertOk(res);
     // many acks in flight at once come back matched to their requests
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) =>
@@ -157,7 +168,7 @@ describe('publish', () => {
       ),
     );
     results.forEach((r, i) =>
-      assert.deepEqual(r, i % 2 ? { ok: true } : { ok: false, error: 'unknown event' }, `ack #${i}`),
+      i % 2 ? assertOk(r, `ack #${i}`) : assertRefused(r, 'unknown event', `ack #${i}`),
     );
   });
 
@@ -167,9 +178,9 @@ describe('publish', () => {
       token: token({ sub: uid('p'), rooms: [room], publish: [room] }),
       transports: ['polling'],
     });
-    assert.deepEqual(await socket.timeout(3000).emitWithAck('subscribe', room), { ok: true });
+    assertOk(await socket.timeout(3000).emitWithAck('subscribe', room));
     const got = waitFor(socket, 'p');
-    assert.deepEqual(await socket.timeout(3000).emitWithAck('publish', { room, event: 'p', data: 'x' }), { ok: true });
+    assertOk(await socket.timeout(3000).emitWithAck('publish', { room, event: 'p', data: 'x' }));
     assert.equal(await got, 'x');
   });
 
@@ -188,7 +199,7 @@ describe('publish', () => {
 
     // top-level binary data
     let waits = readers.map((s) => waitForArgs(s, 'blob'));
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'blob', data: bytes }), { ok: true });
+    assertOk(await ask(sender, 'publish', { room, event: 'blob', data: bytes }));
     for (const [i, w] of waits.entries()) {
       const [data] = await w;
       assert.ok(isBinary(data), `reader ${i}: not binary: ${typeof data}`);
@@ -199,7 +210,7 @@ describe('publish', () => {
     const small = new Uint8Array([0xde, 0xad, 0xbe, 0xef]);
     const payload = { name: 'file.bin', parts: [bytes.subarray(0, 10), { inner: small }], size: 266 };
     waits = readers.map((s) => waitForArgs(s, 'nested'));
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'nested', data: payload }), { ok: true });
+    assertOk(await ask(sender, 'publish', { room, event: 'nested', data: payload }));
     for (const [i, w] of waits.entries()) {
       const [data] = await w;
       assert.equal(data.name, 'file.bin', `reader ${i}`);
@@ -212,7 +223,7 @@ describe('publish', () => {
     const big = Buffer.alloc(200 * 1024);
     for (let i = 0; i < big.length; i++) big[i] = (i * 31 + 7) & 0xff;
     waits = readers.map((s) => waitForArgs(s, 'big', 10_000));
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'big', data: { big } }, 10_000), { ok: true });
+    assertOk(await ask(sender, 'publish', { room, event: 'big', data: { big } }, 10_000));
     for (const [i, w] of waits.entries()) {
       const [data] = await w;
       assert.ok(toBuffer(data.big).equals(big), `reader ${i}: big blob differs`);
@@ -228,7 +239,7 @@ describe('publish', () => {
     const reader = await connect(server, { token: token({ sub: uid('r'), join: [room] }), transports: ['websocket'] });
     const bytes = Buffer.from('binary over long-polling \u00e9\u20ac', 'utf8');
     const got = waitFor(reader, 'pb');
-    assert.deepEqual(await ask(sender, 'publish', { room, event: 'pb', data: { bytes } }), { ok: true });
+    assertOk(await ask(sender, 'publish', { room, event: 'pb', data: { bytes } }));
     assert.ok(toBuffer((await got).bytes).equals(bytes));
   });
 

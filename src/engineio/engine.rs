@@ -150,7 +150,7 @@ impl Engine {
         let session = Session::new(
             transport,
             self.config.outbox,
-            self.config.max_messages_per_sec * 2,
+            self.config.max_messages_per_sec.saturating_mul(2),
         );
         self.shard(&session.sid())
             .lock()
@@ -201,6 +201,7 @@ impl Engine {
         }
         match &reason {
             CloseReason::ProtocolError(_)
+            | CloseReason::InvalidData(_)
             | CloseReason::SlowConsumer
             | CloseReason::Flood
             | CloseReason::PayloadTooLarge => {

@@ -73,6 +73,11 @@ pub async fn run(engine: Arc<Engine>, session: Arc<Session>) {
         tokio::select! {
             _ = tokio::time::sleep_until(beat.deadline()) => {}
             _ = session.pong_received() => {}
+            reason = std::future::poll_fn(|cx| session.outbox.poll_closing(cx)) => {
+                // Closed while no GET is waiting (slow consumer, connect timeout): finish the session now.
+                engine.close_session(&session, reason);
+                return;
+            }
         }
         if session.is_closed() {
             return;

@@ -13,6 +13,7 @@ pub mod polling;
 pub mod session;
 pub mod websocket;
 pub mod ws_frame;
+pub mod ws_writer;
 
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub enum CloseReason {
     PayloadTooLarge,
     /// A malformed packet or a protocol violation; the text says which.
     ProtocolError(String),
+    /// Text that is not valid UTF-8; the text says where.
+    InvalidData(String),
     /// The server is shutting down.
     ServerShutdown,
     /// The application closed the session (e.g. no Socket.IO connect in time).
@@ -57,6 +60,7 @@ impl CloseReason {
             CloseReason::Flood => "flood",
             CloseReason::PayloadTooLarge => "payload_too_large",
             CloseReason::ProtocolError(_) => "protocol_error",
+            CloseReason::InvalidData(_) => "invalid_data",
             CloseReason::ServerShutdown => "server_shutdown",
             CloseReason::ServerClose(_) => "server_close",
         }
@@ -66,6 +70,7 @@ impl CloseReason {
     pub fn ws_code(&self) -> u16 {
         match self {
             CloseReason::ProtocolError(_) => 1002,
+            CloseReason::InvalidData(_) => 1007,
             CloseReason::PayloadTooLarge => 1009,
             CloseReason::ServerShutdown => 1001,
             CloseReason::SlowConsumer | CloseReason::Flood => 1008,
@@ -78,6 +83,7 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::ProtocolError(detail) => write!(f, "protocol error: {detail}"),
+            CloseReason::InvalidData(detail) => write!(f, "invalid data: {detail}"),
             CloseReason::ServerClose(detail) => write!(f, "closed by server: {detail}"),
             other => f.write_str(other.label()),
         }

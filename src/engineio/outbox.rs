@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use super::packet::Outgoing;
 use super::CloseReason;
@@ -39,12 +39,17 @@ struct State {
     /// Highest stream sequence queued, used to keep room events in order and unique per session.
     last_seq: u64,
     closing: Option<CloseReason>,
+    /// Something happened since the writer last looked.
+    signaled: bool,
+    /// The one task waiting on this outbox (the transport writer or a polling GET).
+    waiter: Option<Waker>,
+    /// A task that only cares about the outbox closing (the heartbeat of a polling session).
+    close_waiter: Option<Waker>,
 }
 
 /// The outbound queue of one session.
 pub struct Outbox {
     state: Mutex<State>,
-    wake: Notify,
     limits: OutboxLimits,
 }
 
@@ -53,7 +58,6 @@ impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Outbox {
             state: Mutex::new(State::default()),
-            wake: Notify::new(),
             limits,
         }
     }
@@ -88,17 +92,22 @@ impl Outbox {
             || state.bytes + size > self.limits.max_bytes
         {
             state.closing = Some(CloseReason::SlowConsumer);
+            let waiter = signal(&mut state);
             drop(state);
-            self.wake.notify_one();
+            wake(waiter);
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
         state.queue.extend(packets.iter().cloned());
         state.bytes += size;
+        // Only the first packet after a drain needs to wake the writer.
+        let waiter = if was_empty {
+            signal(&mut state)
+        } else {
+            [None, None]
+        };
         drop(state);
-        if was_empty {
-            self.wake.notify_one();
-        }
+        wake(waiter);
         Ok(true)
     }
 
@@ -119,8 +128,9 @@ impl Outbox {
         if state.closing.is_none() {
             state.closing = Some(reason);
         }
+        let waiter = signal(&mut state);
         drop(state);
-        self.wake.notify_one();
+        wake(waiter);
     }
 
     /// The close reason, once closing.
@@ -158,14 +168,57 @@ impl Outbox {
         !self.state.lock().queue.is_empty()
     }
 
-    /// Waits until something was queued or a close was requested since the last drain.
+    /// Ready when something was queued, a close was requested, or [`Outbox::wake`] was called since the
+    /// last time this returned ready. Keeps only the latest waker: one task waits on an outbox at a time.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock();
+        if state.signaled {
+            state.signaled = false;
+            return Poll::Ready(());
+        }
+        match &state.waiter {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.waiter = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Ready once the outbox is closing, for tasks that only need to notice the end of the session.
+    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.closing {
+            return Poll::Ready(reason.clone());
+        }
+        state.close_waiter = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Waits as [`Outbox::poll_ready`] does.
     pub async fn ready(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 
     /// Wakes the current waiter without queueing anything (transport change).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        let waiter = signal(&mut self.state.lock());
+        wake(waiter);
+    }
+}
+
+/// Marks the outbox as signaled and takes the wakers to call once the lock is released.
+fn signal(state: &mut State) -> [Option<Waker>; 2] {
+    state.signaled = true;
+    let closer = if state.closing.is_some() {
+        state.close_waiter.take()
+    } else {
+        None
+    };
+    [state.waiter.take(), closer]
+}
+
+fn wake(waiters: [Option<Waker>; 2]) {
+    for waker in waiters.into_iter().flatten() {
+        waker.wake();
     }
 }
 

@@ -4,8 +4,10 @@
 //! An idle connection holds no read buffer: bytes are read into a stack array and only a partial frame is
 //! kept on the heap until it completes.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,12 +24,15 @@ use super::session::{Session, Sid, TransportKind};
 use super::ws_frame::{
     accept_key, close_frame, encode_header, pong_frame, FrameDecoder, OpCode, WsMessage,
 };
+use super::ws_writer::FrameWriter;
 use super::{CloseReason, Engine, OpenRequest, Outbox, Outgoing};
 
 /// Frames written per `writev` call (two iovecs each, under the usual IOV_MAX of 1024).
 const FRAMES_PER_WRITE: usize = 256;
-/// Bytes drained from the outbox per write round, so one busy socket cannot hog its worker.
+/// Bytes drained from the outbox per write round.
 const BYTES_PER_ROUND: usize = 256 * 1024;
+/// Rounds per pump, so one busy socket cannot hog its worker.
+const ROUNDS_PER_PUMP: usize = 4;
 /// Time a client has to finish the probe and upgrade once its websocket is open.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time given to flush the last packets and the close frame of a closing session.
@@ -47,7 +52,7 @@ pub fn upgrade(
         None => None,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    let task = async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -55,8 +60,10 @@ pub fn upgrade(
                 return;
             }
         };
-        let (stream, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+        // Copy out any bytes read past the request, then drop hyper's buffer: a slice of it would keep the
+        // whole read buffer alive for the life of the connection.
+        let (stream, buf) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..])),
             Err(_) => {
                 tracing::error!("websocket upgrade on an unexpected connection type");
                 return;
@@ -64,14 +71,15 @@ pub fn upgrade(
         };
         let connection = Connection {
             stream,
-            buf: BytesMut::from(&leftover[..]),
+            buf,
             decoder: FrameDecoder::new(engine.config().max_payload),
         };
         match existing {
-            None => connection.serve_new(engine, &open).await,
-            Some(session) => connection.serve_upgrade(engine, session).await,
+            None => connection.serve_new(engine, open).await,
+            Some(session) => Box::pin(connection.serve_upgrade(engine, session)).await,
         }
-    });
+    };
+    tokio::spawn(task);
     Ok(Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -116,6 +124,14 @@ struct Connection {
     decoder: FrameDecoder,
 }
 
+/// Why the connection task woke up.
+enum Wake {
+    Outbox,
+    Writable(bool),
+    Readable(bool),
+    Timer,
+}
+
 /// What reading produced.
 enum Inbound {
     Message(WsMessage),
@@ -125,8 +141,10 @@ enum Inbound {
 
 impl Connection {
     /// A session opened directly on websocket: this task also runs its heartbeat.
-    async fn serve_new(mut self, engine: Arc<Engine>, open: &OpenRequest) {
-        let session = match engine.open_session(TransportKind::WebSocket, open) {
+    async fn serve_new(mut self, engine: Arc<Engine>, open: OpenRequest) {
+        let opened = engine.open_session(TransportKind::WebSocket, &open);
+        drop(open);
+        let session = match opened {
             Ok(session) => session,
             Err(error) => {
                 let _ = self.write_raw(&close_frame(1013, &error.to_string())).await;
@@ -246,13 +264,14 @@ impl Connection {
     }
 
     fn decode(&mut self) -> Result<Inbound, CloseReason> {
-        let decoded = self.decoder.decode(&mut self.buf).map_err(|error| {
-            if error.close_code() == 1009 {
-                CloseReason::PayloadTooLarge
-            } else {
-                CloseReason::ProtocolError(error.to_string())
-            }
-        })?;
+        let decoded =
+            self.decoder
+                .decode(&mut self.buf)
+                .map_err(|error| match error.close_code() {
+                    1009 => CloseReason::PayloadTooLarge,
+                    1007 => CloseReason::InvalidData(error.to_string()),
+                    _ => CloseReason::ProtocolError(error.to_string()),
+                })?;
         if self.buf.is_empty() && self.buf.capacity() > 0 {
             // Keep idle connections free of read buffers.
             self.buf = BytesMut::new();
@@ -297,8 +316,9 @@ impl Connection {
         );
         tokio::pin!(timer);
         let mut pongs = session.pong_count();
+        let mut writer = FrameWriter::default();
         let reason = loop {
-            match self.flush(session).await {
+            match self.pump(session, &mut writer) {
                 Ok(Some(reason)) => break reason,
                 Ok(None) => {}
                 Err(_) => {
@@ -308,27 +328,54 @@ impl Connection {
                         .unwrap_or(CloseReason::TransportClose)
                 }
             }
-            if session.outbox.has_pending() {
+            if !writer.is_blocked() && session.outbox.has_pending() {
+                // A long queue: let other connections run between rounds.
+                tokio::task::yield_now().await;
                 continue;
             }
-            tokio::select! {
-                _ = session.outbox.ready() => {}
-                ready = self.stream.readable() => {
-                    if ready.is_err() {
-                        break CloseReason::TransportClose;
+            // One hand-written wait instead of `select!`: no per-connection future for each source.
+            let wake = std::future::poll_fn(|cx| {
+                if session.outbox.poll_ready(cx).is_ready() {
+                    return Poll::Ready(Wake::Outbox);
+                }
+                if writer.is_blocked() {
+                    if let Poll::Ready(result) = self.stream.poll_write_ready(cx) {
+                        return Poll::Ready(Wake::Writable(result.is_ok()));
                     }
-                    if let Err(reason) = self.on_readable(engine, session).await {
+                }
+                if let Poll::Ready(result) = self.stream.poll_read_ready(cx) {
+                    return Poll::Ready(Wake::Readable(result.is_ok()));
+                }
+                if heartbeat.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Outbox => {
+                    if writer.is_blocked()
+                        && session.outbox.closing() == Some(CloseReason::SlowConsumer)
+                    {
+                        break CloseReason::SlowConsumer;
+                    }
+                }
+                Wake::Writable(ok) | Wake::Readable(ok) if !ok => {
+                    break CloseReason::TransportClose
+                }
+                Wake::Writable(_) => {}
+                Wake::Readable(_) => {
+                    if let Err(reason) = self.on_readable(engine, session, &writer) {
                         break reason;
                     }
                 }
-                _ = &mut timer, if heartbeat.is_some() => {
+                Wake::Timer => {
                     if let Some(beat) = heartbeat.as_mut() {
                         match beat.on_deadline(Instant::now()) {
                             Beat::SendPing => {
-                                if session.outbox.push(Outgoing::ping()).is_err() {
-                                    continue;
+                                if session.outbox.push(Outgoing::ping()).is_ok() {
+                                    session.expect_pong_by(beat.deadline());
                                 }
-                                session.expect_pong_by(beat.deadline());
                             }
                             Beat::TimedOut => break CloseReason::PingTimeout,
                         }
@@ -347,28 +394,61 @@ impl Connection {
         };
         engine.close_session(session, reason.clone());
         let final_reason = session.outbox.closing().unwrap_or(reason);
+        let close = close_frame(final_reason.ws_code(), final_reason.label());
         if final_reason == CloseReason::SlowConsumer {
             // Its socket is not draining: do not wait on it, just try to leave a close frame.
-            let _ = self
-                .stream
-                .try_write(&close_frame(final_reason.ws_code(), final_reason.label()));
+            let _ = self.stream.try_write(&close);
             return;
         }
         // Send what is still queued (e.g. a disconnect packet), then the close frame, within a bound.
         let goodbye = async {
-            let _ = self.flush(session).await;
-            let _ = self
-                .write_raw(&close_frame(final_reason.ws_code(), final_reason.label()))
-                .await;
+            loop {
+                match self.pump(session, &mut writer) {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if writer.is_blocked() => {
+                        if self.stream.writable().await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                }
+            }
+            let _ = self.write_raw(&close).await;
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+        // Boxed: this rare path would otherwise enlarge every connection's task.
+        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
+    }
+
+    /// Moves queued packets to the socket without waiting. Returns the close reason once the session is
+    /// closing and everything queued went out.
+    fn pump(
+        &mut self,
+        session: &Session,
+        writer: &mut FrameWriter,
+    ) -> io::Result<Option<CloseReason>> {
+        for _ in 0..ROUNDS_PER_PUMP {
+            if writer.is_blocked() && !writer.write_some(&self.stream)? {
+                return Ok(None);
+            }
+            let mut batch = Vec::new();
+            let closing = session.outbox.drain(&mut batch, BYTES_PER_ROUND);
+            if batch.is_empty() {
+                return Ok(closing);
+            }
+            writer.extend(batch);
+            if !writer.write_some(&self.stream)? {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// Reads available frames and applies each message.
-    async fn on_readable(
+    fn on_readable(
         &mut self,
         engine: &Arc<Engine>,
         session: &Arc<Session>,
+        writer: &FrameWriter,
     ) -> Result<(), CloseReason> {
         self.fill()?;
         loop {
@@ -381,9 +461,10 @@ impl Connection {
                     .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
                 WsMessage::Binary(data) => Packet::binary(data),
                 WsMessage::Ping(data) => {
-                    self.write_raw(&pong_frame(&data))
-                        .await
-                        .map_err(|_| CloseReason::TransportClose)?;
+                    // Best effort, and never in the middle of a partly written frame.
+                    if !writer.is_blocked() {
+                        let _ = self.stream.try_write(&pong_frame(&data));
+                    }
                     continue;
                 }
                 WsMessage::Pong(_) => continue,
@@ -394,17 +475,6 @@ impl Connection {
                 return Ok(());
             }
         }
-    }
-
-    /// Writes one round of queued packets; returns the close reason once the session is closing and drained.
-    async fn flush(&mut self, session: &Session) -> io::Result<Option<CloseReason>> {
-        let mut batch = Vec::new();
-        let closing = session.outbox.drain(&mut batch, BYTES_PER_ROUND);
-        if !batch.is_empty() {
-            self.write_batch(&batch, Some(&session.outbox)).await?;
-            metrics::counter!("tidings_ws_frames_sent_total").increment(batch.len() as u64);
-        }
-        Ok(closing)
     }
 
     /// Writes packets as websocket frames, several frames per `writev`.
