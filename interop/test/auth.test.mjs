@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import {
   ask,
+  assertOk,
+  assertRefused,
   barrier,
   closeAllClients,
   collect,
@@ -12,8 +14,6 @@ import {
   token,
   uid,
   waitFor,
-  assertOk,
-  assertRefused,
 } from './helpers.mjs';
 
 const T = { timeout: 15_000 };

@@ -5,6 +5,7 @@
 // `after`. Nothing here depends on a particular test framework feature except
 // the `node:test` hooks the test files call themselves.
 
+import { AssertionError } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,6 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AssertionError } from 'node:assert';
 import { Manager, io } from 'socket.io-client';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -586,16 +586,24 @@ export function ask(socket, event, arg, timeoutMs = 3000) {
  * `{ok:false, error}`; extra informative fields (e.g. an offset) are tolerated.
  */
 export function assertOk(ack, message = '') {
-  if (!ack || typeof ack !== 'object' || ack.ok !== true) {
-    throw new AssertionError({ message: `expected an {ok:true} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`, actual: ack, expected: { ok: true }, operator: 'ack' });
-  }
-  return ack;
+  if (ack && typeof ack === 'object' && ack.ok === true) return ack;
+  throw new AssertionError({
+    message: `expected an {ok:true} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`,
+    actual: ack,
+    expected: { ok: true },
+    operator: 'ack',
+  });
 }
 
+/** Check a refusal ack `{ok:false, error}`; without `error`, any string error. */
 export function assertRefused(ack, error, message = '') {
-  if (!ack || typeof ack !== 'object' || ack.ok !== false || (error !== undefined ? ack.error !== error : typeof ack.error !== 'string')) {
-    const want = error !== undefined ? { ok: false, error } : { ok: false, error: '<string>' };
-    throw new AssertionError({ message: `expected a ${JSON.stringify(want)} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`, actual: ack, expected: want, operator: 'ack' });
-  }
-  return ack;
+  const errorMatches = error === undefined ? typeof ack?.error === 'string' : ack?.error === error;
+  if (ack && typeof ack === 'object' && ack.ok === false && errorMatches) return ack;
+  const want = { ok: false, error: error ?? '<string>' };
+  throw new AssertionError({
+    message: `expected a ${JSON.stringify(want)} ack${message ? ` (${message})` : ''}, got ${JSON.stringify(ack)}`,
+    actual: ack,
+    expected: want,
+    operator: 'ack',
+  });
 }

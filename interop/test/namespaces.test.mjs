@@ -4,6 +4,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import {
   api,
   ask,
+  assertOk,
   awaitConnect,
   barrier,
   closeAllClients,
@@ -16,7 +17,6 @@ import {
   token,
   uid,
   waitFor,
-  assertOk,
 } from './helpers.mjs';
 
 const T = { timeout: 15_000 };

@@ -5,6 +5,8 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import {
   api,
   ask,
+  assertOk,
+  assertRefused,
   barrier,
   closeAllClients,
   collect,
@@ -18,8 +20,6 @@ import {
   uid,
   waitFor,
   waitForArgs,
-  assertOk,
-  assertRefused,
 } from './helpers.mjs';
 
 const T = { timeout: 15_000 };
@@ -105,9 +105,17 @@ describe('publish', () => {
     await expectForbidden({}, uid('news'), { senderJoins: true });
   });
 
-  test('client publish refused: allowed by the publish claim, but not a member', T, async () => {
-    const room = uid('notmember');
-    await expectForbidden({ publish: [room] }, room);
+  test('client publish allowed by the publish claim without being a member (an announcer)', T, async () => {
+    const room = uid('announce');
+    const [sSub, rSub] = [uid('s'), uid('r')];
+    const sender = await connect(server, { token: token({ sub: sSub, publish: [room] }) });
+    const reader = await connect(server, { token: token({ sub: rSub, join: [room] }) });
+    const gS = collect(sender, 'news');
+    const got = waitFor(reader, 'news');
+    assertOk(await ask(sender, 'publish', { room, event: 'news', data: { n: 1 } }));
+    assert.deepEqual(await got, { n: 1 });
+    await barrier(server, sender, sSub);
+    assert.deepEqual(gS.items, [], 'the sender is not a member and must not get the event');
   });
 
   test('client publish refused: room policy (chat:*), but not a member', T, async () => {
