@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use crate::app::{NamespacePolicy, RoomPolicy, Tidings, TidingsParts};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
 use crate::history::MemoryHistory;
 use crate::hub::Hub;
@@ -139,7 +140,7 @@ fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 /// Engine.IO settings from config.
-pub fn engine_config(config: &Config) -> EngineConfig {
+pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
     EngineConfig {
         ping_interval: config.engine.ping_interval(),
         ping_timeout: config.engine.ping_timeout(),
@@ -151,18 +152,20 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         max_messages_per_sec: config.limits.client_packets_per_sec,
         max_sessions: config.limits.max_connections,
         cors_origins: config.engine.cors_origins.clone(),
+        node_tag,
     }
 }
 
 /// Builds the node described by `config` (secrets must already be set).
 pub fn build(config: &Config) -> anyhow::Result<Node> {
     let metrics = Some(metrics_handle());
+    let node_tag = NodeTag::random();
     let connect_timeout = config.engine.connect_timeout();
     if config.conformance {
         let sio = SocketIo::new(Arc::new(crate::conformance::EchoApp), connect_timeout);
-        let socket_io = Engine::new(engine_config(config), sio);
+        let socket_io = Engine::new(engine_config(config, node_tag), sio);
         let engine_io = Engine::new(
-            engine_config(config),
+            engine_config(config, node_tag),
             Arc::new(crate::conformance::EngineEcho),
         );
         let router = Router::new()
@@ -218,7 +221,7 @@ pub fn build(config: &Config) -> anyhow::Result<Node> {
     });
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
-        engine_config(config),
+        engine_config(config, node_tag),
         SocketIo::new(app.clone(), connect_timeout),
     );
     let api = crate::api::router(crate::api::ApiState {

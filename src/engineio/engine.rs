@@ -12,7 +12,9 @@ use parking_lot::Mutex;
 use super::handshake::{self, EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
-use super::{CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing};
+use super::{
+    CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing, SessionRouter,
+};
 
 const SHARDS: usize = 32;
 
@@ -27,6 +29,7 @@ pub struct Engine {
     count: AtomicUsize,
     shutting_down: AtomicBool,
     self_ref: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    router: std::sync::OnceLock<Arc<dyn SessionRouter>>,
 }
 
 impl Engine {
@@ -39,9 +42,15 @@ impl Engine {
             count: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             self_ref: std::sync::OnceLock::new(),
+            router: std::sync::OnceLock::new(),
         });
         let _ = engine.self_ref.set(Arc::downgrade(&engine));
         engine
+    }
+
+    /// Installs the router for sessions of other nodes (cluster mode).
+    pub fn set_router(&self, router: Arc<dyn SessionRouter>) {
+        let _ = self.router.set(router);
     }
 
     /// The endpoint's settings.
@@ -94,6 +103,23 @@ impl Engine {
             return Ok(handshake::preflight());
         }
         let query = Query::parse(req.uri().query().unwrap_or(""))?;
+        if let Some(owner) = query
+            .sid
+            .as_deref()
+            .and_then(Sid::parse)
+            .map(|sid| sid.node_tag())
+            .filter(|tag| *tag != self.config.node_tag)
+        {
+            // Another node's session: no sticky sessions needed in front of the cluster.
+            return match self
+                .router
+                .get()
+                .and_then(|router| router.forward(owner, req))
+            {
+                Some(forwarded) => Ok(forwarded.await),
+                None => Err(EngineError::UnknownSid),
+            };
+        }
         match (query.transport, query.sid.as_deref()) {
             (TransportParam::WebSocket, sid) => {
                 let sid = sid
@@ -147,7 +173,8 @@ impl Engine {
                 .increment(1);
             return Err(EngineError::Full);
         }
-        let session = Session::new(
+        let session = Session::with_sid(
+            Sid::random_tagged(&self.config.node_tag),
             transport,
             self.config.outbox,
             self.config.max_messages_per_sec.saturating_mul(2),

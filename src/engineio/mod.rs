@@ -118,6 +118,21 @@ impl OpenRequest {
     }
 }
 
+/// Routes requests for sessions owned by another node of the cluster.
+pub trait SessionRouter: Send + Sync + 'static {
+    /// Handles a request whose session id carries another node's tag; None when that node is unknown (the
+    /// request is then answered as for an unknown session).
+    fn forward(
+        &self,
+        owner: session::NodeTag,
+        request: http::Request<axum::body::Body>,
+    ) -> Option<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = http::Response<axum::body::Body>> + Send>,
+        >,
+    >;
+}
+
 /// Creates the per-session handler of the layer above when a session opens.
 pub trait EngineHandler: Send + Sync + 'static {
     /// Called once per new session, before the open packet is sent.
@@ -157,6 +172,8 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Origins allowed by CORS for polling; `*` allows any; empty sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// This node's tag, put at the start of every session id.
+    pub node_tag: session::NodeTag,
 }
 
 impl Default for EngineConfig {
@@ -172,6 +189,7 @@ impl Default for EngineConfig {
             max_messages_per_sec: 50,
             max_sessions: 100_000,
             cors_origins: vec!["*".into()],
+            node_tag: session::NodeTag::random(),
         }
     }
 }

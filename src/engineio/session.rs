@@ -29,6 +29,21 @@ impl Sid {
         Sid(out)
     }
 
+    /// A fresh random id whose first [`NODE_TAG_LEN`] characters name the node that owns the session, so any
+    /// node of a cluster can route a request for it.
+    pub fn random_tagged(tag: &NodeTag) -> Sid {
+        let mut sid = Sid::random();
+        sid.0[..NODE_TAG_LEN].copy_from_slice(&tag.0);
+        sid
+    }
+
+    /// The node tag at the start of the id.
+    pub fn node_tag(&self) -> NodeTag {
+        let mut tag = [0u8; NODE_TAG_LEN];
+        tag.copy_from_slice(&self.0[..NODE_TAG_LEN]);
+        NodeTag(tag)
+    }
+
     /// Parses an id received from a client.
     pub fn parse(text: &str) -> Option<Sid> {
         let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
@@ -52,6 +67,49 @@ impl std::fmt::Debug for Sid {
 }
 
 impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Length of a node tag.
+pub const NODE_TAG_LEN: usize = 6;
+
+/// Short random name of a node, carried at the start of its Engine.IO session ids.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeTag([u8; NODE_TAG_LEN]);
+
+impl NodeTag {
+    /// A fresh random tag.
+    pub fn random() -> NodeTag {
+        let sid = Sid::random();
+        let mut tag = [0u8; NODE_TAG_LEN];
+        tag.copy_from_slice(&sid.0[..NODE_TAG_LEN]);
+        NodeTag(tag)
+    }
+
+    /// Parses a tag (base64url characters only).
+    pub fn parse(text: &str) -> Option<NodeTag> {
+        let bytes: [u8; NODE_TAG_LEN] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(NodeTag(bytes))
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for NodeTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for NodeTag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -107,8 +165,18 @@ pub struct Session {
 impl Session {
     /// A new session on the given transport.
     pub fn new(transport: TransportKind, limits: OutboxLimits, burst: u32) -> Arc<Session> {
+        Session::with_sid(Sid::random(), transport, limits, burst)
+    }
+
+    /// A new session with a given id.
+    pub fn with_sid(
+        sid: Sid,
+        transport: TransportKind,
+        limits: OutboxLimits,
+        burst: u32,
+    ) -> Arc<Session> {
         Arc::new(Session {
-            sid: Sid::random(),
+            sid,
             outbox: Outbox::new(limits),
             transport: AtomicU8::new(transport as u8),
             poll_active: AtomicBool::new(false),
@@ -234,6 +302,16 @@ mod tests {
         assert_eq!(Sid::parse(sid.as_str()), Some(sid));
         assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa!"), None);
+    }
+
+    #[test]
+    fn tagged_sids_name_their_node() {
+        let tag = NodeTag::random();
+        let sid = Sid::random_tagged(&tag);
+        assert_eq!(sid.node_tag(), tag);
+        assert!(sid.as_str().starts_with(tag.as_str()));
+        assert_eq!(NodeTag::parse(tag.as_str()), Some(tag));
+        assert_eq!(NodeTag::parse("bad!!!"), None);
     }
 
     #[test]
