@@ -19,7 +19,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Tokio worker threads; 0 means one per core (see [`Config::worker_threads`]).
     pub workers: usize,
-    /// URL clients use to reach this node; empty when not advertised.
+    /// Base URL at which this node is reached directly, advertised in the cluster's node registry: other nodes
+    /// forward requests for this node's sessions to it (plain HTTP, so an `http://` URL they can reach), and
+    /// `/v1/nodes/pick` hands it to new clients. Empty = `http://<listen address>` with the bound port.
     pub public_url: String,
     /// JWT verification.
     pub auth: AuthConfig,
@@ -695,7 +697,9 @@ pub const DEFAULT_CONFIG_TOML: &str = r#"# tidings configuration: every option w
 listen = "127.0.0.1:3000"
 # Tokio worker threads; 0 = one per CPU core.
 workers = 0
-# URL clients use to reach this node; empty = not advertised.
+# Base URL at which this node is reached directly (cluster mode): other nodes forward requests for this node's
+# sessions to it over plain HTTP, so it must be an http:// URL they can reach (not a load balancer in front of
+# every node), and /v1/nodes/pick hands it to new clients. Empty = http://<listen address>.
 public_url = ""
 
 [auth]

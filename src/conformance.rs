@@ -7,21 +7,14 @@ use std::sync::Arc;
 use crate::engineio::{
     CloseReason, EngineHandler, Message, OpenRequest, Outgoing, Session, SessionHandler,
 };
-use crate::socketio::{Application, ClientEvent, ConnectRequest, Socket};
+use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 
 /// Socket.IO echo application.
 pub struct EchoApp;
 
 impl Application for EchoApp {
-    fn connect(&self, request: ConnectRequest<'_>) -> Result<Arc<Socket>, String> {
-        if request.nsp != "/" && request.nsp != "/custom" {
-            return Err("Invalid namespace".into());
-        }
-        let socket = Socket::new(request.session.clone(), request.nsp, None, None, None);
-        socket.send_connect_reply().map_err(|e| e.to_string())?;
-        let auth: &[u8] = request.auth.map_or(b"{}".as_slice(), |a| &a[..]);
-        socket.emit("auth", &[auth]).map_err(|e| e.to_string())?;
-        Ok(socket)
+    fn connect(&self, request: ConnectRequest<'_>) -> Connecting {
+        Connecting::Ready(echo_connect(&request))
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: ClientEvent) {
@@ -41,6 +34,17 @@ impl Application for EchoApp {
     }
 
     fn on_disconnect(&self, _socket: &Arc<Socket>, _session_closed: bool) {}
+}
+
+fn echo_connect(request: &ConnectRequest<'_>) -> Result<Arc<Socket>, String> {
+    if request.nsp != "/" && request.nsp != "/custom" {
+        return Err("Invalid namespace".into());
+    }
+    let socket = Socket::new(request.session.clone(), request.nsp, None, None, None);
+    socket.send_connect_reply().map_err(|e| e.to_string())?;
+    let auth: &[u8] = request.auth.map_or(b"{}".as_slice(), |a| &a[..]);
+    socket.emit("auth", &[auth]).map_err(|e| e.to_string())?;
+    Ok(socket)
 }
 
 /// Bare Engine.IO echo: every message comes back unchanged.

@@ -17,8 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::app::{NamespacePolicy, RoomPolicy, Tidings, TidingsParts};
+use crate::app::{Backend, ClusterBackend, NamespacePolicy, RoomPolicy, Tidings, TidingsParts};
 use crate::auth::Authenticator;
+use crate::cluster::forward::Forwarder;
+use crate::cluster::keys::Keys;
+use crate::cluster::registry::{NodeInfo, Registry};
+use crate::cluster::{Redis, RedisTarget};
 use crate::config::Config;
 use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
@@ -69,6 +73,14 @@ impl RunningNode {
     /// Stops accepting, closes every client at the Engine.IO level (so clients reconnect), and waits up to
     /// `drain` for the sessions to go.
     pub async fn shutdown(self, drain: Duration) {
+        if let Some(registry) = &self.node.registry {
+            // Leave the registry first, so no new client is sent here.
+            match tokio::time::timeout(Duration::from_secs(2), registry.deregister()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "could not leave the node registry"),
+                Err(_) => tracing::warn!("leaving the node registry timed out"),
+            }
+        }
         let _ = self.stop.send(true);
         let _ = self.accept.await;
         self.node.close_all();
@@ -88,7 +100,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let node = build(config)?;
+    let node = build(config, local)?;
     let (stop, stop_rx) = watch::channel(false);
     let accept = tokio::spawn(accept_loop(listener, node.router.clone(), stop_rx));
     Ok(RunningNode {
@@ -105,6 +117,8 @@ pub struct Node {
     pub engines: Vec<Arc<Engine>>,
     /// The HTTP router (API and Engine.IO paths).
     pub router: Router,
+    /// This node's entry in the cluster's node registry; `None` when it runs alone.
+    pub registry: Option<Arc<Registry>>,
 }
 
 impl Node {
@@ -156,8 +170,8 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
     }
 }
 
-/// Builds the node described by `config` (secrets must already be set).
-pub fn build(config: &Config) -> anyhow::Result<Node> {
+/// Builds the node described by `config` (secrets must already be set), listening on `local`.
+pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     let metrics = Some(metrics_handle());
     let node_tag = NodeTag::random();
     let connect_timeout = config.engine.connect_timeout();
@@ -174,8 +188,15 @@ pub fn build(config: &Config) -> anyhow::Result<Node> {
         return Ok(Node {
             engines: vec![socket_io, engine_io],
             router,
+            registry: None,
         });
     }
+    let me = NodeInfo::new(
+        node_tag,
+        public_url(config, local),
+        config.limits.max_connections,
+    );
+    let redis = cluster_redis(config)?;
     let auth = Authenticator::new(&config.auth).context("invalid auth settings")?;
     let mut namespaces = HashMap::new();
     namespaces.insert(
@@ -211,10 +232,28 @@ pub fn build(config: &Config) -> anyhow::Result<Node> {
     ));
     let hub = Arc::new(Hub::new(history));
     let sessions = Arc::new(MemorySessionStore::new());
+    let backend = match &redis {
+        Some(redis) => Backend::Cluster(ClusterBackend::new(
+            redis.clone(),
+            Keys::new(&config.redis.key_prefix),
+            hub.clone(),
+            config.history.max_events,
+            // A stream outlives both its retention and the recovery window: a missing stream then means
+            // nothing was published to the room in that time.
+            config
+                .history
+                .max_age()
+                .max(config.recovery.max_disconnection())
+                + Duration::from_secs(60),
+        )),
+        None => Backend::Memory {
+            sessions: sessions.clone(),
+        },
+    };
     let app = Tidings::new(TidingsParts {
         auth,
         hub: hub.clone(),
-        sessions: sessions.clone(),
+        backend,
         namespaces,
         room_policies,
         max_disconnection: config.recovery.max_disconnection(),
@@ -224,18 +263,73 @@ pub fn build(config: &Config) -> anyhow::Result<Node> {
         engine_config(config, node_tag),
         SocketIo::new(app.clone(), connect_timeout),
     );
+    let registry = redis
+        .as_ref()
+        .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()));
     let api = crate::api::router(crate::api::ApiState {
         app,
         engine: engine.clone(),
         keys: Arc::new(config.api.keys.clone()),
         max_body: config.api.max_body_bytes,
         metrics,
+        registry: registry.clone(),
+        node: me,
     });
     let router = api.route(SOCKET_IO_PATH, any(engine_route(engine.clone())));
     Ok(Node {
         engines: vec![engine],
         router,
+        registry,
     })
+}
+
+/// The URL other nodes use to reach this one: `public_url`, or `http://<bound address>`.
+fn public_url(config: &Config, local: SocketAddr) -> String {
+    if !config.public_url.is_empty() {
+        return config.public_url.trim_end_matches('/').to_owned();
+    }
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        // Listening on every interface: loopback at least reaches nodes on this host.
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+/// The shared Redis command connection in cluster mode (`redis.url` set); it connects on first use.
+fn cluster_redis(config: &Config) -> anyhow::Result<Option<Arc<Redis>>> {
+    let Some(url) = config.redis.url() else {
+        return Ok(None);
+    };
+    let target = RedisTarget::parse(url).context("invalid redis.url")?;
+    Ok(Some(Arc::new(Redis::new(target))))
+}
+
+/// Cluster mode: advertises this node in the registry (heartbeat with the engine's connection count) and
+/// forwards requests for other nodes' sessions to their owner.
+fn start_cluster(
+    redis: Arc<Redis>,
+    config: &Config,
+    engine: &Arc<Engine>,
+    me: NodeInfo,
+) -> Arc<Registry> {
+    if config.public_url.is_empty() && config.listen.ip().is_unspecified() {
+        tracing::warn!(url = %me.url, "public_url is not set: other nodes will forward to this URL; set public_url to an address they can reach");
+    }
+    tracing::info!(node = %me.id, url = %me.url, "joining the cluster");
+    let registry = Arc::new(Registry::new(redis, config.redis.key_prefix.clone(), me));
+    let counted = Arc::downgrade(engine);
+    registry.spawn_heartbeat(Arc::new(move || {
+        counted.upgrade().map_or(0, |engine| engine.session_count())
+    }));
+    engine.set_router(Arc::new(Forwarder::new(
+        registry.clone(),
+        Forwarder::timeout_for(engine.config()),
+    )));
+    registry
 }
 
 fn engine_route(

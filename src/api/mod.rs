@@ -1,6 +1,7 @@
-//! The HTTP API on the client port: publish, broadcast, room listings, health and metrics.
+//! The HTTP API on the client port: publish, broadcast, room and node listings, health and metrics.
 
 mod error;
+mod nodes;
 mod publish;
 mod rooms;
 
@@ -16,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub use error::ApiError;
 
 use crate::app::Tidings;
+use crate::cluster::registry::{NodeInfo, Registry};
 use crate::engineio::Engine;
 
 /// What the API handlers share.
@@ -31,6 +33,10 @@ pub struct ApiState {
     pub max_body: usize,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// The cluster's node registry; `None` when the node runs alone.
+    pub registry: Option<Arc<Registry>>,
+    /// This node, as `/v1/nodes` shows it.
+    pub node: NodeInfo,
 }
 
 /// The API routes; `/healthz`, `/metrics` and `/stats` need no key, `/v1/*` needs `Authorization: Bearer <key>`.
@@ -42,6 +48,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{room}", get(rooms::show))
         .route("/v1/rooms/{room}/history", get(rooms::history))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/nodes/pick", get(nodes::pick))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

@@ -12,8 +12,10 @@ use serde_json::value::RawValue;
 use super::rooms::namespace_of;
 use super::{ApiError, ApiState};
 use crate::app::validate_event_name;
+use crate::app::Receipt;
 use crate::auth::validate_room_name;
-use crate::hub::{Event, Published, BROADCAST_ROOM};
+use crate::hub::{Event, BROADCAST_ROOM};
+use axum::http::StatusCode;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
@@ -99,22 +101,30 @@ fn check<'a>(state: &ApiState, request: PublishRequest<'a>) -> Result<Checked<'a
     })
 }
 
-fn deliver(state: &ApiState, checked: &Checked<'_>) -> Published {
+async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Receipt, ApiError> {
     let with_offset = state
         .app
         .namespace(&checked.nsp)
         .is_some_and(|ns| ns.recovery);
-    state.app.hub().publish(&Event {
+    let event = Event {
         nsp: &checked.nsp,
         rooms: &checked.rooms,
         name: &checked.event,
         data: checked.data,
         attachments: &[],
         with_offset,
+    };
+    state.app.publish(&event).await.map_err(|error| {
+        metrics::counter!("tidings_publish_unavailable_total").increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            error.to_string(),
+        )
     })
 }
 
-fn receipt(published: &Published) -> serde_json::Value {
+fn receipt(published: &Receipt) -> serde_json::Value {
     serde_json::json!({ "offset": published.seq.to_string(), "recipients": published.recipients })
 }
 
@@ -124,7 +134,7 @@ pub(super) async fn publish(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = read_body(&state, body).await?;
     let checked = check(&state, parse::<PublishRequest<'_>>(&body)?)?;
-    let published = deliver(&state, &checked);
+    let published = deliver(&state, &checked).await?;
     let mut reply = receipt(&published);
     reply["ok"] = true.into();
     Ok(Json(reply))
@@ -148,10 +158,21 @@ pub(super) async fn publish_batch(
         .into_iter()
         .map(|event| check(&state, event))
         .collect::<Result<Vec<_>, _>>()?;
-    let results: Vec<_> = checked
-        .iter()
-        .map(|c| receipt(&deliver(&state, c)))
-        .collect();
+    let mut results = Vec::with_capacity(checked.len());
+    for (index, event) in checked.iter().enumerate() {
+        match deliver(&state, event).await {
+            Ok(published) => results.push(receipt(&published)),
+            Err(_) if index > 0 => {
+                // Events before this one are accepted; say exactly how far the batch got.
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("event store unavailable: the first {index} events were accepted, the rest were not"),
+                ));
+            }
+            Err(error) => return Err(error),
+        }
+    }
     Ok(Json(serde_json::json!({ "ok": true, "results": results })))
 }
 
@@ -171,7 +192,7 @@ pub(super) async fn broadcast(
             .data
             .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
     };
-    let published = deliver(&state, &checked);
+    let published = deliver(&state, &checked).await?;
     let mut reply = receipt(&published);
     reply["ok"] = true.into();
     Ok(Json(reply))

@@ -72,13 +72,30 @@ pub(super) async fn history(
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
     validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let key = RoomKey::new(&nsp, &room);
-    let page = crate::history::read_page(
-        state.app.hub().history().as_ref(),
-        &key,
-        query.epoch,
-        query.since.unwrap_or(0),
-        query.limit.unwrap_or(100),
-    );
+    let page = match state.app.backend() {
+        crate::app::Backend::Memory { .. } => crate::history::read_page(
+            state.app.hub().history().as_ref(),
+            &key,
+            query.epoch,
+            query.since.unwrap_or(0),
+            query.limit.unwrap_or(100),
+        ),
+        crate::app::Backend::Cluster(cluster) => crate::cluster::history::read_page(
+            &cluster.redis,
+            &cluster.keys,
+            &key,
+            query.since.unwrap_or(0),
+            query.limit.unwrap_or(100),
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("history unavailable: {e}"),
+            )
+        })?,
+    };
     let mut body = serde_json::to_value(page).unwrap_or_default();
     body["namespace"] = nsp.into();
     body["room"] = room.into();

@@ -13,27 +13,46 @@ use crate::socketio::{ClientEvent, Socket};
 
 const OK: &[u8] = br#"{"ok":true}"#;
 
+/// A reply now, or one that needs cluster I/O first.
+enum Outcome {
+    Now(Result<Vec<u8>, Refusal>),
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, Refusal>> + Send>>),
+}
+
 /// Handles one client event.
 pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
     let outcome = match event.name.as_str() {
         "subscribe" => subscribe(app, socket, &event),
-        "unsubscribe" => unsubscribe(app, socket, &event),
+        "unsubscribe" => Outcome::Now(unsubscribe(app, socket, &event)),
         "publish" => publish(app, socket, &event),
         "history" => history(app, socket, &event),
-        _ => Err(Refusal::UnknownEvent),
+        _ => Outcome::Now(Err(Refusal::UnknownEvent)),
     };
-    let reply = match outcome {
+    match outcome {
+        Outcome::Now(result) => reply(socket, &event.name, event.ack, result),
+        Outcome::Later(pending) => {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let result = pending.await;
+                reply(&socket, &event.name, event.ack, result);
+            });
+        }
+    }
+}
+
+fn reply(socket: &Socket, name: &str, ack: Option<u64>, result: Result<Vec<u8>, Refusal>) {
+    let reply = match result {
         Ok(reply) => reply,
         Err(refusal) => {
             metrics::counter!("tidings_client_events_refused_total", "reason" => refusal.label())
                 .increment(1);
-            tracing::debug!(socket = %socket.id(), event = %event.name, reason = %refusal, "client event refused");
+            tracing::debug!(socket = %socket.id(), event = %name, reason = %refusal, "client event refused");
             serde_json::json!({ "ok": false, "error": refusal.to_string() })
                 .to_string()
                 .into_bytes()
         }
     };
-    if let Some(id) = event.ack {
+    if let Some(id) = ack {
         let _ = socket.ack(id, &[&reply]);
     }
 }
@@ -50,6 +69,9 @@ enum Refusal {
     /// Malformed arguments; the text says which.
     #[error("{0}")]
     BadRequest(String),
+    /// The cluster could not do it now; nothing was done.
+    #[error("unavailable")]
+    Unavailable,
 }
 
 impl Refusal {
@@ -58,6 +80,7 @@ impl Refusal {
             Refusal::UnknownEvent => "unknown_event",
             Refusal::Forbidden => "forbidden",
             Refusal::BadRequest(_) => "bad_request",
+            Refusal::Unavailable => "unavailable",
         }
     }
 }
@@ -73,14 +96,28 @@ fn room_arg(event: &ClientEvent) -> Result<String, Refusal> {
     Ok(room)
 }
 
-fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<Vec<u8>, Refusal> {
-    let room = room_arg(event)?;
-    let user = socket.user().ok_or(Refusal::Forbidden)?;
-    if !user.may_join(&room) {
-        return Err(Refusal::Forbidden);
+fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome {
+    let room = match room_arg(event) {
+        Ok(room) => room,
+        Err(refusal) => return Outcome::Now(Err(refusal)),
+    };
+    if !socket.user().is_some_and(|user| user.may_join(&room)) {
+        return Outcome::Now(Err(Refusal::Forbidden));
     }
-    app.join(socket, &room);
-    Ok(OK.to_vec())
+    if !app.is_cluster() {
+        app.join(socket, &room);
+        return Outcome::Now(Ok(OK.to_vec()));
+    }
+    let (Some(app), socket) = (app.arc(), socket.clone()) else {
+        return Outcome::Now(Err(Refusal::Unavailable));
+    };
+    Outcome::Later(Box::pin(async move {
+        app.join_cluster(&socket, &[room])
+            .await
+            .map_err(|_| Refusal::Unavailable)?;
+        app.save_session(&socket);
+        Ok(OK.to_vec())
+    }))
 }
 
 fn unsubscribe(
@@ -115,7 +152,52 @@ pub fn validate_event_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<Vec<u8>, Refusal> {
+fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome {
+    let args = match publish_args(app, socket, event) {
+        Ok(args) => args,
+        Err(refusal) => return Outcome::Now(Err(refusal)),
+    };
+    let Some(app) = app.arc() else {
+        return Outcome::Now(Err(Refusal::Unavailable));
+    };
+    let nsp = socket.nsp().to_owned();
+    let attachments = event.attachments.clone();
+    let with_offset = app.namespace(&nsp).is_some_and(|ns| ns.recovery);
+    let publish = async move {
+        let rooms = [args.room];
+        let event = Event {
+            nsp: &nsp,
+            rooms: &rooms,
+            name: &args.event,
+            data: args.data.as_bytes(),
+            attachments: &attachments,
+            with_offset,
+        };
+        let receipt = app
+            .publish(&event)
+            .await
+            .map_err(|_| Refusal::Unavailable)?;
+        Ok(
+            serde_json::json!({ "ok": true, "offset": receipt.seq.to_string() })
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    Outcome::Later(Box::pin(publish))
+}
+
+/// A checked client publish.
+struct OwnedPublish {
+    room: String,
+    event: String,
+    data: String,
+}
+
+fn publish_args(
+    app: &Tidings,
+    socket: &Arc<Socket>,
+    event: &ClientEvent,
+) -> Result<OwnedPublish, Refusal> {
     let first = event
         .args
         .first()
@@ -131,21 +213,13 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<V
     if !by_claim && !by_policy {
         return Err(Refusal::Forbidden);
     }
-    let with_offset = app.namespace(socket.nsp()).is_some_and(|ns| ns.recovery);
-    let rooms = [args.room];
-    let published = app.hub.publish(&Event {
-        nsp: socket.nsp(),
-        rooms: &rooms,
-        name: &args.event,
-        data: args.data.map_or(b"null".as_slice(), |d| d.get().as_bytes()),
-        attachments: &event.attachments,
-        with_offset,
-    });
-    Ok(
-        serde_json::json!({ "ok": true, "offset": published.seq.to_string() })
-            .to_string()
-            .into_bytes(),
-    )
+    Ok(OwnedPublish {
+        data: args
+            .data
+            .map_or_else(|| "null".to_owned(), |d| d.get().to_owned()),
+        room: args.room,
+        event: args.event,
+    })
 }
 
 #[derive(Deserialize)]
@@ -158,7 +232,53 @@ struct HistoryArgs {
 
 /// `history` `{room, since?, limit?, epoch?}`: a page of the room's history, for clients that keep their own
 /// offsets. Allowed for rooms the client may join.
-fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<Vec<u8>, Refusal> {
+fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome {
+    let (key, since, limit) = match history_args(app, socket, event) {
+        Ok(args) => args,
+        Err(refusal) => return Outcome::Now(Err(refusal)),
+    };
+    let with_ok = |page: crate::history::HistoryPage| {
+        let mut reply = serde_json::to_value(page).unwrap_or_default();
+        reply["ok"] = true.into();
+        reply.to_string().into_bytes()
+    };
+    match app.backend() {
+        super::Backend::Memory { .. } => {
+            let page = crate::history::read_page(
+                app.hub.history().as_ref(),
+                &key,
+                since.1,
+                since.0,
+                limit,
+            );
+            Outcome::Now(Ok(with_ok(page)))
+        }
+        super::Backend::Cluster(cluster) => {
+            let cluster = cluster.clone();
+            Outcome::Later(Box::pin(async move {
+                let page = crate::cluster::history::read_page(
+                    &cluster.redis,
+                    &cluster.keys,
+                    &key,
+                    since.0,
+                    limit,
+                )
+                .await
+                .map_err(|_| Refusal::Unavailable)?;
+                Ok(with_ok(page))
+            }))
+        }
+    }
+}
+
+/// Position to read history after (and the stream epoch it was taken in, if the client knows it).
+struct Since(u64, Option<u64>);
+
+fn history_args(
+    app: &Tidings,
+    socket: &Arc<Socket>,
+    event: &ClientEvent,
+) -> Result<(RoomKey, Since, usize), Refusal> {
     let first = event
         .args
         .first()
@@ -180,14 +300,5 @@ fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<V
     };
     let since = number(args.since, "since")?.unwrap_or(0);
     let epoch = number(args.epoch, "epoch")?;
-    let page = crate::history::read_page(
-        app.hub.history().as_ref(),
-        &key,
-        epoch,
-        since,
-        args.limit.unwrap_or(100),
-    );
-    let mut reply = serde_json::to_value(page).unwrap_or_default();
-    reply["ok"] = true.into();
-    Ok(reply.to_string().into_bytes())
+    Ok((key, Since(since, epoch), args.limit.unwrap_or(100)))
 }

@@ -1,9 +1,11 @@
 //! The tidings rules on top of Socket.IO: JWT-authenticated connects, rooms the token allows, listen-only
 //! clients, and publishing only where a claim or a room policy says so.
 
+mod cluster;
 mod events;
 mod recover;
 
+pub use cluster::ClusterBackend;
 pub use events::validate_event_name;
 
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use crate::auth::{user_room, Authenticator, RoomPattern};
 use crate::engineio::session::Sid;
 use crate::hub::{Hub, RoomKey, BROADCAST_ROOM};
 use crate::recovery::{Membership, SessionRecord, SessionStore};
-use crate::socketio::{Application, ClientEvent, ConnectRequest, Socket};
+use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 
 /// Per-namespace settings.
 #[derive(Debug, Clone)]
@@ -43,17 +45,46 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "removeListener",
 ];
 
+/// Where events are sequenced and sessions kept.
+pub enum Backend {
+    /// Everything in this process (the embedded default).
+    Memory {
+        /// Disconnected sessions waiting for recovery.
+        sessions: Arc<dyn SessionStore>,
+    },
+    /// Several nodes sharing Redis.
+    Cluster(Arc<ClusterBackend>),
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Offset (sequence) of the event.
+    pub seq: u64,
+    /// Local sessions it was queued for (embedded mode), or nodes it reached (cluster mode).
+    pub recipients: u64,
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The cluster could not make the event durable; nothing was published.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// The tidings application.
 pub struct Tidings {
     auth: Authenticator,
     hub: Arc<Hub>,
-    sessions: Arc<dyn SessionStore>,
+    backend: Backend,
     namespaces: HashMap<String, NamespacePolicy>,
     room_policies: Vec<RoomPolicy>,
     max_disconnection: std::time::Duration,
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
+    self_ref: std::sync::OnceLock<std::sync::Weak<Tidings>>,
 }
 
 /// Everything the application is built from.
@@ -62,8 +93,8 @@ pub struct TidingsParts {
     pub auth: Authenticator,
     /// Rooms and fan-out.
     pub hub: Arc<Hub>,
-    /// Where disconnected sessions wait for recovery.
-    pub sessions: Arc<dyn SessionStore>,
+    /// Sequencing and session storage.
+    pub backend: Backend,
     /// `/` plus the configured namespaces.
     pub namespaces: HashMap<String, NamespacePolicy>,
     /// Room policies from config.
@@ -75,20 +106,122 @@ pub struct TidingsParts {
 impl Tidings {
     /// The application built from its parts.
     pub fn new(parts: TidingsParts) -> Arc<Tidings> {
-        Arc::new(Tidings {
+        let app = Arc::new(Tidings {
             auth: parts.auth,
             hub: parts.hub,
-            sessions: parts.sessions,
+            backend: parts.backend,
             namespaces: parts.namespaces,
             room_policies: parts.room_policies,
             max_disconnection: parts.max_disconnection,
             live: parking_lot::Mutex::new(HashMap::new()),
-        })
+            self_ref: std::sync::OnceLock::new(),
+        });
+        let _ = app.self_ref.set(Arc::downgrade(&app));
+        if let Backend::Cluster(cluster) = &app.backend {
+            let weak = Arc::downgrade(&app);
+            cluster.subscriber.set_ingest(Arc::new(move |raw| {
+                if let Some(app) = weak.upgrade() {
+                    tokio::spawn(app.ingest(raw));
+                }
+            }));
+            app.spawn_record_refresh();
+        }
+        app
     }
 
-    /// The session store.
-    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
-        &self.sessions
+    /// This application as an `Arc`, for work that outlives a borrowed call.
+    fn arc(&self) -> Option<Arc<Tidings>> {
+        self.self_ref.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// True when nodes share Redis.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// The sequencing backend.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Publishes an event: sequenced, stored in history and queued for every member (embedded mode), or made
+    /// durable in Redis and published to the nodes serving its rooms (cluster mode). Returns once that is done.
+    pub async fn publish(&self, event: &crate::hub::Event<'_>) -> Result<Receipt, PublishError> {
+        match &self.backend {
+            Backend::Memory { .. } => {
+                let published = self.hub.publish(event);
+                Ok(Receipt {
+                    seq: published.seq,
+                    recipients: published.recipients as u64,
+                })
+            }
+            Backend::Cluster(cluster) => {
+                let published = cluster
+                    .broker
+                    .publish(event)
+                    .await
+                    .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+                Ok(Receipt {
+                    seq: published.seq,
+                    recipients: published.receivers,
+                })
+            }
+        }
+    }
+
+    /// Publishes a JSON request `{room|rooms, event, data, namespace?}` (the ingest channel's format).
+    pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, String> {
+        #[derive(serde::Deserialize)]
+        struct Request<'a> {
+            room: Option<String>,
+            rooms: Option<Vec<String>>,
+            event: String,
+            #[serde(borrow)]
+            data: Option<&'a serde_json::value::RawValue>,
+            namespace: Option<String>,
+        }
+        let request: Request<'_> =
+            serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))?;
+        let nsp = request.namespace.unwrap_or_else(|| "/".to_owned());
+        let policy = self
+            .namespaces
+            .get(&nsp)
+            .ok_or_else(|| format!("unknown namespace '{nsp}'"))?;
+        let mut rooms = request.rooms.unwrap_or_default();
+        rooms.extend(request.room);
+        if rooms.is_empty() {
+            return Err("give `room` or `rooms`".into());
+        }
+        for room in &rooms {
+            crate::auth::validate_room_name(room).map_err(|e| e.to_string())?;
+        }
+        rooms.sort();
+        rooms.dedup();
+        validate_event_name(&request.event)?;
+        let event = crate::hub::Event {
+            nsp: &nsp,
+            rooms: &rooms,
+            name: &request.event,
+            data: request
+                .data
+                .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
+            attachments: &[],
+            with_offset: policy.recovery,
+        };
+        self.publish(&event).await.map_err(|e| e.to_string())
+    }
+
+    /// A snapshot of a socket's recoverable state.
+    fn record_of(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
+        let (pid, user) = (socket.pid()?, socket.user()?);
+        Some(SessionRecord {
+            pid,
+            sid: socket.id(),
+            nsp: socket.nsp().into(),
+            sub: user.sub().to_owned(),
+            rooms: socket.rooms.lock().clone(),
+            expires_at: std::time::Instant::now() + self.max_disconnection,
+        })
     }
 
     /// The namespace's policy, if it exists.
@@ -132,6 +265,7 @@ impl Tidings {
             let key = RoomKey::new(socket.nsp(), &membership.room);
             self.hub.leave(&key, socket.id());
             self.hub.history().epoch(&key);
+            self.release_room(socket.nsp(), &membership.room);
         }
         let (pid, user) = (socket.pid()?, socket.user()?);
         Some(SessionRecord {
@@ -175,6 +309,8 @@ impl Tidings {
             socket.rooms.lock().retain(|m| &*m.room != room);
             // Keep the stream's epoch alive for a while after the last member leaves.
             self.hub.history().epoch(&key);
+            self.release_room(socket.nsp(), room);
+            self.save_session(socket);
         }
         left
     }
@@ -197,15 +333,15 @@ impl AuthPayload {
 }
 
 impl Application for Tidings {
-    fn connect(&self, request: ConnectRequest<'_>) -> Result<Arc<Socket>, String> {
+    fn connect(&self, request: ConnectRequest<'_>) -> Connecting {
         let Some(policy) = self.namespaces.get(request.nsp) else {
-            return Err("Invalid namespace".into());
+            return Connecting::Ready(Err("Invalid namespace".into()));
         };
         let payload = AuthPayload::parse(request.auth);
         let token = payload.token.as_deref().or(request.query_token);
         let Some(token) = token else {
             metrics::counter!("tidings_auth_failures_total", "reason" => "missing").increment(1);
-            return Err("unauthorized".into());
+            return Connecting::Ready(Err("unauthorized".into()));
         };
         let claims = match self.auth.verify(token) {
             Ok(claims) => Arc::new(claims),
@@ -213,15 +349,29 @@ impl Application for Tidings {
                 tracing::debug!(%error, detail = ?error, "connect refused");
                 metrics::counter!("tidings_auth_failures_total", "reason" => "invalid")
                     .increment(1);
-                return Err(error.to_string());
+                return Connecting::Ready(Err(error.to_string()));
             }
         };
+        if let Backend::Cluster(_) = &self.backend {
+            let Some(app) = self.arc() else {
+                return Connecting::Ready(Err("server shutting down".into()));
+            };
+            let resume = payload.pid.map(|pid| (pid, payload.offset));
+            return Connecting::Pending(Box::pin(app.connect_cluster(
+                request.session.clone(),
+                request.nsp.to_owned(),
+                claims,
+                policy.recovery,
+                resume,
+            )));
+        }
         if policy.recovery {
             if let Some(pid) = payload.pid.as_deref() {
                 if let Some(socket) =
                     self.recover(&request, &claims, pid, payload.offset.as_deref())
                 {
-                    return Ok(socket);
+                    self.track(&socket);
+                    return Connecting::Ready(Ok(socket));
                 }
             }
         }
@@ -233,7 +383,9 @@ impl Application for Tidings {
             pid,
             Some(claims.clone()),
         );
-        socket.send_connect_reply().map_err(|e| e.to_string())?;
+        if let Err(error) = socket.send_connect_reply() {
+            return Connecting::Ready(Err(error.to_string()));
+        }
         self.hub.with_order(|seq| {
             self.join_at(&socket, BROADCAST_ROOM, seq);
             self.join_at(&socket, &user_room(claims.sub()), seq);
@@ -243,7 +395,7 @@ impl Application for Tidings {
         });
         self.track(&socket);
         metrics::counter!("tidings_sockets_connected_total").increment(1);
-        Ok(socket)
+        Connecting::Ready(Ok(socket))
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: ClientEvent) {
@@ -266,8 +418,14 @@ impl Application for Tidings {
         }
         let record = self.detach(socket);
         // A transport loss keeps the session for recovery; a deliberate client disconnect does not.
-        if let (true, Some(record)) = (session_closed, record) {
-            self.sessions.park(record);
+        let record = record.filter(|_| session_closed);
+        match &self.backend {
+            Backend::Memory { sessions } => {
+                if let Some(record) = record {
+                    sessions.park(record);
+                }
+            }
+            Backend::Cluster(_) => self.park_cluster(record, socket.pid()),
         }
     }
 }

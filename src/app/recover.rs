@@ -16,7 +16,10 @@ pub const MAX_REPLAY: usize = 2048;
 
 /// Why a session could not be recovered.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(super) enum Failure {
+    /// The cluster store could not be reached.
+    #[error("cluster state unavailable")]
+    Unavailable,
     /// No parked session with that pid (never existed, expired, or already recovered).
     #[error("unknown or expired session")]
     UnknownSession,
@@ -38,8 +41,9 @@ enum Failure {
 }
 
 impl Failure {
-    fn label(&self) -> &'static str {
+    pub(super) fn label(&self) -> &'static str {
         match self {
+            Failure::Unavailable => "unavailable",
             Failure::UnknownSession => "unknown_session",
             Failure::Mismatch => "mismatch",
             Failure::BadOffset => "bad_offset",
@@ -51,7 +55,7 @@ impl Failure {
     }
 }
 
-fn still_allowed(claims: &VerifiedClaims, room: &str) -> bool {
+pub(super) fn still_allowed(claims: &VerifiedClaims, room: &str) -> bool {
     room == BROADCAST_ROOM
         || room == user_room(claims.sub())
         || claims.may_join(room)
@@ -92,8 +96,10 @@ impl Tidings {
         offset: Option<&str>,
     ) -> Result<(Arc<Socket>, usize), Failure> {
         let pid = Sid::parse(pid).ok_or(Failure::UnknownSession)?;
-        let record = self
-            .sessions
+        let super::Backend::Memory { sessions } = &self.backend else {
+            return Err(Failure::UnknownSession);
+        };
+        let record = sessions
             .take(&pid)
             .or_else(|| self.take_over(&pid))
             .ok_or(Failure::UnknownSession)?;

@@ -1,6 +1,13 @@
 //! Running several nodes as one cluster over Redis: shared publishing with cluster-wide order, history and
 //! sessions in Redis, the node registry, and routing requests to the node that owns a session.
 
+pub mod broker;
 pub mod connection;
+pub mod forward;
+pub mod history;
+pub mod keys;
+pub mod registry;
+pub mod sessions;
+pub mod subscriber;
 
 pub use connection::{Redis, RedisTarget};

@@ -5,6 +5,7 @@
 //! refcounted `Bytes`, so a packet sent to many sessions is stored once. An idle outbox owns no heap memory.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -45,6 +46,8 @@ struct State {
     waiter: Option<Waker>,
     /// A task that only cares about the outbox closing (the heartbeat of a polling session).
     close_waiter: Option<Waker>,
+    /// While a replay is being prepared, room events are parked here instead of queued.
+    held: Option<Vec<(u64, Arc<[Outgoing]>)>>,
 }
 
 /// The outbound queue of one session.
@@ -74,6 +77,50 @@ impl Outbox {
     /// and its attachments).
     pub fn push_event(&self, seq: u64, packets: &[Outgoing]) -> Result<bool, PushError> {
         self.push_group(packets, seq)
+    }
+
+    /// Queues a room event held as a shared packet list; while the outbox is held (see [`Outbox::hold`]) the
+    /// event is parked instead.
+    pub fn push_shared_event(
+        &self,
+        seq: u64,
+        packets: &Arc<[Outgoing]>,
+    ) -> Result<bool, PushError> {
+        {
+            let mut state = self.state.lock();
+            if let Some(held) = state.held.as_mut() {
+                if held.len() >= self.limits.max_messages {
+                    state.closing = Some(CloseReason::SlowConsumer);
+                    let waiter = signal(&mut state);
+                    drop(state);
+                    wake(waiter);
+                    return Err(PushError::Full);
+                }
+                held.push((seq, packets.clone()));
+                return Ok(true);
+            }
+        }
+        self.push_group(packets, seq)
+    }
+
+    /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
+    /// that arrive while it is being read.
+    pub fn hold(&self) {
+        self.state.lock().held.get_or_insert_with(Vec::new);
+    }
+
+    /// Queues the parked events that are newer than everything queued so far, and stops parking.
+    pub fn release(&self) -> Result<(), PushError> {
+        let held = self.state.lock().held.take().unwrap_or_default();
+        for (seq, packets) in held {
+            self.push_group(&packets, seq)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the parked events and stops parking (the replay they were waiting for was abandoned).
+    pub fn discard_held(&self) {
+        self.state.lock().held.take();
     }
 
     fn push_group(&self, packets: &[Outgoing], seq: u64) -> Result<bool, PushError> {
@@ -280,6 +327,28 @@ mod tests {
         assert_eq!(ob.push_event(3, &[text("e3")]), Ok(true));
         assert_eq!(ob.push_event(2, &[text("e2")]), Ok(false));
         assert_eq!(ob.last_seq(), 3);
+    }
+
+    #[test]
+    fn held_events_follow_the_replay_without_duplicates() {
+        let ob = outbox(100, 1000);
+        ob.hold();
+        let live = |s: &'static str| -> Arc<[Outgoing]> { Arc::from([text(s)]) };
+        ob.push_shared_event(5, &live("e5")).unwrap();
+        ob.push_shared_event(6, &live("e6")).unwrap();
+        let mut out = Vec::new();
+        ob.drain(&mut out, usize::MAX);
+        assert!(out.is_empty(), "held events are not queued");
+        // The replay covers 4 and 5; the held 5 must not come twice, 6 follows.
+        ob.push_event(4, &[text("e4")]).unwrap();
+        ob.push_event(5, &[text("e5")]).unwrap();
+        ob.release().unwrap();
+        ob.drain(&mut out, usize::MAX);
+        assert_eq!(out, vec![text("e4"), text("e5"), text("e6")]);
+        ob.push_shared_event(7, &live("e7")).unwrap();
+        out.clear();
+        ob.drain(&mut out, usize::MAX);
+        assert_eq!(out, vec![text("e7")]);
     }
 
     #[test]

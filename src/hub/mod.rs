@@ -136,7 +136,7 @@ impl Hub {
             let key = RoomKey::new(event.nsp, room);
             self.history.append(&key, seq, &packets);
             self.rooms.for_each_member(&key, |session| {
-                match session.outbox.push_event(seq, &packets) {
+                match session.outbox.push_shared_event(seq, &packets) {
                     Ok(true) => published.recipients += 1,
                     Ok(false) => {}
                     Err(PushError::Full) => {
@@ -150,6 +150,25 @@ impl Hub {
         metrics::counter!("tidings_events_published_total").increment(1);
         metrics::counter!("tidings_deliveries_total").increment(published.recipients as u64);
         published
+    }
+
+    /// Queues an event sequenced elsewhere (by the cluster) for the local members of one room. Call it inside
+    /// [`Hub::with_order`], in sequence order.
+    pub fn deliver_ordered(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> usize {
+        let mut recipients = 0;
+        self.rooms.for_each_member(key, |session| {
+            match session.outbox.push_shared_event(seq, packets) {
+                Ok(true) => recipients += 1,
+                Ok(false) => {}
+                Err(PushError::Full) => {
+                    metrics::counter!("tidings_slow_consumer_disconnects_total").increment(1);
+                }
+                Err(PushError::Closed) => {}
+            }
+        });
+        self.seq.fetch_max(seq, Ordering::AcqRel);
+        metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
+        recipients
     }
 
     /// Runs `f` with publishing paused, given the last assigned sequence: joins and replays done inside see

@@ -26,6 +26,11 @@ impl RoomKey {
         RoomKey(key.into())
     }
 
+    /// The key as one string: namespace, NUL, room.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The namespace part.
     pub fn nsp(&self) -> &str {
         self.0.split_once('\0').map(|(nsp, _)| nsp).unwrap_or("")

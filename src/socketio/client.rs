@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use super::packet::{encode_connect_error, event_args, Packet, PacketKind};
-use super::{Application, ClientEvent, ConnectRequest, Socket};
+use super::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 use crate::engineio::{CloseReason, Message, Outgoing, Session, SessionHandler};
 
 /// A binary event or ack waiting for its attachments.
@@ -24,18 +24,22 @@ pub struct Client {
     sockets: Mutex<Vec<Arc<Socket>>>,
     partial: Mutex<Option<PartialPacket>>,
     ever_connected: AtomicBool,
+    self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
 }
 
 impl Client {
     /// A client with no namespace connected yet.
     pub fn new(app: Arc<dyn Application>, query_token: Option<&str>) -> Arc<Client> {
-        Arc::new(Client {
+        let client = Arc::new(Client {
             app,
             query_token: query_token.map(Into::into),
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
-        })
+            self_ref: std::sync::OnceLock::new(),
+        });
+        let _ = client.self_ref.set(Arc::downgrade(&client));
+        client
     }
 
     /// Closes the session if no namespace gets connected in time.
@@ -164,8 +168,34 @@ impl Client {
             session,
         };
         match self.app.connect(request) {
+            Connecting::Ready(outcome) => self.connected(session, nsp, outcome),
+            Connecting::Pending(pending) => {
+                // Counts as connected for the connect timer: the decision is under way.
+                self.ever_connected.store(true, Ordering::Release);
+                let client = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+                let session = session.clone();
+                let nsp = nsp.to_owned();
+                tokio::spawn(async move {
+                    let outcome = pending.await;
+                    if let Some(client) = client {
+                        client.connected(&session, &nsp, outcome);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Records the outcome of a CONNECT.
+    fn connected(&self, session: &Arc<Session>, nsp: &str, outcome: Result<Arc<Socket>, String>) {
+        match outcome {
             Ok(socket) => {
                 self.ever_connected.store(true, Ordering::Release);
+                if session.is_closed() {
+                    // The session ended while the connect was decided: undo it.
+                    socket.mark_disconnected();
+                    self.app.on_disconnect(&socket, true);
+                    return;
+                }
                 self.sockets.lock().push(socket);
             }
             Err(message) => {

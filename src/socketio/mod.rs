@@ -39,12 +39,22 @@ pub struct ClientEvent {
     pub ack: Option<u64>,
 }
 
+/// The outcome of a CONNECT: decided at once, or after some I/O (cluster lookups).
+pub enum Connecting {
+    /// Decided: the socket, or the CONNECT_ERROR message.
+    Ready(Result<Arc<Socket>, String>),
+    /// Decided later; the client sends nothing on the namespace until the reply, so nothing is lost.
+    Pending(
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<Socket>, String>> + Send>>,
+    ),
+}
+
 /// The behaviour behind the protocol.
 pub trait Application: Send + Sync + 'static {
     /// Authorises a CONNECT and creates the socket, queueing its CONNECT reply (see
     /// [`Socket::send_connect_reply`]) and anything that must follow it. An error becomes a CONNECT_ERROR
     /// with that message.
-    fn connect(&self, request: ConnectRequest<'_>) -> Result<Arc<Socket>, String>;
+    fn connect(&self, request: ConnectRequest<'_>) -> Connecting;
     /// An event from a connected socket.
     fn on_event(&self, socket: &Arc<Socket>, event: ClientEvent);
     /// The socket left (client DISCONNECT or end of the session).

@@ -1,0 +1,80 @@
+//! Names of everything tidings keeps in Redis, under one configurable prefix (one cluster per prefix).
+
+use crate::engineio::session::Sid;
+use crate::hub::RoomKey;
+
+/// Key and channel names for one cluster.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (e.g. `tidings`).
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The cluster-wide event sequence.
+    pub fn seq(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+
+    /// The dataset epoch: changes when Redis lost its data.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// A room's history stream (entry ids `0-<seq>`).
+    pub fn stream(&self, room: &RoomKey) -> String {
+        format!("{}:stream:{}", self.prefix, room.as_str())
+    }
+
+    /// A room's pub/sub channel.
+    pub fn channel(&self, room: &RoomKey) -> String {
+        format!("{}:room:{}", self.prefix, room.as_str())
+    }
+
+    /// The room of a channel name.
+    pub fn room_of_channel(&self, channel: &str) -> Option<RoomKey> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":room:")?;
+        let (nsp, room) = rest.split_once('\0')?;
+        Some(RoomKey::new(nsp, room))
+    }
+
+    /// A recoverable session's record.
+    pub fn session(&self, pid: &Sid) -> String {
+        format!("{}:session:{}", self.prefix, pid)
+    }
+
+    /// The channel backends may publish events on instead of calling the HTTP API.
+    pub fn ingest(&self) -> String {
+        format!("{}:publish", self.prefix)
+    }
+
+    /// Deduplication marker of one ingested message.
+    pub fn ingest_seen(&self, id: &str) -> String {
+        format!("{}:ingested:{}", self.prefix, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        let keys = Keys::new("t1");
+        let room = RoomKey::new("/chat", "team:a");
+        let channel = keys.channel(&room);
+        assert_eq!(keys.room_of_channel(&channel), Some(room));
+        assert_eq!(keys.room_of_channel("other:room:x"), None);
+    }
+}

@@ -1,0 +1,384 @@
+//! The node's one Redis pub/sub connection: subscribed only to the rooms that have members here (plus the
+//! ingest channel), delivering every message to the local hub in the order Redis published them.
+//!
+//! Each room remembers the last sequence delivered. A message whose "previous sequence in this room" is
+//! newer than that, or a reconnection, triggers a catch-up read of the room streams, so a dropped
+//! pub/sub connection loses nothing that Redis accepted.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::PubSubSink;
+use tokio::sync::{mpsc, oneshot};
+
+use super::broker::{ChannelMessage, WireEvent};
+use super::history::read_after;
+use super::keys::Keys;
+use super::Redis;
+use crate::hub::{EventPackets, Hub, RoomKey};
+
+/// How long a join waits for its room subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most events read per room in one catch-up.
+const CATCH_UP_LIMIT: usize = 10_000;
+
+/// Why a room could not be subscribed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// Redis did not confirm in time.
+    #[error("cluster subscription unavailable")]
+    Unavailable,
+}
+
+struct RoomState {
+    refs: usize,
+    last_seq: u64,
+    active: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+enum Control {
+    Subscribe(RoomKey),
+    Unsubscribe(RoomKey),
+}
+
+/// Called with each message of the ingest channel.
+pub type IngestHandler = Arc<dyn Fn(Bytes) + Send + Sync>;
+
+/// Room subscriptions of this node.
+pub struct Subscriber {
+    keys: Keys,
+    rooms: Mutex<HashMap<RoomKey, RoomState>>,
+    control: mpsc::UnboundedSender<Control>,
+    ingest: OnceLock<IngestHandler>,
+}
+
+impl Subscriber {
+    /// Starts the subscription task.
+    pub fn start(redis: Arc<Redis>, keys: Keys, hub: Arc<Hub>) -> Arc<Subscriber> {
+        let (control, rx) = mpsc::unbounded_channel();
+        let subscriber = Arc::new(Subscriber {
+            keys,
+            rooms: Mutex::new(HashMap::new()),
+            control,
+            ingest: OnceLock::new(),
+        });
+        tokio::spawn(run(Arc::downgrade(&subscriber), redis, hub, rx));
+        subscriber
+    }
+
+    /// Routes messages of the ingest channel to `handler`.
+    pub fn set_ingest(&self, handler: IngestHandler) {
+        let _ = self.ingest.set(handler);
+    }
+
+    /// Takes a reference on a room's subscription, waiting until it is live; returns the last sequence
+    /// delivered for the room (events after it reach local members).
+    pub async fn acquire(&self, room: &RoomKey) -> Result<u64, SubscribeError> {
+        let waiter = {
+            let mut rooms = self.rooms.lock();
+            match rooms.get_mut(room) {
+                Some(state) => {
+                    state.refs += 1;
+                    if state.active {
+                        return Ok(state.last_seq);
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.push(tx);
+                    rx
+                }
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    rooms.insert(
+                        room.clone(),
+                        RoomState {
+                            refs: 1,
+                            last_seq: 0,
+                            active: false,
+                            waiters: vec![tx],
+                        },
+                    );
+                    let _ = self.control.send(Control::Subscribe(room.clone()));
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, waiter).await {
+            Ok(Ok(())) => Ok(self.last_seq(room)),
+            _ => {
+                self.release(room);
+                Err(SubscribeError::Unavailable)
+            }
+        }
+    }
+
+    /// Drops a reference; the room is unsubscribed when none is left.
+    pub fn release(&self, room: &RoomKey) {
+        let mut rooms = self.rooms.lock();
+        let Some(state) = rooms.get_mut(room) else {
+            return;
+        };
+        state.refs = state.refs.saturating_sub(1);
+        if state.refs == 0 {
+            rooms.remove(room);
+            let _ = self.control.send(Control::Unsubscribe(room.clone()));
+        }
+    }
+
+    /// Last sequence delivered for a room (0 when not subscribed).
+    pub fn last_seq(&self, room: &RoomKey) -> u64 {
+        self.rooms.lock().get(room).map_or(0, |s| s.last_seq)
+    }
+
+    /// Rooms this node is subscribed to (`nsp\0room` keys), sorted.
+    pub fn subscribed_rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self
+            .rooms
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.active)
+            .map(|(k, _)| k.as_str().to_owned())
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
+    fn activate(&self, room: &RoomKey, baseline: Option<u64>) {
+        let mut rooms = self.rooms.lock();
+        if let Some(state) = rooms.get_mut(room) {
+            if let Some(seq) = baseline {
+                state.last_seq = state.last_seq.max(seq);
+            }
+            state.active = true;
+            for waiter in state.waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+/// The subscription task: connects (with backoff), resubscribes and catches up, then relays messages.
+async fn run(
+    subscriber: std::sync::Weak<Subscriber>,
+    redis: Arc<Redis>,
+    hub: Arc<Hub>,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut cache: Option<(u64, String, EventPackets)> = None;
+    loop {
+        let Some(me) = subscriber.upgrade() else {
+            return;
+        };
+        let pubsub = match redis.target().pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                tracing::warn!(%error, "redis pub/sub unavailable; retrying");
+                drop(me);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if let Err(error) = resync(&me, &redis, &hub, &mut sink, &mut cache).await {
+            tracing::warn!(%error, "redis resubscribe failed; retrying");
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        tracing::info!(rooms = me.rooms.lock().len(), "redis pub/sub connected");
+        drop(me);
+        loop {
+            tokio::select! {
+                command = control.recv() => {
+                    let Some(me) = subscriber.upgrade() else { return };
+                    let Some(command) = command else { return };
+                    let result = match command {
+                        Control::Subscribe(room) => subscribe(&me, &redis, &hub, &mut sink, &room, &mut cache).await,
+                        Control::Unsubscribe(room) => {
+                            // Still wanted if re-acquired meanwhile.
+                            if me.rooms.lock().contains_key(&room) {
+                                Ok(())
+                            } else {
+                                sink.unsubscribe(me.keys.channel(&room)).await
+                            }
+                        }
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "redis pub/sub command failed; reconnecting");
+                        break;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(me) = subscriber.upgrade() else { return };
+                    let Some(message) = message else {
+                        tracing::warn!("redis pub/sub connection lost; reconnecting");
+                        break;
+                    };
+                    on_message(&me, &redis, &hub, message, &mut cache).await;
+                }
+            }
+        }
+        if let Some(me) = subscriber.upgrade() {
+            for state in me.rooms.lock().values_mut() {
+                state.active = false;
+            }
+        }
+        metrics::counter!("tidings_redis_reconnects_total").increment(1);
+    }
+}
+
+/// Subscribes the ingest channel and every wanted room, then delivers whatever was missed, in order.
+async fn resync(
+    me: &Subscriber,
+    redis: &Redis,
+    hub: &Hub,
+    sink: &mut PubSubSink,
+    cache: &mut Option<(u64, String, EventPackets)>,
+) -> Result<(), redis::RedisError> {
+    sink.subscribe(me.keys.ingest()).await?;
+    let wanted: Vec<(RoomKey, u64)> = me
+        .rooms
+        .lock()
+        .iter()
+        .map(|(k, s)| (k.clone(), s.last_seq))
+        .collect();
+    for (room, _) in &wanted {
+        sink.subscribe(me.keys.channel(room)).await?;
+    }
+    let baseline: u64 = redis
+        .run(redis::cmd("GET").arg(me.keys.seq()))
+        .await
+        .map(|v: Option<u64>| v.unwrap_or(0))?;
+    // Catch up every room from where it was, merged into one sequence order.
+    let mut missed = Vec::new();
+    for (room, last) in &wanted {
+        if *last == 0 {
+            continue;
+        }
+        for event in read_after(redis, &me.keys, room, *last, CATCH_UP_LIMIT).await? {
+            missed.push((room.clone(), event));
+        }
+    }
+    missed.sort_by_key(|(_, e)| e.seq);
+    for (room, event) in missed {
+        deliver(me, hub, &room, event.seq, &event.event, cache);
+    }
+    for (room, last) in wanted {
+        me.activate(&room, (last == 0).then_some(baseline));
+    }
+    Ok(())
+}
+
+async fn subscribe(
+    me: &Subscriber,
+    redis: &Redis,
+    hub: &Hub,
+    sink: &mut PubSubSink,
+    room: &RoomKey,
+    cache: &mut Option<(u64, String, EventPackets)>,
+) -> Result<(), redis::RedisError> {
+    let last = match me.rooms.lock().get(room) {
+        Some(state) if !state.active => state.last_seq,
+        // Released meanwhile, or already live.
+        _ => return Ok(()),
+    };
+    sink.subscribe(me.keys.channel(room)).await?;
+    if last == 0 {
+        let baseline: Option<u64> = redis.run(redis::cmd("GET").arg(me.keys.seq())).await?;
+        me.activate(room, Some(baseline.unwrap_or(0)));
+    } else {
+        for event in read_after(redis, &me.keys, room, last, CATCH_UP_LIMIT).await? {
+            deliver(me, hub, room, event.seq, &event.event, cache);
+        }
+        me.activate(room, None);
+    }
+    Ok(())
+}
+
+async fn on_message(
+    me: &Subscriber,
+    redis: &Redis,
+    hub: &Hub,
+    message: redis::Msg,
+    cache: &mut Option<(u64, String, EventPackets)>,
+) {
+    let channel = message.get_channel_name();
+    if channel == me.keys.ingest() {
+        if let Some(handler) = me.ingest.get() {
+            handler(Bytes::copy_from_slice(message.get_payload_bytes()));
+        }
+        return;
+    }
+    let Some(room) = me.keys.room_of_channel(channel) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
+        return;
+    };
+    let Some(parsed) = ChannelMessage::parse(text) else {
+        tracing::warn!(channel, "malformed cluster message ignored");
+        return;
+    };
+    let last = match me.rooms.lock().get(&room) {
+        Some(state) if state.active => state.last_seq,
+        _ => return,
+    };
+    if parsed.seq <= last {
+        return;
+    }
+    if parsed.prev > last {
+        // Something published before this message never reached us: read it from the stream first.
+        metrics::counter!("tidings_cluster_gaps_total").increment(1);
+        match read_after(redis, &me.keys, &room, last, CATCH_UP_LIMIT).await {
+            Ok(events) => {
+                for event in events.into_iter().filter(|e| e.seq < parsed.seq) {
+                    deliver(me, hub, &room, event.seq, &event.event, cache);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "catch-up read failed; events may be missing"),
+        }
+    }
+    match serde_json::from_str::<WireEvent>(parsed.payload) {
+        Ok(event) => deliver(me, hub, &room, parsed.seq, &event, cache),
+        Err(error) => tracing::warn!(%error, "undecodable cluster event ignored"),
+    }
+}
+
+/// Encodes (once per event and namespace) and hands an event to the local members of a room.
+fn deliver(
+    me: &Subscriber,
+    hub: &Hub,
+    room: &RoomKey,
+    seq: u64,
+    event: &WireEvent,
+    cache: &mut Option<(u64, String, EventPackets)>,
+) {
+    let nsp = room.nsp();
+    let packets = match cache {
+        Some((cached_seq, cached_nsp, packets)) if *cached_seq == seq && cached_nsp == nsp => {
+            packets.clone()
+        }
+        _ => {
+            let packets = event.packets(nsp, seq);
+            *cache = Some((seq, nsp.to_owned(), packets.clone()));
+            packets
+        }
+    };
+    // Position and fan-out change together under the hub's ordering lock, so a socket joining concurrently
+    // either gets this event live or has it after its join position.
+    hub.with_order(|_| {
+        if let Some(state) = me.rooms.lock().get_mut(room) {
+            if seq <= state.last_seq {
+                return;
+            }
+            state.last_seq = seq;
+        }
+        hub.deliver_ordered(room, seq, &packets);
+    });
+    metrics::counter!("tidings_cluster_events_received_total").increment(1);
+}
