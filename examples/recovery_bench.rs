@@ -68,6 +68,13 @@ struct CountingAlloc;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static HEAP_BYTES: AtomicI64 = AtomicI64::new(0);
 static HEAP_BLOCKS: AtomicI64 = AtomicI64::new(0);
+/// Net blocks by requested size (index = size; the last slot gathers larger blocks).
+static BY_SIZE: [AtomicI64; SIZE_SLOTS] = [const { AtomicI64::new(0) }; SIZE_SLOTS];
+const SIZE_SLOTS: usize = 1025;
+
+fn size_slot(size: usize) -> &'static AtomicI64 {
+    &BY_SIZE[size.min(SIZE_SLOTS - 1)]
+}
 
 fn count(bytes: i64, blocks: i64) {
     if COUNTING.load(Ordering::Relaxed) {
@@ -76,12 +83,20 @@ fn count(bytes: i64, blocks: i64) {
     }
 }
 
+fn count_block(size: usize, blocks: i64) {
+    if COUNTING.load(Ordering::Relaxed) {
+        HEAP_BYTES.fetch_add(size as i64 * blocks, Ordering::Relaxed);
+        HEAP_BLOCKS.fetch_add(blocks, Ordering::Relaxed);
+        size_slot(size).fetch_add(blocks, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every call is forwarded to the system allocator unchanged; only counters are added.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc(layout);
         if !p.is_null() {
-            count(layout.size() as i64, 1);
+            count_block(layout.size(), 1);
         }
         p
     }
@@ -89,20 +104,22 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = System.alloc_zeroed(layout);
         if !p.is_null() {
-            count(layout.size() as i64, 1);
+            count_block(layout.size(), 1);
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout);
-        count(-(layout.size() as i64), -1);
+        count_block(layout.size(), -1);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
+        if !p.is_null() && COUNTING.load(Ordering::Relaxed) {
             count(new_size as i64 - layout.size() as i64, 0);
+            size_slot(layout.size()).fetch_sub(1, Ordering::Relaxed);
+            size_slot(new_size).fetch_add(1, Ordering::Relaxed);
         }
         p
     }
@@ -115,15 +132,28 @@ static ALLOCATOR: CountingAlloc = CountingAlloc;
 fn heap_count_start() {
     HEAP_BYTES.store(0, Ordering::SeqCst);
     HEAP_BLOCKS.store(0, Ordering::SeqCst);
+    for slot in &BY_SIZE {
+        slot.store(0, Ordering::SeqCst);
+    }
     COUNTING.store(true, Ordering::SeqCst);
 }
 
-/// Stops counting; returns the net heap bytes and blocks allocated meanwhile.
-fn heap_count_stop() -> (i64, i64) {
+/// Stops counting; returns the net heap bytes and blocks allocated meanwhile, and the net blocks of the sizes
+/// that gained the most (size, blocks; size 1024 stands for 1024 and more).
+fn heap_count_stop() -> (i64, i64, Vec<(usize, i64)>) {
     COUNTING.store(false, Ordering::SeqCst);
+    let mut sizes: Vec<(usize, i64)> = BY_SIZE
+        .iter()
+        .enumerate()
+        .map(|(size, n)| (size, n.load(Ordering::SeqCst)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    sizes.sort_by_key(|(size, n)| std::cmp::Reverse(*n * (*size as i64).max(1)));
+    sizes.truncate(6);
     (
         HEAP_BYTES.load(Ordering::SeqCst),
         HEAP_BLOCKS.load(Ordering::SeqCst),
+        sizes,
     )
 }
 
@@ -1198,6 +1228,8 @@ struct MemoryResult {
     heap_bytes: i64,
     /// Net heap blocks allocated while publishing.
     heap_blocks: i64,
+    /// Block sizes holding most of the growth, with their net block counts.
+    heap_sizes: Vec<(usize, i64)>,
     accounted: u64,
     packet_bytes: u64,
 }
@@ -1232,6 +1264,9 @@ impl MemoryResult {
             "rss_trimmed_bytes_per_event": self.rss_trimmed_per_event(),
             "heap_bytes_per_event": self.heap_bytes as f64 / self.events as f64,
             "heap_blocks_per_event": self.heap_blocks as f64 / self.events as f64,
+            "heap_blocks_by_size": self.heap_sizes.iter()
+                .map(|(size, n)| json!({"size": size, "per_event": *n as f64 / self.events as f64}))
+                .collect::<Vec<_>>(),
             "accounted_bytes": self.accounted,
             "accounted_bytes_per_event": self.accounted_per_event(),
             "packet_bytes_per_event": self.packet_per_event(),
@@ -1297,7 +1332,7 @@ async fn memory_phase(args: &Args, server: &Handle) -> anyhow::Result<MemoryResu
         }
     }
     let publish = start.elapsed();
-    let (heap_bytes, heap_blocks) = heap_count_stop();
+    let (heap_bytes, heap_blocks, heap_sizes) = heap_count_stop();
     let rss_after = rss_bytes();
     let accounted_after = history_gauges(&api, (BATCH + m) as u64).await?;
     malloc_trim();
@@ -1325,6 +1360,7 @@ async fn memory_phase(args: &Args, server: &Handle) -> anyhow::Result<MemoryResu
         rss_trimmed,
         heap_bytes,
         heap_blocks,
+        heap_sizes,
         accounted: accounted_after.saturating_sub(accounted_before),
         packet_bytes,
     })
@@ -1483,6 +1519,14 @@ fn print_table(args: &Args, replay: Option<&ReplayResult>, memory: Option<&Memor
                 m.heap_bytes as f64 / m.events as f64,
                 m.heap_blocks as f64 / m.events as f64
             ),
+        );
+        row(
+            "retained blocks per event, by size",
+            m.heap_sizes
+                .iter()
+                .map(|(size, n)| format!("{size} B x {:.2}", *n as f64 / m.events as f64))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         row(
             "accounted per stored event",

@@ -19,7 +19,7 @@ cd "$ROOT"
 # Debian packages the suite needs, as "command:package" pairs: a package is installed
 # only when its command is missing. Nothing is needed yet; for example, later:
 #   APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel nats-server:nats-server)
-APT_NEEDS=()
+APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel)
 # Tools the script itself relies on; Debian's packages are the fallback when absent.
 TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils)
 

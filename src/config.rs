@@ -669,10 +669,11 @@ impl Config {
 
     fn validate_backends(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
-        if !r.url.is_empty() && !has_scheme(&r.url, &["redis", "rediss", "unix"]) {
+        if !r.url.is_empty() && !has_scheme(&r.url, &["redis", "rediss", "unix", "redis+sentinel"])
+        {
             return invalid(
                 "redis.url",
-                "must be empty or a redis://, rediss:// or unix:// URL",
+                "must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL",
             );
         }
         if r.key_prefix.is_empty()
@@ -939,7 +940,7 @@ mod tests {
             ("[[namespaces]]\nname = \"/a,b\"", "invalid config: namespaces.name: \"/a,b\" must be at most 200 bytes, without ',', whitespace or control characters"),
             ("[[namespaces]]\nname = \"/a\"\n[[namespaces]]\nname = \"/a\"", "invalid config: namespaces.name: \"/a\" is configured twice"),
             ("[history]\nmax_events = 0", "invalid config: history.max_events: must be greater than 0"),
-            ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss:// or unix:// URL"),
+            ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL"),
             ("[redis]\nkey_prefix = \"\"", "invalid config: redis.key_prefix: must be non-empty, without whitespace or control characters"),
         ];
         for (text, expected) in cases {

@@ -237,6 +237,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             redis.clone(),
             Keys::new(&config.redis.key_prefix),
             hub.clone(),
+            node_tag.as_str(),
             config.history.max_events,
             // A stream outlives both its retention and the recovery window: a missing stream then means
             // nothing was published to the room in that time.

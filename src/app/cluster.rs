@@ -42,18 +42,19 @@ pub struct ClusterBackend {
 }
 
 impl ClusterBackend {
-    /// Connects the cluster pieces (connections are made lazily and retried).
+    /// Connects the cluster pieces (connections are made lazily and retried); `node` names this node.
     pub fn new(
         redis: Arc<Redis>,
         keys: Keys,
         hub: Arc<Hub>,
+        node: &str,
         max_events: usize,
         stream_ttl: Duration,
     ) -> Arc<ClusterBackend> {
         Arc::new(ClusterBackend {
             broker: Broker::new(redis.clone(), keys.clone(), max_events, stream_ttl),
             subscriber: Subscriber::start(redis.clone(), keys.clone(), hub),
-            sessions: ClusterSessions::new(redis.clone(), keys.clone()),
+            sessions: ClusterSessions::new(redis.clone(), keys.clone(), node.to_owned()),
             redis,
             keys,
             epoch: tokio::sync::OnceCell::new(),

@@ -11,9 +11,23 @@ use super::Redis;
 use crate::engineio::session::Sid;
 use crate::recovery::{Membership, SessionRecord};
 
+/// Writes a record unless another node owns the key now (it resumed the session meanwhile).
+///
+/// KEYS: the record. ARGV: the record JSON, this node's owner marker, TTL in ms.
+const SAVE_LUA: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current and not string.find(current, ARGV[2], 1, true) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"#;
+
 /// A session record as stored.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// Node that wrote it last: only that node may overwrite it.
+    node: String,
     sid: String,
     nsp: String,
     sub: String,
@@ -25,12 +39,19 @@ struct Stored {
 pub struct ClusterSessions {
     redis: Arc<Redis>,
     keys: Keys,
+    node: String,
+    save: redis::Script,
 }
 
 impl ClusterSessions {
-    /// Records under the cluster's keys.
-    pub fn new(redis: Arc<Redis>, keys: Keys) -> ClusterSessions {
-        ClusterSessions { redis, keys }
+    /// Records under the cluster's keys, written by node `node`.
+    pub fn new(redis: Arc<Redis>, keys: Keys, node: String) -> ClusterSessions {
+        ClusterSessions {
+            redis,
+            keys,
+            node,
+            save: redis::Script::new(SAVE_LUA),
+        }
     }
 
     /// Writes a record that expires after `ttl` unless written or refreshed again.
@@ -40,6 +61,7 @@ impl ClusterSessions {
         ttl: Duration,
     ) -> Result<(), redis::RedisError> {
         let stored = Stored {
+            node: self.node.clone(),
             sid: record.sid.to_string(),
             nsp: record.nsp.to_string(),
             sub: record.sub.clone(),
@@ -50,12 +72,17 @@ impl ClusterSessions {
                 .collect(),
         };
         let json = serde_json::to_string(&stored).unwrap_or_default();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.keys.session(&record.pid))
+        let mut invocation = self.save.prepare_invoke();
+        invocation
+            .key(self.keys.session(&record.pid))
             .arg(json)
-            .arg("PX")
+            .arg(format!(r#""node":"{}""#, self.node))
             .arg(ttl.as_millis().max(1) as u64);
-        self.redis.run::<()>(&cmd).await
+        let written: i64 = self.redis.run_script(&invocation).await?;
+        if written == 0 {
+            tracing::debug!(pid = %record.pid, "session resumed elsewhere; not overwriting its record");
+        }
+        Ok(())
     }
 
     /// Removes and returns a record (once: two nodes cannot both resume a session).
