@@ -34,7 +34,9 @@ export async function startProxy(target, { port = 0, onData = null } = {}) {
 
   function destroy(sock, reset) {
     if (!sock || sock.destroyed) return;
-    if (reset && typeof sock.resetAndDestroy === 'function' && sock.readyState !== 'opening') {
+    // RST only on an open socket that was not end()ed: resetAndDestroy() after end() left Node 20 spinning
+    // forever at process exit (in Environment::CleanupHandles); a plain destroy() is fine there.
+    if (reset && !sock.writableEnded && sock.readyState === 'open' && typeof sock.resetAndDestroy === 'function') {
       try {
         sock.resetAndDestroy();
         return;
@@ -226,7 +228,15 @@ export async function startProxy(target, { port = 0, onData = null } = {}) {
     /** Stop listening and kill every connection. */
     close() {
       closed = true;
-      for (const pair of [...pairs]) dropPair(pair, { side: 'client' });
+      for (const pair of [...pairs]) {
+        if (!dropPair(pair, { side: 'client' })) {
+          // already dropped, maybe with a socket still lingering
+          destroy(pair.client, false);
+          destroy(pair.server, false);
+        }
+      }
+      for (const pair of waiting) destroy(pair.client, false);
+      waiting.clear();
       return new Promise((resolve) => listener.close(() => resolve()));
     },
   };

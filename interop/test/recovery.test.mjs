@@ -16,6 +16,7 @@ import {
   API_KEY,
   SECRET,
   TIDINGS_BIN,
+  api,
   ask,
   assertOk,
   awaitConnect,
@@ -23,13 +24,13 @@ import {
   client,
   closeAllClients,
   collect,
+  eventually,
   mustPublish,
   sleep,
   startServer,
   token,
   uid,
   waitFor,
-  withTimeout,
 } from './helpers.mjs';
 import { startProxy } from './proxy.mjs';
 
@@ -196,6 +197,13 @@ const MODES = [
   ['websocket', ['websocket']],
   ['polling', ['polling']],
 ];
+// default transports: polling, then the upgrade to websocket (killed once the upgrade is done)
+const UPGRADE = ['polling→websocket', ['polling', 'websocket']];
+
+/** Wait until a polling → websocket upgrade finished (a kill in the middle of it is another story). */
+async function upgraded(socket) {
+  if (socket.io.engine.transport.name !== 'websocket') await waitFor(socket.io.engine, 'upgrade', 5000);
+}
 
 describe('connection state recovery', () => {
   let server;
@@ -226,7 +234,7 @@ describe('connection state recovery', () => {
     await server?.stop();
   });
 
-  for (const [mode, transports] of MODES) {
+  for (const [mode, transports] of [...MODES, UPGRADE]) {
     for (const side of ['client', 'server']) {
       test(`${mode}, killed on the ${side} side: same id, the ${N} missed events once and in order, no seam`, T, async () => {
         const proxy = await proxyTo(server);
@@ -242,6 +250,7 @@ describe('connection state recovery', () => {
 
         for (let seq = 0; seq < 3; seq++) published.push(await pub(server, room, { seq, phase: 'live' }));
         await got.waitForCount(3);
+        if (transports.length > 1) await upgraded(socket);
 
         const reconnected = nextConnect(socket);
         const reason = await killAndHold(proxy, socket, side);
@@ -409,6 +418,73 @@ describe('connection state recovery', () => {
       });
     });
   }
+
+  test(`gap exactly as long as the history (max_events = 5, 5 missed) → recovered, all 5 replayed`, T, async () => {
+    const srv = await extraServer({ config: '[history]\nmax_events = 5\n' });
+    const proxy = await proxyTo(srv);
+    const room = uid('edge');
+    const sub = uid('u');
+    const socket = recoverableClient(proxy, { token: token({ sub, join: [room] }), transports: ['websocket'] });
+    await awaitConnect(socket);
+    const id0 = socket.id;
+    const got = collect(socket, 'ev');
+    const published = [];
+    for (let seq = 0; seq < 3; seq++) published.push(await pub(srv, room, { seq }));
+    await got.waitForCount(3);
+    const reconnected = nextConnect(socket);
+    await killAndHold(proxy, socket, 'server');
+    // the client's own last event leaves the history; everything after it is still there
+    for (let seq = 3; seq < 8; seq++) published.push(await pub(srv, room, { seq }));
+    proxy.resume();
+    const c = await reconnected;
+    assert.equal(c.recovered, true);
+    assert.equal(c.id, id0);
+    published.push(await pub(srv, room, { seq: 8 }));
+    await got.waitForCount(9, 5000);
+    await barrier(srv, socket, sub);
+    assert.deepEqual(got.items.map((d) => d.seq), range(0, 9));
+    assert.deepEqual(got.args.map((a) => a[1]), published);
+  });
+
+  test('websocket: killed again in the middle of a replay → resumes from where the client got to', T, async () => {
+    const proxy = await proxyTo(server);
+    const room = uid('mid');
+    const sub = uid('u');
+    const socket = recoverableClient(proxy, { token: token({ sub, join: [room] }), transports: ['websocket'] });
+    await awaitConnect(socket);
+    const id0 = socket.id;
+    const got = collect(socket, 'ev');
+    const M = 600;
+    const big = 'x'.repeat(2000); // ~1.2 MB of replay: it takes a while to arrive
+    const reconnected = nextConnect(socket);
+    await killAndHold(proxy, socket, 'server');
+    const published = [];
+    const events = [];
+    for (let seq = 0; seq < M; seq++) events.push({ room, event: 'ev', data: { seq, big } });
+    for (let i = 0; i < M; i += 200) {
+      const res = await api(server, 'POST', '/v1/publish/batch', { body: { events: events.slice(i, i + 200) } });
+      assert.equal(res.status, 200, res.text);
+      published.push(...res.json.results.map((r) => r.offset));
+    }
+    proxy.resume();
+    const c = await reconnected;
+    assert.equal(c.recovered, true);
+    // kill as soon as the replay started to arrive
+    const again = nextConnect(socket);
+    await eventually(() => got.items.length > 0, { timeoutMs: 5000, intervalMs: 1, what: 'the replay to start' });
+    const before = got.items.length;
+    await killAndHold(proxy, socket, 'client');
+    const midway = got.items.length;
+    proxy.resume();
+    const c2 = await again;
+    assert.equal(c2.recovered, true);
+    assert.equal(c2.id, id0);
+    await got.waitForCount(M, 10_000);
+    await barrier(server, socket, sub);
+    assert.deepEqual(got.items.map((d) => d.seq), range(0, M));
+    assert.deepEqual(got.args.map((a) => a[1]), published);
+    console.log(`# mid-replay kill: ${before}..${midway} of ${M} events had arrived when the transport died`);
+  });
 
   test('websocket: gap aged out of history (max_age_secs = 1) → fresh session, no partial replay', T, async () => {
     const srv = await extraServer({ config: '[history]\nmax_age_secs = 1\n' });
