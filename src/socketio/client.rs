@@ -24,6 +24,8 @@ pub struct Client {
     sockets: Mutex<Vec<Arc<Socket>>>,
     partial: Mutex<Option<PartialPacket>>,
     ever_connected: AtomicBool,
+    /// Set (under the `sockets` lock) when the session ended.
+    closed: AtomicBool,
     self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
 }
 
@@ -36,6 +38,7 @@ impl Client {
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = client.self_ref.set(Arc::downgrade(&client));
@@ -190,13 +193,17 @@ impl Client {
         match outcome {
             Ok(socket) => {
                 self.ever_connected.store(true, Ordering::Release);
-                if session.is_closed() {
-                    // The session ended while the connect was decided: undo it.
-                    socket.mark_disconnected();
-                    self.app.on_disconnect(&socket, true);
-                    return;
+                {
+                    // Checked under the same lock `on_close` takes, so a socket is never added after it.
+                    let mut sockets = self.sockets.lock();
+                    if !self.closed.load(Ordering::Acquire) {
+                        sockets.push(socket);
+                        return;
+                    }
                 }
-                self.sockets.lock().push(socket);
+                // The session ended while the connect was decided: undo it.
+                socket.mark_disconnected();
+                self.app.on_disconnect(&socket, true);
             }
             Err(message) => {
                 metrics::counter!("tidings_connect_errors_total").increment(1);
@@ -222,7 +229,11 @@ impl SessionHandler for Client {
 
     fn on_close(&self, _session: &Arc<Session>, _reason: &CloseReason) {
         // Dropping the sockets here also breaks the session → client → socket → session cycle.
-        let sockets = std::mem::take(&mut *self.sockets.lock());
+        let sockets = {
+            let mut sockets = self.sockets.lock();
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *sockets)
+        };
         for socket in sockets {
             socket.mark_disconnected();
             self.app.on_disconnect(&socket, true);
