@@ -185,6 +185,13 @@ struct Args {
     /// Worker threads of the client runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
+    /// Seam check: also publish this many events one by one while the clients reconnect (each client must then
+    /// get E + this many events, in order, once each). Off (0) for the measurement proper.
+    #[arg(long, default_value_t = 0)]
+    live_during: usize,
+    /// Pause between the events of `--live-during`, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    live_interval_ms: u64,
     /// Limit the timed reconnection to this many clients between TCP connect and CONNECT reply at once
     /// (0: all at once, the default).
     #[arg(long, default_value_t = 0)]
@@ -290,6 +297,7 @@ async fn stop_node(server: &Handle, node: RunningNode) {
         .await;
 }
 
+#[derive(Clone)]
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -543,6 +551,16 @@ fn tcp_counters() -> [u64; 4] {
     found
 }
 
+/// The accept-queue size of the listening socket on `port` (`Send-Q` of `ss -ltn`), when `ss` is available.
+fn listen_backlog(port: u16) -> Option<u64> {
+    let output = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().next()?.split_whitespace().nth(2)?.parse().ok()
+}
+
 /// Returns freed heap memory to the system, so that RSS shows what is live.
 fn malloc_trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -725,6 +743,23 @@ fn clip(text: &str) -> String {
     format!("{}…(+{} bytes)", &text[..end], text.len() - end)
 }
 
+/// The offset of an event packet `42[…,"<offset>"]`.
+fn trailing_offset(text: &str) -> Option<u64> {
+    let body = text.strip_suffix("\"]")?;
+    body[body.rfind('"')? + 1..].parse().ok()
+}
+
+/// Checks a packet of an event published during the wave: event `index` of the stream, newer than `after`;
+/// returns its offset.
+fn check_live(text: &str, index: usize, after: u64) -> Option<u64> {
+    let items: Vec<Value> = serde_json::from_str(text.strip_prefix("42")?).ok()?;
+    let offset = items.get(2)?.as_str()?.parse().ok()?;
+    (items.first()?.as_str()? == EVENT
+        && items.get(1)?.get("seq")?.as_u64()? == index as u64
+        && offset > after)
+        .then_some(offset)
+}
+
 /// Same event once parsed (tolerates a different but equivalent encoding).
 fn same_event(got: &str, expected: &str) -> bool {
     let parse = |t: &str| -> Option<Value> { serde_json::from_str(t.strip_prefix("42")?).ok() };
@@ -737,6 +772,7 @@ async fn recover(
     addr: SocketAddr,
     conn: &Conn,
     expected: &[String],
+    total: usize,
     t0: Instant,
     gate: Option<&Semaphore>,
     out: &mut Outcome,
@@ -770,7 +806,8 @@ async fn recover(
         ));
     }
     let mut previous: Option<Utf8Bytes> = None;
-    while out.received < expected.len() {
+    let mut last_offset = 0;
+    while out.received < total {
         let text = match next_text(&mut ws).await {
             Ok(text) => text,
             Err(e) => {
@@ -778,13 +815,35 @@ async fn recover(
                     out.trace
                         .push(format!("< [{}] {}", out.received - 1, clip(prev)));
                 }
-                return Err(format!(
-                    "after {}/{} events: {e:#}",
-                    out.received,
-                    expected.len()
-                ));
+                return Err(format!("after {}/{total} events: {e:#}", out.received));
             }
         };
+        if out.received >= expected.len() {
+            // Published during the wave: offsets unknown in advance, order and uniqueness still checked.
+            match check_live(&text, out.received, last_offset) {
+                Some(offset) => last_offset = offset,
+                None => {
+                    if let Some(prev) = &previous {
+                        out.trace
+                            .push(format!("< [{}] {}", out.received - 1, clip(prev)));
+                    }
+                    out.trace
+                        .push(format!("< [{}] {}", out.received, clip(&text)));
+                    out.trace.push(format!(
+                        "  expected [{}] event {EVENT} with seq {} and an offset above {last_offset}",
+                        out.received, out.received
+                    ));
+                    return Err(format!(
+                        "event {} of {total} wrong (published during the wave)",
+                        out.received
+                    ));
+                }
+            }
+            out.wire_bytes += text.len() as u64;
+            out.received += 1;
+            previous = Some(text);
+            continue;
+        }
         let want = &expected[out.received];
         if text.as_str() != want.as_str() {
             if same_event(&text, want) {
@@ -799,12 +858,12 @@ async fn recover(
                 out.trace
                     .push(format!("  expected [{}] {}", out.received, clip(want)));
                 return Err(format!(
-                    "event {} of {} wrong (out of order, duplicate, or not an event)",
-                    out.received,
-                    expected.len()
+                    "event {} of {total} wrong (out of order, duplicate, or not an event)",
+                    out.received
                 ));
             }
         }
+        last_offset = trailing_offset(want).unwrap_or(last_offset);
         out.wire_bytes += text.len() as u64;
         out.received += 1;
         previous = Some(text);
@@ -817,8 +876,10 @@ async fn recover(
 #[derive(Clone)]
 struct Wave {
     addr: SocketAddr,
-    /// The exact packets each client must receive, in order.
+    /// The exact packets each client must receive first, in order.
     expected: Arc<Vec<String>>,
+    /// Events each client must receive: `expected`, then those published during the wave.
+    total: usize,
     /// When the clock started.
     t0: Instant,
     /// Time allowed to one client.
@@ -836,6 +897,7 @@ async fn reconnect(index: usize, conn: Conn, wave: Wave) -> Outcome {
     let Wave {
         addr,
         expected,
+        total,
         t0,
         limit,
         done,
@@ -848,7 +910,7 @@ async fn reconnect(index: usize, conn: Conn, wave: Wave) -> Outcome {
     };
     let result = tokio::time::timeout(
         limit,
-        recover(addr, &conn, &expected, t0, gate.as_deref(), &mut out),
+        recover(addr, &conn, &expected, total, t0, gate.as_deref(), &mut out),
     )
     .await;
     let ws = match result {
@@ -859,9 +921,8 @@ async fn reconnect(index: usize, conn: Conn, wave: Wave) -> Outcome {
         }
         Err(_) => {
             out.error = Some(format!(
-                "timed out after {limit:?} with {}/{} events",
-                out.received,
-                expected.len()
+                "timed out after {limit:?} with {}/{total} events",
+                out.received
             ));
             None
         }
@@ -902,9 +963,8 @@ async fn reconnect(index: usize, conn: Conn, wave: Wave) -> Outcome {
     }
     if out.extra > 0 && out.error.is_none() {
         out.error = Some(format!(
-            "{} extra event(s) after all {} expected (duplicates)",
-            out.extra,
-            expected.len()
+            "{} extra event(s) after all {total} expected (duplicates)",
+            out.extra
         ));
     }
     out
@@ -916,6 +976,8 @@ async fn reconnect(index: usize, conn: Conn, wave: Wave) -> Outcome {
 struct ReplayResult {
     clients: usize,
     events: usize,
+    /// Events published during the wave (`--live-during`).
+    live: usize,
     setup: Duration,
     park_detect: Duration,
     publish: Duration,
@@ -931,11 +993,14 @@ struct ReplayResult {
     failures: Vec<Outcome>,
     server_counters: Value,
     tcp_counters: Value,
+    /// Accept queue of the node's listening socket.
+    backlog: Option<u64>,
 }
 
 impl ReplayResult {
+    /// Events delivered after the reconnection, over all recovered clients.
     fn replayed(&self) -> u64 {
-        (self.recovered * self.events) as u64
+        (self.recovered * (self.events + self.live)) as u64
     }
 
     fn events_per_sec(&self) -> f64 {
@@ -950,6 +1015,7 @@ impl ReplayResult {
         json!({
             "clients": self.clients,
             "events": self.events,
+            "live_during": self.live,
             "recovered": self.recovered,
             "failed": self.failures.len(),
             "total_ms": ms(self.total),
@@ -975,6 +1041,7 @@ impl ReplayResult {
             "publish_ms": ms(self.publish),
             "server_counters": self.server_counters,
             "tcp_counters": self.tcp_counters,
+            "listen_backlog": self.backlog,
         })
     }
 }
@@ -983,8 +1050,8 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     let (n, e, pre) = (args.clients, args.events, args.pre_events);
     ensure!(n > 0, "--clients must be at least 1");
     let mut config = base_config();
-    let per_client = e + pre + 16;
-    config.history.max_events = config.history.max_events.max(e + pre);
+    let per_client = e + pre + args.live_during + 16;
+    config.history.max_events = config.history.max_events.max(per_client);
     config.history.max_bytes = config.history.max_bytes.max(4 << 30);
     config.history.max_age_secs = config.history.max_age_secs.max(600);
     config.limits.outbox_max_messages = config.limits.outbox_max_messages.max(per_client);
@@ -994,10 +1061,9 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
         .max(per_client * (args.payload + 128) * 2);
     config.limits.max_connections = config.limits.max_connections.max(n * 2);
     config.api.max_body_bytes = body_limit(args.payload);
-    if e + pre > SERVER_MAX_REPLAY {
+    if e > SERVER_MAX_REPLAY {
         eprintln!(
-            "warning: {} missed events exceed the server's replay cap ({SERVER_MAX_REPLAY}); recovery will fail",
-            e + pre
+            "warning: {e} missed events exceed the server's replay cap ({SERVER_MAX_REPLAY}); recovery will fail"
         );
     }
     let fd_needed = 2 * n as u64 + 64;
@@ -1010,6 +1076,7 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     let node = start_node(server, config).await?;
     let addr = node.local_addr();
     let api = Api::new(addr);
+    let backlog = listen_backlog(addr.port());
 
     // N clients in the room.
     let tokens = (0..n)
@@ -1104,6 +1171,7 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     }
     let publish = publish_start.elapsed();
     let expected = Arc::new(expected);
+    let live = args.live_during;
 
     // The timed part: everyone reconnects at once.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -1113,6 +1181,7 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     let wave = Wave {
         addr,
         expected,
+        total: e + live,
         t0: Instant::now(),
         limit: Duration::from_secs(args.timeout_secs),
         done: done_tx,
@@ -1120,6 +1189,18 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
         gate: (args.wave_concurrency > 0).then(|| Arc::new(Semaphore::new(args.wave_concurrency))),
     };
     let t0 = wave.t0;
+    let publisher = (live > 0).then(|| {
+        let (api, pad) = (api.clone(), pad.clone());
+        let interval = Duration::from_millis(args.live_interval_ms);
+        tokio::spawn(async move {
+            for seq in e..e + live {
+                api.publish_batch(&[publish_object(ROOM, &event_data(seq, &pad))])
+                    .await?;
+                tokio::time::sleep(interval).await;
+            }
+            anyhow::Ok(())
+        })
+    });
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -1142,6 +1223,9 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     }
     tokio::time::sleep(GRACE).await;
     let _ = stop_tx.send(true);
+    if let Some(publisher) = publisher {
+        publisher.await?.context("publishing during the wave")?;
+    }
     let mut outcomes = Vec::with_capacity(n);
     for (i, task) in tasks.into_iter().enumerate() {
         outcomes.push(task.await.unwrap_or_else(|e| Outcome {
@@ -1196,6 +1280,7 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
     Ok(ReplayResult {
         clients: n,
         events: e,
+        live,
         setup,
         park_detect,
         publish,
@@ -1210,6 +1295,7 @@ async fn replay_phase(args: &Args, server: &Handle) -> anyhow::Result<ReplayResu
         failures,
         server_counters: Value::Object(counters),
         tcp_counters: Value::Object(tcp),
+        backlog,
     })
 }
 
@@ -1389,6 +1475,12 @@ fn print_table(args: &Args, replay: Option<&ReplayResult>, memory: Option<&Memor
                 k => format!("at most {k} at a time"),
             }
         );
+        if r.live > 0 {
+            row(
+                "published during the wave (seam check)",
+                format!("{} events (each client must get E + {})", r.live, r.live),
+            );
+        }
         row(
             "recovered (same sid, all events)",
             format!("{}/{}", r.recovered, r.clients),
@@ -1461,7 +1553,11 @@ fn print_table(args: &Args, replay: Option<&ReplayResult>, memory: Option<&Memor
         row("server counters", r.server_counters.to_string());
         row(
             "kernel TCP counters during the wave",
-            r.tcp_counters.to_string(),
+            format!(
+                "{} (listen backlog {})",
+                r.tcp_counters,
+                r.backlog.map_or("?".to_owned(), |b| b.to_string())
+            ),
         );
         if r.reformatted > 0 {
             row(
