@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{mint_token, AuthError};
+pub use crate::bench::BenchArgs;
 use crate::config::{Config, ConfigError, Overrides};
 
 /// The `tidings` command line.
@@ -31,6 +32,9 @@ pub enum Command {
     Gentoken(GentokenArgs),
     /// Print a commented configuration file holding every option with its default.
     Genconfig,
+    /// Load-test running nodes: N Socket.IO clients subscribe, events are published at a steady rate,
+    /// every delivery is timed.
+    Bench(BenchArgs),
 }
 
 /// Flags of `tidings serve`. Precedence: defaults < config file < `TIDINGS_*` environment < these flags.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use tidings::bench::{Bench, BenchArgs};
 use tidings::cli::{Cli, Command, ServeArgs};
 use tidings::config::DEFAULT_CONFIG_TOML;
 use tracing_subscriber::EnvFilter;
@@ -26,7 +27,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(&args),
         Command::Gentoken(args) => print_stdout(&format!("{}\n", args.mint()?)),
         Command::Genconfig => print_stdout(DEFAULT_CONFIG_TOML),
+        Command::Bench(args) => bench(&args),
     }
+}
+
+/// Runs `tidings bench` (or one of its worker processes, which re-run this command line with worker flags).
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let program = std::env::current_exe().context("cannot find the tidings binary")?;
+    let argv = std::env::args_os().skip(1).collect();
+    let bench = Bench::new(args)?.with_worker_command(program, argv);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(bench.threads())
+        .thread_name("tidings-bench")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    if bench.is_worker() {
+        runtime.block_on(bench.run_worker())?;
+    } else {
+        let report = runtime.block_on(bench.run())?;
+        let text = if bench.plan().json {
+            format!("{}\n", report.to_json())
+        } else {
+            report.to_string()
+        };
+        print_stdout(&text)?;
+    }
+    // Client tasks are aborted already; this only bounds stray blocking work (the worker's stdin reader).
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
 }
 
 /// Loads the configuration and runs the server on a multi-thread runtime sized from it.

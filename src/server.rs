@@ -96,9 +96,8 @@ impl RunningNode {
 
 /// Binds `config.listen` and serves the node described by `config` (secrets must be set) in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     let node = build(config, local)?;
     let (stop, stop_rx) = watch::channel(false);
@@ -258,6 +257,8 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         namespaces,
         room_policies,
         max_disconnection: config.recovery.max_disconnection(),
+        // A replay is queued at once: leave the outbox room for the live events that follow it.
+        max_replay: config.limits.outbox_max_messages.saturating_sub(64).max(16),
     });
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
@@ -468,6 +469,20 @@ fn apply_conformance_settings(config: &mut Config) {
     config.engine.connect_timeout_ms = 1000;
     config.engine.max_payload = 1_000_000;
     config.recovery.enabled = false;
+}
+
+/// Most connections the kernel queues before the server accepts them: a burst of reconnecting clients (after a
+/// node restart or a network blip) must not overflow a small default queue and wait out SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Lifts the soft open-files limit to the hard one: every client is a file descriptor.

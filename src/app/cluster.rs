@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::recover::{still_allowed, Failure, MAX_REPLAY};
+use super::recover::{still_allowed, Failure};
 use super::Tidings;
 use crate::auth::{user_room, VerifiedClaims};
 use crate::cluster::broker::Broker;
@@ -354,10 +354,16 @@ impl Tidings {
         for membership in rooms {
             let key = RoomKey::new(nsp, &membership.room);
             let from = after.max(membership.joined_seq);
-            let events = read_after(&cluster.redis, &cluster.keys, &key, from, MAX_REPLAY + 1)
-                .await
-                .map_err(|_| Failure::Unavailable)?;
-            if events.len() > MAX_REPLAY {
+            let events = read_after(
+                &cluster.redis,
+                &cluster.keys,
+                &key,
+                from,
+                self.max_replay + 1,
+            )
+            .await
+            .map_err(|_| Failure::Unavailable)?;
+            if events.len() > self.max_replay {
                 return Err(Failure::TooMany);
             }
             if trimmed_after(&cluster.redis, &cluster.keys, &key, from)
@@ -370,7 +376,7 @@ impl Tidings {
         }
         missed.sort_by_key(|e| e.seq);
         missed.dedup_by_key(|e| e.seq);
-        if missed.len() > MAX_REPLAY {
+        if missed.len() > self.max_replay {
             return Err(Failure::TooMany);
         }
         Ok(missed

@@ -81,6 +81,8 @@ pub struct Tidings {
     namespaces: HashMap<String, NamespacePolicy>,
     room_policies: Vec<RoomPolicy>,
     max_disconnection: std::time::Duration,
+    /// Most events replayed to one recovering socket; a longer gap gets a fresh session instead.
+    max_replay: usize,
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
@@ -101,6 +103,8 @@ pub struct TidingsParts {
     pub room_policies: Vec<RoomPolicy>,
     /// How long a disconnected session stays recoverable.
     pub max_disconnection: std::time::Duration,
+    /// Most events one recovery may replay (it must fit the socket's outbox).
+    pub max_replay: usize,
 }
 
 impl Tidings {
@@ -113,6 +117,7 @@ impl Tidings {
             namespaces: parts.namespaces,
             room_policies: parts.room_policies,
             max_disconnection: parts.max_disconnection,
+            max_replay: parts.max_replay,
             live: parking_lot::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
         });

@@ -11,9 +11,6 @@ use crate::hub::{RoomKey, BROADCAST_ROOM};
 use crate::recovery::Membership;
 use crate::socketio::{ConnectRequest, Socket};
 
-/// Most events replayed to one socket; a longer gap gets a fresh session instead.
-pub const MAX_REPLAY: usize = 2048;
-
 /// Why a session could not be recovered.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Failure {
@@ -124,16 +121,16 @@ impl Tidings {
                 let key = RoomKey::new(request.nsp, &membership.room);
                 let from = after.max(membership.joined_seq);
                 let (_, found) = history
-                    .read_after(&key, Some(membership.epoch), from, MAX_REPLAY + 1)
+                    .read_after(&key, Some(membership.epoch), from, self.max_replay + 1)
                     .map_err(Failure::History)?;
                 events.extend(found);
-                if events.len() > MAX_REPLAY * 2 {
+                if events.len() > self.max_replay * 2 {
                     return Err(Failure::TooMany);
                 }
             }
             events.sort_by_key(|e| e.seq);
             events.dedup_by_key(|e| e.seq);
-            if events.len() > MAX_REPLAY {
+            if events.len() > self.max_replay {
                 return Err(Failure::TooMany);
             }
             let socket = Socket::new(

@@ -14,10 +14,10 @@ pub fn encode_room_event(event: &Event<'_>, seq: u64) -> EventPackets {
         args.push(offset.as_bytes());
     }
     let mut out =
-        BytesMut::with_capacity(event.data.len() + event.name.len() + event.nsp.len() + 32);
+        BytesMut::with_capacity(event.data.len() + event.name.len() + event.nsp.len() + 64);
     if event.attachments.is_empty() {
         encode_event(event.nsp, None, event.name, &args, &mut out);
-        return std::sync::Arc::from([Outgoing::Text(out.freeze())]);
+        return std::sync::Arc::from([Outgoing::Text(exact(out))]);
     }
     encode_binary_event(
         event.nsp,
@@ -28,7 +28,17 @@ pub fn encode_room_event(event: &Event<'_>, seq: u64) -> EventPackets {
         &mut out,
     );
     let mut packets = Vec::with_capacity(1 + event.attachments.len());
-    packets.push(Outgoing::Text(out.freeze()));
+    packets.push(Outgoing::Text(exact(out)));
     packets.extend(event.attachments.iter().cloned().map(Outgoing::Binary));
     packets.into()
+}
+
+/// The packet in an allocation of exactly its size: it may stay in history for minutes, so slack in the encode
+/// buffer would be paid for every stored event (one copy per publish, not per recipient).
+fn exact(buf: BytesMut) -> bytes::Bytes {
+    if buf.capacity() - buf.len() > 16 {
+        bytes::Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
 }
