@@ -218,13 +218,19 @@ impl Tidings {
 
     /// A snapshot of a socket's recoverable state.
     fn record_of(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
+        let rooms = socket.rooms.lock().clone();
+        self.record_with(socket, rooms)
+    }
+
+    /// The recoverable state of a socket with the given rooms (None without recovery id or user).
+    fn record_with(&self, socket: &Arc<Socket>, rooms: Vec<Membership>) -> Option<SessionRecord> {
         let (pid, user) = (socket.pid()?, socket.user()?);
         Some(SessionRecord {
             pid,
             sid: socket.id(),
             nsp: socket.nsp().into(),
             sub: user.sub().to_owned(),
-            rooms: socket.rooms.lock().clone(),
+            rooms,
             expires_at: std::time::Instant::now() + self.max_disconnection,
         })
     }
@@ -272,15 +278,7 @@ impl Tidings {
             self.hub.history().epoch(&key);
             self.release_room(socket.nsp(), &membership.room);
         }
-        let (pid, user) = (socket.pid()?, socket.user()?);
-        Some(SessionRecord {
-            pid,
-            sid: socket.id(),
-            nsp: socket.nsp().into(),
-            sub: user.sub().to_owned(),
-            rooms,
-            expires_at: std::time::Instant::now() + self.max_disconnection,
-        })
+        self.record_with(socket, rooms)
     }
 
     /// Takes the session of a socket still connected with this pid (its client came back on a new connection

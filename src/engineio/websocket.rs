@@ -5,13 +5,13 @@
 //! kept on the heap until it completes.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -22,13 +22,11 @@ use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::ws_frame::{
-    accept_key, close_frame, encode_header, pong_frame, FrameDecoder, OpCode, WsMessage,
+    accept_key, close_frame, encode_frame, pong_frame, FrameDecoder, OpCode, WsMessage,
 };
 use super::ws_writer::FrameWriter;
-use super::{CloseReason, Engine, OpenRequest, Outbox, Outgoing};
+use super::{CloseReason, Engine, OpenRequest, Outgoing};
 
-/// Frames written per `writev` call (two iovecs each, under the usual IOV_MAX of 1024).
-const FRAMES_PER_WRITE: usize = 256;
 /// Bytes drained from the outbox per write round.
 const BYTES_PER_ROUND: usize = 256 * 1024;
 /// Rounds per pump, so one busy socket cannot hog its worker.
@@ -151,10 +149,10 @@ impl Connection {
                 return;
             }
         };
-        let open_packet = engine.open_packet(&session, false);
-        if self
-            .write_batch(std::slice::from_ref(&open_packet), None)
-            .await
+        // The open packet goes first; nothing else is queued before the client's CONNECT.
+        if session
+            .outbox
+            .push(engine.open_packet(&session, false))
             .is_err()
         {
             engine.close_session(&session, CloseReason::TransportClose);
@@ -233,8 +231,9 @@ impl Connection {
             };
             match packet {
                 Packet::Ping(data) if &data[..] == b"probe" => {
-                    let reply = Outgoing::pong(Bytes::from_static(b"probe"));
-                    self.write_batch(std::slice::from_ref(&reply), None)
+                    let mut reply = BytesMut::new();
+                    encode_frame(OpCode::Text, b"3probe", &mut reply);
+                    self.write_raw(&reply)
                         .await
                         .map_err(|_| CloseReason::TransportClose)?;
                     session.set_transport(TransportKind::Upgrading);
@@ -477,73 +476,18 @@ impl Connection {
         }
     }
 
-    /// Writes packets as websocket frames, several frames per `writev`.
-    /// With `abort`, the write gives up as soon as that outbox is closing (e.g. as a slow consumer).
-    async fn write_batch(
-        &mut self,
-        packets: &[Outgoing],
-        abort: Option<&Outbox>,
-    ) -> io::Result<()> {
-        for chunk in packets.chunks(FRAMES_PER_WRITE) {
-            let headers: Vec<([u8; 10], usize)> = chunk
-                .iter()
-                .map(|packet| {
-                    let (opcode, len) = match packet {
-                        Outgoing::Text(text) => (OpCode::Text, text.len()),
-                        Outgoing::Binary(data) => (OpCode::Binary, data.len()),
-                    };
-                    let mut header = [0u8; 10];
-                    let n = encode_header(opcode, len, &mut header);
-                    (header, n)
-                })
-                .collect();
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
-            for (packet, (header, n)) in chunk.iter().zip(&headers) {
-                slices.push(IoSlice::new(&header[..*n]));
-                let payload = match packet {
-                    Outgoing::Text(bytes) | Outgoing::Binary(bytes) => bytes,
-                };
-                if !payload.is_empty() {
-                    slices.push(IoSlice::new(payload));
+    /// Writes one prepared frame, waiting for the socket (rare paths: probe reply, close frames).
+    async fn write_raw(&mut self, mut frame: &[u8]) -> io::Result<()> {
+        while !frame.is_empty() {
+            match self.stream.try_write(frame) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => frame = &frame[n..],
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.stream.writable().await?
                 }
+                Err(error) => return Err(error),
             }
-            write_all_vectored(&self.stream, &mut slices, abort).await?;
         }
         Ok(())
     }
-
-    async fn write_raw(&mut self, frame: &[u8]) -> io::Result<()> {
-        let mut slices = [IoSlice::new(frame)];
-        write_all_vectored(&self.stream, &mut slices, None).await
-    }
-}
-
-/// Writes every slice, waiting for the socket whenever its send buffer is full; with `abort`, stops
-/// waiting once that outbox is closing.
-async fn write_all_vectored(
-    stream: &TcpStream,
-    mut slices: &mut [IoSlice<'_>],
-    abort: Option<&Outbox>,
-) -> io::Result<()> {
-    while !slices.is_empty() {
-        match stream.try_write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => match abort {
-                None => stream.writable().await?,
-                Some(outbox) => {
-                    tokio::select! {
-                        ready = stream.writable() => ready?,
-                        _ = outbox.ready() => {
-                            if outbox.closing().is_some() {
-                                return Err(io::Error::other("session closing"));
-                            }
-                        }
-                    }
-                }
-            },
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(())
 }
