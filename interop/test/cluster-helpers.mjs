@@ -250,7 +250,7 @@ export async function redisCall(port, ...args) {
  * Start redis-server on `port` (free port by default). `durable` = AOF with fsync on every write in `dir`
  * (a new temp dir unless given; reuse it to restart with the same data). `replicaOf` = master port.
  */
-export async function startRedis({ port, durable = false, dir, replicaOf, label } = {}) {
+export async function startRedis({ port, durable = false, dir, replicaOf, label, args: extra = [] } = {}) {
   port ??= await freePort();
   dir ??= mkdtempSync(path.join(logDir(), `redis-${port}-`));
   mkdirSync(dir, { recursive: true });
@@ -258,12 +258,14 @@ export async function startRedis({ port, durable = false, dir, replicaOf, label 
   if (durable) args.push('--appendonly', 'yes', '--appendfsync', 'always');
   else args.push('--appendonly', 'no');
   if (replicaOf) args.push('--replicaof', '127.0.0.1', String(replicaOf));
+  // Full syncs start at once (the default waits 5 s for more replicas).
+  args.push('--repl-diskless-sync-delay', '0', ...extra);
   const name = label || `redis-${port}`;
   const p = spawnTracked(REDIS_SERVER, args, { logFile: path.join(logDir(), `${name}.log`), label: name });
   const redis = { port, dir, url: `redis://127.0.0.1:${port}`, durable, replicaOf, ...p, restart: null };
   await waitForRedis(port, p, name);
   /** Start again on the same port and data dir (after a kill). */
-  redis.restart = () => startRedis({ port, durable, dir, replicaOf, label: name });
+  redis.restart = () => startRedis({ port, durable, dir, replicaOf, label: name, args: extra });
   return redis;
 }
 
@@ -395,9 +397,11 @@ export function metricSum(samples, name, labelFilter = '') {
 /**
  * A TCP balancer: each new connection goes to the next live target in turn (no stickiness). A target
  * that refuses the connection is skipped (the next is tried) so killed nodes drop out by themselves;
- * `remove(port)` takes one out explicitly. `pairs` counts connections per target port.
+ * `remove(port)` takes one out explicitly. `perTarget` counts connections per target port.
+ * `pick(head)`, if given, sees the first bytes a client sent (an HTTP request head) and may return the
+ * target port for that connection (undefined = the round-robin turn).
  */
-export async function startBalancer(targetPorts) {
+export async function startBalancer(targetPorts, { pick = null } = {}) {
   const targets = [...targetPorts];
   let next = 0;
   const conns = new Set();
@@ -411,15 +415,23 @@ export async function startBalancer(targetPorts) {
       conns.delete(pair);
       pair.upstream?.destroy();
     });
-    tryTarget(pair, targets.length);
+    if (!pick) {
+      tryTarget(pair, targets.length, null, undefined);
+      return;
+    }
+    client.once('data', (head) => {
+      client.pause();
+      tryTarget(pair, targets.length, head, pick(head.toString('latin1')));
+    });
+    client.resume();
   });
-  function tryTarget(pair, attemptsLeft) {
+  function tryTarget(pair, attemptsLeft, head, chosen) {
     if (pair.client.destroyed) return;
     if (attemptsLeft <= 0 || targets.length === 0) {
       pair.client.destroy();
       return;
     }
-    const port = targets[next++ % targets.length];
+    const port = chosen ?? targets[next++ % targets.length];
     const up = net.connect({ host: '127.0.0.1', port });
     up.setNoDelay(true);
     let connected = false;
@@ -427,12 +439,13 @@ export async function startBalancer(targetPorts) {
       connected = true;
       pair.upstream = up;
       perTarget.set(port, (perTarget.get(port) || 0) + 1);
+      if (head) up.write(head);
       pair.client.pipe(up);
       up.pipe(pair.client);
       pair.client.resume();
     });
     up.on('error', () => {
-      if (!connected) tryTarget(pair, attemptsLeft - 1);
+      if (!connected) tryTarget(pair, attemptsLeft - 1, head, undefined);
       else pair.client.destroy();
     });
     up.on('close', () => {
@@ -463,14 +476,14 @@ export async function startBalancer(targetPorts) {
 // recording deliveries
 
 /**
- * Record every event a socket receives: `rec.log` = [{event, data, offset}] in arrival order (offset is
- * the trailing string argument). Connects are logged in `rec.connects` as {id, recovered, at}.
+ * Record every event a socket receives: `rec.log` = [{event, data, offset, at}] in arrival order (offset is
+ * the trailing string argument, `at` the arrival time). Connects are logged in `rec.connects` as {id, recovered, at}.
  */
 export function record(socket, label) {
   const rec = { label, socket, log: [], connects: [], disconnects: [] };
   socket.onAny((event, ...args) => {
     const offset = args.length >= 2 && typeof args[args.length - 1] === 'string' ? args[args.length - 1] : undefined;
-    rec.log.push({ event, data: args[0], offset });
+    rec.log.push({ event, data: args[0], offset, at: Date.now() });
   });
   socket.on('connect', () => rec.connects.push({ id: socket.id, recovered: socket.recovered, at: Date.now() }));
   socket.on('disconnect', (reason) => rec.disconnects.push({ reason, at: Date.now() }));
@@ -586,6 +599,13 @@ export function startPublisher(nodeOf, { rooms, intervalMs = 50, tag = 'p', time
       return results;
     },
   };
+}
+
+/** Keys of events that were answered something other than 200 yet reached at least one of `recs`. */
+export function deliveredThoughRefused(results, recs) {
+  const refused = new Set(results.filter((r) => r.status !== 200).map((r) => r.k));
+  const got = new Set(recs.flatMap((rec) => received(rec).map((g) => g.data.k)));
+  return [...refused].filter((k) => got.has(k));
 }
 
 /** Split publish results into must (2xx) / may (anything else) key sets for the rooms a member is in. */
