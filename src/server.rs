@@ -265,6 +265,20 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         engine_config(config, node_tag),
         SocketIo::new(app.clone(), connect_timeout),
     );
+    if let Backend::Cluster(cluster) = app.backend() {
+        let engine = Arc::downgrade(&engine);
+        let weak_cluster = Arc::downgrade(cluster);
+        cluster.subscriber.set_reset(Arc::new(move || {
+            if let Some(cluster) = weak_cluster.upgrade() {
+                cluster.forget_epoch();
+            }
+            if let Some(engine) = engine.upgrade() {
+                engine.close_every_session(CloseReason::ServerClose(
+                    "cluster state was reset".into(),
+                ));
+            }
+        }));
+    }
     let registry = redis
         .as_ref()
         .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()));

@@ -38,7 +38,7 @@ pub struct ClusterBackend {
     pub subscriber: Arc<Subscriber>,
     /// Session records.
     pub sessions: ClusterSessions,
-    epoch: tokio::sync::OnceCell<u64>,
+    epoch: parking_lot::Mutex<Option<u64>>,
 }
 
 impl ClusterBackend {
@@ -57,26 +57,31 @@ impl ClusterBackend {
             sessions: ClusterSessions::new(redis.clone(), keys.clone(), node.to_owned()),
             redis,
             keys,
-            epoch: tokio::sync::OnceCell::new(),
+            epoch: parking_lot::Mutex::new(None),
         })
     }
 
     /// The dataset epoch: created once per Redis dataset; a different value means Redis lost its data.
     pub async fn epoch(&self) -> Result<u64, redis::RedisError> {
-        self.epoch
-            .get_or_try_init(|| async {
-                let fresh: u64 = rand::thread_rng().gen_range(1..u64::MAX >> 11);
-                let mut set = redis::cmd("SET");
-                set.arg(self.keys.epoch()).arg(fresh).arg("NX");
-                self.redis.run::<Option<String>>(&set).await?;
-                let stored: Option<String> = self
-                    .redis
-                    .run(redis::cmd("GET").arg(self.keys.epoch()))
-                    .await?;
-                Ok(stored.and_then(|s| s.parse().ok()).unwrap_or(fresh))
-            })
-            .await
-            .copied()
+        if let Some(epoch) = *self.epoch.lock() {
+            return Ok(epoch);
+        }
+        let fresh: u64 = rand::thread_rng().gen_range(1..u64::MAX >> 11);
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.epoch()).arg(fresh).arg("NX");
+        self.redis.run::<Option<String>>(&set).await?;
+        let stored: Option<String> = self
+            .redis
+            .run(redis::cmd("GET").arg(self.keys.epoch()))
+            .await?;
+        let epoch = stored.and_then(|s| s.parse().ok()).unwrap_or(fresh);
+        *self.epoch.lock() = Some(epoch);
+        Ok(epoch)
+    }
+
+    /// Forgets the cached epoch (after Redis lost its data).
+    pub fn forget_epoch(&self) {
+        self.epoch.lock().take();
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
 use super::plan::Plan;
@@ -37,7 +37,7 @@ pub struct Shared {
 pub struct Clients {
     shared: Arc<Shared>,
     total: u64,
-    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
     spawner: AbortHandle,
 }
 
@@ -78,9 +78,25 @@ impl Clients {
     /// Ends every client (their sockets close as the tasks drop).
     pub fn stop(&self) {
         self.spawner.abort();
-        for task in self.tasks.lock().drain(..) {
+        for task in self.tasks.lock().iter() {
             task.abort();
         }
+    }
+
+    /// Ends every client and waits (at most `limit`) until they are gone and the long-polling ones told the
+    /// server.
+    pub async fn close(&self, limit: Duration) {
+        self.stop();
+        let deadline = Instant::now() + limit;
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            // Only cancellation can come back: the tasks were aborted.
+            let _ = tokio::time::timeout_at(deadline, task).await;
+        }
+        self.shared
+            .polling
+            .closed(deadline.saturating_duration_since(Instant::now()))
+            .await;
     }
 }
 
@@ -91,7 +107,7 @@ impl Drop for Clients {
 }
 
 /// Spawns client `k` of this process at `k / ramp` seconds.
-async fn spawn_all(shared: Arc<Shared>, tasks: Arc<Mutex<Vec<AbortHandle>>>) {
+async fn spawn_all(shared: Arc<Shared>, tasks: Arc<Mutex<Vec<JoinHandle<()>>>>) {
     let started = Instant::now();
     let ramp = shared.plan.my_ramp();
     let clients: Vec<usize> = shared.plan.my_clients().collect();
@@ -105,7 +121,7 @@ async fn spawn_all(shared: Arc<Shared>, tasks: Arc<Mutex<Vec<AbortHandle>>>) {
         } else {
             tokio::spawn(run_client(j, shared.clone()))
         };
-        tasks.lock().push(task.abort_handle());
+        tasks.lock().push(task);
     }
 }
 

@@ -42,6 +42,8 @@ use workers::{WorkerSet, WorkerView};
 const READY_SLACK: Duration = Duration::from_secs(5);
 /// Time the workers get to report their final tally.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the long-polling clients get to close their sessions.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack past the end of the schedule within which a late event is still issued.
 const SCHEDULE_GRACE: Duration = Duration::from_millis(500);
 
@@ -113,12 +115,12 @@ impl Bench {
         let plan = &self.plan;
         let started_us = unix_micros();
         let publisher = Publisher::connect(plan).await?;
-        let fleet = self.start_fleet()?;
+        let mut fleet = self.start_fleet()?;
         let progress = Progress::start(plan, fleet.view(), Instant::now());
         let ready = fleet.wait_ready(plan).await?;
-        let mut fleet = fleet;
-        let cpu_at_publish = fleet.mark().await? + Usage::now().cpu_s;
-        let members = ready.members.clone();
+        fleet.mark().await?;
+        let cpu_at_publish = Usage::now().cpu_s;
+        let members = ready.members;
         let published = if ready.connected > 0 {
             self.publish(&publisher, &fleet).await
         } else {
@@ -265,12 +267,11 @@ impl Fleet {
         })
     }
 
-    /// Marks the start of publishing; returns the workers' CPU seconds at that point when known now (0 for
-    /// workers, which report theirs at the end).
-    async fn mark(&mut self) -> Result<f64, BenchError> {
+    /// Marks the start of publishing: workers note their CPU time then, and report it at the end.
+    async fn mark(&mut self) -> Result<(), BenchError> {
         match self {
-            Fleet::Local(_) => Ok(0.0),
-            Fleet::Workers(set) => set.mark().await.map(|()| 0.0),
+            Fleet::Local(_) => Ok(()),
+            Fleet::Workers(set) => set.mark().await,
         }
     }
 
@@ -300,7 +301,7 @@ impl Fleet {
     async fn finish(self) -> Result<(Tally, Usage, f64), BenchError> {
         match self {
             Fleet::Local(clients) => {
-                clients.stop();
+                clients.close(CLOSE_TIMEOUT).await;
                 Ok((clients.recorder().snapshot(), Usage::default(), 0.0))
             }
             Fleet::Workers(set) => set.finish(FINISH_TIMEOUT).await,

@@ -3,7 +3,9 @@
 //! connections.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -29,6 +31,8 @@ type Http = Client<HttpConnector, Body>;
 /// HTTP clients for the long-polling clients: one per source address (connections bind to it).
 pub struct PollingHttp {
     clients: Vec<Http>,
+    /// Close requests of stopped clients still under way.
+    closing: Arc<AtomicUsize>,
 }
 
 impl PollingHttp {
@@ -37,6 +41,7 @@ impl PollingHttp {
         if plan.polling_share <= 0.0 {
             return PollingHttp {
                 clients: Vec::new(),
+                closing: Arc::default(),
             };
         }
         let sources = plan.source_ips.unwrap_or(1);
@@ -50,7 +55,18 @@ impl PollingHttp {
                 Client::builder(TokioExecutor::new()).build(connector)
             })
             .collect();
-        PollingHttp { clients }
+        PollingHttp {
+            clients,
+            closing: Arc::default(),
+        }
+    }
+
+    /// Waits (at most `limit`) until the close requests of stopped clients were answered.
+    pub async fn closed(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.closing.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The client for connections from `source`.
@@ -88,6 +104,31 @@ struct PollConn {
     /// `http://host/path?EIO=4&transport=polling&sid=…`.
     url: String,
     session: SioClient,
+    closing: Arc<AtomicUsize>,
+}
+
+impl Drop for PollConn {
+    /// A polling session has no connection whose end the server would notice: tell it the client is gone
+    /// (best effort), rather than leave the session to the ping timeout and to later runs' fan-out.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (http, url) = (self.http.clone(), std::mem::take(&mut self.url));
+        let closing = self.closing.clone();
+        closing.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(async move {
+            // The server finishes a client-closed session on the next poll, which it answers at once.
+            if request(&http, Method::POST, &url, Body::from("1"))
+                .await
+                .is_ok()
+            {
+                let poll = request(&http, Method::GET, &url, Body::empty());
+                let _ = tokio::time::timeout(Duration::from_secs(2), poll).await;
+            }
+            closing.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
 }
 
 impl PollConn {
@@ -120,6 +161,7 @@ impl PollConn {
             http,
             url: format!("{base}&sid={sid}"),
             session: SioClient::new(hello),
+            closing: shared.polling.closing.clone(),
         };
         conn.handle(&body, &shared.recorder).await?;
         while !conn.session.is_live() {

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -61,7 +61,7 @@ impl Schedule {
 }
 
 /// What a publishing phase did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Published {
     /// Events the phase was to publish.
     pub planned: u64,
@@ -86,7 +86,6 @@ pub struct Published {
     /// Failure reasons with counts.
     pub errors: BTreeMap<String, u64>,
     /// Request latency, µs.
-    #[serde(skip, default = "new_hist")]
     pub latency: Hist,
 }
 

@@ -23,6 +23,8 @@ use super::BenchError;
 
 /// How often a worker reports.
 pub const REPORT_EVERY: Duration = Duration::from_millis(250);
+/// Time the long-polling clients get to close their sessions.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A line a worker writes.
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,7 +79,7 @@ pub async fn serve(plan: Arc<Plan>) -> Result<(), BenchError> {
             },
         }
     }
-    clients.stop();
+    clients.close(CLOSE_TIMEOUT).await;
     let usage = Usage::now();
     let line = Line::Result {
         tally: recorder.snapshot(),

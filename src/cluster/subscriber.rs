@@ -37,6 +37,8 @@ pub enum SubscribeError {
 struct RoomState {
     refs: usize,
     last_seq: u64,
+    /// The room's position was established once (it stays meaningful across reconnections).
+    known: bool,
     active: bool,
     waiters: Vec<oneshot::Sender<()>>,
 }
@@ -55,7 +57,12 @@ pub struct Subscriber {
     rooms: Mutex<HashMap<RoomKey, RoomState>>,
     control: mpsc::UnboundedSender<Control>,
     ingest: OnceLock<IngestHandler>,
+    reset: OnceLock<ResetHandler>,
 }
+
+/// Called when Redis lost its data (its sequence went backwards): local sessions can no longer be trusted
+/// to be in step with the cluster.
+pub type ResetHandler = Arc<dyn Fn() + Send + Sync>;
 
 impl Subscriber {
     /// Starts the subscription task.
@@ -66,9 +73,15 @@ impl Subscriber {
             rooms: Mutex::new(HashMap::new()),
             control,
             ingest: OnceLock::new(),
+            reset: OnceLock::new(),
         });
         tokio::spawn(run(Arc::downgrade(&subscriber), redis, hub, rx));
         subscriber
+    }
+
+    /// Calls `handler` when Redis is found to have lost its data.
+    pub fn set_reset(&self, handler: ResetHandler) {
+        let _ = self.reset.set(handler);
     }
 
     /// Routes messages of the ingest channel to `handler`.
@@ -98,6 +111,7 @@ impl Subscriber {
                         RoomState {
                             refs: 1,
                             last_seq: 0,
+                            known: false,
                             active: false,
                             waiters: vec![tx],
                         },
@@ -153,6 +167,7 @@ impl Subscriber {
             if let Some(seq) = baseline {
                 state.last_seq = state.last_seq.max(seq);
             }
+            state.known = true;
             state.active = true;
             for waiter in state.waiters.drain(..) {
                 let _ = waiter.send(());
@@ -241,23 +256,46 @@ async fn resync(
     cache: &mut Option<(u64, String, EventPackets)>,
 ) -> Result<(), redis::RedisError> {
     sink.subscribe(me.keys.ingest()).await?;
-    let wanted: Vec<(RoomKey, u64)> = me
+    let wanted: Vec<(RoomKey, u64, bool)> = me
         .rooms
         .lock()
         .iter()
-        .map(|(k, s)| (k.clone(), s.last_seq))
+        .map(|(k, s)| (k.clone(), s.last_seq, s.known))
         .collect();
-    for (room, _) in &wanted {
+    for (room, _, _) in &wanted {
         sink.subscribe(me.keys.channel(room)).await?;
     }
-    let baseline: u64 = redis
+    let current: u64 = redis
         .run(redis::cmd("GET").arg(me.keys.seq()))
         .await
         .map(|v: Option<u64>| v.unwrap_or(0))?;
-    // Catch up every room from where it was, merged into one sequence order.
+    let newest_seen = wanted.iter().map(|(_, last, _)| *last).max().unwrap_or(0);
+    if current < newest_seen {
+        // Redis came back without its data: positions mean nothing any more. Start over from what it has,
+        // and let the node drop its sessions so clients reconnect to a consistent state.
+        tracing::error!(
+            current,
+            newest_seen,
+            "redis lost its data; restarting room positions"
+        );
+        metrics::counter!("tidings_cluster_resets_total").increment(1);
+        for state in me.rooms.lock().values_mut() {
+            state.last_seq = 0;
+            state.known = false;
+        }
+        if let Some(reset) = me.reset.get() {
+            reset();
+        }
+        for (room, _, _) in &wanted {
+            me.activate(room, Some(current));
+        }
+        return Ok(());
+    }
+    // Catch up every room that had a position, merged into one sequence order; a room that never had one
+    // starts now.
     let mut missed = Vec::new();
-    for (room, last) in &wanted {
-        if *last == 0 {
+    for (room, last, known) in &wanted {
+        if !*known {
             continue;
         }
         for event in read_after(redis, &me.keys, room, *last, CATCH_UP_LIMIT).await? {
@@ -268,8 +306,8 @@ async fn resync(
     for (room, event) in missed {
         deliver(me, hub, &room, event.seq, &event.event, cache);
     }
-    for (room, last) in wanted {
-        me.activate(&room, (last == 0).then_some(baseline));
+    for (room, _, known) in wanted {
+        me.activate(&room, (!known).then_some(current));
     }
     Ok(())
 }
@@ -282,13 +320,13 @@ async fn subscribe(
     room: &RoomKey,
     cache: &mut Option<(u64, String, EventPackets)>,
 ) -> Result<(), redis::RedisError> {
-    let last = match me.rooms.lock().get(room) {
-        Some(state) if !state.active => state.last_seq,
+    let (last, known) = match me.rooms.lock().get(room) {
+        Some(state) if !state.active => (state.last_seq, state.known),
         // Released meanwhile, or already live.
         _ => return Ok(()),
     };
     sink.subscribe(me.keys.channel(room)).await?;
-    if last == 0 {
+    if !known {
         let baseline: Option<u64> = redis.run(redis::cmd("GET").arg(me.keys.seq())).await?;
         me.activate(room, Some(baseline.unwrap_or(0)));
     } else {

@@ -303,6 +303,11 @@ impl Engine {
     /// Refuses new sessions and closes every open one (graceful shutdown).
     pub fn close_all(&self, reason: CloseReason) {
         self.shutting_down.store(true, Ordering::Release);
+        self.close_every_session(reason);
+    }
+
+    /// Closes every open session (clients reconnect); new sessions are still accepted.
+    pub fn close_every_session(&self, reason: CloseReason) {
         let sessions: Vec<Arc<Session>> = self
             .shards
             .iter()

@@ -11,6 +11,12 @@ use super::packet::{encode_connect_error, event_args, Packet, PacketKind};
 use super::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 use crate::engineio::{CloseReason, Message, Outgoing, Session, SessionHandler};
 
+/// Packets (with their attachments) received for a namespace whose CONNECT is being decided.
+type HeldPackets = Vec<(Packet, Vec<Bytes>)>;
+
+/// Most packets held for a namespace whose CONNECT is still being decided.
+const MAX_HELD_PACKETS: usize = 64;
+
 /// A binary event or ack waiting for its attachments.
 struct PartialPacket {
     packet: Packet,
@@ -26,6 +32,8 @@ pub struct Client {
     ever_connected: AtomicBool,
     /// Set (under the `sockets` lock) when the session ended.
     closed: AtomicBool,
+    /// Namespaces whose CONNECT is being decided, with the packets received for them meanwhile.
+    connecting: Mutex<Vec<(String, HeldPackets)>>,
     self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
 }
 
@@ -39,6 +47,7 @@ impl Client {
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            connecting: Mutex::new(Vec::new()),
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = client.self_ref.set(Arc::downgrade(&client));
@@ -131,7 +140,9 @@ impl Client {
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
-                let Some(socket) = self.socket(packet.nsp_str()) else {
+                let Some((socket, packet, attachments)) =
+                    self.socket_or_hold(packet, attachments)?
+                else {
                     return Ok(());
                 };
                 let data = packet
@@ -149,13 +160,43 @@ impl Client {
                 Ok(())
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
-                if let (Some(socket), Some(id)) = (self.socket(packet.nsp_str()), packet.id) {
+                let Some((socket, packet, attachments)) =
+                    self.socket_or_hold(packet, attachments)?
+                else {
+                    return Ok(());
+                };
+                if let Some(id) = packet.id {
                     socket.resolve_ack(id, packet.data.clone().unwrap_or_default(), attachments);
                 }
                 Ok(())
             }
             PacketKind::ConnectError => Err(protocol("CONNECT_ERROR is sent by servers only")),
         }
+    }
+
+    /// The socket a packet is for; while that namespace's CONNECT is still being decided, the packet is held
+    /// and handed over once the socket exists (a client may send right after the CONNECT reply).
+    #[allow(clippy::type_complexity)]
+    fn socket_or_hold(
+        &self,
+        packet: Packet,
+        attachments: Vec<Bytes>,
+    ) -> Result<Option<(Arc<Socket>, Packet, Vec<Bytes>)>, CloseReason> {
+        let mut connecting = self.connecting.lock();
+        if let Some(socket) = self.socket(packet.nsp_str()) {
+            return Ok(Some((socket, packet, attachments)));
+        }
+        if let Some((_, held)) = connecting
+            .iter_mut()
+            .find(|(nsp, _)| nsp.as_str() == packet.nsp_str())
+        {
+            if held.len() >= MAX_HELD_PACKETS {
+                return Err(CloseReason::Flood);
+            }
+            held.push((packet, attachments));
+        }
+        // Not connected and not connecting: the reference server ignores such packets too.
+        Ok(None)
     }
 
     fn connect(&self, session: &Arc<Session>, packet: &Packet) {
@@ -175,6 +216,7 @@ impl Client {
             Connecting::Pending(pending) => {
                 // Counts as connected for the connect timer: the decision is under way.
                 self.ever_connected.store(true, Ordering::Release);
+                self.connecting.lock().push((nsp.to_owned(), Vec::new()));
                 let client = self.self_ref.get().and_then(std::sync::Weak::upgrade);
                 let session = session.clone();
                 let nsp = nsp.to_owned();
@@ -190,17 +232,35 @@ impl Client {
 
     /// Records the outcome of a CONNECT.
     fn connected(&self, session: &Arc<Session>, nsp: &str, outcome: Result<Arc<Socket>, String>) {
+        let held = {
+            let mut connecting = self.connecting.lock();
+            let index = connecting.iter().position(|(n, _)| n == nsp);
+            let held = index
+                .map(|i| connecting.swap_remove(i).1)
+                .unwrap_or_default();
+            if let Ok(socket) = &outcome {
+                // Registered before the connecting entry is released, so no packet slips between the two.
+                let mut sockets = self.sockets.lock();
+                if !self.closed.load(Ordering::Acquire) {
+                    self.ever_connected.store(true, Ordering::Release);
+                    sockets.push(socket.clone());
+                    drop(sockets);
+                    drop(connecting);
+                    for (packet, attachments) in held {
+                        if let Err(reason) = self.dispatch(session, packet, attachments) {
+                            session.outbox.close(reason);
+                            break;
+                        }
+                    }
+                    return;
+                }
+            }
+            held
+        };
+        drop(held);
         match outcome {
             Ok(socket) => {
                 self.ever_connected.store(true, Ordering::Release);
-                {
-                    // Checked under the same lock `on_close` takes, so a socket is never added after it.
-                    let mut sockets = self.sockets.lock();
-                    if !self.closed.load(Ordering::Acquire) {
-                        sockets.push(socket);
-                        return;
-                    }
-                }
                 // The session ended while the connect was decided: undo it.
                 socket.mark_disconnected();
                 self.app.on_disconnect(&socket, true);
@@ -321,6 +381,18 @@ mod tests {
                 "{bad} must close"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connect_timer_closes_only_sessions_that_never_connected() {
+        let (idle_session, idle) = setup();
+        idle.start_connect_timer(&idle_session, std::time::Duration::from_millis(100));
+        let (session, client) = setup();
+        client.start_connect_timer(&session, std::time::Duration::from_millis(100));
+        client.on_message(&session, text("0")).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(idle_session.outbox.closing().is_some());
+        assert_eq!(session.outbox.closing(), None);
     }
 
     #[test]
