@@ -212,7 +212,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    raise_open_files_limit();
+    tidings::process::raise_open_files_limit();
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.server_threads.max(1))
         .thread_name(SERVER_THREAD)
@@ -427,21 +427,6 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 // ---------------------------------------------------------------------------------------------------------
 // Process measurements
-
-fn raise_open_files_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
 
 fn open_files_limit() -> u64 {
     let mut limit = libc::rlimit {

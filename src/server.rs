@@ -38,7 +38,7 @@ pub const ENGINE_IO_PATH: &str = "/engine.io/";
 
 /// Runs a node until SIGINT/SIGTERM, then drains it.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
-    raise_open_files_limit();
+    crate::process::raise_open_files_limit();
     if config.conformance {
         apply_conformance_settings(&mut config);
     }
@@ -497,21 +497,4 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Lifts the soft open-files limit to the hard one: every client is a file descriptor.
-fn raise_open_files_limit() {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
