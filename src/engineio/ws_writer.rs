@@ -8,8 +8,9 @@ use tokio::net::TcpStream;
 use super::ws_frame::{encode_header, OpCode};
 use super::Outgoing;
 
-/// Frames per `writev` (two iovecs each, well under IOV_MAX).
-const FRAMES_PER_WRITE: usize = 128;
+/// Frames per `writev` (two iovecs each). Small on purpose: the iovec and header arrays live on the stack
+/// and are initialised on every write, and most writes carry one or two frames.
+const FRAMES_PER_WRITE: usize = 32;
 
 /// Frames waiting for the socket, and how much of the first ones already went out.
 #[derive(Default)]
