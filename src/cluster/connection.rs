@@ -172,16 +172,11 @@ impl Redis {
         }
     }
 
-    /// Runs a command (or script invocation) once, invalidating the connection on failure.
+    /// Runs a command once, invalidating the connection on failure.
     pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let mut conn = self.conn().await?;
-        match cmd.query_async(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                self.invalidate(&error).await;
-                Err(error)
-            }
-        }
+        let result = cmd.query_async(&mut conn).await;
+        self.observe(result).await
     }
 
     /// Runs a script once, invalidating the connection on failure.
@@ -190,13 +185,16 @@ impl Redis {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut conn = self.conn().await?;
-        match invocation.invoke_async(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                self.invalidate(&error).await;
-                Err(error)
-            }
+        let result = invocation.invoke_async(&mut conn).await;
+        self.observe(result).await
+    }
+
+    /// Passes a result through, dropping the shared connection first if the error says it is unusable.
+    pub async fn observe<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
+        if let Err(error) = &result {
+            self.invalidate(error).await;
         }
+        result
     }
 }
 

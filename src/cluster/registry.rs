@@ -243,13 +243,8 @@ impl Registry {
 
     async fn run_pipe(&self, pipe: &redis::Pipeline) -> Result<(), redis::RedisError> {
         let mut conn = self.redis.conn().await?;
-        match pipe.query_async::<()>(&mut conn).await {
-            Ok(()) => Ok(()),
-            Err(error) => {
-                self.redis.invalidate(&error).await;
-                Err(error)
-            }
-        }
+        let result = pipe.query_async::<()>(&mut conn).await;
+        self.redis.observe(result).await
     }
 
     /// The live nodes, sorted by id. While this node's heartbeat runs it is always listed, with its current

@@ -136,10 +136,8 @@ impl ClusterSessions {
                     .ignore();
             }
             let mut conn = self.redis.conn().await?;
-            if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-                self.redis.invalidate(&error).await;
-                return Err(error);
-            }
+            let result = pipe.query_async::<()>(&mut conn).await;
+            self.redis.observe(result).await?;
         }
         Ok(())
     }

@@ -47,10 +47,7 @@ impl Sid {
     /// Parses an id received from a client.
     pub fn parse(text: &str) -> Option<Sid> {
         let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            .then_some(Sid(bytes))
+        is_base64url(&bytes).then_some(Sid(bytes))
     }
 
     /// The id as text.
@@ -72,6 +69,13 @@ impl std::fmt::Display for Sid {
     }
 }
 
+/// True when every byte is a base64url character (the alphabet of session ids and node tags).
+fn is_base64url(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+}
+
 /// Length of a node tag.
 pub const NODE_TAG_LEN: usize = 6;
 
@@ -91,10 +95,7 @@ impl NodeTag {
     /// Parses a tag (base64url characters only).
     pub fn parse(text: &str) -> Option<NodeTag> {
         let bytes: [u8; NODE_TAG_LEN] = text.as_bytes().try_into().ok()?;
-        bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
-            .then_some(NodeTag(bytes))
+        is_base64url(&bytes).then_some(NodeTag(bytes))
     }
 
     /// The tag as text.
