@@ -59,6 +59,16 @@ impl Keys {
         format!("{}:publish", self.prefix)
     }
 
+    /// The set of registered node ids.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    /// One node's registry entry (expires unless its heartbeat renews it).
+    pub fn node(&self, id: &str) -> String {
+        format!("{}:node:{id}", self.prefix)
+    }
+
     /// Deduplication marker of one ingested message.
     pub fn ingest_seen(&self, id: &str) -> String {
         format!("{}:ingested:{}", self.prefix, id)

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::keys::Keys;
 use super::Redis;
 use crate::engineio::session::NodeTag;
 
@@ -141,7 +142,7 @@ struct UrlCache {
 /// This node's view of the cluster's nodes, and its own heartbeat.
 pub struct Registry {
     redis: Arc<Redis>,
-    prefix: String,
+    keys: Keys,
     me: NodeInfo,
     connections: OnceLock<ConnectionCount>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -155,7 +156,7 @@ impl Registry {
     pub fn new(redis: Arc<Redis>, prefix: String, me: NodeInfo) -> Registry {
         Registry {
             redis,
-            prefix,
+            keys: Keys::new(&prefix),
             me,
             connections: OnceLock::new(),
             heartbeat: Mutex::new(None),
@@ -167,14 +168,6 @@ impl Registry {
     /// This node.
     pub fn me(&self) -> &NodeInfo {
         &self.me
-    }
-
-    fn nodes_key(&self) -> String {
-        format!("{}:nodes", self.prefix)
-    }
-
-    fn node_key(&self, id: &str) -> String {
-        format!("{}:node:{id}", self.prefix)
     }
 
     /// Starts advertising this node every [`HEARTBEAT_INTERVAL`] with the count `connections` gives. Redis
@@ -209,10 +202,10 @@ impl Registry {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")
-            .arg(self.node_key(id))
+            .arg(self.keys.node(id))
             .ignore()
             .cmd("SREM")
-            .arg(self.nodes_key())
+            .arg(self.keys.nodes())
             .arg(id)
             .ignore();
         self.run_pipe(&pipe).await?;
@@ -228,13 +221,13 @@ impl Registry {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("SET")
-            .arg(self.node_key(id))
+            .arg(self.keys.node(id))
             .arg(entry)
             .arg("PX")
             .arg(ttl_ms)
             .ignore()
             .cmd("SADD")
-            .arg(self.nodes_key())
+            .arg(self.keys.nodes())
             .arg(id)
             .ignore();
         self.run_pipe(&pipe).await?;
@@ -269,11 +262,11 @@ impl Registry {
     async fn read_nodes(&self) -> Result<Vec<NodeEntry>, RegistryError> {
         let ids: Vec<String> = self
             .redis
-            .run(redis::cmd("SMEMBERS").arg(self.nodes_key()))
+            .run(redis::cmd("SMEMBERS").arg(self.keys.nodes()))
             .await?;
         let mut nodes = Vec::with_capacity(ids.len());
         if !ids.is_empty() {
-            let keys: Vec<String> = ids.iter().map(|id| self.node_key(id)).collect();
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.node(id)).collect();
             let values: Vec<Option<String>> = self.redis.run(redis::cmd("MGET").arg(&keys)).await?;
             let mut expired = Vec::new();
             for (id, value) in ids.into_iter().zip(values) {
@@ -303,9 +296,9 @@ impl Registry {
             return;
         }
         let script = redis::Script::new(FORGET_EXPIRED);
-        let mut invocation = script.key(self.nodes_key());
+        let mut invocation = script.key(self.keys.nodes());
         for id in ids {
-            invocation.key(self.node_key(id)).arg(id);
+            invocation.key(self.keys.node(id)).arg(id);
         }
         match self.redis.run_script::<i64>(&invocation).await {
             Ok(_) => tracing::debug!(nodes = ?ids, "dropped expired nodes from the registry"),
@@ -350,7 +343,7 @@ impl Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.keys.prefix())
             .field("me", &self.me)
             .finish_non_exhaustive()
     }
