@@ -1,89 +1,47 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: tidings against the reference peers (the rawlimit floor, socketioxide, and Socket.IO on
-# Node for the 2-node runs), identical cases in one run, with the measuring kit in ../shared/tools (wsload and the
-# peers). Writes the section "## Side by side" of BENCHMARKS.md.
+# Reproduces BENCHMARKS.md: runs every benchmark of bench/ one after the other (they must not overlap: the machine's
+# cores are shared by the servers and the load generators) and each one rewrites its own section.
 #
-#   bench/run.sh                         # single node, cases B A C, peers "rawlimit-sio tidings socketioxide"
-#   MODE=cluster bench/run.sh            # 2 nodes + Redis, peers "tidings socketioxide socketio"
-#   CASES="S" bench/run.sh               # a 200-client smoke case, to check the rig
+#   bench/run.sh                      # everything, about 45 minutes on 2 cores
+#   bench/run.sh single cluster       # only those parts
 #
-# Environment: TOOLS (default ../shared/tools beside the checkout), PEERS, CASES, MODE (single|cluster),
-# OUT (raw results, default /tmp/tidings-bench-<UTC time>).
-# The kit is read-only where it is shipped, so it is copied to a scratch directory and its peers and wsload are
-# built there (cargo, npm install); the copy is reused by later runs. Loopback only; every process it starts
-# is stopped by the kit's own scripts.
+# Parts, in the order they run:
+#   micro       criterion micro-benchmarks of the codecs and the fan-out path (bench/micro.sh)
+#   memory      server RSS per idle websocket and long-polling connection (bench/memory.sh)
+#   single      cases B A C side by side, one server process per peer (bench/side-by-side.sh)
+#   cluster     cases B A C side by side, 2 nodes + Redis per peer (MODE=cluster bench/side-by-side.sh)
+#   rooms       case D, 1000 rooms x 20 clients, single node and 2 nodes + Redis (bench/rooms.sh)
+#   scaling     1x/2x/5x/10x clients and rooms (bench/scaling.sh)
+#   crosscheck  tidings bench against wsload on the same events (bench/crosscheck.sh)
+#   recovery    replay after a mass disconnection, history memory (bench/recovery.sh)
+#
+# Environment: TOOLS, SCRATCH (bench/kit.sh); each script documents its own knobs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TOOLS=${TOOLS:-$ROOT/../shared/tools}
-MODE=${MODE:-single}
-SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/tidings-bench-kit}
-OUT=${OUT:-${TMPDIR:-/tmp}/tidings-bench-$(date -u +%Y%m%dT%H%M%S)}
-SECTION="## Side by side"
+# shellcheck source=bench/kit.sh
+. "$ROOT/bench/kit.sh"
+ALL=(micro memory single cluster rooms scaling crosscheck recovery)
+PARTS=("$@")
+[ ${#PARTS[@]} -gt 0 ] || PARTS=("${ALL[@]}")
 
-case $MODE in
-  single)
-    PEERS=${PEERS:-rawlimit-sio tidings socketioxide}
-    CASES=${CASES:-B A C}
-    SCRIPT=e2e-single.sh
-    ;;
-  cluster)
-    PEERS=${PEERS:-tidings socketioxide socketio}
-    CASES=${CASES:-B A C}
-    SCRIPT=e2e-peers.sh
-    ;;
-  *)
-    echo "bench/run.sh: MODE must be single or cluster" >&2
-    exit 2
-    ;;
-esac
-
-[ -d "$TOOLS/scripts" ] || { echo "bench/run.sh: no measuring kit at $TOOLS (set TOOLS)" >&2; exit 2; }
-
-echo "== building tidings"
-(cd "$ROOT" && cargo build --release)
-export TIDINGS_BIN=$ROOT/target/release/tidings
-
-echo "== preparing the kit in $SCRATCH"
-if [ ! -d "$SCRATCH/scripts" ]; then
-  mkdir -p "$SCRATCH"
-  cp -r "$TOOLS"/. "$SCRATCH"/
-  chmod -R u+w "$SCRATCH"
-fi
-[ -x "$SCRATCH/wsload/target/release/wsload" ] || (cd "$SCRATCH/wsload" && cargo build --release)
-if [[ " $PEERS " == *" socketio "* ]] && [ ! -d "$SCRATCH/peers/socketio/node_modules" ]; then
-  (cd "$SCRATCH/peers/socketio" && npm install --no-audit --no-fund)
-fi
-
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-echo "== $SCRIPT: PEERS=\"$PEERS\" CASES=\"$CASES\" -> $OUT"
-(cd "$SCRATCH" && PEERS="$PEERS" CASES="$CASES" bash "scripts/$SCRIPT" "$OUT")
-
-summary=$OUT/summary.md
-[ -s "$summary" ] || { echo "bench/run.sh: no summary produced" >&2; exit 1; }
-cat "$summary"
-
-# Replace (or add) this mode's subsection of BENCHMARKS.md.
-bench_md=$ROOT/BENCHMARKS.md
-[ -f "$bench_md" ] || echo "# Benchmarks" > "$bench_md"
-python3 - "$bench_md" "$summary" "$MODE" "$PEERS" "$CASES" "$SCRIPT" <<'PY'
-import datetime, os, subprocess, sys
-path, summary, mode, peers, cases, script = sys.argv[1:]
-title = f"## Side by side ({'single node' if mode == 'single' else '2 nodes + Redis'}, bench/run.sh)"
-body = open(summary).read().strip()
-commit = subprocess.run(["git", "-C", os.path.dirname(path), "rev-parse", "--short", "HEAD"],
-                        capture_output=True, text=True).stdout.strip()
-section = (f"{title}\n\n"
-           f"Measured {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {commit}, {os.cpu_count()} cores. "
-           f"Command: `MODE={mode} PEERS=\"{peers}\" CASES=\"{cases}\" bench/run.sh` "
-           f"(runs `{script}` of the measuring kit).\n\n{body}\n")
-text = open(path).read()
-start = text.find(title)
-if start >= 0:
-    end = text.find("\n## ", start + len(title))
-    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-else:
-    text = text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-print(f"updated {path} ({title})")
-PY
+kit_build_tidings
+started=$(date +%s)
+for part in "${PARTS[@]}"; do
+  echo "==== $part ($(date -u +%H:%M:%S) UTC, load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  case $part in
+    micro) "$ROOT/bench/micro.sh" ;;
+    memory) "$ROOT/bench/memory.sh" ;;
+    single) MODE=single "$ROOT/bench/side-by-side.sh" ;;
+    cluster) MODE=cluster "$ROOT/bench/side-by-side.sh" ;;
+    rooms) MODE=single "$ROOT/bench/rooms.sh" && MODE=cluster "$ROOT/bench/rooms.sh" ;;
+    scaling) "$ROOT/bench/scaling.sh" ;;
+    crosscheck) "$ROOT/bench/crosscheck.sh" ;;
+    recovery) "$ROOT/bench/recovery.sh" ;;
+    *)
+      echo "bench/run.sh: unknown part '$part' (one of: ${ALL[*]})" >&2
+      exit 2
+      ;;
+  esac
+done
+echo "==== done in $(( $(date +%s) - started )) s; see BENCHMARKS.md"
