@@ -1,0 +1,83 @@
+//! The environment / command-line layer: [`Overrides`], read from `TIDINGS_*` or flags and applied over a [`Config`].
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+/// Settings that come from the environment or the command line, applied over the file by [`Config::apply`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `TIDINGS_LISTEN` / `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `TIDINGS_JWT_SECRET` / `--jwt-secret`; replaces any public key from a lower layer.
+    pub jwt_secret: Option<String>,
+    /// `TIDINGS_JWT_PUBLIC_KEY` / `--jwt-public-key`; replaces any secret from a lower layer.
+    pub jwt_public_key: Option<String>,
+    /// `TIDINGS_API_KEY` / `--api-key`; added to `api.keys`.
+    pub api_key: Option<String>,
+    /// `TIDINGS_REDIS_URL` / `--redis`.
+    pub redis_url: Option<String>,
+    /// `--conformance` (no environment variable).
+    pub conformance: bool,
+}
+
+impl Overrides {
+    /// Reads the `TIDINGS_*` variables of this process. Empty variables count as unset.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_with(|var| std::env::var(var).ok())
+    }
+
+    /// Like [`Overrides::from_env`], with `get` standing in for the environment (tests).
+    pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &str| get(var).filter(|v| !v.is_empty());
+        let listen = match get("TIDINGS_LISTEN") {
+            Some(text) => Some(text.parse().map_err(|e| ConfigError::Env {
+                var: "TIDINGS_LISTEN",
+                message: format!("{text:?} is not an IP:port address ({e})"),
+            })?),
+            None => None,
+        };
+        let overrides = Self {
+            listen,
+            jwt_secret: get("TIDINGS_JWT_SECRET"),
+            jwt_public_key: get("TIDINGS_JWT_PUBLIC_KEY"),
+            api_key: get("TIDINGS_API_KEY"),
+            redis_url: get("TIDINGS_REDIS_URL"),
+            conformance: false,
+        };
+        if overrides.jwt_secret.is_some() && overrides.jwt_public_key.is_some() {
+            return Err(ConfigError::Env {
+                var: "TIDINGS_JWT_PUBLIC_KEY",
+                message: "TIDINGS_JWT_SECRET is set too; set only one".to_owned(),
+            });
+        }
+        Ok(overrides)
+    }
+}
+
+impl Config {
+    /// Applies a higher-precedence layer (environment, then flags). A JWT secret replaces a public key from a lower
+    /// layer and vice versa; an API key is added to the configured ones.
+    pub fn apply(&mut self, overrides: &Overrides) {
+        if let Some(listen) = overrides.listen {
+            self.listen = listen;
+        }
+        if let Some(secret) = &overrides.jwt_secret {
+            self.auth.jwt_secret.clone_from(secret);
+            self.auth.jwt_public_key.clear();
+        }
+        if let Some(path) = &overrides.jwt_public_key {
+            self.auth.jwt_public_key.clone_from(path);
+            self.auth.jwt_secret.clear();
+        }
+        if let Some(key) = &overrides.api_key {
+            if !self.api.keys.contains(key) {
+                self.api.keys.push(key.clone());
+            }
+        }
+        if let Some(url) = &overrides.redis_url {
+            self.redis.url.clone_from(url);
+        }
+        self.conformance |= overrides.conformance;
+    }
+}

@@ -1,0 +1,339 @@
+//! The `[section]` structs of the config file, each with its defaults and typed accessors.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::secrets::{constant_time_eq, redacted};
+use crate::auth::RoomPattern;
+
+/// `[auth]`: how client tokens are verified. Exactly one of `jwt_secret` / `jwt_public_key` may be set.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HS256 shared secret; empty when unset.
+    pub jwt_secret: String,
+    /// Path to a PEM public key (RS256 or ES256, told from the key); empty when unset.
+    pub jwt_public_key: String,
+    /// Clock skew tolerated on `exp` / `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: String::new(),
+            jwt_public_key: String::new(),
+            leeway_secs: 5,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The HS256 secret, if one is set.
+    pub fn secret(&self) -> Option<&str> {
+        Some(self.jwt_secret.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// The public key path, if one is set.
+    pub fn public_key_path(&self) -> Option<&Path> {
+        Some(self.jwt_public_key.as_str())
+            .filter(|s| !s.is_empty())
+            .map(Path::new)
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A config dump in a log must not leak the secret.
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &redacted(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Accepted API keys (`Authorization: Bearer <key>`).
+    pub keys: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// True when `presented` is one of the configured keys. Compares in constant time per key, so response
+    /// timing does not reveal how much of a key was right.
+    pub fn accepts_key(&self, presented: &str) -> bool {
+        self.keys.iter().fold(false, |found, key| {
+            found | constant_time_eq(key.as_bytes(), presented.as_bytes())
+        })
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.keys.iter().map(|k| redacted(k)).collect();
+        f.debug_struct("ApiConfig")
+            .field("keys", &keys)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// `[engine]`: Engine.IO settings announced in the handshake and enforced on every connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Interval between server pings, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Time the client has to answer a ping, in milliseconds.
+    pub ping_timeout_ms: u64,
+    /// Largest accepted Engine.IO payload, in bytes (announced as `maxPayload`).
+    pub max_payload: u64,
+    /// Time the client has to send its Socket.IO CONNECT, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Origins allowed for polling requests (`*` = any); empty disables CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload: 1_000_000,
+            connect_timeout_ms: 45_000,
+            cors_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+impl EngineConfig {
+    /// `ping_interval_ms` as a duration.
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    /// `ping_timeout_ms` as a duration.
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+
+    /// `connect_timeout_ms` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[limits]`: bounds that keep one client or a crowd from exhausting the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Concurrent connections accepted by this node.
+    pub max_connections: usize,
+    /// Messages queued per connection before it is disconnected as a slow consumer.
+    pub outbox_max_messages: usize,
+    /// Bytes queued per connection before it is disconnected as a slow consumer.
+    pub outbox_max_bytes: usize,
+    /// Sustained incoming Socket.IO packets per second per connection; bursts up to twice that.
+    pub client_packets_per_sec: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            outbox_max_messages: 4096,
+            outbox_max_bytes: 8 * 1024 * 1024,
+            client_packets_per_sec: 50,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Burst size of the per-connection packet rate limit: twice the sustained rate.
+    pub fn client_packet_burst(&self) -> u32 {
+        self.client_packets_per_sec.saturating_mul(2)
+    }
+}
+
+/// `[[namespaces]]`: one namespace besides `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Namespace name, starting with `/`.
+    pub name: String,
+    /// Connection state recovery for this namespace; unset means the same as `[recovery].enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<bool>,
+}
+
+/// `[[rooms]]`: what clients may do in the rooms matching `pattern`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPolicy {
+    /// Exact room name or trailing-`*` glob.
+    pub pattern: RoomPattern,
+    /// Members of a matching room may publish to it (besides what their token's `publish` claim allows).
+    #[serde(default)]
+    pub client_publish: bool,
+}
+
+/// `[history]`: how much of each room's recent events is kept for recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Events kept per room.
+    pub max_events: usize,
+    /// Age after which an event leaves the history, in seconds.
+    pub max_age_secs: u64,
+    /// Cap on the bytes of history over all rooms.
+    pub max_bytes: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_events: 1000,
+            max_age_secs: 300,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl HistoryConfig {
+    /// `max_age_secs` as a duration.
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_secs)
+    }
+}
+
+/// `[recovery]`: Socket.IO connection state recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Recovery on `/`, and the default for namespaces without their own flag.
+    pub enabled: bool,
+    /// How long a disconnected session can still be recovered, in seconds.
+    pub max_disconnection_secs: u64,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_disconnection_secs: 120,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// `max_disconnection_secs` as a duration.
+    pub fn max_disconnection(&self) -> Duration {
+        Duration::from_secs(self.max_disconnection_secs)
+    }
+}
+
+/// `[shutdown]`: graceful shutdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time given to connections to close after a shutdown signal, in seconds.
+    pub drain_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_secs: 10 }
+    }
+}
+
+impl ShutdownConfig {
+    /// `drain_secs` as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+}
+
+/// `[redis]`: the Redis backend for clusters of nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` / `rediss://` / `unix://` URL; empty runs the node alone, in memory.
+    pub url: String,
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "tidings".to_owned(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The URL, if Redis is configured.
+    pub fn url(&self) -> Option<&str> {
+        Some(self.url.as_str()).filter(|s| !s.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use std::time::Duration;
+
+    #[test]
+    fn accessors() {
+        let c = Config::default();
+        assert_eq!(c.engine.ping_interval(), Duration::from_secs(25));
+        assert_eq!(c.engine.ping_timeout(), Duration::from_secs(20));
+        assert_eq!(c.engine.connect_timeout(), Duration::from_secs(45));
+        assert_eq!(c.history.max_age(), Duration::from_secs(300));
+        assert_eq!(c.recovery.max_disconnection(), Duration::from_secs(120));
+        assert_eq!(c.shutdown.drain(), Duration::from_secs(10));
+        assert_eq!(c.limits.client_packet_burst(), 100);
+        assert!(c.worker_threads() >= 1);
+        assert_eq!(
+            Config {
+                workers: 3,
+                ..Config::default()
+            }
+            .worker_threads(),
+            3
+        );
+        assert_eq!(c.redis.url(), None);
+        assert_eq!(c.auth.secret(), None);
+        assert_eq!(c.auth.public_key_path(), None);
+    }
+
+    #[test]
+    fn api_keys_and_debug_redaction() {
+        let mut c = Config::default();
+        c.api.keys = vec!["k1".into(), "k2".into()];
+        c.auth.jwt_secret = "hunter2".into();
+        assert!(c.api.accepts_key("k2"));
+        assert!(!c.api.accepts_key("k3") && !c.api.accepts_key("k") && !c.api.accepts_key(""));
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("hunter2") && !dump.contains("k1"), "{dump}");
+        assert!(dump.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,169 @@
+//! [`Config::validate`]: the rules serde cannot express, checked once at startup.
+
+use std::collections::HashSet;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks the rules serde cannot express; the first broken rule is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_top()?;
+        self.validate_engine_and_limits()?;
+        self.validate_namespaces()?;
+        self.validate_backends()
+    }
+
+    fn validate_top(&self) -> Result<(), ConfigError> {
+        if !self.public_url.is_empty() && !has_scheme(&self.public_url, &["http", "https"]) {
+            return invalid("public_url", "must be empty or an http:// or https:// URL");
+        }
+        if self.auth.secret().is_some() && self.auth.public_key_path().is_some() {
+            return invalid(
+                "auth",
+                "jwt_secret and jwt_public_key are both set; configure only one",
+            );
+        }
+        for key in &self.api.keys {
+            if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return invalid(
+                    "api.keys",
+                    "keys must be non-empty and contain no whitespace or control characters",
+                );
+            }
+        }
+        positive("api.max_body_bytes", self.api.max_body_bytes as u64)
+    }
+
+    fn validate_engine_and_limits(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        positive("engine.ping_interval_ms", e.ping_interval_ms)?;
+        positive("engine.ping_timeout_ms", e.ping_timeout_ms)?;
+        positive("engine.max_payload", e.max_payload)?;
+        positive("engine.connect_timeout_ms", e.connect_timeout_ms)?;
+        for origin in &e.cors_origins {
+            if origin != "*" && !has_scheme(origin, &["http", "https"]) {
+                return invalid(
+                    "engine.cors_origins",
+                    format!("{origin:?} is neither \"*\" nor an http(s)://host origin"),
+                );
+            }
+        }
+        let l = &self.limits;
+        positive("limits.max_connections", l.max_connections as u64)?;
+        positive("limits.outbox_max_messages", l.outbox_max_messages as u64)?;
+        positive("limits.outbox_max_bytes", l.outbox_max_bytes as u64)?;
+        positive(
+            "limits.client_packets_per_sec",
+            u64::from(l.client_packets_per_sec),
+        )?;
+        positive("history.max_events", self.history.max_events as u64)?;
+        positive("history.max_age_secs", self.history.max_age_secs)?;
+        positive("history.max_bytes", self.history.max_bytes)?;
+        positive(
+            "recovery.max_disconnection_secs",
+            self.recovery.max_disconnection_secs,
+        )
+    }
+
+    fn validate_namespaces(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for ns in &self.namespaces {
+            let name = &ns.name;
+            if !name.starts_with('/') {
+                return invalid("namespaces.name", format!("{name:?} must start with '/'"));
+            }
+            if name == "/" {
+                return invalid(
+                    "namespaces.name",
+                    "\"/\" always exists; configure its recovery in [recovery]",
+                );
+            }
+            if name.len() > 200
+                || name
+                    .chars()
+                    .any(|c| c == ',' || c.is_whitespace() || c.is_control())
+            {
+                return invalid(
+                    "namespaces.name",
+                    format!("{name:?} must be at most 200 bytes, without ',', whitespace or control characters"),
+                );
+            }
+            if !seen.insert(name.as_str()) {
+                return invalid("namespaces.name", format!("{name:?} is configured twice"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_backends(&self) -> Result<(), ConfigError> {
+        let r = &self.redis;
+        if !r.url.is_empty() && !has_scheme(&r.url, &["redis", "rediss", "unix", "redis+sentinel"])
+        {
+            return invalid(
+                "redis.url",
+                "must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL",
+            );
+        }
+        if r.key_prefix.is_empty()
+            || r.key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return invalid(
+                "redis.key_prefix",
+                "must be non-empty, without whitespace or control characters",
+            );
+        }
+        Ok(())
+    }
+}
+
+fn invalid<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        field: field.to_owned(),
+        message: message.into(),
+    })
+}
+
+fn positive(field: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return invalid(field, "must be greater than 0");
+    }
+    Ok(())
+}
+
+/// True when `url` is `<scheme>://<something>` for one of `schemes`.
+fn has_scheme(url: &str, schemes: &[&str]) -> bool {
+    url.split_once("://").is_some_and(|(scheme, rest)| {
+        schemes.contains(&scheme) && !rest.is_empty() && !rest.contains(char::is_whitespace)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::check;
+
+    #[test]
+    fn validation_errors() {
+        let cases = [
+            ("public_url = \"example.com\"", "invalid config: public_url: must be empty or an http:// or https:// URL"),
+            ("[auth]\njwt_secret = \"s\"\njwt_public_key = \"k.pem\"", "invalid config: auth: jwt_secret and jwt_public_key are both set; configure only one"),
+            ("[api]\nkeys = [\"a b\"]", "invalid config: api.keys: keys must be non-empty and contain no whitespace or control characters"),
+            ("[engine]\nping_timeout_ms = 0", "invalid config: engine.ping_timeout_ms: must be greater than 0"),
+            ("[engine]\ncors_origins = [\"example.com\"]", "invalid config: engine.cors_origins: \"example.com\" is neither \"*\" nor an http(s)://host origin"),
+            ("[limits]\nclient_packets_per_sec = 0", "invalid config: limits.client_packets_per_sec: must be greater than 0"),
+            ("[[namespaces]]\nname = \"chat\"", "invalid config: namespaces.name: \"chat\" must start with '/'"),
+            ("[[namespaces]]\nname = \"/\"", "invalid config: namespaces.name: \"/\" always exists; configure its recovery in [recovery]"),
+            ("[[namespaces]]\nname = \"/a,b\"", "invalid config: namespaces.name: \"/a,b\" must be at most 200 bytes, without ',', whitespace or control characters"),
+            ("[[namespaces]]\nname = \"/a\"\n[[namespaces]]\nname = \"/a\"", "invalid config: namespaces.name: \"/a\" is configured twice"),
+            ("[history]\nmax_events = 0", "invalid config: history.max_events: must be greater than 0"),
+            ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+            ("[redis]\nkey_prefix = \"\"", "invalid config: redis.key_prefix: must be non-empty, without whitespace or control characters"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(check(text).unwrap_err(), expected, "for {text:?}");
+        }
+        let ok = "public_url = \"https://a.example\"\n[engine]\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
+        check(ok).unwrap();
+    }
+}
