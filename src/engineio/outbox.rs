@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use super::packet::Outgoing;
@@ -86,21 +86,19 @@ impl Outbox {
         seq: u64,
         packets: &Arc<[Outgoing]>,
     ) -> Result<bool, PushError> {
-        {
-            let mut state = self.state.lock();
-            if let Some(held) = state.held.as_mut() {
-                if held.len() >= self.limits.max_messages {
-                    state.closing = Some(CloseReason::SlowConsumer);
-                    let waiter = signal(&mut state);
-                    drop(state);
-                    wake(waiter);
-                    return Err(PushError::Full);
-                }
-                held.push((seq, packets.clone()));
-                return Ok(true);
+        let mut state = self.state.lock();
+        if let Some(held) = state.held.as_mut() {
+            if held.len() >= self.limits.max_messages {
+                state.closing = Some(CloseReason::SlowConsumer);
+                let waiter = signal(&mut state);
+                drop(state);
+                wake(waiter);
+                return Err(PushError::Full);
             }
+            held.push((seq, packets.clone()));
+            return Ok(true);
         }
-        self.push_group(packets, seq)
+        self.push_locked(state, packets, seq)
     }
 
     /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
@@ -124,7 +122,16 @@ impl Outbox {
     }
 
     fn push_group(&self, packets: &[Outgoing], seq: u64) -> Result<bool, PushError> {
-        let mut state = self.state.lock();
+        self.push_locked(self.state.lock(), packets, seq)
+    }
+
+    /// Queues `packets` under the lock the caller already holds (one lock per delivery on the fan-out path).
+    fn push_locked(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        packets: &[Outgoing],
+        seq: u64,
+    ) -> Result<bool, PushError> {
         if state.closing.is_some() {
             return Err(PushError::Closed);
         }
