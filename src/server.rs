@@ -24,6 +24,7 @@ use crate::cluster::keys::Keys;
 use crate::cluster::registry::{NodeInfo, Registry};
 use crate::cluster::{Redis, RedisTarget};
 use crate::config::Config;
+use crate::engineio::polling_conn::{self, PollingRoutes};
 use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
 use crate::history::MemoryHistory;
@@ -101,7 +102,12 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
     let local = listener.local_addr()?;
     let node = build(config, local)?;
     let (stop, stop_rx) = watch::channel(false);
-    let accept = tokio::spawn(accept_loop(listener, node.router.clone(), stop_rx));
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        node.router.clone(),
+        node.polling.clone(),
+        stop_rx,
+    ));
     Ok(RunningNode {
         node,
         local,
@@ -116,6 +122,8 @@ pub struct Node {
     pub engines: Vec<Arc<Engine>>,
     /// The HTTP router (API and Engine.IO paths).
     pub router: Router,
+    /// The Engine.IO endpoints whose long-polling requests are served without hyper (see [`polling_conn`]).
+    pub polling: Arc<PollingRoutes>,
     /// This node's entry in the cluster's node registry; `None` when it runs alone.
     pub registry: Option<Arc<Registry>>,
 }
@@ -184,9 +192,13 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         let router = Router::new()
             .route(SOCKET_IO_PATH, any(engine_route(socket_io.clone())))
             .route(ENGINE_IO_PATH, any(engine_route(engine_io.clone())));
+        let mut polling = PollingRoutes::default();
+        polling.add(SOCKET_IO_PATH, socket_io.clone());
+        polling.add(ENGINE_IO_PATH, engine_io.clone());
         return Ok(Node {
             engines: vec![socket_io, engine_io],
             router,
+            polling: Arc::new(polling),
             registry: None,
         });
     }
@@ -292,9 +304,12 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         node: me,
     });
     let router = api.route(SOCKET_IO_PATH, any(engine_route(engine.clone())));
+    let mut polling = PollingRoutes::default();
+    polling.add(SOCKET_IO_PATH, engine.clone());
     Ok(Node {
         engines: vec![engine],
         router,
+        polling: Arc::new(polling),
         registry,
     })
 }
@@ -381,7 +396,12 @@ async fn sweep_loop(hub: std::sync::Weak<Hub>, sessions: std::sync::Weak<MemoryS
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    polling: Arc<PollingRoutes>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -399,18 +419,41 @@ async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Rec
             stream,
             remote,
             router.clone(),
+            polling.clone(),
             stop.clone(),
         ));
     }
 }
 
+/// Serves one accepted connection: long-polling requests in [`polling_conn`] (a parked GET then holds no
+/// hyper buffers), and everything from the first other request on in hyper.
 async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    router: Router,
+    polling: Arc<PollingRoutes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let stream = if polling.is_empty() {
+        stream
+    } else {
+        match polling_conn::serve(stream, remote, &polling, &mut stop).await {
+            polling_conn::Outcome::Closed => return,
+            polling_conn::Outcome::Hyper(stream) => stream,
+        }
+    };
+    // Boxed: hyper's connection state is large, and a polling connection's task never gets this far.
+    Box::pin(serve_http(stream, remote, router, stop)).await;
+}
+
+/// Serves a connection with hyper (HTTP/1.1 with upgrades, for the websocket transport).
+async fn serve_http(
     stream: TcpStream,
     remote: SocketAddr,
     router: Router,
     mut stop: watch::Receiver<bool>,
 ) {
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(remote);
         let router = router.clone();

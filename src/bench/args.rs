@@ -85,6 +85,10 @@ pub struct BenchArgs {
     /// Seconds to wait after publishing for deliveries still on their way.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub drain: f64,
+    /// Seconds to hold the clients connected and idle (nothing published) once every one of them connected or
+    /// failed, before publishing starts; for measuring a node's memory per idle connection (`bench/memory.sh`).
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    pub hold: f64,
     /// Allow targets that are not loopback addresses.
     #[arg(long)]
     pub allow_remote: bool,
@@ -127,6 +131,7 @@ impl BenchArgs {
             workers: 0,
             warmup: 0.0,
             drain: 10.0,
+            hold: 0.0,
             allow_remote: false,
             json: false,
             quiet: false,

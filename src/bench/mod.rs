@@ -118,6 +118,13 @@ impl Bench {
         let mut fleet = self.start_fleet()?;
         let progress = Progress::start(plan, fleet.view(), Instant::now());
         let ready = fleet.wait_ready(plan).await?;
+        if !plan.hold.is_zero() {
+            progress_note(
+                plan,
+                &format!("holding the clients idle for {:?}", plan.hold),
+            );
+            tokio::time::sleep(plan.hold).await;
+        }
         fleet.mark().await?;
         let cpu_at_publish = Usage::now().cpu_s;
         let members = ready.members;

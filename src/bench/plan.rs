@@ -96,6 +96,8 @@ pub struct Plan {
     pub warmup: Duration,
     /// Time to wait for deliveries after publishing.
     pub drain: Duration,
+    /// Idle time between all clients resolved and the start of publishing.
+    pub hold: Duration,
     /// Print JSON instead of the table.
     pub json: bool,
     /// No progress lines.
@@ -153,6 +155,7 @@ impl Plan {
             worker: None,
             warmup: Duration::from_secs_f64(args.warmup),
             drain: Duration::from_secs_f64(args.drain),
+            hold: Duration::from_secs_f64(args.hold),
             json: args.json,
             quiet: args.quiet,
         };
@@ -274,9 +277,10 @@ fn check_numbers(args: &BenchArgs) -> Result<(), BenchError> {
     if !finite_positive(args.connect_timeout)
         || !finite_non_negative(args.warmup)
         || !finite_non_negative(args.drain)
+        || !finite_non_negative(args.hold)
     {
         return Err(invalid(
-            "--connect-timeout must be > 0, --warmup and --drain >= 0",
+            "--connect-timeout must be > 0, --warmup, --drain and --hold >= 0",
         ));
     }
     if args.publish_concurrency == 0 {

@@ -1,7 +1,9 @@
 //! The Engine.IO endpoint: routes requests to a transport, owns the session table and closes sessions.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +22,18 @@ const SHARDS: usize = 32;
 
 /// One shard of the session table.
 type SessionShard = Mutex<HashMap<Sid, Arc<Session>>>;
+
+/// Where [`Engine::handle`] sent a request.
+enum Routed {
+    /// Answered at once.
+    Done(Result<Response<Body>, EngineError>),
+    /// A polling GET: waits until packets are queued.
+    Get(Arc<Session>),
+    /// A polling POST: its body is read and applied.
+    Post(Arc<Session>, Request<Body>),
+    /// A session of another node: the owner answers.
+    Forwarded(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
 
 /// One Engine.IO endpoint (e.g. `/socket.io/`) and all its sessions.
 pub struct Engine {
@@ -77,32 +91,43 @@ impl Engine {
     }
 
     /// Handles one HTTP request to the endpoint path.
-    pub async fn handle(
+    ///
+    /// The request is routed at once; the future then holds only what the answer still needs (for a long-poll
+    /// GET: the session and the wait, not the request), since a polling client keeps one parked for up to a
+    /// ping interval.
+    pub fn handle(
         self: Arc<Self>,
         req: Request<Body>,
         remote: Option<SocketAddr>,
-    ) -> Response<Body> {
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let origin = req
             .headers()
             .get(http::header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let response = match self.route(req, remote).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        };
-        handshake::with_cors(response, origin.as_deref(), &self.config.cors_origins)
+        let routed = self.route(req, remote);
+        async move {
+            let response = match routed {
+                Routed::Done(response) => response,
+                Routed::Get(session) => super::polling::get(&self, &session).await,
+                Routed::Post(session, req) => {
+                    Box::pin(super::polling::post(&self, &session, req)).await
+                }
+                Routed::Forwarded(forwarded) => Ok(forwarded.await),
+            };
+            let response = response.unwrap_or_else(|error| error.into_response());
+            handshake::with_cors(response, origin.as_deref(), &self.config.cors_origins)
+        }
     }
 
-    async fn route(
-        self: &Arc<Self>,
-        req: Request<Body>,
-        remote: Option<SocketAddr>,
-    ) -> Result<Response<Body>, EngineError> {
+    fn route(self: &Arc<Self>, req: Request<Body>, remote: Option<SocketAddr>) -> Routed {
         if req.method() == Method::OPTIONS {
-            return Ok(handshake::preflight());
+            return Routed::Done(Ok(handshake::preflight()));
         }
-        let query = Query::parse(req.uri().query().unwrap_or(""))?;
+        let query = match Query::parse(req.uri().query().unwrap_or("")) {
+            Ok(query) => query,
+            Err(error) => return Routed::Done(Err(error)),
+        };
         if let Some(owner) = query
             .sid
             .as_deref()
@@ -116,43 +141,56 @@ impl Engine {
                 .get()
                 .and_then(|router| router.forward(owner, req))
             {
-                Some(forwarded) => Ok(forwarded.await),
-                None => Err(EngineError::UnknownSid),
+                Some(forwarded) => Routed::Forwarded(forwarded),
+                None => Routed::Done(Err(EngineError::UnknownSid)),
             };
         }
         match (query.transport, query.sid.as_deref()) {
             (TransportParam::WebSocket, sid) => {
-                let sid = sid
+                let sid = match sid
                     .map(|s| Sid::parse(s).ok_or(EngineError::UnknownSid))
-                    .transpose()?;
-                super::websocket::upgrade(self.clone(), req, sid, query.into_open_request(remote))
+                    .transpose()
+                {
+                    Ok(sid) => sid,
+                    Err(error) => return Routed::Done(Err(error)),
+                };
+                Routed::Done(super::websocket::upgrade(
+                    self.clone(),
+                    req,
+                    sid,
+                    query.into_open_request(remote),
+                ))
             }
             (TransportParam::Polling, None) => {
                 if req.method() != Method::GET {
-                    return Err(EngineError::BadHandshakeMethod);
+                    return Routed::Done(Err(EngineError::BadHandshakeMethod));
                 }
-                let session =
-                    self.open_session(TransportKind::Polling, &query.into_open_request(remote))?;
+                let session = match self
+                    .open_session(TransportKind::Polling, &query.into_open_request(remote))
+                {
+                    Ok(session) => session,
+                    Err(error) => return Routed::Done(Err(error)),
+                };
                 tokio::spawn(super::heartbeat::run(self.clone(), session.clone()));
-                Ok(super::polling::open_response(
+                Routed::Done(Ok(super::polling::open_response(
                     &self.open_packet(&session, true),
-                ))
+                )))
             }
             (TransportParam::Polling, Some(sid)) => {
-                let session = Sid::parse(sid)
-                    .and_then(|sid| self.find(&sid))
-                    .ok_or(EngineError::UnknownSid)?;
+                let Some(session) = Sid::parse(sid).and_then(|sid| self.find(&sid)) else {
+                    return Routed::Done(Err(EngineError::UnknownSid));
+                };
                 if session.is_closed() {
-                    return self.closed_session_reply(&session);
+                    return Routed::Done(self.closed_session_reply(&session));
                 }
                 if session.pong_overdue() {
                     self.close_session(&session, CloseReason::PingTimeout);
-                    return Err(EngineError::UnknownSid);
+                    return Routed::Done(Err(EngineError::UnknownSid));
                 }
                 match *req.method() {
-                    Method::GET => super::polling::get(self, &session).await,
-                    Method::POST => super::polling::post(self, &session, req).await,
-                    _ => Err(EngineError::BadRequest("method not allowed")),
+                    Method::GET => Routed::Get(session),
+                    Method::POST => Routed::Post(session, req),
+                    _ => Routed::Done(Err(EngineError::BadRequest("method not allowed"))),
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod packet;
 pub mod payload;
 pub mod polling;
+pub mod polling_conn;
 pub mod session;
 pub mod websocket;
 pub mod ws_frame;

@@ -42,12 +42,21 @@ fn text_response(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
         .unwrap_or_default()
 }
 
-/// Clears the session's "GET in flight" flag however the request ends (also when the client goes away).
+/// Clears the session's "GET in flight" flag however the request ends (also when the client goes away), and
+/// counts the GETs in flight in the gauge `tidings_polls_waiting`.
 struct PollGuard<'a>(&'a Session);
+
+impl<'a> PollGuard<'a> {
+    fn new(session: &'a Session) -> PollGuard<'a> {
+        metrics::gauge!("tidings_polls_waiting").increment(1.0);
+        PollGuard(session)
+    }
+}
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
         self.0.poll_active.store(false, Ordering::Release);
+        metrics::gauge!("tidings_polls_waiting").decrement(1.0);
     }
 }
 
@@ -81,7 +90,7 @@ pub async fn get(
         );
         return Err(EngineError::BadRequest("overlapping polling requests"));
     }
-    let _guard = PollGuard(session);
+    let _guard = PollGuard::new(session);
     let max_bytes = engine.config().max_payload;
     let mut packets = Vec::new();
     loop {
