@@ -207,7 +207,7 @@ def section(bench_md, title, intro_file, body_file):
     root = os.path.dirname(os.path.abspath(bench_md))
     git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md"):
         commit += " (with uncommitted changes)"
     with open(intro_file) as f:
         intro = f.read().strip().replace("@WHEN@", f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
