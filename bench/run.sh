@@ -2,7 +2,7 @@
 # Reproduces BENCHMARKS.md: runs every benchmark of bench/ one after the other (they must not overlap: the machine's
 # cores are shared by the servers and the load generators) and each one rewrites its own section.
 #
-#   bench/run.sh                      # everything, about 45 minutes on 2 cores
+#   bench/run.sh                      # everything, about 30 minutes on 2 cores
 #   bench/run.sh single cluster       # only those parts
 #
 # Parts, in the order they run:
