@@ -54,29 +54,11 @@ kit_wait_http() {
 }
 
 # Replaces (or appends) the section TITLE of BENCHMARKS.md with a dated header, the PREAMBLE text and the
-# Markdown in BODY_FILE.   kit_write_section TITLE BODY_FILE PREAMBLE
+# Markdown in BODY_FILE (bench/section.py).   kit_write_section TITLE BODY_FILE PREAMBLE
 kit_write_section() {
-  python3 - "$ROOT/BENCHMARKS.md" "$1" "$2" "$3" <<'PY'
-import datetime, os, subprocess, sys
-path, title, body_file, preamble = sys.argv[1:]
-root = os.path.dirname(path)
-commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                        capture_output=True, text=True).stdout.strip()
-# BENCHMARKS.md itself changes during a run of several parts: only other changes count.
-dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                        ":!BENCHMARKS.md"], capture_output=True, text=True).stdout.strip()
-stamp = (f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}"
-         f"{' + local changes' if dirty else ''}, {os.cpu_count()} cores.")
-body = open(body_file).read().strip()
-section = f"{title}\n\n{stamp} {preamble}\n\n{body}\n"
-text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
-start = text.find(title + "\n")
-if start >= 0:
-    end = text.find("\n## ", start + len(title))
-    text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-else:
-    text = text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-print(f"updated {path}: {title}")
-PY
+  local intro
+  intro=$(mktemp)
+  printf 'Measured @WHEN@, commit @COMMIT@, @CORES@ cores. %s\n' "$3" > "$intro"
+  python3 "$ROOT/bench/section.py" "$ROOT/BENCHMARKS.md" "$1" "$intro" "$2"
+  rm -f "$intro"
 }

@@ -39,8 +39,10 @@ run_seconds=$((SECONDS - run_started))
 
 bench_md=$ROOT/BENCHMARKS.md
 [ -f "$bench_md" ] || echo "# Benchmarks" >"$bench_md"
-python3 - "$bench_md" "$results" "$marker" "$BENCH_CMD" "$load_before" "$load_after" "$run_seconds" <<'PY'
-import datetime, json, os, subprocess, sys, textwrap
+PYTHONPATH=$ROOT/bench python3 - "$bench_md" "$results" "$marker" "$BENCH_CMD" "$load_before" "$load_after" "$run_seconds" <<'PY'
+import json, os, subprocess, sys, textwrap
+
+import section as bench_section
 
 path, results, marker, command, load_before, load_after, run_seconds = sys.argv[1:]
 title = "## Micro-benchmarks (criterion)"
@@ -108,16 +110,11 @@ table = "\n".join(rows)
 print(table)
 
 root = os.path.dirname(path)
-git = lambda *args: subprocess.run(["git", "-C", root, *args], capture_output=True, text=True).stdout.strip()
-commit = git("rev-parse", "--short", "HEAD")
-dirty = [line for line in git("status", "--porcelain").splitlines() if not line.endswith("BENCHMARKS.md")]
-if dirty:
-    commit += " + uncommitted changes"
 rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-context = (
-    f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}, "
-    f"{os.cpu_count()} cores, {rustc}. Load average (1/5/15 min) before: {load_before}, after: {load_after} "
-    "(other work on the machine adds noise)."
+context = bench_section.fill(
+    f"Measured @WHEN@, commit @COMMIT@, @CORES@ cores, {rustc}. Load average (1/5/15 min) before: "
+    f"{load_before}, after: {load_after} (other work on the machine adds noise).",
+    root,
 )
 invocation = f"Command: `bench/micro.sh`, which runs\n`{command}` ({run_seconds} s, build excluded)."
 method = (
@@ -138,13 +135,5 @@ method = (
 wrap = lambda paragraph: textwrap.fill(paragraph, width=110, break_on_hyphens=False)
 section = f"{title}\n\n{wrap(context)}\n{invocation}\n\n{wrap(method)}\n\n{table}\n"
 
-text = open(path).read()
-start = text.find(title)
-if start >= 0:
-    end = text.find("\n## ", start + len(title))
-    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-else:
-    text = text.rstrip() + "\n\n" + section
-open(path, "w").write(text)
-print(f"updated {path} ({title})")
+bench_section.replace(path, title, section)
 PY

@@ -107,10 +107,7 @@ HROOMS=$(first .args.history_rooms)
 BACKLOG=$(first '.replay.listen_backlog // "?"')
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || echo unknown)
 MEM_GIB=$(awk '/MemTotal/ { printf "%.1f", $2 / 1048576 }' /proc/meminfo)
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' 2>/dev/null)" ]; then
-    COMMIT="$COMMIT + uncommitted changes"
-fi
+COMMIT=$(PYTHONPATH=bench python3 -c 'import section; print(section.commit_label("."))')
 
 {
     echo "$SECTION"
@@ -197,16 +194,4 @@ fi
 echo
 cat "$OUT/section.md"
 
-if [ -f BENCHMARKS.md ]; then
-    awk -v section_file="$OUT/section.md" -v title="$SECTION" '
-        BEGIN { while ((getline line < section_file) > 0) section = section line "\n" }
-        /^## / { skipping = 0 }
-        $0 == title { printf "%s", section; skipping = 1; done = 1; next }
-        !skipping { print }
-        END { if (!done) { print ""; printf "%s", section } }
-    ' BENCHMARKS.md >"$OUT/BENCHMARKS.md"
-else
-    { printf '# Benchmarks\n\n'; cat "$OUT/section.md"; } >"$OUT/BENCHMARKS.md"
-fi
-cat "$OUT/BENCHMARKS.md" >BENCHMARKS.md
-echo "updated BENCHMARKS.md ($SECTION)"
+python3 bench/section.py --whole BENCHMARKS.md "$SECTION" "$OUT/section.md"

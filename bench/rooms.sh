@@ -38,8 +38,8 @@ TCK=$(getconf CLK_TCK)
 
 # ---- shared with bench/scaling.sh, which sources this file ------------------------------------------------------
 
-TOOLS=${TOOLS:-$ROOT/../shared/tools}
-SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/tidings-bench-kit}
+# shellcheck source=bench/kit.sh
+. "$BENCH_DIR/kit.sh"
 BASE_PORT=${BASE_PORT:-4001}
 PUB_S=${PUB_S:-10}
 IDLE_S=${IDLE_S:-10}
@@ -59,16 +59,9 @@ PIDFILE=
 log() { printf '%s\n' "$*" >&2; }
 die() { log "${0##*/}: $*"; exit 1; }
 
-# kit_prepare PEER...: writable kit copy with wsload and the peers built; TIDINGS_BIN, token and API key.
-kit_prepare() {
-  if [ ! -d "$SCRATCH/scripts" ]; then
-    [ -d "$TOOLS/scripts" ] || die "no measuring kit at $TOOLS (set TOOLS or SCRATCH)"
-    log "== copying the kit to $SCRATCH"
-    mkdir -p "$SCRATCH"
-    cp -r "$TOOLS"/. "$SCRATCH"/
-    chmod -R u+w "$SCRATCH"
-  fi
-  [ -x "$W" ] || (cd "$SCRATCH/wsload" && cargo build --release)
+# prepare_peers PEER...: the writable kit copy with wsload (bench/kit.sh) and the peers built; TIDINGS_BIN, token
+# and API key.
+prepare_peers() {
   local p
   for p in "$@"; do
     case $p in
@@ -76,15 +69,10 @@ kit_prepare() {
         (cd "$SCRATCH/peers/rawlimit" && cargo build --release) ;;
       socketioxide) [ -x "$SCRATCH/peers/socketioxide/target/release/socketioxide-peer" ] ||
         (cd "$SCRATCH/peers/socketioxide" && cargo build --release) ;;
-      socketio) [ -d "$SCRATCH/peers/socketio/node_modules" ] ||
-        (cd "$SCRATCH/peers/socketio" && npm install --no-audit --no-fund) ;;
+      socketio) kit_prepare socketio ;;
       tidings)
-        if [ -z "${TIDINGS_BIN:-}" ]; then
-          (cd "$ROOT" && cargo build --release)
-          TIDINGS_BIN=$ROOT/target/release/tidings
-        fi
+        kit_build_tidings
         [ -x "$TIDINGS_BIN" ] || die "TIDINGS_BIN=$TIDINGS_BIN is not executable"
-        export TIDINGS_BIN
         # shellcheck source=/dev/null
         . "$SCRATCH/peers/tidings/defaults.sh"
         TIDINGS_TOKEN=$(python3 "$SCRATCH/peers/tidings/mint-token.py")
@@ -327,7 +315,8 @@ rooms_main() {
   bench_setup
   local -a peers
   read -ra peers <<< "$PEERS"
-  kit_prepare "${peers[@]}"
+  kit_prepare
+  prepare_peers "${peers[@]}"
   [ "$nodes" -eq 1 ] || redis_start
   LOADGEN_ARGS=(--source-ips 4 --procs 2 --ramp 2000)
   log "== case D ($where): $ROOMS rooms × $PER_ROOM = $clients clients, peers \"$PEERS\" -> $OUT"

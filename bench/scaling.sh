@@ -53,7 +53,8 @@ scaling_main() {
   for n in $SIZES; do [ "$n" -le 19800 ] || die "$n clients is more than one process holds (19,800); use CLUSTER_SIZES"; done
   for k in $ROOM_SIZES; do [ $((k * PER_ROOM)) -le 19800 ] || die "$k rooms × $PER_ROOM is more than one process holds"; done
   bench_setup
-  kit_prepare "${peers[@]}"
+  kit_prepare
+  prepare_peers "${peers[@]}"
   if [[ " $SERIES " == *" clients "* ]] && [ -n "$CLUSTER_SIZES" ]; then redis_start; fi
   log "== scaling: SERIES=\"$SERIES\" PEERS=\"$PEERS\" -> $OUT"
   for s in "${series[@]}"; do

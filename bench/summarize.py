@@ -5,18 +5,18 @@
   summarize.py rooms OUTDIR                      Markdown table of case D (OUTDIR/cases.jsonl)
   summarize.py scaling OUTDIR                    Markdown table of the scaling series (OUTDIR/cases.jsonl)
   summarize.py section BENCH_MD TITLE INTRO_FILE BODY_FILE
-                                                 replace (or append) the section TITLE of BENCH_MD
+                                                 replace (or append) the section TITLE of BENCH_MD (section.py)
 
 record keys (strings of "pid:value" pairs are as the shell scripts print them):
   tck, t0_ms, t1_ms, cpu0, cpu1, sys0, sys1 (utime+stime / stime ticks of the nodes, and of redis in cpu*),
   redis_pid, rss0, rss_idle, rss1, hwm1 (KiB), stats_idle (one /stats JSON per line), ports, wsload, publish,
   publish_hot (file paths), plus any descriptive key (peer, tag, series, node_count, clients, rooms, ...), copied as is.
 """
-import datetime
 import json
 import os
-import subprocess
 import sys
+
+import section
 
 
 def load(path):
@@ -203,30 +203,6 @@ def scaling_table(outdir):
               f'over {r["cpu_window_s"]} s (end: {r.get("cpu_end")}).')
 
 
-def section(bench_md, title, intro_file, body_file):
-    root = os.path.dirname(os.path.abspath(bench_md))
-    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md"):
-        commit += " (with uncommitted changes)"
-    with open(intro_file) as f:
-        intro = f.read().strip().replace("@WHEN@", f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    intro = intro.replace("@COMMIT@", commit).replace("@CORES@", str(os.cpu_count()))
-    with open(body_file) as f:
-        body = f.read().strip()
-    text = open(bench_md).read() if os.path.exists(bench_md) else "# Benchmarks\n"
-    sec = f"{title}\n\n{intro}\n\n{body}\n"
-    start = text.find(title)
-    if start >= 0:
-        end = text.find("\n## ", start + len(title))
-        text = text[:start] + sec + (text[end:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + sec
-    with open(bench_md, "w") as f:
-        f.write(text)
-    print(f"updated {bench_md} ({title})")
-
-
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -238,7 +214,7 @@ def main():
     elif cmd == "scaling":
         scaling_table(args[0])
     elif cmd == "section":
-        section(*args)
+        section.write(*args)
     else:
         sys.exit(__doc__)
 
