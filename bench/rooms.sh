@@ -28,7 +28,8 @@
 #   of this checkout), OUT (raw files, default ${TMPDIR:-/tmp}/tidings-rooms-<UTC time>), BASE_PORT (4001: first
 #   port tried for the nodes; each case takes the next free ones), BENCH_MD (BENCHMARKS.md; "none" = do not write).
 # Raw files per peer in OUT: <peer>.D.{wsload.json,wsload.err,publish.json,publish.err,publish-hot.json,
-#   publish-hot.err,case.json,procmon.txt,node-PORT.txt}, cases.jsonl, summary.md.
+#   publish-hot.err,case.json,procmon.txt,node-PORT.txt,
+#   redis-commandstats.txt (Redis commands from the publish start to the end of the CPU window)}, cases.jsonl, summary.md.
 # Loopback only. Every process started here (nodes, redis, wsload, publishers) is stopped by pid on exit.
 set -euo pipefail
 
@@ -228,6 +229,7 @@ run_case() {
   "$SCRATCH/scripts/procmon.sh" 2 $(((wmax + 1) / 2)) $(node_pids) ${CASE_REDIS:+"$CASE_REDIS"} "$wpid" > "$pre.procmon.txt" 2>&1 &
   local mpid=$! hpid=""
   BG_PIDS+=("$mpid")
+  [ -z "$CASE_REDIS" ] || redis-cli -p "$REDIS_PORT" config resetstat > /dev/null
   cpu0=$(cpu_line); sys0=$(sys_line); t0=$(now_ms)
   if [ "$hot" -gt 0 ]; then
     "$W" publish "${pargs[@]}" --channel "$HOT_ROOM" --rate "$hot" --duration "$PUB_S" --out "$OUT/publish.jsonl" \
@@ -256,6 +258,7 @@ run_case() {
   done
   if [ "$end_reason" = wsload-exit ]; then cpu1=$(cpu_line); sys1=$(sys_line); t1=$(now_ms); fi
   local rss1 hwm1 pids ports
+  [ -z "$CASE_REDIS" ] || redis-cli -p "$REDIS_PORT" info commandstats > "$pre.redis-commandstats.txt" 2>&1 || true
   rss1=$(rss_line); hwm1=$(hwm_line); pids=$(node_pids); ports=$(node_ports)
   wait "$wpid" || true
   BG_PIDS=("$mpid")

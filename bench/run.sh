@@ -2,7 +2,7 @@
 # Reproduces BENCHMARKS.md: runs every benchmark of bench/ one after the other (they must not overlap: the machine's
 # cores are shared by the servers and the load generators) and each one rewrites its own section.
 #
-#   bench/run.sh                      # everything, about 30 minutes on 2 cores
+#   bench/run.sh                      # everything, about an hour on 2 cores
 #   bench/run.sh single cluster       # only those parts
 #
 # Parts, in the order they run:
@@ -14,6 +14,7 @@
 #   scaling     1x/2x/5x/10x clients and rooms (bench/scaling.sh)
 #   crosscheck  tidings bench against wsload on the same events (bench/crosscheck.sh)
 #   recovery    replay after a mass disconnection, history memory (bench/recovery.sh)
+#   repeats     the noisiest cases (C single, A and C on 2 nodes, D both) 3 times each, medians (bench/repeats.sh)
 #
 # Environment: TOOLS, SCRATCH (bench/kit.sh); each script documents its own knobs.
 set -euo pipefail
@@ -21,7 +22,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/kit.sh
 . "$ROOT/bench/kit.sh"
-ALL=(micro memory single cluster rooms scaling crosscheck recovery)
+ALL=(micro memory single cluster rooms scaling crosscheck recovery repeats)
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=("${ALL[@]}")
 
@@ -38,6 +39,7 @@ for part in "${PARTS[@]}"; do
     scaling) "$ROOT/bench/scaling.sh" ;;
     crosscheck) "$ROOT/bench/crosscheck.sh" ;;
     recovery) "$ROOT/bench/recovery.sh" ;;
+    repeats) "$ROOT/bench/repeats.sh" ;;
     *)
       echo "bench/run.sh: unknown part '$part' (one of: ${ALL[*]})" >&2
       exit 2

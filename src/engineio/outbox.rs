@@ -3,14 +3,24 @@
 //! Publishers never wait on a client: `push` either queues the packet or, when the queue is over its limits,
 //! marks the session as a slow consumer and wakes the writer so it closes the connection. The queue holds
 //! refcounted `Bytes`, so a packet sent to many sessions is stored once. An idle outbox owns no heap memory.
+//!
+//! A websocket writer that goes to sleep with nothing unsent lends its socket to the outbox
+//! ([`Outbox::lend_stream`]). While it is lent, an event of a small room is written to the socket by the
+//! publisher itself, under the outbox lock, instead of being queued and the writer task woken: no task wake,
+//! no second thread, one `writev`. Whatever the socket does not take is queued (with how much of its first
+//! frame went out) and the writer is woken to finish it, as for any queued packet.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use tokio::net::TcpStream;
+
 use super::packet::Outgoing;
+use super::ws_writer::write_frames;
 use super::CloseReason;
 
 /// Size limits of one outbox.
@@ -48,6 +58,10 @@ struct State {
     close_waiter: Option<Waker>,
     /// While a replay is being prepared, room events are parked here instead of queued.
     held: Option<Vec<(u64, Arc<[Outgoing]>)>>,
+    /// The websocket of a writer asleep with nothing unsent (see [`Outbox::lend_stream`]).
+    lent: Option<Arc<TcpStream>>,
+    /// Bytes of the first queued packet's frame already written by a publisher.
+    partial: usize,
 }
 
 /// The outbound queue of one session.
@@ -80,11 +94,13 @@ impl Outbox {
     }
 
     /// Queues a room event held as a shared packet list; while the outbox is held (see [`Outbox::hold`]) the
-    /// event is parked instead.
+    /// event is parked instead. With `write_now`, an event that finds the queue empty and the socket lent is
+    /// written to the socket right here (for small fan-outs; a large one is better spread over the writers).
     pub fn push_shared_event(
         &self,
         seq: u64,
         packets: &Arc<[Outgoing]>,
+        write_now: bool,
     ) -> Result<bool, PushError> {
         let mut state = self.state.lock();
         if let Some(held) = state.held.as_mut() {
@@ -98,7 +114,7 @@ impl Outbox {
             held.push((seq, packets.clone()));
             return Ok(true);
         }
-        self.push_locked(state, packets, seq)
+        self.push_locked(state, packets, seq, write_now)
     }
 
     /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
@@ -122,15 +138,16 @@ impl Outbox {
     }
 
     fn push_group(&self, packets: &[Outgoing], seq: u64) -> Result<bool, PushError> {
-        self.push_locked(self.state.lock(), packets, seq)
+        self.push_locked(self.state.lock(), packets, seq, false)
     }
 
     /// Queues `packets` under the lock the caller already holds (one lock per delivery on the fan-out path).
     fn push_locked(
         &self,
         mut state: MutexGuard<'_, State>,
-        packets: &[Outgoing],
+        mut packets: &[Outgoing],
         seq: u64,
+        write_now: bool,
     ) -> Result<bool, PushError> {
         if state.closing.is_some() {
             return Err(PushError::Closed);
@@ -140,6 +157,22 @@ impl Outbox {
                 return Ok(false);
             }
             state.last_seq = seq;
+        }
+        if write_now && state.queue.is_empty() {
+            if let Some(stream) = state.lent.as_deref() {
+                match write_frames(stream, packets, 0) {
+                    Ok(progress) if progress.frames == packets.len() => return Ok(true),
+                    Ok(progress) => {
+                        // The socket took part: the writer finishes the rest, starting mid-frame.
+                        packets = &packets[progress.frames..];
+                        state.partial = progress.partial;
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    // The writer meets the same error on its next write and ends the session.
+                    Err(_) => {}
+                }
+                state.lent = None;
+            }
         }
         let size: usize = packets.iter().map(Outgoing::len).sum();
         if state.queue.len() + packets.len() > self.limits.max_messages
@@ -195,7 +228,19 @@ impl Outbox {
     /// Moves queued packets into `out`, at most `max_bytes` worth (always at least one packet), and returns
     /// the close reason if the session is closing and nothing is left to send.
     pub fn drain(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Option<CloseReason> {
+        self.drain_frames(out, max_bytes, &mut 0)
+    }
+
+    /// As [`Outbox::drain`], for a websocket writer: also sets `written` to the bytes of the first packet's
+    /// frame a publisher already wrote (0 when none).
+    pub fn drain_frames(
+        &self,
+        out: &mut Vec<Outgoing>,
+        max_bytes: usize,
+        written: &mut usize,
+    ) -> Option<CloseReason> {
         let mut state = self.state.lock();
+        *written = std::mem::take(&mut state.partial);
         let mut taken = 0;
         while let Some(front) = state.queue.front() {
             if !out.is_empty() && taken + front.len() > max_bytes {
@@ -215,6 +260,23 @@ impl Outbox {
             return state.closing.clone();
         }
         None
+    }
+
+    /// Lends the websocket to publishers while its writer sleeps with nothing unsent; false (and nothing lent)
+    /// when packets are queued or the session is closing. The writer takes it back with
+    /// [`Outbox::reclaim_stream`] as soon as it wakes, before writing anything itself.
+    pub fn lend_stream(&self, stream: &Arc<TcpStream>) -> bool {
+        let mut state = self.state.lock();
+        if !state.queue.is_empty() || state.closing.is_some() {
+            return false;
+        }
+        state.lent = Some(stream.clone());
+        true
+    }
+
+    /// Takes the lent websocket back: from now on only its writer writes to it.
+    pub fn reclaim_stream(&self) {
+        self.state.lock().lent = None;
     }
 
     /// True when packets are waiting.
@@ -341,8 +403,8 @@ mod tests {
         let ob = outbox(100, 1000);
         ob.hold();
         let live = |s: &'static str| -> Arc<[Outgoing]> { Arc::from([text(s)]) };
-        ob.push_shared_event(5, &live("e5")).unwrap();
-        ob.push_shared_event(6, &live("e6")).unwrap();
+        ob.push_shared_event(5, &live("e5"), true).unwrap();
+        ob.push_shared_event(6, &live("e6"), true).unwrap();
         let mut out = Vec::new();
         ob.drain(&mut out, usize::MAX);
         assert!(out.is_empty(), "held events are not queued");
@@ -352,7 +414,7 @@ mod tests {
         ob.release().unwrap();
         ob.drain(&mut out, usize::MAX);
         assert_eq!(out, vec![text("e4"), text("e5"), text("e6")]);
-        ob.push_shared_event(7, &live("e7")).unwrap();
+        ob.push_shared_event(7, &live("e7"), false).unwrap();
         out.clear();
         ob.drain(&mut out, usize::MAX);
         assert_eq!(out, vec![text("e7")]);
@@ -369,6 +431,103 @@ mod tests {
         out.clear();
         ob.drain(&mut out, 2);
         assert_eq!(out.len(), 1);
+    }
+
+    /// A connected loopback pair: (server side as the writer's socket, client side to read from).
+    async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        (Arc::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    async fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            stream.read_exact(&mut buf),
+        )
+        .await
+        .expect("bytes arrive")
+        .unwrap();
+        buf
+    }
+
+    fn shared(s: &'static str) -> Arc<[Outgoing]> {
+        Arc::from([text(s)])
+    }
+
+    #[tokio::test]
+    async fn lent_socket_is_written_by_the_publisher() {
+        let (server, mut client) = socket_pair().await;
+        let ob = outbox(10, 1000);
+        assert!(ob.lend_stream(&server));
+        assert_eq!(
+            ob.push_shared_event(1, &shared("42[\"a\"]"), true),
+            Ok(true)
+        );
+        assert!(!ob.has_pending(), "written, not queued");
+        // A text frame: FIN+text, length 7, then the payload.
+        assert_eq!(read_exactly(&mut client, 9).await, b"\x81\x0742[\"a\"]");
+        // Without write_now, or once reclaimed, events are queued for the writer.
+        assert_eq!(ob.push_shared_event(2, &shared("b"), false), Ok(true));
+        assert!(ob.has_pending());
+        let mut out = Vec::new();
+        ob.drain(&mut out, usize::MAX);
+        ob.reclaim_stream();
+        assert_eq!(ob.push_shared_event(3, &shared("c"), true), Ok(true));
+        assert!(ob.has_pending());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_lent_while_packets_wait() {
+        let (server, _client) = socket_pair().await;
+        let ob = outbox(10, 1000);
+        ob.push(text("x")).unwrap();
+        assert!(!ob.lend_stream(&server));
+        ob.close(CloseReason::TransportClose);
+        let mut out = Vec::new();
+        ob.drain(&mut out, usize::MAX);
+        assert!(!ob.lend_stream(&server), "not while closing");
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_refuses_is_queued_with_its_written_part() {
+        let (server, mut client) = socket_pair().await;
+        let ob = Arc::new(outbox(100_000, 1 << 30));
+        assert!(ob.lend_stream(&server));
+        // Fill the socket until a write stops short: the client reads nothing yet.
+        let payload = vec![b'4'; 60 * 1024];
+        let big: Arc<[Outgoing]> = Arc::from([Outgoing::Text(Bytes::from(payload.clone()))]);
+        let mut seq = 0;
+        while !ob.has_pending() {
+            seq += 1;
+            assert_eq!(ob.push_shared_event(seq, &big, true), Ok(true));
+            assert!(seq < 10_000, "the socket never filled");
+        }
+        let mut out = Vec::new();
+        let mut written = usize::MAX;
+        ob.drain_frames(&mut out, usize::MAX, &mut written);
+        assert_eq!(out.len(), 1, "the socket was taken back: one event queued");
+        let mut frame = vec![0x81, 126, 0xF0, 0x00];
+        frame.extend_from_slice(&payload);
+        assert!(written < frame.len());
+        // The writer finishes the frame from where the publisher stopped.
+        let mut writer = super::super::ws_writer::FrameWriter::default();
+        writer.extend(out, written);
+        let expected = frame.repeat(seq as usize);
+        let reader =
+            tokio::spawn(
+                async move { read_exactly(&mut client, expected.len()).await == expected },
+            );
+        while !writer.write_some(&server).unwrap() {
+            server.writable().await.unwrap();
+        }
+        assert!(
+            reader.await.unwrap(),
+            "every frame arrives whole and in order"
+        );
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ pub fn upgrade(
             }
         };
         let connection = Connection {
-            stream,
+            stream: Arc::new(stream),
             buf,
             decoder: FrameDecoder::new(engine.config().max_payload),
         };
@@ -116,7 +116,10 @@ fn client_key(headers: &HeaderMap) -> Option<String> {
 
 /// One upgraded websocket connection.
 struct Connection {
-    stream: TcpStream,
+    /// Shared only to be lent to publishers while the writer sleeps (see [`Outbox::lend_stream`]).
+    ///
+    /// [`Outbox::lend_stream`]: super::Outbox::lend_stream
+    stream: Arc<TcpStream>,
     /// Bytes of an incomplete frame; empty (and unallocated) while idle.
     buf: BytesMut,
     decoder: FrameDecoder,
@@ -332,6 +335,8 @@ impl Connection {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
+            let lent = !writer.is_blocked() && session.outbox.lend_stream(&self.stream);
             // One hand-written wait instead of `select!`: no per-connection future for each source.
             let wake = std::future::poll_fn(|cx| {
                 if session.outbox.poll_ready(cx).is_ready() {
@@ -351,6 +356,9 @@ impl Connection {
                 Poll::Pending
             })
             .await;
+            if lent {
+                session.outbox.reclaim_stream();
+            }
             match wake {
                 Wake::Outbox => {
                     if writer.is_blocked()
@@ -430,11 +438,14 @@ impl Connection {
                 return Ok(None);
             }
             let mut batch = Vec::new();
-            let closing = session.outbox.drain(&mut batch, BYTES_PER_ROUND);
+            let mut written = 0;
+            let closing = session
+                .outbox
+                .drain_frames(&mut batch, BYTES_PER_ROUND, &mut written);
             if batch.is_empty() {
                 return Ok(closing);
             }
-            writer.extend(batch);
+            writer.extend(batch, written);
             if !writer.write_some(&self.stream)? {
                 return Ok(None);
             }

@@ -26,6 +26,11 @@ use crate::history::HistoryStore;
 /// Room every socket of a namespace joins, used for broadcasts; not a valid user room name.
 pub const BROADCAST_ROOM: &str = "";
 
+/// Rooms of at most this many local members get an event written to their idle websockets by the publisher
+/// itself (see [`Outbox::push_shared_event`](crate::engineio::Outbox::push_shared_event)); larger fan-outs wake
+/// each member's writer so the writes spread over every worker thread.
+pub const WRITE_NOW_MAX_MEMBERS: usize = 64;
+
 /// An event to publish.
 #[derive(Debug, Clone)]
 pub struct Event<'a> {
@@ -135,8 +140,9 @@ impl Hub {
         for room in event.rooms {
             let key = RoomKey::new(event.nsp, room);
             self.history.append(&key, seq, &packets);
-            self.rooms.for_each_member(&key, |session| {
-                match session.outbox.push_shared_event(seq, &packets) {
+            self.rooms.for_each_member(&key, |session, members| {
+                let write_now = members <= WRITE_NOW_MAX_MEMBERS;
+                match session.outbox.push_shared_event(seq, &packets, write_now) {
                     Ok(true) => published.recipients += 1,
                     Ok(false) => {}
                     Err(PushError::Full) => {
@@ -156,8 +162,9 @@ impl Hub {
     /// [`Hub::with_order`], in sequence order.
     pub fn deliver_ordered(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> usize {
         let mut recipients = 0;
-        self.rooms.for_each_member(key, |session| {
-            match session.outbox.push_shared_event(seq, packets) {
+        self.rooms.for_each_member(key, |session, members| {
+            let write_now = members <= WRITE_NOW_MAX_MEMBERS;
+            match session.outbox.push_shared_event(seq, packets, write_now) {
                 Ok(true) => recipients += 1,
                 Ok(false) => {}
                 Err(PushError::Full) => {

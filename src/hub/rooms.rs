@@ -111,11 +111,13 @@ impl Rooms {
         out
     }
 
-    /// Calls `f` for every member session of a room while holding that room's shard lock.
-    pub(crate) fn for_each_member(&self, key: &RoomKey, mut f: impl FnMut(&Arc<Session>)) {
+    /// Calls `f` for every member session of a room, with the room's member count, while holding that room's
+    /// shard lock.
+    pub(crate) fn for_each_member(&self, key: &RoomKey, mut f: impl FnMut(&Arc<Session>, usize)) {
         let shard = self.shard(key).lock();
         if let Some(room) = shard.get(key) {
-            room.members.values().for_each(&mut f);
+            let count = room.members.len();
+            room.members.values().for_each(|session| f(session, count));
         }
     }
 }

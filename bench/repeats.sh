@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The cases whose single runs swing most on 2 shared cores, run RUNS times each with the peers' order rotated from
+# run to run, so that no peer always goes first (or last) after the same neighbour. Prints a table of every run and
+# the medians, and writes the section "## Repeated runs: medians (bench/repeats.sh)" of BENCHMARKS.md.
+#
+#   bench/repeats.sh                     # RUNS=3 of: C single node, A and C on 2 nodes + Redis, D single and 2-node
+#   RUNS=2 SETS="C-single D-single" bench/repeats.sh
+#
+# Sets (SETS, in this order by default):
+#   C-single   case C, one process per peer: rawlimit-sio tidings socketioxide (bench/side-by-side.sh's kit script)
+#   A-cluster  case A, 2 nodes + Redis: tidings socketioxide
+#   C-cluster  case C, 2 nodes + Redis: tidings socketioxide
+#   D-single   case D, 990 rooms x 20: rawlimit-sio tidings socketioxide (bench/rooms.sh)
+#   D-cluster  case D, 1000 rooms x 20, 2 nodes + Redis: tidings socketioxide (bench/rooms.sh)
+# Socket.IO on Node is left out of the repeats: it is an order of magnitude behind in the single runs.
+#
+# Environment: RUNS (3), SETS, TOOLS, SCRATCH (bench/kit.sh), TIDINGS_BIN, OUT (raw results, default
+#   /tmp/tidings-repeats-<UTC time>; one directory per set and run), BENCH_MD (BENCHMARKS.md; "none" = do not write).
+# Loopback only; every process is started and stopped by pid by the scripts it calls.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/kit.sh
+. "$ROOT/bench/kit.sh"
+RUNS=${RUNS:-3}
+SETS=${SETS:-C-single A-cluster C-cluster D-single D-cluster}
+OUT=${OUT:-${TMPDIR:-/tmp}/tidings-repeats-$(date -u +%Y%m%dT%H%M%S)}
+BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
+
+kit_build_tidings
+kit_prepare
+ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+mkdir -p "$OUT"
+
+# rotate N WORD...: the words starting at the N-th (0-based, modulo their count), wrapping around.
+rotate() {
+  local n=$1
+  shift
+  local words=("$@") i out=()
+  for ((i = 0; i < ${#words[@]}; i++)); do out+=("${words[(i + n) % ${#words[@]}]}"); done
+  echo "${out[*]}"
+}
+
+for set in $SETS; do
+  case $set in
+    C-single) peers=(rawlimit-sio tidings socketioxide) ;;
+    D-single) peers=(rawlimit-sio tidings socketioxide) ;;
+    A-cluster | C-cluster | D-cluster) peers=(tidings socketioxide) ;;
+    *) echo "bench/repeats.sh: unknown set $set" >&2; exit 2 ;;
+  esac
+  for ((run = 1; run <= RUNS; run++)); do
+    order=$(rotate $((run - 1)) "${peers[@]}")
+    dir=$OUT/$set-run$run
+    echo "==== $set run $run/$RUNS: $order ($(date -u +%H:%M:%S) UTC)"
+    case $set in
+      C-single) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-single.sh "$dir") > "$dir.log" 2>&1 ;;
+      A-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=A bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
+      C-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
+      D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
+      D-cluster) OUT=$dir MODE=cluster PEERS="$order" ROOMS=1000 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
+    esac
+  done
+done
+
+python3 "$ROOT/bench/repeats.py" "$OUT" > "$OUT/summary.md"
+cat "$OUT/summary.md"
+[ "$BENCH_MD" = none ] || kit_write_section "## Repeated runs: medians (bench/repeats.sh)" "$OUT/summary.md" \
+  "Command: \`RUNS=$RUNS SETS=\"$SETS\" bench/repeats.sh\`; raw results in \`$OUT\`."
