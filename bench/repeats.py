@@ -4,11 +4,12 @@
   repeats.py OUTDIR      OUTDIR holds <set>-run<N>/ directories, from the kit's e2e scripts (summary.jsonl and
                          <peer>.<case>.{wsload,publish}.json) or from bench/rooms.sh (cases.jsonl)
 """
-import json
 import os
 import re
 import statistics
 import sys
+
+from summarize import load, rows_of
 
 SETS = {
     "C-single": "C, single node (19,800 clients, 50/s)",
@@ -17,22 +18,6 @@ SETS = {
     "D-single": "D, single node (990 rooms × 20, 1,020/s)",
     "D-cluster": "D, 2 nodes + Redis (1,000 rooms × 20, 1,020/s)",
 }
-
-
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
-def rows_of(path):
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except OSError:
-        return []
 
 
 def runs_of(out):

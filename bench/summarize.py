@@ -108,13 +108,17 @@ def record(path, pairs):
         f.write("\n")
 
 
-def cases(outdir):
-    rows = []
+def rows_of(path):
+    """The JSON lines of a file, [] when it is missing."""
     try:
-        with open(os.path.join(outdir, "cases.jsonl")) as f:
-            rows = [json.loads(l) for l in f if l.strip()]
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
     except OSError:
-        pass
+        return []
+
+
+def cases(outdir):
+    rows = rows_of(os.path.join(outdir, "cases.jsonl"))
     for r in rows:
         r["_w"], r["_p"], r["_h"] = load(r.get("wsload", "")), load(r.get("publish", "")), load(r.get("publish_hot", ""))
     return rows

@@ -40,11 +40,6 @@ fn payload(packet: &Outgoing) -> &[u8] {
     }
 }
 
-/// Bytes of the websocket frame carrying `packet`, header included.
-pub fn frame_len(packet: &Outgoing) -> usize {
-    header(packet).1 + payload(packet).len()
-}
-
 /// What one non-waiting write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
