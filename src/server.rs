@@ -155,6 +155,7 @@ fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
                     "a metrics recorder was already installed; /metrics shows only this one"
                 );
             }
+            crate::engineio::ws_writer::register_metrics();
             handle
         })
         .clone()

@@ -79,6 +79,23 @@ impl Outbox {
         }
     }
 
+    /// Asks the CPU to start loading this outbox into its cache. The fan-out calls it a few members ahead:
+    /// a large room's outboxes are not in the cache, and waiting for each one's lock line in turn was most of
+    /// the fan-out's own time.
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            const LINE: usize = 64;
+            let start = self as *const Outbox as *const i8;
+            for offset in (0..std::mem::size_of::<Outbox>()).step_by(LINE) {
+                // SAFETY: a prefetch is only a hint, it never faults; the address lies inside `self`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+            }
+        }
+    }
+
     /// Queues one packet.
     pub fn push(&self, packet: Outgoing) -> Result<(), PushError> {
         self.push_group(std::slice::from_ref(&packet), 0)
@@ -339,7 +356,7 @@ fn wake(waiters: [Option<Waker>; 2]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
 
@@ -434,14 +451,14 @@ mod tests {
     }
 
     /// A connected loopback pair: (server side as the writer's socket, client side to read from).
-    async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+    pub(crate) async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (accepted, client) = tokio::join!(listener.accept(), client);
         (Arc::new(accepted.unwrap().0), client.unwrap())
     }
 
-    async fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    pub(crate) async fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; n];
         tokio::time::timeout(

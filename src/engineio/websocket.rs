@@ -24,7 +24,7 @@ use super::session::{Session, Sid, TransportKind};
 use super::ws_frame::{
     accept_key, close_frame, encode_frame, pong_frame, FrameDecoder, OpCode, WsMessage,
 };
-use super::ws_writer::FrameWriter;
+use super::ws_writer::{batch_buffer, FrameWriter};
 use super::{CloseReason, Engine, OpenRequest, Outgoing};
 
 /// Bytes drained from the outbox per write round.
@@ -437,15 +437,16 @@ impl Connection {
             if writer.is_blocked() && !writer.write_some(&self.stream)? {
                 return Ok(None);
             }
-            let mut batch = Vec::new();
+            let mut batch = batch_buffer();
             let mut written = 0;
             let closing = session
                 .outbox
                 .drain_frames(&mut batch, BYTES_PER_ROUND, &mut written);
-            if batch.is_empty() {
+            let drained = !batch.is_empty();
+            writer.extend(batch, written);
+            if !drained {
                 return Ok(closing);
             }
-            writer.extend(batch, written);
             if !writer.write_some(&self.stream)? {
                 return Ok(None);
             }

@@ -12,6 +12,10 @@ use crate::engineio::Session;
 
 const SHARDS: usize = 64;
 
+/// How many members ahead the fan-out prefetches an outbox: enough to cover a memory load while the members
+/// in between are queued.
+const PREFETCH_AHEAD: usize = 8;
+
 /// A room name within its namespace.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct RoomKey(std::sync::Arc<str>);
@@ -112,12 +116,22 @@ impl Rooms {
     }
 
     /// Calls `f` for every member session of a room, with the room's member count, while holding that room's
-    /// shard lock.
+    /// shard lock. The outbox of the member [`PREFETCH_AHEAD`] places ahead is prefetched meanwhile.
     pub(crate) fn for_each_member(&self, key: &RoomKey, mut f: impl FnMut(&Arc<Session>, usize)) {
         let shard = self.shard(key).lock();
         if let Some(room) = shard.get(key) {
             let count = room.members.len();
-            room.members.values().for_each(|session| f(session, count));
+            let mut ahead = room.members.values();
+            ahead
+                .by_ref()
+                .take(PREFETCH_AHEAD)
+                .for_each(|session| session.outbox.prefetch());
+            for session in room.members.values() {
+                if let Some(next) = ahead.next() {
+                    next.outbox.prefetch();
+                }
+                f(session, count);
+            }
         }
     }
 }
@@ -160,5 +174,35 @@ mod tests {
         assert!(!rooms.leave(&key, s1.sid()));
         assert!(rooms.leave(&key, s2.sid()));
         assert_eq!(rooms.list("/"), vec![]);
+    }
+
+    #[test]
+    fn every_member_is_visited_once_whatever_the_room_size() {
+        let rooms = Rooms::new();
+        let key = RoomKey::new("/", "sized");
+        let mut members = Vec::new();
+        for size in [
+            0,
+            1,
+            PREFETCH_AHEAD - 1,
+            PREFETCH_AHEAD,
+            PREFETCH_AHEAD + 1,
+            100,
+        ] {
+            while members.len() < size {
+                let s = session();
+                rooms.join(&key, s.sid(), &s);
+                members.push(s);
+            }
+            let mut seen = Vec::new();
+            rooms.for_each_member(&key, |s, count| {
+                assert_eq!(count, size);
+                seen.push(s.sid());
+            });
+            assert_eq!(seen.len(), size, "room of {size}: one call per member");
+            let seen: std::collections::HashSet<Sid> = seen.into_iter().collect();
+            assert_eq!(seen.len(), size, "room of {size}: each member once");
+            assert!(members.iter().all(|s| seen.contains(&s.sid())));
+        }
     }
 }
