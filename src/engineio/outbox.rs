@@ -32,6 +32,17 @@ pub struct OutboxLimits {
     pub max_bytes: usize,
 }
 
+/// What one [`Outbox::drain_frames`] took and left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// Bytes of the first drained packet's frame a publisher already wrote (0 when none).
+    pub written: usize,
+    /// Packets are still queued: the byte budget ran out.
+    pub more: bool,
+    /// The session is closing and nothing is left queued.
+    pub closing: Option<CloseReason>,
+}
+
 /// Why a packet was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -245,19 +256,14 @@ impl Outbox {
     /// Moves queued packets into `out`, at most `max_bytes` worth (always at least one packet), and returns
     /// the close reason if the session is closing and nothing is left to send.
     pub fn drain(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Option<CloseReason> {
-        self.drain_frames(out, max_bytes, &mut 0)
+        self.drain_frames(out, max_bytes).closing
     }
 
-    /// As [`Outbox::drain`], for a websocket writer: also sets `written` to the bytes of the first packet's
-    /// frame a publisher already wrote (0 when none).
-    pub fn drain_frames(
-        &self,
-        out: &mut Vec<Outgoing>,
-        max_bytes: usize,
-        written: &mut usize,
-    ) -> Option<CloseReason> {
+    /// As [`Outbox::drain`], for a websocket writer, which also learns how much of the first packet's frame a
+    /// publisher already wrote and whether packets are left behind.
+    pub fn drain_frames(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Drained {
         let mut state = self.state.lock();
-        *written = std::mem::take(&mut state.partial);
+        let written = std::mem::take(&mut state.partial);
         let mut taken = 0;
         while let Some(front) = state.queue.front() {
             if !out.is_empty() && taken + front.len() > max_bytes {
@@ -269,26 +275,40 @@ impl Outbox {
             }
         }
         state.bytes -= taken;
-        if state.queue.is_empty() {
-            // Give back the ring buffer of a session that just went idle.
-            if state.queue.capacity() > 8 {
-                state.queue = VecDeque::new();
-            }
-            return state.closing.clone();
+        if !state.queue.is_empty() {
+            return Drained {
+                written,
+                more: true,
+                closing: None,
+            };
         }
-        None
+        // Give back the ring buffer of a session that just went idle.
+        if state.queue.capacity() > 8 {
+            state.queue = VecDeque::new();
+        }
+        Drained {
+            written,
+            more: false,
+            closing: state.closing.clone(),
+        }
     }
 
-    /// Lends the websocket to publishers while its writer sleeps with nothing unsent; false (and nothing lent)
-    /// when packets are queued or the session is closing. The writer takes it back with
-    /// [`Outbox::reclaim_stream`] as soon as it wakes, before writing anything itself.
-    pub fn lend_stream(&self, stream: &Arc<TcpStream>) -> bool {
+    /// Registers the websocket writer's waker as [`Outbox::poll_ready`] does and, when it has to wait with
+    /// nothing queued and the session open, lends it the socket, all under one lock. Returns whether the
+    /// socket was lent. Publishers of small rooms write to a lent socket until the writer takes it back:
+    /// [`Outbox::poll_ready`] does when it reports ready, [`Outbox::reclaim_stream`] otherwise.
+    pub fn lend_stream(&self, stream: &Arc<TcpStream>, cx: &mut Context<'_>) -> (Poll<()>, bool) {
         let mut state = self.state.lock();
+        if state.signaled {
+            state.signaled = false;
+            return (Poll::Ready(()), false);
+        }
+        register(&mut state, cx);
         if !state.queue.is_empty() || state.closing.is_some() {
-            return false;
+            return (Poll::Pending, false);
         }
         state.lent = Some(stream.clone());
-        true
+        (Poll::Pending, true)
     }
 
     /// Takes the lent websocket back: from now on only its writer writes to it.
@@ -302,17 +322,16 @@ impl Outbox {
     }
 
     /// Ready when something was queued, a close was requested, or [`Outbox::wake`] was called since the
-    /// last time this returned ready. Keeps only the latest waker: one task waits on an outbox at a time.
+    /// last time this returned ready; a lent websocket is taken back then. Keeps only the latest waker: one
+    /// task waits on an outbox at a time.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.state.lock();
         if state.signaled {
             state.signaled = false;
+            state.lent = None;
             return Poll::Ready(());
         }
-        match &state.waiter {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => state.waiter = Some(cx.waker().clone()),
-        }
+        register(&mut state, cx);
         Poll::Pending
     }
 
@@ -335,6 +354,14 @@ impl Outbox {
     pub fn wake(&self) {
         let waiter = signal(&mut self.state.lock());
         wake(waiter);
+    }
+}
+
+/// Keeps `cx`'s waker as the one to wake, unless it is already the one kept.
+fn register(state: &mut State, cx: &Context<'_>) {
+    match &state.waiter {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => state.waiter = Some(cx.waker().clone()),
     }
 }
 
@@ -443,11 +470,14 @@ pub(crate) mod tests {
         ob.push(text("aaaa")).unwrap();
         ob.push(text("bbbb")).unwrap();
         let mut out = Vec::new();
-        ob.drain(&mut out, 2);
+        assert!(ob.drain_frames(&mut out, 2).more);
         assert_eq!(out.len(), 1);
         out.clear();
-        ob.drain(&mut out, 2);
+        ob.close(CloseReason::TransportClose);
+        let last = ob.drain_frames(&mut out, 2);
         assert_eq!(out.len(), 1);
+        assert!(!last.more);
+        assert_eq!(last.closing, Some(CloseReason::TransportClose));
     }
 
     /// A connected loopback pair: (server side as the writer's socket, client side to read from).
@@ -475,16 +505,29 @@ pub(crate) mod tests {
         Arc::from([text(s)])
     }
 
+    /// The writer's wait, polled once: whether the socket was lent (never when the outbox is ready).
+    fn lend(ob: &Outbox, stream: &Arc<TcpStream>) -> bool {
+        let (ready, lent) = ob.lend_stream(stream, &mut Context::from_waker(Waker::noop()));
+        assert!(!(ready.is_ready() && lent));
+        lent
+    }
+
+    fn poll_ready_now(ob: &Outbox) -> bool {
+        ob.poll_ready(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
     #[tokio::test]
     async fn lent_socket_is_written_by_the_publisher() {
         let (server, mut client) = socket_pair().await;
         let ob = outbox(10, 1000);
-        assert!(ob.lend_stream(&server));
+        assert!(lend(&ob, &server));
         assert_eq!(
             ob.push_shared_event(1, &shared("42[\"a\"]"), true),
             Ok(true)
         );
         assert!(!ob.has_pending(), "written, not queued");
+        assert!(!poll_ready_now(&ob), "and the writer is not woken");
         // A text frame: FIN+text, length 7, then the payload.
         assert_eq!(read_exactly(&mut client, 9).await, b"\x81\x0742[\"a\"]");
         // Without write_now, or once reclaimed, events are queued for the writer.
@@ -498,22 +541,38 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_ready_wake_takes_the_socket_back() {
+        let (server, _client) = socket_pair().await;
+        let ob = outbox(10, 1000);
+        assert!(lend(&ob, &server));
+        ob.wake();
+        assert!(poll_ready_now(&ob));
+        assert_eq!(ob.push_shared_event(1, &shared("a"), true), Ok(true));
+        assert!(ob.has_pending(), "queued for the writer, not written");
+        // Signaled again: the next wait reports ready and lends nothing.
+        assert!(!lend(&ob, &server));
+        assert!(!poll_ready_now(&ob), "that wait consumed the signal");
+    }
+
+    #[tokio::test]
     async fn nothing_is_lent_while_packets_wait() {
         let (server, _client) = socket_pair().await;
         let ob = outbox(10, 1000);
         ob.push(text("x")).unwrap();
-        assert!(!ob.lend_stream(&server));
-        ob.close(CloseReason::TransportClose);
+        assert!(poll_ready_now(&ob));
+        assert!(!lend(&ob, &server), "not while a packet waits");
         let mut out = Vec::new();
         ob.drain(&mut out, usize::MAX);
-        assert!(!ob.lend_stream(&server), "not while closing");
+        ob.close(CloseReason::TransportClose);
+        assert!(poll_ready_now(&ob));
+        assert!(!lend(&ob, &server), "not while closing");
     }
 
     #[tokio::test]
     async fn what_the_socket_refuses_is_queued_with_its_written_part() {
         let (server, mut client) = socket_pair().await;
         let ob = Arc::new(outbox(100_000, 1 << 30));
-        assert!(ob.lend_stream(&server));
+        assert!(lend(&ob, &server));
         // Fill the socket until a write stops short: the client reads nothing yet.
         let payload = vec![b'4'; 60 * 1024];
         let big: Arc<[Outgoing]> = Arc::from([Outgoing::Text(Bytes::from(payload.clone()))]);
@@ -524,8 +583,9 @@ pub(crate) mod tests {
             assert!(seq < 10_000, "the socket never filled");
         }
         let mut out = Vec::new();
-        let mut written = usize::MAX;
-        ob.drain_frames(&mut out, usize::MAX, &mut written);
+        let drained = ob.drain_frames(&mut out, usize::MAX);
+        let written = drained.written;
+        assert!(!drained.more);
         assert_eq!(out.len(), 1, "the socket was taken back: one event queued");
         let mut frame = vec![0x81, 126, 0xF0, 0x00];
         frame.extend_from_slice(&payload);

@@ -126,11 +126,24 @@ struct Connection {
 }
 
 /// Why the connection task woke up.
+#[derive(PartialEq, Eq)]
 enum Wake {
     Outbox,
     Writable(bool),
     Readable(bool),
     Timer,
+}
+
+/// Where one [`Connection::pump`] left the session.
+enum Pumped {
+    /// Everything queued went out.
+    Idle,
+    /// The socket is full; frames wait in the writer.
+    Blocked,
+    /// The rounds ran out with packets still queued.
+    More,
+    /// Everything went out and the session is closing.
+    Closed(CloseReason),
 }
 
 /// What reading produced.
@@ -321,8 +334,13 @@ impl Connection {
         let mut writer = FrameWriter::default();
         let reason = loop {
             match self.pump(session, &mut writer) {
-                Ok(Some(reason)) => break reason,
-                Ok(None) => {}
+                Ok(Pumped::Closed(reason)) => break reason,
+                Ok(Pumped::More) => {
+                    // A long queue: let other connections run between rounds.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Ok(Pumped::Idle | Pumped::Blocked) => {}
                 Err(_) => {
                     break session
                         .outbox
@@ -330,16 +348,21 @@ impl Connection {
                         .unwrap_or(CloseReason::TransportClose)
                 }
             }
-            if !writer.is_blocked() && session.outbox.has_pending() {
-                // A long queue: let other connections run between rounds.
-                tokio::task::yield_now().await;
-                continue;
-            }
             // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
-            let lent = !writer.is_blocked() && session.outbox.lend_stream(&self.stream);
+            let lendable = !writer.is_blocked();
+            let mut first_poll = true;
+            let mut lent = false;
             // One hand-written wait instead of `select!`: no per-connection future for each source.
             let wake = std::future::poll_fn(|cx| {
-                if session.outbox.poll_ready(cx).is_ready() {
+                let outbox = if first_poll && lendable {
+                    let (ready, was_lent) = session.outbox.lend_stream(&self.stream, cx);
+                    lent = was_lent;
+                    ready
+                } else {
+                    session.outbox.poll_ready(cx)
+                };
+                first_poll = false;
+                if outbox.is_ready() {
                     return Poll::Ready(Wake::Outbox);
                 }
                 if writer.is_blocked() {
@@ -356,7 +379,8 @@ impl Connection {
                 Poll::Pending
             })
             .await;
-            if lent {
+            // An outbox wake took the socket back already.
+            if lent && wake != Wake::Outbox {
                 session.outbox.reclaim_stream();
             }
             match wake {
@@ -411,13 +435,13 @@ impl Connection {
         let goodbye = async {
             loop {
                 match self.pump(session, &mut writer) {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if writer.is_blocked() => {
+                    Ok(Pumped::Closed(_) | Pumped::Idle) | Err(_) => break,
+                    Ok(Pumped::Blocked) => {
                         if self.stream.writable().await.is_err() {
                             return;
                         }
                     }
-                    Ok(None) => {}
+                    Ok(Pumped::More) => {}
                 }
             }
             let _ = self.write_raw(&close).await;
@@ -426,32 +450,23 @@ impl Connection {
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
     }
 
-    /// Moves queued packets to the socket without waiting. Returns the close reason once the session is
-    /// closing and everything queued went out.
-    fn pump(
-        &mut self,
-        session: &Session,
-        writer: &mut FrameWriter,
-    ) -> io::Result<Option<CloseReason>> {
+    /// Moves queued packets to the socket without waiting, at most [`ROUNDS_PER_PUMP`] rounds.
+    fn pump(&mut self, session: &Session, writer: &mut FrameWriter) -> io::Result<Pumped> {
         for _ in 0..ROUNDS_PER_PUMP {
             if writer.is_blocked() && !writer.write_some(&self.stream)? {
-                return Ok(None);
+                return Ok(Pumped::Blocked);
             }
             let mut batch = batch_buffer();
-            let mut written = 0;
-            let closing = session
-                .outbox
-                .drain_frames(&mut batch, BYTES_PER_ROUND, &mut written);
-            let drained = !batch.is_empty();
-            writer.extend(batch, written);
-            if !drained {
-                return Ok(closing);
-            }
+            let drained = session.outbox.drain_frames(&mut batch, BYTES_PER_ROUND);
+            writer.extend(batch, drained.written);
             if !writer.write_some(&self.stream)? {
-                return Ok(None);
+                return Ok(Pumped::Blocked);
+            }
+            if !drained.more {
+                return Ok(drained.closing.map_or(Pumped::Idle, Pumped::Closed));
             }
         }
-        Ok(None)
+        Ok(Pumped::More)
     }
 
     /// Reads available frames and applies each message.
