@@ -31,6 +31,13 @@ pub const BROADCAST_ROOM: &str = "";
 /// each member's writer so the writes spread over every worker thread.
 pub const WRITE_NOW_MAX_MEMBERS: usize = 64;
 
+/// What one room's fan-out did.
+#[derive(Default)]
+struct Fanout {
+    recipients: usize,
+    dropped: usize,
+}
+
 /// An event to publish.
 #[derive(Debug, Clone)]
 pub struct Event<'a> {
@@ -140,18 +147,9 @@ impl Hub {
         for room in event.rooms {
             let key = RoomKey::new(event.nsp, room);
             self.history.append(&key, seq, &packets);
-            self.rooms.for_each_member(&key, |session, members| {
-                let write_now = members <= WRITE_NOW_MAX_MEMBERS;
-                match session.outbox.push_shared_event(seq, &packets, write_now) {
-                    Ok(true) => published.recipients += 1,
-                    Ok(false) => {}
-                    Err(PushError::Full) => {
-                        metrics::counter!("tidings_slow_consumer_disconnects_total").increment(1);
-                        published.dropped += 1;
-                    }
-                    Err(PushError::Closed) => published.dropped += 1,
-                }
-            });
+            let fanout = self.fan_out(&key, seq, &packets);
+            published.recipients += fanout.recipients;
+            published.dropped += fanout.dropped;
         }
         metrics::counter!("tidings_events_published_total").increment(1);
         metrics::counter!("tidings_deliveries_total").increment(published.recipients as u64);
@@ -161,21 +159,28 @@ impl Hub {
     /// Queues an event sequenced elsewhere (by the cluster) for the local members of one room. Call it inside
     /// [`Hub::with_order`], in sequence order.
     pub fn deliver_ordered(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> usize {
-        let mut recipients = 0;
-        self.rooms.for_each_member(key, |session, members| {
-            let write_now = members <= WRITE_NOW_MAX_MEMBERS;
-            match session.outbox.push_shared_event(seq, packets, write_now) {
-                Ok(true) => recipients += 1,
-                Ok(false) => {}
-                Err(PushError::Full) => {
-                    metrics::counter!("tidings_slow_consumer_disconnects_total").increment(1);
-                }
-                Err(PushError::Closed) => {}
-            }
-        });
+        let recipients = self.fan_out(key, seq, packets).recipients;
         self.seq.fetch_max(seq, Ordering::AcqRel);
         metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
         recipients
+    }
+
+    /// Queues (or, for a small room, writes) one event for every local member of a room.
+    fn fan_out(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> Fanout {
+        let mut fanout = Fanout::default();
+        self.rooms.for_each_member(key, |session, members| {
+            let write_now = members <= WRITE_NOW_MAX_MEMBERS;
+            match session.outbox.push_shared_event(seq, packets, write_now) {
+                Ok(true) => fanout.recipients += 1,
+                Ok(false) => {}
+                Err(PushError::Full) => {
+                    metrics::counter!("tidings_slow_consumer_disconnects_total").increment(1);
+                    fanout.dropped += 1;
+                }
+                Err(PushError::Closed) => fanout.dropped += 1,
+            }
+        });
+        fanout
     }
 
     /// Runs `f` with publishing paused, given the last assigned sequence: joins and replays done inside see
