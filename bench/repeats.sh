@@ -41,6 +41,18 @@ rotate() {
   echo "${out[*]}"
 }
 
+# One run of a set: run_case SET "PEERS IN ORDER" OUT_DIR (log in OUT_DIR.log).
+run_case() {
+  local set=$1 order=$2 dir=$3
+  case $set in
+    C-single) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-single.sh "$dir") > "$dir.log" 2>&1 ;;
+    A-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=A bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
+    C-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
+    D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
+    D-cluster) OUT=$dir MODE=cluster PEERS="$order" ROOMS=1000 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
+  esac
+}
+
 for set in $SETS; do
   case $set in
     C-single) peers=(rawlimit-sio tidings socketioxide) ;;
@@ -52,13 +64,14 @@ for set in $SETS; do
     order=$(rotate $((run - 1)) "${peers[@]}")
     dir=$OUT/$set-run$run
     echo "==== $set run $run/$RUNS: $order ($(date -u +%H:%M:%S) UTC)"
-    case $set in
-      C-single) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-single.sh "$dir") > "$dir.log" 2>&1 ;;
-      A-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=A bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
-      C-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
-      D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
-      D-cluster) OUT=$dir MODE=cluster PEERS="$order" ROOMS=1000 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
-    esac
+    if ! run_case "$set" "$order" "$dir"; then
+      # A peer's port can still be held by the previous peer's process while it exits; one retry.
+      echo "==== $set run $run failed (log kept as $dir.failed.log); running it again"
+      mv "$dir.log" "$dir.failed.log"
+      rm -rf "$dir"
+      sleep 5
+      run_case "$set" "$order" "$dir"
+    fi
   done
 done
 
