@@ -137,7 +137,7 @@ impl FrameWriter {
     /// Adds packets behind anything still unsent. `written` bytes of the first one already went out (only
     /// possible when nothing is unsent: the rest of a frame a publisher started, see [`write_frames`]).
     /// Takes `packets` from a [`batch_buffer`]; the buffer goes back to the thread once empty.
-    pub fn extend(&mut self, packets: Vec<Outgoing>, written: usize) {
+    pub fn extend(&mut self, mut packets: Vec<Outgoing>, written: usize) {
         if packets.is_empty() {
             recycle(packets);
         } else if self.unsent.is_empty() {
@@ -145,7 +145,7 @@ impl FrameWriter {
             self.written = written;
         } else {
             debug_assert_eq!(written, 0, "a partial frame can only lead");
-            self.unsent.extend_from_slice(&packets);
+            self.unsent.append(&mut packets);
             recycle(packets);
         }
     }
