@@ -387,7 +387,7 @@ pub(crate) mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn text(s: &'static str) -> Outgoing {
+    pub(crate) fn text(s: &'static str) -> Outgoing {
         Outgoing::Text(Bytes::from_static(s.as_bytes()))
     }
 

@@ -172,12 +172,7 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engineio::outbox::tests::{read_exactly, socket_pair};
-    use bytes::Bytes;
-
-    fn text(s: &'static str) -> Outgoing {
-        Outgoing::Text(Bytes::from_static(s.as_bytes()))
-    }
+    use crate::engineio::outbox::tests::{read_exactly, socket_pair, text};
 
     #[tokio::test]
     async fn an_idle_writer_gives_its_buffer_back_to_the_thread() {
