@@ -175,6 +175,7 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
         max_sessions: config.limits.max_connections,
         cors_origins: config.engine.cors_origins.clone(),
         node_tag,
+        write_interval: config.engine.write_interval(),
     }
 }
 

@@ -109,6 +109,9 @@ pub struct EngineConfig {
     pub connect_timeout_ms: u64,
     /// Origins allowed for polling requests (`*` = any); empty disables CORS headers.
     pub cors_origins: Vec<String>,
+    /// Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events
+    /// arriving closer together leave in one write. A socket quiet for this long is written at once; 0 = never wait.
+    pub write_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -119,6 +122,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             connect_timeout_ms: 45_000,
             cors_origins: vec!["*".to_owned()],
+            write_interval_ms: 20,
         }
     }
 }
@@ -137,6 +141,11 @@ impl EngineConfig {
     /// `connect_timeout_ms` as a duration.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// `write_interval_ms` as a duration.
+    pub fn write_interval(&self) -> Duration {
+        Duration::from_millis(self.write_interval_ms)
     }
 }
 

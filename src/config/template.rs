@@ -39,6 +39,10 @@ max_payload = 1000000
 connect_timeout_ms = 45000
 # Origins allowed for polling requests ("*" = any); [] disables CORS headers.
 cors_origins = ["*"]
+# Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events that
+# arrive closer together leave in one write (fewer syscalls under load). A socket quiet this long is written
+# at once. 0 = write every event at once.
+write_interval_ms = 20
 
 [limits]
 # Concurrent connections accepted by this node.

@@ -4,6 +4,9 @@ use std::collections::HashSet;
 
 use super::{Config, ConfigError};
 
+/// Longest accepted `engine.write_interval_ms`: pacing delays a busy socket's events by up to this much.
+const MAX_WRITE_INTERVAL_MS: u64 = 1000;
+
 impl Config {
     /// Checks the rules serde cannot express; the first broken rule is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -40,6 +43,14 @@ impl Config {
         positive("engine.ping_timeout_ms", e.ping_timeout_ms)?;
         positive("engine.max_payload", e.max_payload)?;
         positive("engine.connect_timeout_ms", e.connect_timeout_ms)?;
+        if e.write_interval_ms > MAX_WRITE_INTERVAL_MS {
+            return invalid(
+                "engine.write_interval_ms",
+                format!(
+                    "must be at most {MAX_WRITE_INTERVAL_MS} (it delays events by up to this much)"
+                ),
+            );
+        }
         for origin in &e.cors_origins {
             if origin != "*" && !has_scheme(origin, &["http", "https"]) {
                 return invalid(

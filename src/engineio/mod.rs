@@ -13,6 +13,7 @@ pub mod polling;
 pub mod polling_conn;
 pub mod session;
 pub mod websocket;
+pub mod write_pacer;
 pub mod ws_frame;
 pub mod ws_writer;
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use engine::Engine;
-pub use outbox::{Outbox, OutboxLimits, PushError};
+pub use outbox::{Outbox, OutboxLimits, PushError, Signal};
 pub use packet::Outgoing;
 pub use session::{Session, Sid};
 
@@ -175,6 +176,8 @@ pub struct EngineConfig {
     pub cors_origins: Vec<String>,
     /// This node's tag, put at the start of every session id.
     pub node_tag: session::NodeTag,
+    /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
+    pub write_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -191,6 +194,7 @@ impl Default for EngineConfig {
             max_sessions: 100_000,
             cors_origins: vec!["*".into()],
             node_tag: session::NodeTag::random(),
+            write_interval: Duration::from_millis(20),
         }
     }
 }

@@ -43,6 +43,16 @@ pub struct Drained {
     pub closing: Option<CloseReason>,
 }
 
+/// What woke a waiting writer (see [`Outbox::poll_signal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Room events were queued: a busy websocket may hold them back to write several at once.
+    Events,
+    /// Something for this client alone is queued (a reply, a ping, a replay), the session is closing, or the
+    /// transport changed: write at once.
+    Urgent,
+}
+
 /// Why a packet was not queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
@@ -73,6 +83,8 @@ struct State {
     lent: Option<Arc<TcpStream>>,
     /// Bytes of the first queued packet's frame already written by a publisher.
     partial: usize,
+    /// Since the last drain, something was queued that should not wait (see [`Signal::Urgent`]).
+    urgent: bool,
 }
 
 /// The outbound queue of one session.
@@ -142,7 +154,7 @@ impl Outbox {
             held.push((seq, packets.clone()));
             return Ok(true);
         }
-        self.push_locked(state, packets, seq, write_now)
+        self.push_locked(state, packets, seq, write_now, false)
     }
 
     /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
@@ -166,16 +178,18 @@ impl Outbox {
     }
 
     fn push_group(&self, packets: &[Outgoing], seq: u64) -> Result<bool, PushError> {
-        self.push_locked(self.state.lock(), packets, seq, false)
+        self.push_locked(self.state.lock(), packets, seq, false, true)
     }
 
     /// Queues `packets` under the lock the caller already holds (one lock per delivery on the fan-out path).
+    /// `urgent` packets wake the writer even behind queued room events (see [`Signal::Urgent`]).
     fn push_locked(
         &self,
         mut state: MutexGuard<'_, State>,
         mut packets: &[Outgoing],
         seq: u64,
         write_now: bool,
+        urgent: bool,
     ) -> Result<bool, PushError> {
         if state.closing.is_some() {
             return Err(PushError::Closed);
@@ -213,10 +227,12 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
+        let newly_urgent = urgent && !state.urgent;
+        state.urgent |= urgent;
         state.queue.extend(packets.iter().cloned());
         state.bytes += size;
-        // Only the first packet after a drain needs to wake the writer.
-        let waiter = if was_empty {
+        // Only the first packet after a drain needs to wake the writer, and the first urgent one.
+        let waiter = if was_empty || newly_urgent {
             signal(&mut state)
         } else {
             [None, None]
@@ -243,6 +259,7 @@ impl Outbox {
         if state.closing.is_none() {
             state.closing = Some(reason);
         }
+        state.urgent = true;
         let waiter = signal(&mut state);
         drop(state);
         wake(waiter);
@@ -263,6 +280,7 @@ impl Outbox {
     /// publisher already wrote and whether packets are left behind.
     pub fn drain_frames(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Drained {
         let mut state = self.state.lock();
+        state.urgent = false;
         let written = std::mem::take(&mut state.partial);
         let mut taken = 0;
         while let Some(front) = state.queue.front() {
@@ -297,11 +315,15 @@ impl Outbox {
     /// nothing queued and the session open, lends it the socket, all under one lock. Returns whether the
     /// socket was lent. Publishers of small rooms write to a lent socket until the writer takes it back:
     /// [`Outbox::poll_ready`] does when it reports ready, [`Outbox::reclaim_stream`] otherwise.
-    pub fn lend_stream(&self, stream: &Arc<TcpStream>, cx: &mut Context<'_>) -> (Poll<()>, bool) {
+    pub fn lend_stream(
+        &self,
+        stream: &Arc<TcpStream>,
+        cx: &mut Context<'_>,
+    ) -> (Poll<Signal>, bool) {
         let mut state = self.state.lock();
         if state.signaled {
             state.signaled = false;
-            return (Poll::Ready(()), false);
+            return (Poll::Ready(signal_kind(&state)), false);
         }
         register(&mut state, cx);
         if !state.queue.is_empty() || state.closing.is_some() {
@@ -325,11 +347,16 @@ impl Outbox {
     /// last time this returned ready; a lent websocket is taken back then. Keeps only the latest waker: one
     /// task waits on an outbox at a time.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_signal(cx).map(|_| ())
+    }
+
+    /// As [`Outbox::poll_ready`], telling whether what woke the writer may wait (see [`Signal`]).
+    pub fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
         let mut state = self.state.lock();
         if state.signaled {
             state.signaled = false;
             state.lent = None;
-            return Poll::Ready(());
+            return Poll::Ready(signal_kind(&state));
         }
         register(&mut state, cx);
         Poll::Pending
@@ -352,7 +379,10 @@ impl Outbox {
 
     /// Wakes the current waiter without queueing anything (transport change).
     pub fn wake(&self) {
-        let waiter = signal(&mut self.state.lock());
+        let mut state = self.state.lock();
+        state.urgent = true;
+        let waiter = signal(&mut state);
+        drop(state);
         wake(waiter);
     }
 }
@@ -374,6 +404,14 @@ fn signal(state: &mut State) -> [Option<Waker>; 2] {
         None
     };
     [state.waiter.take(), closer]
+}
+
+fn signal_kind(state: &State) -> Signal {
+    if state.urgent {
+        Signal::Urgent
+    } else {
+        Signal::Events
+    }
 }
 
 fn wake(waiters: [Option<Waker>; 2]) {
@@ -552,6 +590,38 @@ pub(crate) mod tests {
         // Signaled again: the next wait reports ready and lends nothing.
         assert!(!lend(&ob, &server));
         assert!(!poll_ready_now(&ob), "that wait consumed the signal");
+    }
+
+    fn signal_now(ob: &Outbox) -> Poll<Signal> {
+        ob.poll_signal(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn room_events_may_wait_and_direct_packets_may_not() {
+        let ob = outbox(10, 1000);
+        let mut out = Vec::new();
+        assert_eq!(ob.push_shared_event(1, &shared("a"), false), Ok(true));
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Events));
+        // A reply behind the waiting event wakes the writer again, as urgent.
+        ob.push(text("reply")).unwrap();
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Urgent));
+        // Another one before the drain needs no second wake.
+        ob.push(text("reply 2")).unwrap();
+        assert_eq!(signal_now(&ob), Poll::Pending);
+        ob.drain(&mut out, usize::MAX);
+        // The drain ends the urgency: the next room event may wait again.
+        assert_eq!(ob.push_shared_event(2, &shared("b"), false), Ok(true));
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Events));
+        ob.drain(&mut out, usize::MAX);
+        // Replays, closes and transport changes do not wait either.
+        assert_eq!(ob.push_event(3, &[text("c")]), Ok(true));
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Urgent));
+        ob.drain(&mut out, usize::MAX);
+        ob.wake();
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Urgent));
+        ob.drain(&mut out, usize::MAX);
+        ob.close(CloseReason::ServerShutdown);
+        assert_eq!(signal_now(&ob), Poll::Ready(Signal::Urgent));
     }
 
     #[tokio::test]

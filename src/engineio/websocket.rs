@@ -21,11 +21,12 @@ use super::handshake::EngineError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
+use super::write_pacer::WritePacer;
 use super::ws_frame::{
     accept_key, close_frame, encode_frame, pong_frame, FrameDecoder, OpCode, WsMessage,
 };
 use super::ws_writer::{batch_buffer, FrameWriter};
-use super::{CloseReason, Engine, OpenRequest, Outgoing};
+use super::{CloseReason, Engine, OpenRequest, Outgoing, Signal};
 
 /// Bytes drained from the outbox per write round.
 const BYTES_PER_ROUND: usize = 256 * 1024;
@@ -128,7 +129,7 @@ struct Connection {
 /// Why the connection task woke up.
 #[derive(PartialEq, Eq)]
 enum Wake {
-    Outbox,
+    Outbox(Signal),
     Writable(bool),
     Readable(bool),
     Timer,
@@ -144,6 +145,16 @@ enum Pumped {
     More,
     /// Everything went out and the session is closing.
     Closed(CloseReason),
+}
+
+/// The connection timer's next deadline: the heartbeat's or the paced write's, whichever comes first.
+fn next_deadline(heartbeat: Option<&Heartbeat>, write_due: Option<Instant>) -> Instant {
+    let beat = heartbeat.map(Heartbeat::deadline);
+    match (beat, write_due) {
+        (Some(beat), Some(due)) => beat.min(due),
+        (Some(at), None) | (None, Some(at)) => at,
+        (None, None) => Instant::now() + Duration::from_secs(86_400 * 365),
+    }
 }
 
 /// What reading produced.
@@ -323,33 +334,33 @@ impl Connection {
         session: &Arc<Session>,
         mut heartbeat: Option<Heartbeat>,
     ) {
-        let timer = tokio::time::sleep_until(
-            heartbeat
-                .as_ref()
-                .map(Heartbeat::deadline)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
-        );
+        // One timer for the heartbeat and the write pacing, set to whichever comes first.
+        let timer = tokio::time::sleep_until(next_deadline(heartbeat.as_ref(), None));
         tokio::pin!(timer);
         let mut pongs = session.pong_count();
         let mut writer = FrameWriter::default();
+        let mut pacer = WritePacer::new(engine.config().write_interval);
         let reason = loop {
-            match self.pump(session, &mut writer) {
-                Ok(Pumped::Closed(reason)) => break reason,
-                Ok(Pumped::More) => {
-                    // A long queue: let other connections run between rounds.
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                Ok(Pumped::Idle | Pumped::Blocked) => {}
-                Err(_) => {
-                    break session
-                        .outbox
-                        .closing()
-                        .unwrap_or(CloseReason::TransportClose)
+            if !pacer.is_waiting() {
+                match self.pump(session, &mut writer) {
+                    Ok(Pumped::Closed(reason)) => break reason,
+                    Ok(Pumped::More) => {
+                        // A long queue: let other connections run between rounds.
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Ok(Pumped::Idle | Pumped::Blocked) => {}
+                    Err(_) => {
+                        break session
+                            .outbox
+                            .closing()
+                            .unwrap_or(CloseReason::TransportClose)
+                    }
                 }
             }
             // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
-            let lendable = !writer.is_blocked();
+            let lendable = !writer.is_blocked() && !pacer.is_waiting();
+            let timed = heartbeat.is_some() || pacer.is_waiting();
             let mut first_poll = true;
             let mut lent = false;
             // One hand-written wait instead of `select!`: no per-connection future for each source.
@@ -359,11 +370,11 @@ impl Connection {
                     lent = was_lent;
                     ready
                 } else {
-                    session.outbox.poll_ready(cx)
+                    session.outbox.poll_signal(cx)
                 };
                 first_poll = false;
-                if outbox.is_ready() {
-                    return Poll::Ready(Wake::Outbox);
+                if let Poll::Ready(signal) = outbox {
+                    return Poll::Ready(Wake::Outbox(signal));
                 }
                 if writer.is_blocked() {
                     if let Poll::Ready(result) = self.stream.poll_write_ready(cx) {
@@ -373,22 +384,34 @@ impl Connection {
                 if let Poll::Ready(result) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(Wake::Readable(result.is_ok()));
                 }
-                if heartbeat.is_some() && timer.as_mut().poll(cx).is_ready() {
+                if timed && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Wake::Timer);
                 }
                 Poll::Pending
             })
             .await;
             // An outbox wake took the socket back already.
-            if lent && wake != Wake::Outbox {
+            if lent && !matches!(wake, Wake::Outbox(_)) {
                 session.outbox.reclaim_stream();
             }
             match wake {
-                Wake::Outbox => {
+                Wake::Outbox(signal) => {
                     if writer.is_blocked()
                         && session.outbox.closing() == Some(CloseReason::SlowConsumer)
                     {
                         break CloseReason::SlowConsumer;
+                    }
+                    if signal == Signal::Urgent {
+                        pacer.on_urgent(Instant::now());
+                    } else if !writer.is_blocked()
+                        && !pacer.is_waiting()
+                        && !pacer.on_queued(Instant::now())
+                    {
+                        if let Some(due) = pacer.due() {
+                            timer
+                                .as_mut()
+                                .reset(next_deadline(heartbeat.as_ref(), Some(due)));
+                        }
                     }
                 }
                 Wake::Writable(ok) | Wake::Readable(ok) if !ok => {
@@ -401,8 +424,10 @@ impl Connection {
                     }
                 }
                 Wake::Timer => {
-                    if let Some(beat) = heartbeat.as_mut() {
-                        match beat.on_deadline(Instant::now()) {
+                    let now = Instant::now();
+                    pacer.on_timer(now);
+                    if let Some(beat) = heartbeat.as_mut().filter(|b| b.deadline() <= now) {
+                        match beat.on_deadline(now) {
                             Beat::SendPing => {
                                 if session.outbox.push(Outgoing::ping()).is_ok() {
                                     session.expect_pong_by(beat.deadline());
@@ -410,8 +435,10 @@ impl Connection {
                             }
                             Beat::TimedOut => break CloseReason::PingTimeout,
                         }
-                        timer.as_mut().reset(beat.deadline());
                     }
+                    timer
+                        .as_mut()
+                        .reset(next_deadline(heartbeat.as_ref(), pacer.due()));
                 }
             }
             if let Some(beat) = heartbeat.as_mut() {
@@ -419,7 +446,9 @@ impl Connection {
                 if seen != pongs {
                     pongs = seen;
                     beat.on_pong(Instant::now());
-                    timer.as_mut().reset(beat.deadline());
+                    timer
+                        .as_mut()
+                        .reset(next_deadline(Some(&*beat), pacer.due()));
                 }
             }
         };

@@ -1,0 +1,177 @@
+//! Write coalescing for a busy websocket: queued packets go out at once when the socket has been quiet, but
+//! no sooner than `interval` after its previous write when events keep coming.
+//!
+//! A room of thousands that receives events faster than one per interval would otherwise cost one `writev`
+//! (and, on the client, one read) per member per event. Spacing one socket's writes lets the events that
+//! arrive in between leave together in one `writev`, which on a loaded node is the difference between
+//! keeping up and falling behind. A socket that receives fewer than one event per interval never waits.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// When one websocket may write next. Lives in the connection task; holds no heap memory.
+#[derive(Debug, Clone, Copy)]
+pub struct WritePacer {
+    /// Shortest time between two writes of queued packets, in milliseconds; 0 writes every wake at once.
+    interval_ms: u32,
+    /// When packets were last written (or the writer was last allowed to write).
+    last: Option<Instant>,
+    /// Packets are waiting for [`WritePacer::due`].
+    waiting: bool,
+}
+
+impl WritePacer {
+    /// A pacer spacing writes at least `interval` apart (zero: no spacing).
+    pub fn new(interval: Duration) -> Self {
+        WritePacer {
+            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            last: None,
+            waiting: false,
+        }
+    }
+
+    /// Packets were queued at `now`: returns true when they may be written now (and records the write), false
+    /// when they must wait until [`WritePacer::due`].
+    pub fn on_queued(&mut self, now: Instant) -> bool {
+        if self.waiting {
+            return false;
+        }
+        match self.next_allowed() {
+            Some(next) if next > now => {
+                self.waiting = true;
+                false
+            }
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Something that must not wait was queued at `now`: everything queued is written now, and that counts as
+    /// the socket's latest write.
+    pub fn on_urgent(&mut self, now: Instant) {
+        self.waiting = false;
+        self.last = Some(now);
+    }
+
+    /// When the waiting packets may be written, if packets are waiting.
+    pub fn due(&self) -> Option<Instant> {
+        if self.waiting {
+            self.next_allowed()
+        } else {
+            None
+        }
+    }
+
+    /// The timer fired at `now`: returns true when waiting packets may now be written (and records the
+    /// write), false when nothing waits or it is too early.
+    pub fn on_timer(&mut self, now: Instant) -> bool {
+        match self.due() {
+            Some(due) if due <= now => {
+                self.waiting = false;
+                self.last = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True while queued packets wait for [`WritePacer::due`].
+    pub fn is_waiting(&self) -> bool {
+        self.waiting
+    }
+
+    fn next_allowed(&self) -> Option<Instant> {
+        if self.interval_ms == 0 {
+            return None;
+        }
+        self.last
+            .map(|last| last + Duration::from_millis(u64::from(self.interval_ms)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(20);
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_first_write_goes_at_once() {
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(Instant::now()));
+        assert_eq!(pacer.due(), None);
+        assert!(!pacer.is_waiting());
+    }
+
+    #[test]
+    fn a_write_within_the_interval_waits_for_its_end() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        assert!(pacer.is_waiting());
+        assert_eq!(pacer.due(), Some(at(start, 20)));
+        // More packets while waiting keep the same deadline.
+        assert!(!pacer.on_queued(at(start, 12)));
+        assert_eq!(pacer.due(), Some(at(start, 20)));
+        // Too early: still waiting.
+        assert!(!pacer.on_timer(at(start, 19)));
+        assert!(pacer.is_waiting());
+        assert!(pacer.on_timer(at(start, 20)));
+        assert!(!pacer.is_waiting());
+        // The next write is spaced from the one the timer allowed.
+        assert!(!pacer.on_queued(at(start, 30)));
+        assert_eq!(pacer.due(), Some(at(start, 40)));
+    }
+
+    #[test]
+    fn a_socket_quiet_for_an_interval_writes_at_once() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(start));
+        assert!(pacer.on_queued(at(start, 20)));
+        assert!(pacer.on_queued(at(start, 1000)));
+        assert!(!pacer.is_waiting());
+    }
+
+    #[test]
+    fn an_urgent_packet_ends_the_wait_and_counts_as_a_write() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        pacer.on_urgent(at(start, 8));
+        assert!(!pacer.is_waiting());
+        assert_eq!(pacer.due(), None);
+        // A timer set for the old deadline allows nothing.
+        assert!(!pacer.on_timer(at(start, 20)));
+        assert!(!pacer.on_queued(at(start, 21)));
+        assert_eq!(pacer.due(), Some(at(start, 28)));
+    }
+
+    #[test]
+    fn a_zero_interval_never_waits() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(Duration::ZERO);
+        for ms in [0, 0, 1, 1, 2] {
+            assert!(pacer.on_queued(at(start, ms)));
+            assert_eq!(pacer.due(), None);
+        }
+    }
+
+    #[test]
+    fn a_timer_with_nothing_waiting_allows_nothing() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(!pacer.on_timer(start));
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_timer(at(start, 50)));
+    }
+}
