@@ -23,6 +23,11 @@ use super::packet::Outgoing;
 use super::ws_writer::write_frames;
 use super::CloseReason;
 
+/// A drain of at least this many packets keeps the queue's ring buffer for the next batch.
+const KEEP_QUEUE_MIN_BATCH: usize = 3;
+/// Largest ring buffer kept between batches (packets).
+const KEEP_QUEUE_MAX_CAPACITY: usize = 16;
+
 /// Size limits of one outbox.
 #[derive(Clone, Copy, Debug)]
 pub struct OutboxLimits {
@@ -283,6 +288,7 @@ impl Outbox {
         state.urgent = false;
         let written = std::mem::take(&mut state.partial);
         let mut taken = 0;
+        let mut drained = 0;
         while let Some(front) = state.queue.front() {
             if !out.is_empty() && taken + front.len() > max_bytes {
                 break;
@@ -290,6 +296,7 @@ impl Outbox {
             taken += front.len();
             if let Some(packet) = state.queue.pop_front() {
                 out.push(packet);
+                drained += 1;
             }
         }
         state.bytes -= taken;
@@ -300,8 +307,9 @@ impl Outbox {
                 closing: None,
             };
         }
-        // Give back the ring buffer of a session that just went idle.
-        if state.queue.capacity() > 8 {
+        // A session that drained a batch keeps its ring buffer for the next one instead of growing a new one
+        // every time; one that drained a packet or two (a ping, a rare event) is idle and gives it back.
+        if drained < KEEP_QUEUE_MIN_BATCH || state.queue.capacity() > KEEP_QUEUE_MAX_CAPACITY {
             state.queue = VecDeque::new();
         }
         Drained {
@@ -590,6 +598,32 @@ pub(crate) mod tests {
         // Signaled again: the next wait reports ready and lends nothing.
         assert!(!lend(&ob, &server));
         assert!(!poll_ready_now(&ob), "that wait consumed the signal");
+    }
+
+    #[test]
+    fn a_batch_keeps_the_ring_buffer_and_a_lone_packet_gives_it_back() {
+        let ob = outbox(100, 100_000);
+        let capacity = |ob: &Outbox| ob.state.lock().queue.capacity();
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            ob.push(text("x")).unwrap();
+        }
+        ob.drain(&mut out, usize::MAX);
+        let kept = capacity(&ob);
+        assert!(kept >= 5, "a batch keeps its ring buffer ({kept})");
+        for _ in 0..5 {
+            ob.push(text("y")).unwrap();
+        }
+        assert_eq!(capacity(&ob), kept, "the next batch reuses it");
+        ob.drain(&mut out, usize::MAX);
+        ob.push(text("ping")).unwrap();
+        ob.drain(&mut out, usize::MAX);
+        assert_eq!(capacity(&ob), 0, "an idle session owns no ring buffer");
+        for _ in 0..40 {
+            ob.push(text("z")).unwrap();
+        }
+        ob.drain(&mut out, usize::MAX);
+        assert_eq!(capacity(&ob), 0, "a large ring buffer is not kept");
     }
 
     fn signal_now(ob: &Outbox) -> Poll<Signal> {
