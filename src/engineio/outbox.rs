@@ -168,13 +168,40 @@ impl Outbox {
         self.state.lock().held.get_or_insert_with(Vec::new);
     }
 
-    /// Queues the parked events that are newer than everything queued so far, and stops parking.
+    /// Queues the parked events that are newer than everything queued so far, and stops parking. All under
+    /// one lock: a live event arriving meanwhile cannot be queued ahead of them (the per-session sequence
+    /// check would then drop them as already delivered).
     pub fn release(&self) -> Result<(), PushError> {
-        let held = self.state.lock().held.take().unwrap_or_default();
+        let mut state = self.state.lock();
+        let held = state.held.take().unwrap_or_default();
+        let mut result = Ok(());
+        let mut wake_writer = false;
         for (seq, packets) in held {
-            self.push_group(&packets, seq)?;
+            match admit(&mut state, seq) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+            match self.enqueue(&mut state, &packets, true) {
+                Ok(signal) => wake_writer |= signal,
+                Err(error) => {
+                    wake_writer = true;
+                    result = Err(error);
+                    break;
+                }
+            }
         }
-        Ok(())
+        let waiter = if wake_writer {
+            signal(&mut state)
+        } else {
+            [None, None]
+        };
+        drop(state);
+        wake(waiter);
+        result
     }
 
     /// Drops the parked events and stops parking (the replay they were waiting for was abandoned).
@@ -196,14 +223,8 @@ impl Outbox {
         write_now: bool,
         urgent: bool,
     ) -> Result<bool, PushError> {
-        if state.closing.is_some() {
-            return Err(PushError::Closed);
-        }
-        if seq != 0 {
-            if seq <= state.last_seq {
-                return Ok(false);
-            }
-            state.last_seq = seq;
+        if !admit(&mut state, seq)? {
+            return Ok(false);
         }
         if write_now && state.queue.is_empty() {
             if let Some(stream) = state.lent.as_deref() {
@@ -221,14 +242,30 @@ impl Outbox {
                 state.lent = None;
             }
         }
+        let queued = self.enqueue(&mut state, packets, urgent);
+        let waiter = match queued {
+            Ok(false) => [None, None],
+            Ok(true) | Err(_) => signal(&mut state),
+        };
+        drop(state);
+        wake(waiter);
+        queued.map(|_| true)
+    }
+
+    /// Appends `packets` to the queue; returns whether the writer must be signaled (only the first packet
+    /// after a drain needs to wake it, and the first urgent one). Over the limits nothing is queued and the
+    /// session starts closing as a slow consumer (`Full`; the caller signals the writer).
+    fn enqueue(
+        &self,
+        state: &mut State,
+        packets: &[Outgoing],
+        urgent: bool,
+    ) -> Result<bool, PushError> {
         let size: usize = packets.iter().map(Outgoing::len).sum();
         if state.queue.len() + packets.len() > self.limits.max_messages
             || state.bytes + size > self.limits.max_bytes
         {
             state.closing = Some(CloseReason::SlowConsumer);
-            let waiter = signal(&mut state);
-            drop(state);
-            wake(waiter);
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
@@ -236,15 +273,7 @@ impl Outbox {
         state.urgent |= urgent;
         state.queue.extend(packets.iter().cloned());
         state.bytes += size;
-        // Only the first packet after a drain needs to wake the writer, and the first urgent one.
-        let waiter = if was_empty || newly_urgent {
-            signal(&mut state)
-        } else {
-            [None, None]
-        };
-        drop(state);
-        wake(waiter);
-        Ok(true)
+        Ok(was_empty || newly_urgent)
     }
 
     /// Raises the session's stream position without queueing (after a replay was queued by other means).
@@ -393,6 +422,21 @@ impl Outbox {
         drop(state);
         wake(waiter);
     }
+}
+
+/// Whether an event at `seq` is new to this open session (and, if so, makes `seq` its position). Sequence 0
+/// is not a stream event and is always new.
+fn admit(state: &mut State, seq: u64) -> Result<bool, PushError> {
+    if state.closing.is_some() {
+        return Err(PushError::Closed);
+    }
+    if seq != 0 {
+        if seq <= state.last_seq {
+            return Ok(false);
+        }
+        state.last_seq = seq;
+    }
+    Ok(true)
 }
 
 /// Keeps `cx`'s waker as the one to wake, unless it is already the one kept.
@@ -624,6 +668,39 @@ pub(crate) mod tests {
         }
         ob.drain(&mut out, usize::MAX);
         assert_eq!(capacity(&ob), 0, "a large ring buffer is not kept");
+    }
+
+    #[test]
+    fn live_events_racing_a_release_never_overtake_the_held_ones() {
+        const HELD: u64 = 200;
+        const LIVE: u64 = 200;
+        for round in 0..300 {
+            let ob = Arc::new(outbox(10_000, 1 << 24));
+            ob.hold();
+            for seq in 1..=HELD {
+                ob.push_shared_event(seq, &shared("held"), false).unwrap();
+            }
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let live = {
+                let (ob, start) = (ob.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for seq in HELD + 1..=HELD + LIVE {
+                        ob.push_shared_event(seq, &shared("live"), false).unwrap();
+                    }
+                })
+            };
+            start.wait();
+            ob.release().unwrap();
+            live.join().unwrap();
+            let mut out = Vec::new();
+            ob.drain(&mut out, usize::MAX);
+            assert_eq!(
+                out.len() as u64,
+                HELD + LIVE,
+                "round {round}: events were lost when a live one overtook the held ones"
+            );
+        }
     }
 
     fn signal_now(ob: &Outbox) -> Poll<Signal> {
