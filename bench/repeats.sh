@@ -9,7 +9,8 @@
 # Sets (SETS, in this order by default):
 #   C-single   case C, one process per peer: rawlimit-sio tidings socketioxide (bench/side-by-side.sh's kit script)
 #   A-cluster  case A, 2 nodes + Redis: tidings socketioxide
-#   C-cluster  case C, 2 nodes + Redis: tidings socketioxide
+#   C-cluster  case C, 2 nodes + Redis: tidings socketioxide, and the floor on two processes (bench/floor-pair.sh:
+#              two rawlimit processes without Redis, one publisher each, the same deliveries)
 #   D-single   case D, 990 rooms x 20: rawlimit-sio tidings socketioxide (bench/rooms.sh)
 #   D-cluster  case D, 1000 rooms x 20, 2 nodes + Redis: tidings socketioxide (bench/rooms.sh)
 # Socket.IO on Node is left out of the repeats: it is an order of magnitude behind in the single runs.
@@ -47,7 +48,17 @@ run_case() {
   case $set in
     C-single) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-single.sh "$dir") > "$dir.log" 2>&1 ;;
     A-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=A bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
-    C-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
+    C-cluster)
+      : > "$dir.log"
+      local peer
+      for peer in $order; do
+        if [ "$peer" = rawlimit-pair ]; then
+          "$ROOT/bench/floor-pair.sh" "$dir" >> "$dir.log" 2>&1 || return 1
+        else
+          (cd "$SCRATCH" && PEERS="$peer" CASES=C bash scripts/e2e-peers.sh "$dir") >> "$dir.log" 2>&1 || return 1
+        fi
+      done
+      ;;
     D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
     D-cluster) OUT=$dir MODE=cluster PEERS="$order" ROOMS=1000 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
   esac
@@ -57,7 +68,8 @@ for set in $SETS; do
   case $set in
     C-single) peers=(rawlimit-sio tidings socketioxide) ;;
     D-single) peers=(rawlimit-sio tidings socketioxide) ;;
-    A-cluster | C-cluster | D-cluster) peers=(tidings socketioxide) ;;
+    C-cluster) peers=(rawlimit-pair tidings socketioxide) ;;
+    A-cluster | D-cluster) peers=(tidings socketioxide) ;;
     *) echo "bench/repeats.sh: unknown set $set" >&2; exit 2 ;;
   esac
   for ((run = 1; run <= RUNS; run++)); do
