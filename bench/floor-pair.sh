@@ -7,9 +7,10 @@
 #
 #   bench/floor-pair.sh OUTDIR
 #
-# Writes, in the kit's format (so bench/repeats.py and bench/summarize.py read it like the kit's own runs):
-#   OUTDIR/summary.jsonl (one line appended, peer "rawlimit-pair", case C), OUTDIR/rawlimit-pair.C.wsload.json,
-#   OUTDIR/rawlimit-pair.C.publish.json (both publishers added up), and their .err logs.
+# Writes, with the kit's field names (bench/repeats.py reads it beside the kit's own runs):
+#   OUTDIR/floor-pair.jsonl (one line appended, peer "rawlimit-pair", case C), OUTDIR/rawlimit-pair.C.wsload.json,
+#   OUTDIR/rawlimit-pair.C.publish.json (both publishers added up), and their .err logs. (Not the kit's
+#   summary.jsonl: the kit's own summary script expects per-node memory figures there.)
 # Server CPU is user + system time of both processes (/proc) from just before publishing until the delivery count
 # last moved. Ports are free ones on 127.0.0.1; both processes are stopped by pid at the end.
 # Environment: TOOLS, SCRATCH (bench/kit.sh), CLIENTS (20000), RATE (50 per process), SECS (10).
@@ -103,7 +104,7 @@ row = {"peer": peer, "case": "C", "server_cpu_s": round(cpu, 2), "cpu_window_s":
        "deliveries": dl, "target_deliveries": publish["ok"] // len(ports) * (w.get("connected") or 0),
        "server_cpu_us_per_delivery": round(cpu * 1e6 / dl, 2) if dl else None,
        "loadgen_cpu_s_window": w.get("loadgen_cpu_s_window")}
-with open(f"{out}/summary.jsonl", "a") as f:
+with open(f"{out}/floor-pair.jsonl", "a") as f:
     f.write(json.dumps(row) + "\n")
 print(json.dumps({**row, "p50_ms": w.get("p50_ms"), "p99_ms": w.get("p99_ms")}))
 PY

@@ -34,7 +34,7 @@ def results(directory):
     """[(peer, record)] in the order the peers ran, record = µs/delivery, p50, p99, accepted, asked, delivered,
     due."""
     out = []
-    kit = rows_of(os.path.join(directory, "summary.jsonl"))
+    kit = rows_of(os.path.join(directory, "summary.jsonl")) + rows_of(os.path.join(directory, "floor-pair.jsonl"))
     for row in kit:
         pre = os.path.join(directory, f"{row['peer']}.{row['case']}")
         w, p = load(pre + ".wsload.json"), load(pre + ".publish.json")
@@ -75,7 +75,12 @@ def main():
         per_peer = {}
         for number, directory in runs[set_name]:
             got = results(directory)
-            orders.append(f"{set_name} run {number}: {' → '.join(peer for peer, _ in got)}")
+            try:
+                with open(directory + ".order") as f:
+                    order = f.read().split()
+            except OSError:
+                order = [peer for peer, _ in got]
+            orders.append(f"{set_name} run {number}: {' → '.join(order)}")
             for peer, record in got:
                 per_peer.setdefault(peer, []).append(record)
         for peer, records in per_peer.items():

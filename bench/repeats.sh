@@ -49,14 +49,21 @@ run_case() {
     C-single) (cd "$SCRATCH" && PEERS="$order" CASES=C bash scripts/e2e-single.sh "$dir") > "$dir.log" 2>&1 ;;
     A-cluster) (cd "$SCRATCH" && PEERS="$order" CASES=A bash scripts/e2e-peers.sh "$dir") > "$dir.log" 2>&1 ;;
     C-cluster)
+      # The floor pair runs where it falls in the order; the kit's peers next to each other share one call (each
+      # call starts its own Redis with a pid file in the directory, which must not be a previous call's).
       : > "$dir.log"
-      local peer
-      for peer in $order; do
-        if [ "$peer" = rawlimit-pair ]; then
-          "$ROOT/bench/floor-pair.sh" "$dir" >> "$dir.log" 2>&1 || return 1
-        else
-          (cd "$SCRATCH" && PEERS="$peer" CASES=C bash scripts/e2e-peers.sh "$dir") >> "$dir.log" 2>&1 || return 1
+      local peer kit_peers=""
+      for peer in $order rawlimit-pair; do
+        if [ "$peer" != rawlimit-pair ]; then
+          kit_peers="$kit_peers $peer"
+          continue
         fi
+        if [ -n "$kit_peers" ]; then
+          rm -f "$dir/redis.pid"
+          (cd "$SCRATCH" && PEERS="$kit_peers" CASES=C bash scripts/e2e-peers.sh "$dir") >> "$dir.log" 2>&1 || return 1
+          kit_peers=""
+        fi
+        [ -f "$dir/floor-pair.jsonl" ] || "$ROOT/bench/floor-pair.sh" "$dir" >> "$dir.log" 2>&1 || return 1
       done
       ;;
     D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
@@ -76,6 +83,7 @@ for set in $SETS; do
     order=$(rotate $((run - 1)) "${peers[@]}")
     dir=$OUT/$set-run$run
     echo "==== $set run $run/$RUNS: $order ($(date -u +%H:%M:%S) UTC)"
+    echo "$order" > "$dir.order"
     if ! run_case "$set" "$order" "$dir"; then
       # A peer's port can still be held by the previous peer's process while it exits; one retry.
       echo "==== $set run $run failed (log kept as $dir.failed.log); running it again"
