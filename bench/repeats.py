@@ -15,6 +15,7 @@ SETS = {
     "C-single": "C, single node (19,800 clients, 50/s)",
     "A-cluster": "A, 2 nodes + Redis (2,000 clients, 200/s)",
     "C-cluster": "C, 2 nodes + Redis (20,000 clients, 50/s); rawlimit-pair: 2 floor processes, no Redis",
+    "C-cluster-cadence": "C, 2 nodes + Redis, widening write cadence on (engine.write_interval_max_ms)",
     "D-single": "D, single node (990 rooms × 20, 1,020/s)",
     "D-cluster": "D, 2 nodes + Redis (1,000 rooms × 20, 1,020/s)",
 }

@@ -11,12 +11,15 @@
 #   A-cluster  case A, 2 nodes + Redis: tidings socketioxide
 #   C-cluster  case C, 2 nodes + Redis: tidings socketioxide, and the floor on two processes (bench/floor-pair.sh:
 #              two rawlimit processes without Redis, one publisher each, the same deliveries)
+#   C-cluster-cadence  case C, 2 nodes + Redis: tidings alone, with engine.write_interval_max_ms = $CADENCE_MAX_MS
+#              (300; not in the default sets: the widening write cadence is off by default)
 #   D-single   case D, 990 rooms x 20: rawlimit-sio tidings socketioxide (bench/rooms.sh)
 #   D-cluster  case D, 1000 rooms x 20, 2 nodes + Redis: tidings socketioxide (bench/rooms.sh)
 # Socket.IO on Node is left out of the repeats: it is an order of magnitude behind in the single runs.
 #
 # Environment: RUNS (3), SETS, TOOLS, SCRATCH (bench/kit.sh), TIDINGS_BIN, OUT (raw results, default
-#   /tmp/tidings-repeats-<UTC time>; one directory per set and run), BENCH_MD (BENCHMARKS.md; "none" = do not write).
+#   /tmp/tidings-repeats-<UTC time>; one directory per set and run), BENCH_MD (BENCHMARKS.md; "none" = do not write),
+#   SECTION (the heading of the section written), CADENCE_MAX_MS (300).
 # Loopback only; every process is started and stopped by pid by the scripts it calls.
 set -euo pipefail
 
@@ -27,6 +30,8 @@ RUNS=${RUNS:-3}
 SETS=${SETS:-C-single A-cluster C-cluster D-single D-cluster}
 OUT=${OUT:-${TMPDIR:-/tmp}/tidings-repeats-$(date -u +%Y%m%dT%H%M%S)}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
+SECTION=${SECTION:-## Repeated runs: medians (bench/repeats.sh)}
+CADENCE_MAX_MS=${CADENCE_MAX_MS:-300}
 
 kit_build_tidings
 kit_prepare
@@ -66,6 +71,12 @@ run_case() {
         [ -f "$dir/floor-pair.jsonl" ] || "$ROOT/bench/floor-pair.sh" "$dir" >> "$dir.log" 2>&1 || return 1
       done
       ;;
+    C-cluster-cadence)
+      mkdir -p "$dir"
+      printf '[engine]\nwrite_interval_max_ms = %s\n' "$CADENCE_MAX_MS" > "$dir.toml"
+      (cd "$SCRATCH" && TIDINGS_CONFIG="$dir.toml" PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") \
+        > "$dir.log" 2>&1
+      ;;
     D-single) OUT=$dir MODE=single PEERS="$order" ROOMS=990 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
     D-cluster) OUT=$dir MODE=cluster PEERS="$order" ROOMS=1000 BENCH_MD=none "$ROOT/bench/rooms.sh" > "$dir.log" 2>&1 ;;
   esac
@@ -77,6 +88,7 @@ for set in $SETS; do
     D-single) peers=(rawlimit-sio tidings socketioxide) ;;
     C-cluster) peers=(rawlimit-pair tidings socketioxide) ;;
     A-cluster | D-cluster) peers=(tidings socketioxide) ;;
+    C-cluster-cadence) peers=(tidings) ;;
     *) echo "bench/repeats.sh: unknown set $set" >&2; exit 2 ;;
   esac
   for ((run = 1; run <= RUNS; run++)); do
@@ -97,5 +109,5 @@ done
 
 python3 "$ROOT/bench/repeats.py" "$OUT" > "$OUT/summary.md"
 cat "$OUT/summary.md"
-[ "$BENCH_MD" = none ] || kit_write_section "## Repeated runs: medians (bench/repeats.sh)" "$OUT/summary.md" \
-  "Command: \`RUNS=$RUNS SETS=\"$SETS\" bench/repeats.sh\`; raw results in \`$OUT\`."
+[ "$BENCH_MD" = none ] || kit_write_section "$SECTION" "$OUT/summary.md" \
+  "Command: \`RUNS=$RUNS SETS=\"$SETS\" CADENCE_MAX_MS=$CADENCE_MAX_MS bench/repeats.sh\`; raw results in \`$OUT\`."

@@ -176,6 +176,7 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
         cors_origins: config.engine.cors_origins.clone(),
         node_tag,
         write_interval: config.engine.write_interval(),
+        write_interval_max: config.engine.write_interval_max(),
     }
 }
 

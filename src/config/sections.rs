@@ -112,6 +112,11 @@ pub struct EngineConfig {
     /// Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events
     /// arriving closer together leave in one write. A socket quiet for this long is written at once; 0 = never wait.
     pub write_interval_ms: u64,
+    /// Longest the write interval may grow to while this node's writers run late (more busy sockets than
+    /// time to write them), in milliseconds: they are then written on a steady, wider cadence, in fewer and
+    /// larger writes, which leaves CPU to whatever shares the machine. 0 (or not above `write_interval_ms`):
+    /// the interval never changes.
+    pub write_interval_max_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -123,6 +128,7 @@ impl Default for EngineConfig {
             connect_timeout_ms: 45_000,
             cors_origins: vec!["*".to_owned()],
             write_interval_ms: 20,
+            write_interval_max_ms: 0,
         }
     }
 }
@@ -146,6 +152,11 @@ impl EngineConfig {
     /// `write_interval_ms` as a duration.
     pub fn write_interval(&self) -> Duration {
         Duration::from_millis(self.write_interval_ms)
+    }
+
+    /// `write_interval_max_ms` as a duration.
+    pub fn write_interval_max(&self) -> Duration {
+        Duration::from_millis(self.write_interval_max_ms)
     }
 }
 

@@ -43,6 +43,11 @@ cors_origins = ["*"]
 # arrive closer together leave in one write (fewer syscalls under load). A socket quiet this long is written
 # at once. 0 = write every event at once.
 write_interval_ms = 20
+# Longest the write interval may grow to while this node's writers run late (more busy sockets than time to
+# write them), in milliseconds: they are then written on a steady, wider cadence, in fewer and larger writes,
+# which leaves CPU to whatever shares the machine (see the README's design notes before raising it).
+# 0 (or not above write_interval_ms) = the interval never changes.
+write_interval_max_ms = 0
 
 [limits]
 # Concurrent connections accepted by this node.

@@ -43,13 +43,18 @@ impl Config {
         positive("engine.ping_timeout_ms", e.ping_timeout_ms)?;
         positive("engine.max_payload", e.max_payload)?;
         positive("engine.connect_timeout_ms", e.connect_timeout_ms)?;
-        if e.write_interval_ms > MAX_WRITE_INTERVAL_MS {
-            return invalid(
-                "engine.write_interval_ms",
-                format!(
-                    "must be at most {MAX_WRITE_INTERVAL_MS} (it delays events by up to this much)"
-                ),
-            );
+        for (field, value) in [
+            ("engine.write_interval_ms", e.write_interval_ms),
+            ("engine.write_interval_max_ms", e.write_interval_max_ms),
+        ] {
+            if value > MAX_WRITE_INTERVAL_MS {
+                return invalid(
+                    field,
+                    format!(
+                        "must be at most {MAX_WRITE_INTERVAL_MS} (it delays events by up to this much)"
+                    ),
+                );
+            }
         }
         for origin in &e.cors_origins {
             if origin != "*" && !has_scheme(origin, &["http", "https"]) {

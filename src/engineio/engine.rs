@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use super::handshake::{self, EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
+use super::write_cadence::WriteCadence;
 use super::{
     CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing, SessionRouter,
 };
@@ -38,6 +39,7 @@ enum Routed {
 /// One Engine.IO endpoint (e.g. `/socket.io/`) and all its sessions.
 pub struct Engine {
     config: EngineConfig,
+    write_cadence: WriteCadence,
     handler: Arc<dyn EngineHandler>,
     shards: Box<[SessionShard]>,
     count: AtomicUsize,
@@ -50,6 +52,7 @@ impl Engine {
     /// A new endpoint whose sessions are handed to `handler`.
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Engine> {
         let engine = Arc::new(Engine {
+            write_cadence: WriteCadence::new(config.write_interval, config.write_interval_max),
             config,
             handler,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -70,6 +73,11 @@ impl Engine {
     /// The endpoint's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// The interval busy websockets are paced at, and how it follows the writers' lag.
+    pub fn write_cadence(&self) -> &WriteCadence {
+        &self.write_cadence
     }
 
     /// Number of open sessions.

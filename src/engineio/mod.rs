@@ -13,6 +13,7 @@ pub mod polling;
 pub mod polling_conn;
 pub mod session;
 pub mod websocket;
+pub mod write_cadence;
 pub mod write_pacer;
 pub mod ws_frame;
 pub mod ws_writer;
@@ -178,6 +179,9 @@ pub struct EngineConfig {
     pub node_tag: session::NodeTag,
     /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
     pub write_interval: Duration,
+    /// Longest the write interval grows to while the node's writers run late (see [`write_cadence`]); not
+    /// above `write_interval`: a fixed interval.
+    pub write_interval_max: Duration,
 }
 
 impl Default for EngineConfig {
@@ -195,6 +199,7 @@ impl Default for EngineConfig {
             cors_origins: vec!["*".into()],
             node_tag: session::NodeTag::random(),
             write_interval: Duration::from_millis(20),
+            write_interval_max: Duration::ZERO,
         }
     }
 }

@@ -20,6 +20,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
 
 use super::packet::Outgoing;
+use super::write_cadence::now_ms;
 use super::ws_writer::write_frames;
 use super::CloseReason;
 
@@ -42,6 +43,8 @@ pub struct OutboxLimits {
 pub struct Drained {
     /// Bytes of the first drained packet's frame a publisher already wrote (0 when none).
     pub written: usize,
+    /// When the drained packets started waiting, on [`now_ms`]'s clock (`None`: nothing was drained).
+    pub queued_ms: Option<u32>,
     /// Packets are still queued: the byte budget ran out.
     pub more: bool,
     /// The session is closing and nothing is left queued.
@@ -88,6 +91,8 @@ struct State {
     lent: Option<Arc<TcpStream>>,
     /// Bytes of the first queued packet's frame already written by a publisher.
     partial: usize,
+    /// When the queue last went from empty to not empty ([`now_ms`]), to tell how late the writer runs.
+    queued_ms: u32,
     /// Since the last drain, something was queued that should not wait (see [`Signal::Urgent`]).
     urgent: bool,
 }
@@ -269,6 +274,9 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
+        if was_empty {
+            state.queued_ms = now_ms();
+        }
         let newly_urgent = urgent && !state.urgent;
         state.urgent |= urgent;
         state.queue.extend(packets.iter().cloned());
@@ -329,9 +337,13 @@ impl Outbox {
             }
         }
         state.bytes -= taken;
+        let queued_ms = (drained > 0).then_some(state.queued_ms);
         if !state.queue.is_empty() {
+            // The rest waits from now: the writer takes it in its next round.
+            state.queued_ms = now_ms();
             return Drained {
                 written,
+                queued_ms,
                 more: true,
                 closing: None,
             };
@@ -343,6 +355,7 @@ impl Outbox {
         }
         Drained {
             written,
+            queued_ms,
             more: false,
             closing: state.closing.clone(),
         }

@@ -21,6 +21,7 @@ use super::handshake::EngineError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
+use super::write_cadence::now_ms;
 use super::write_pacer::WritePacer;
 use super::ws_frame::{
     accept_key, close_frame, encode_frame, pong_frame, FrameDecoder, OpCode, WsMessage,
@@ -339,10 +340,19 @@ impl Connection {
         tokio::pin!(timer);
         let mut pongs = session.pong_count();
         let mut writer = FrameWriter::default();
-        let mut pacer = WritePacer::new(engine.config().write_interval);
+        let cadence = engine.write_cadence();
+        let mut pacer = WritePacer::new(cadence.interval());
         let reason = loop {
             if !pacer.is_waiting() {
-                match self.pump(session, &mut writer) {
+                let mut queued_ms = None;
+                let pumped = self.pump(session, &mut writer, &mut queued_ms);
+                if let Some(queued_ms) = queued_ms {
+                    let now = now_ms();
+                    if let Some(lag) = pacer.lag_of_write(queued_ms, now) {
+                        cadence.report(lag, now);
+                    }
+                }
+                match pumped {
                     Ok(Pumped::Closed(reason)) => break reason,
                     Ok(Pumped::More) => {
                         // A long queue: let other connections run between rounds.
@@ -401,6 +411,7 @@ impl Connection {
                     {
                         break CloseReason::SlowConsumer;
                     }
+                    pacer.set_interval(cadence.interval());
                     if signal == Signal::Urgent {
                         pacer.on_urgent(Instant::now());
                     } else if !writer.is_blocked()
@@ -463,7 +474,7 @@ impl Connection {
         // Send what is still queued (e.g. a disconnect packet), then the close frame, within a bound.
         let goodbye = async {
             loop {
-                match self.pump(session, &mut writer) {
+                match self.pump(session, &mut writer, &mut None) {
                     Ok(Pumped::Closed(_) | Pumped::Idle) | Err(_) => break,
                     Ok(Pumped::Blocked) => {
                         if self.stream.writable().await.is_err() {
@@ -479,14 +490,25 @@ impl Connection {
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
     }
 
-    /// Moves queued packets to the socket without waiting, at most [`ROUNDS_PER_PUMP`] rounds.
-    fn pump(&mut self, session: &Session, writer: &mut FrameWriter) -> io::Result<Pumped> {
-        for _ in 0..ROUNDS_PER_PUMP {
+    /// Moves queued packets to the socket without waiting, at most [`ROUNDS_PER_PUMP`] rounds. When it
+    /// starts with nothing unsent and drains packets, `queued_ms` tells when they were queued (a socket that
+    /// was blocked says nothing of how late the node runs).
+    fn pump(
+        &mut self,
+        session: &Session,
+        writer: &mut FrameWriter,
+        queued_ms: &mut Option<u32>,
+    ) -> io::Result<Pumped> {
+        let unblocked = !writer.is_blocked();
+        for round in 0..ROUNDS_PER_PUMP {
             if writer.is_blocked() && !writer.write_some(&self.stream)? {
                 return Ok(Pumped::Blocked);
             }
             let mut batch = batch_buffer();
             let drained = session.outbox.drain_frames(&mut batch, BYTES_PER_ROUND);
+            if round == 0 && unblocked {
+                *queued_ms = drained.queued_ms;
+            }
             writer.extend(batch, drained.written);
             if !writer.write_some(&self.stream)? {
                 return Ok(Pumped::Blocked);

@@ -10,6 +10,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::write_cadence::SAMPLE_EVERY;
+
+/// Larger lags are reported as this (a clock step, or a socket that sat blocked: not the node's lag).
+const MAX_LAG_MS: u32 = 10_000;
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
 /// When one websocket may write next. Lives in the connection task; holds no heap memory.
 #[derive(Debug, Clone, Copy)]
 pub struct WritePacer {
@@ -19,16 +28,38 @@ pub struct WritePacer {
     last: Option<Instant>,
     /// Packets are waiting for [`WritePacer::due`].
     waiting: bool,
+    /// How late the next write runs, for the node's write cadence (see [`WritePacer::lag_of_write`]).
+    lateness: Lateness,
+    /// Writes since the last lag sample.
+    unsampled: u8,
+}
+
+/// What the next write's lag is measured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lateness {
+    /// From when its packets were queued: nothing held them back on purpose.
+    SinceQueued,
+    /// Known already: the pacing wait ended this many milliseconds before the writer ran.
+    Known(u32),
+    /// Unknown: packets held back on purpose were written early (something urgent came).
+    Unknown,
 }
 
 impl WritePacer {
     /// A pacer spacing writes at least `interval` apart (zero: no spacing).
     pub fn new(interval: Duration) -> Self {
         WritePacer {
-            interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+            interval_ms: millis(interval),
             last: None,
             waiting: false,
+            lateness: Lateness::SinceQueued,
+            unsampled: 0,
         }
+    }
+
+    /// Changes the spacing (the node's cadence moved); a wait in progress ends at the new deadline.
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval_ms = millis(interval);
     }
 
     /// Packets were queued at `now`: returns true when they may be written now (and records the write), false
@@ -52,6 +83,9 @@ impl WritePacer {
     /// Something that must not wait was queued at `now`: everything queued is written now, and that counts as
     /// the socket's latest write.
     pub fn on_urgent(&mut self, now: Instant) {
+        if self.waiting {
+            self.lateness = Lateness::Unknown;
+        }
         self.waiting = false;
         self.last = Some(now);
     }
@@ -72,9 +106,28 @@ impl WritePacer {
             Some(due) if due <= now => {
                 self.waiting = false;
                 self.last = Some(now);
+                self.lateness = Lateness::Known(millis(now - due));
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Packets queued at `queued_ms` were just taken for writing at `now_ms` (both on
+    /// [`write_cadence::now_ms`](super::write_cadence::now_ms)'s clock): how late the writer ran, beyond any
+    /// wait the pacer asked for. `None` for most writes (one in [`SAMPLE_EVERY`] is reported) and when the
+    /// lag cannot be told.
+    pub fn lag_of_write(&mut self, queued_ms: u32, now_ms: u32) -> Option<u32> {
+        let lateness = std::mem::replace(&mut self.lateness, Lateness::SinceQueued);
+        self.unsampled += 1;
+        if self.unsampled < SAMPLE_EVERY {
+            return None;
+        }
+        self.unsampled = 0;
+        match lateness {
+            Lateness::SinceQueued => Some(now_ms.wrapping_sub(queued_ms).min(MAX_LAG_MS)),
+            Lateness::Known(lag) => Some(lag),
+            Lateness::Unknown => None,
         }
     }
 
@@ -164,6 +217,65 @@ mod tests {
             assert!(pacer.on_queued(at(start, ms)));
             assert_eq!(pacer.due(), None);
         }
+    }
+
+    /// The lag reported for `SAMPLE_EVERY` writes in a row, the last one being the sampled one.
+    fn sampled_lag(pacer: &mut WritePacer, queued_ms: u32, now_ms: u32) -> Option<u32> {
+        for _ in 1..SAMPLE_EVERY {
+            assert_eq!(pacer.lag_of_write(queued_ms, now_ms), None);
+        }
+        pacer.lag_of_write(queued_ms, now_ms)
+    }
+
+    #[test]
+    fn an_unpaced_write_lags_from_when_its_packets_were_queued() {
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(Instant::now()));
+        assert_eq!(sampled_lag(&mut pacer, 1_000, 1_180), Some(180));
+        assert_eq!(
+            sampled_lag(&mut pacer, u32::MAX - 5, 4),
+            Some(10),
+            "the clock wraps"
+        );
+    }
+
+    #[test]
+    fn a_paced_write_lags_only_from_the_end_of_its_wait() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        for _ in 1..SAMPLE_EVERY {
+            pacer.lag_of_write(0, 0);
+        }
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        assert!(pacer.on_timer(at(start, 27)));
+        // Queued 22 ms before the write, but 20 of them were the pacing wait.
+        assert_eq!(pacer.lag_of_write(5, 27), Some(7));
+    }
+
+    #[test]
+    fn a_wait_cut_short_by_an_urgent_packet_reports_no_lag() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        for _ in 1..SAMPLE_EVERY {
+            pacer.lag_of_write(0, 0);
+        }
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        pacer.on_urgent(at(start, 15));
+        assert_eq!(pacer.lag_of_write(5, 15), None);
+    }
+
+    #[test]
+    fn a_new_interval_moves_the_deadline_of_a_wait() {
+        let start = Instant::now();
+        let mut pacer = WritePacer::new(INTERVAL);
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        pacer.set_interval(Duration::from_millis(200));
+        assert_eq!(pacer.due(), Some(at(start, 200)));
+        assert!(!pacer.on_timer(at(start, 20)));
+        assert!(pacer.on_timer(at(start, 200)));
     }
 
     #[test]
