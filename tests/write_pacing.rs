@@ -1,11 +1,12 @@
 //! Write pacing (`engine.write_interval_ms`): a websocket that was just written waits out the interval before
 //! its next write, and the events that arrive meanwhile leave together; a quiet socket is written at once.
+//! With `engine.write_interval_max_ms`, a node whose writers run late widens that interval.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{start, token, Api, WsClient, WAIT};
+use common::{metric, process_metrics, start, token, Api, WsClient, WAIT};
 use serde_json::json;
 use tidings::hub::WRITE_NOW_MAX_MEMBERS;
 use tokio::time::Instant;
@@ -114,4 +115,64 @@ async fn a_zero_interval_writes_every_event_at_once() {
     publish(&api, "news", 3).await;
     clients[0].recv_event(WAIT).await;
     assert_all_got_three(&mut clients[1..]).await;
+}
+
+/// One thread runs the node, the clients and this test. Each event reaches the sockets right after their
+/// previous write, so the pacer holds it for the base interval; the test then holds the thread for longer, and
+/// the pacing timers fire late: every write runs `HOLD - BASE` behind.
+#[tokio::test(flavor = "current_thread")]
+async fn a_node_whose_writers_run_late_widens_its_write_interval() {
+    const BASE: Duration = Duration::from_millis(50);
+    const HOLD: Duration = Duration::from_millis(300);
+    let node = start(|c| {
+        c.engine.write_interval_ms = BASE.as_millis() as u64;
+        c.engine.write_interval_max_ms = 500;
+    })
+    .await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let mut clients = room_of_members(&api, addr, "news").await;
+    let interval = || {
+        node.node()
+            .engines
+            .iter()
+            .map(|engine| engine.write_cadence().interval())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(interval(), BASE);
+
+    // One write in 8 per connection reports its lag: a dozen late writes give every connection a report.
+    for n in 1..=12 {
+        publish(&api, "news", n).await;
+        std::thread::sleep(HOLD);
+        // Lets the timers fire and the writers write.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let widened = interval();
+    assert!(
+        widened >= 4 * BASE,
+        "after writes {:?} late the interval is {widened:?}",
+        HOLD - BASE
+    );
+    let text = process_metrics().await;
+    assert!(metric(&text, "tidings_ws_write_lag_ms") >= 100.0, "{text}");
+    assert!(metric(&text, "tidings_ws_write_interval_ms") >= 100.0, "{text}");
+
+    // The writers pace by the wider interval: an event right after a write waits well beyond the base.
+    for client in clients.iter_mut() {
+        for n in 1..=12 {
+            assert_eq!(client.recv_event(WAIT).await.data, json!({ "n": n }));
+        }
+    }
+    publish(&api, "news", 13).await;
+    clients[0].recv_event(WAIT).await;
+    let first_at = Instant::now();
+    publish(&api, "news", 14).await;
+    assert_eq!(clients[0].recv_event(WAIT).await.data, json!({ "n": 14 }));
+    assert!(
+        first_at.elapsed() >= 2 * BASE,
+        "event 14 came {:?} after event 13",
+        first_at.elapsed()
+    );
 }
