@@ -3,14 +3,15 @@
 # run to run, so that no peer always goes first (or last) after the same neighbour. Prints a table of every run and
 # the medians, and writes the section "## Repeated runs: medians (bench/repeats.sh)" of BENCHMARKS.md.
 #
-#   bench/repeats.sh                     # RUNS=3 of: C single node, A and C on 2 nodes + Redis, D single and 2-node
+#   bench/repeats.sh                     # RUNS=3 of: C single node, A on 2 nodes + Redis, D single and 2-node
 #   RUNS=2 SETS="C-single D-single" bench/repeats.sh
 #
 # Sets (SETS, in this order by default):
 #   C-single   case C, one process per peer: rawlimit-sio tidings socketioxide (bench/side-by-side.sh's kit script)
 #   A-cluster  case A, 2 nodes + Redis: tidings socketioxide
 #   C-cluster  case C, 2 nodes + Redis: tidings socketioxide, and the floor on two processes (bench/floor-pair.sh:
-#              two rawlimit processes without Redis, one publisher each, the same deliveries)
+#              two rawlimit processes without Redis, one publisher each, the same deliveries); not in the default
+#              sets: bench/run.sh runs it with C-cluster-cadence as its own part (c2)
 #   C-cluster-cadence  case C, 2 nodes + Redis: tidings alone, with engine.write_interval_max_ms = $CADENCE_MAX_MS
 #              (300; not in the default sets: the widening write cadence is off by default)
 #   D-single   case D, 990 rooms x 20: rawlimit-sio tidings socketioxide (bench/rooms.sh)
@@ -27,7 +28,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/kit.sh
 . "$ROOT/bench/kit.sh"
 RUNS=${RUNS:-3}
-SETS=${SETS:-C-single A-cluster C-cluster D-single D-cluster}
+SETS=${SETS:-C-single A-cluster D-single D-cluster}
 OUT=${OUT:-${TMPDIR:-/tmp}/tidings-repeats-$(date -u +%Y%m%dT%H%M%S)}
 BENCH_MD=${BENCH_MD:-$ROOT/BENCHMARKS.md}
 SECTION=${SECTION:-## Repeated runs: medians (bench/repeats.sh)}

@@ -2,7 +2,7 @@
 # Reproduces BENCHMARKS.md: runs every benchmark of bench/ one after the other (they must not overlap: the machine's
 # cores are shared by the servers and the load generators) and each one rewrites its own section.
 #
-#   bench/run.sh                      # everything, about an hour on 2 cores
+#   bench/run.sh                      # everything, about 75 minutes on 2 cores
 #   bench/run.sh single cluster       # only those parts
 #
 # Parts, in the order they run:
@@ -14,7 +14,9 @@
 #   scaling     1x/2x/5x/10x clients and rooms (bench/scaling.sh)
 #   crosscheck  tidings bench against wsload on the same events (bench/crosscheck.sh)
 #   recovery    replay after a mass disconnection, history memory (bench/recovery.sh)
-#   repeats     the noisiest cases (C single, A and C on 2 nodes, D both) 3 times each, medians (bench/repeats.sh)
+#   repeats     the noisiest cases (C single, A on 2 nodes, D both) 3 times each, medians (bench/repeats.sh)
+#   c2          case C on 2 nodes 3 times, beside the floor on two processes, and again with the widening write
+#               cadence on (bench/repeats.sh, sets C-cluster and C-cluster-cadence)
 #
 # Environment: TOOLS, SCRATCH (bench/kit.sh); each script documents its own knobs.
 set -euo pipefail
@@ -22,7 +24,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/kit.sh
 . "$ROOT/bench/kit.sh"
-ALL=(micro memory single cluster rooms scaling crosscheck recovery repeats)
+ALL=(micro memory single cluster rooms scaling crosscheck recovery repeats c2)
 PARTS=("$@")
 [ ${#PARTS[@]} -gt 0 ] || PARTS=("${ALL[@]}")
 
@@ -40,6 +42,11 @@ for part in "${PARTS[@]}"; do
     crosscheck) "$ROOT/bench/crosscheck.sh" ;;
     recovery) "$ROOT/bench/recovery.sh" ;;
     repeats) "$ROOT/bench/repeats.sh" ;;
+    c2)
+      SETS="C-cluster C-cluster-cadence" \
+        SECTION="## Case C on 2 nodes: the floor on two processes, and the widening write cadence (bench/repeats.sh)" \
+        "$ROOT/bench/repeats.sh"
+      ;;
     *)
       echo "bench/run.sh: unknown part '$part' (one of: ${ALL[*]})" >&2
       exit 2
