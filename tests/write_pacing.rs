@@ -157,7 +157,10 @@ async fn a_node_whose_writers_run_late_widens_its_write_interval() {
     );
     let text = process_metrics().await;
     assert!(metric(&text, "tidings_ws_write_lag_ms") >= 100.0, "{text}");
-    assert!(metric(&text, "tidings_ws_write_interval_ms") >= 100.0, "{text}");
+    assert!(
+        metric(&text, "tidings_ws_write_interval_ms") >= 100.0,
+        "{text}"
+    );
 
     // The writers pace by the wider interval: an event right after a write waits well beyond the base.
     for client in clients.iter_mut() {
