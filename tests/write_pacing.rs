@@ -117,13 +117,16 @@ async fn a_zero_interval_writes_every_event_at_once() {
     assert_all_got_three(&mut clients[1..]).await;
 }
 
-/// One thread runs the node, the clients and this test. Each event reaches the sockets right after their
-/// previous write, so the pacer holds it for the base interval; the test then holds the thread for longer, and
-/// the pacing timers fire late: every write runs `HOLD - BASE` behind.
+/// One thread runs the node, the clients and this test. Two events right after each other: the second one
+/// finds the sockets just written (or still waiting for a write), so the pacer holds it; the test then holds
+/// the thread for longer than the base interval, and the pacing timers fire late. From the second round on,
+/// the first event of a round also arrives within the base interval of the late write before it, so every
+/// write runs about `HOLD - BASE` behind.
 #[tokio::test(flavor = "current_thread")]
 async fn a_node_whose_writers_run_late_widens_its_write_interval() {
     const BASE: Duration = Duration::from_millis(50);
     const HOLD: Duration = Duration::from_millis(300);
+    const ROUNDS: u64 = 12;
     let node = start(|c| {
         c.engine.write_interval_ms = BASE.as_millis() as u64;
         c.engine.write_interval_max_ms = 500;
@@ -143,8 +146,9 @@ async fn a_node_whose_writers_run_late_widens_its_write_interval() {
     assert_eq!(interval(), BASE);
 
     // One write in 8 per connection reports its lag: a dozen late writes give every connection a report.
-    for n in 1..=12 {
-        publish(&api, "news", n).await;
+    for round in 0..ROUNDS {
+        publish(&api, "news", 2 * round + 1).await;
+        publish(&api, "news", 2 * round + 2).await;
         std::thread::sleep(HOLD);
         // Lets the timers fire and the writers write.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -164,18 +168,19 @@ async fn a_node_whose_writers_run_late_widens_its_write_interval() {
 
     // The writers pace by the wider interval: an event right after a write waits well beyond the base.
     for client in clients.iter_mut() {
-        for n in 1..=12 {
+        for n in 1..=2 * ROUNDS {
             assert_eq!(client.recv_event(WAIT).await.data, json!({ "n": n }));
         }
     }
-    publish(&api, "news", 13).await;
+    let (last, next) = (2 * ROUNDS + 1, 2 * ROUNDS + 2);
+    publish(&api, "news", last).await;
     clients[0].recv_event(WAIT).await;
     let first_at = Instant::now();
-    publish(&api, "news", 14).await;
-    assert_eq!(clients[0].recv_event(WAIT).await.data, json!({ "n": 14 }));
+    publish(&api, "news", next).await;
+    assert_eq!(clients[0].recv_event(WAIT).await.data, json!({ "n": next }));
     assert!(
         first_at.elapsed() >= 2 * BASE,
-        "event 14 came {:?} after event 13",
+        "event {next} came {:?} after event {last}",
         first_at.elapsed()
     );
 }

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, Waker};
 use tokio::net::TcpStream;
 
 use super::packet::Outgoing;
-use super::write_cadence::now_ms;
+use super::write_cadence::{self, now_ms};
 use super::ws_writer::write_frames;
 use super::CloseReason;
 
@@ -43,7 +43,8 @@ pub struct OutboxLimits {
 pub struct Drained {
     /// Bytes of the first drained packet's frame a publisher already wrote (0 when none).
     pub written: usize,
-    /// When the drained packets started waiting, on [`now_ms`]'s clock (`None`: nothing was drained).
+    /// When the drained packets started waiting, on [`now_ms`]'s clock (`None`: nothing was drained; 0 while
+    /// [`write_cadence::tracking`] is off).
     pub queued_ms: Option<u32>,
     /// Packets are still queued: the byte budget ran out.
     pub more: bool,
@@ -274,7 +275,7 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
-        if was_empty {
+        if was_empty && write_cadence::tracking() {
             state.queued_ms = now_ms();
         }
         let newly_urgent = urgent && !state.urgent;
@@ -340,7 +341,9 @@ impl Outbox {
         let queued_ms = (drained > 0).then_some(state.queued_ms);
         if !state.queue.is_empty() {
             // The rest waits from now: the writer takes it in its next round.
-            state.queued_ms = now_ms();
+            if write_cadence::tracking() {
+                state.queued_ms = now_ms();
+            }
             return Drained {
                 written,
                 queued_ms,
@@ -655,6 +658,29 @@ pub(crate) mod tests {
         // Signaled again: the next wait reports ready and lends nothing.
         assert!(!lend(&ob, &server));
         assert!(!poll_ready_now(&ob), "that wait consumed the signal");
+    }
+
+    #[test]
+    fn a_drain_tells_when_its_packets_started_waiting() {
+        // An adaptive cadence turns the tracking on for the process.
+        let _cadence = write_cadence::WriteCadence::new(
+            std::time::Duration::from_millis(20),
+            std::time::Duration::from_millis(300),
+        );
+        assert!(write_cadence::tracking());
+        let ob = outbox(16, 1 << 20);
+        let mut out = Vec::new();
+        assert_eq!(ob.drain_frames(&mut out, usize::MAX).queued_ms, None);
+        let before = now_ms();
+        ob.push(text("a")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        ob.push(text("b")).unwrap();
+        let queued = ob.drain_frames(&mut out, usize::MAX).queued_ms.unwrap();
+        assert!(queued >= before, "queued {queued}, test started {before}");
+        assert!(
+            now_ms().wrapping_sub(queued) >= 30,
+            "the first packet's wait counts"
+        );
     }
 
     #[test]

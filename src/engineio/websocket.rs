@@ -346,7 +346,7 @@ impl Connection {
             if !pacer.is_waiting() {
                 let mut queued_ms = None;
                 let pumped = self.pump(session, &mut writer, &mut queued_ms);
-                if let Some(queued_ms) = queued_ms {
+                if let Some(queued_ms) = queued_ms.filter(|_| cadence.is_adaptive()) {
                     let now = now_ms();
                     if let Some(lag) = pacer.lag_of_write(queued_ms, now) {
                         cadence.report(lag, now);

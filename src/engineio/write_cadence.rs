@@ -13,7 +13,7 @@
 //! up narrows it by [`NARROW`] per tick, down to the configured interval. So the interval settles just
 //! above the time the node needs to write all its busy sockets once.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,14 @@ pub const HEADROOM: f64 = 1.2;
 pub const NARROW: f64 = 0.95;
 /// One write in this many reports its lag (a shared counter touched by every write would cost more).
 pub const SAMPLE_EVERY: u8 = 8;
+
+/// Set once any adaptive cadence exists in this process: only then do outboxes note when packets were queued.
+static TRACKING: AtomicBool = AtomicBool::new(false);
+
+/// True when writers' lag is tracked (some engine of this process has an adaptive cadence).
+pub fn tracking() -> bool {
+    TRACKING.load(Ordering::Relaxed)
+}
 
 /// Milliseconds on the node's coarse clock (since the first call in this process; wraps after 49 days, so
 /// compare with `wrapping_sub`).
@@ -71,6 +79,9 @@ impl WriteCadence {
         } else {
             millis(max).max(base_ms)
         };
+        if max_ms > base_ms {
+            TRACKING.store(true, Ordering::Relaxed);
+        }
         WriteCadence {
             base_ms,
             max_ms,
