@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use super::{Config, ConfigError};
 
-/// Longest accepted `engine.write_interval_ms`: pacing delays a busy socket's events by up to this much.
+/// Longest accepted `engine.write_interval_ms` and `engine.write_interval_max_ms`: pacing delays a busy
+/// socket's events by up to this much.
 const MAX_WRITE_INTERVAL_MS: u64 = 1000;
 
 impl Config {
@@ -166,6 +167,8 @@ mod tests {
             ("[auth]\njwt_secret = \"s\"\njwt_public_key = \"k.pem\"", "invalid config: auth: jwt_secret and jwt_public_key are both set; configure only one"),
             ("[api]\nkeys = [\"a b\"]", "invalid config: api.keys: keys must be non-empty and contain no whitespace or control characters"),
             ("[engine]\nping_timeout_ms = 0", "invalid config: engine.ping_timeout_ms: must be greater than 0"),
+            ("[engine]\nwrite_interval_ms = 1001", "invalid config: engine.write_interval_ms: must be at most 1000 (it delays events by up to this much)"),
+            ("[engine]\nwrite_interval_max_ms = 1001", "invalid config: engine.write_interval_max_ms: must be at most 1000 (it delays events by up to this much)"),
             ("[engine]\ncors_origins = [\"example.com\"]", "invalid config: engine.cors_origins: \"example.com\" is neither \"*\" nor an http(s)://host origin"),
             ("[limits]\nclient_packets_per_sec = 0", "invalid config: limits.client_packets_per_sec: must be greater than 0"),
             ("[[namespaces]]\nname = \"chat\"", "invalid config: namespaces.name: \"chat\" must start with '/'"),
@@ -179,7 +182,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(check(text).unwrap_err(), expected, "for {text:?}");
         }
-        let ok = "public_url = \"https://a.example\"\n[engine]\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
+        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
         check(ok).unwrap();
     }
 }
