@@ -98,6 +98,15 @@ struct State {
     urgent: bool,
 }
 
+impl State {
+    /// Notes that what is queued starts waiting now (only while lag is tracked: a clock read otherwise wasted).
+    fn mark_queued(&mut self) {
+        if write_cadence::tracking() {
+            self.queued_ms = now_ms();
+        }
+    }
+}
+
 /// The outbound queue of one session.
 pub struct Outbox {
     state: Mutex<State>,
@@ -275,8 +284,8 @@ impl Outbox {
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
-        if was_empty && write_cadence::tracking() {
-            state.queued_ms = now_ms();
+        if was_empty {
+            state.mark_queued();
         }
         let newly_urgent = urgent && !state.urgent;
         state.urgent |= urgent;
@@ -341,9 +350,7 @@ impl Outbox {
         let queued_ms = (drained > 0).then_some(state.queued_ms);
         if !state.queue.is_empty() {
             // The rest waits from now: the writer takes it in its next round.
-            if write_cadence::tracking() {
-                state.queued_ms = now_ms();
-            }
+            state.mark_queued();
             return Drained {
                 written,
                 queued_ms,

@@ -142,7 +142,8 @@ impl WriteCadence {
     }
 }
 
-fn millis(duration: Duration) -> u32 {
+/// Whole milliseconds of `duration`, saturating at `u32::MAX`.
+pub(crate) fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 

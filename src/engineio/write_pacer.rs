@@ -10,14 +10,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::write_cadence::SAMPLE_EVERY;
+use super::write_cadence::{millis, SAMPLE_EVERY};
 
 /// Larger lags are reported as this (a clock step, or a socket that sat blocked: not the node's lag).
 const MAX_LAG_MS: u32 = 10_000;
-
-fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
-}
 
 /// When one websocket may write next. Lives in the connection task; holds no heap memory.
 #[derive(Debug, Clone, Copy)]
@@ -219,12 +215,26 @@ mod tests {
         }
     }
 
-    /// The lag reported for `SAMPLE_EVERY` writes in a row, the last one being the sampled one.
-    fn sampled_lag(pacer: &mut WritePacer, queued_ms: u32, now_ms: u32) -> Option<u32> {
+    /// Writes until the next one is the sampled one; none of them reports a lag.
+    fn skip_to_sampled_write(pacer: &mut WritePacer, queued_ms: u32, now_ms: u32) {
         for _ in 1..SAMPLE_EVERY {
             assert_eq!(pacer.lag_of_write(queued_ms, now_ms), None);
         }
+    }
+
+    /// The lag reported for `SAMPLE_EVERY` writes in a row, the last one being the sampled one.
+    fn sampled_lag(pacer: &mut WritePacer, queued_ms: u32, now_ms: u32) -> Option<u32> {
+        skip_to_sampled_write(pacer, queued_ms, now_ms);
         pacer.lag_of_write(queued_ms, now_ms)
+    }
+
+    /// A pacer whose next write is sampled, holding packets queued 5 ms after a write at `start`.
+    fn waiting_before_a_sampled_write(start: Instant) -> WritePacer {
+        let mut pacer = WritePacer::new(INTERVAL);
+        skip_to_sampled_write(&mut pacer, 0, 0);
+        assert!(pacer.on_queued(start));
+        assert!(!pacer.on_queued(at(start, 5)));
+        pacer
     }
 
     #[test]
@@ -242,12 +252,7 @@ mod tests {
     #[test]
     fn a_paced_write_lags_only_from_the_end_of_its_wait() {
         let start = Instant::now();
-        let mut pacer = WritePacer::new(INTERVAL);
-        for _ in 1..SAMPLE_EVERY {
-            pacer.lag_of_write(0, 0);
-        }
-        assert!(pacer.on_queued(start));
-        assert!(!pacer.on_queued(at(start, 5)));
+        let mut pacer = waiting_before_a_sampled_write(start);
         assert!(pacer.on_timer(at(start, 27)));
         // Queued 22 ms before the write, but 20 of them were the pacing wait.
         assert_eq!(pacer.lag_of_write(5, 27), Some(7));
@@ -256,12 +261,7 @@ mod tests {
     #[test]
     fn a_wait_cut_short_by_an_urgent_packet_reports_no_lag() {
         let start = Instant::now();
-        let mut pacer = WritePacer::new(INTERVAL);
-        for _ in 1..SAMPLE_EVERY {
-            pacer.lag_of_write(0, 0);
-        }
-        assert!(pacer.on_queued(start));
-        assert!(!pacer.on_queued(at(start, 5)));
+        let mut pacer = waiting_before_a_sampled_write(start);
         pacer.on_urgent(at(start, 15));
         assert_eq!(pacer.lag_of_write(5, 15), None);
     }
