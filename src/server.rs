@@ -17,7 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::app::{Backend, ClusterBackend, NamespacePolicy, RoomPolicy, Tidings, TidingsParts};
+use crate::app::{
+    Backend, ClusterBackend, NamespacePolicy, PublishLimits, RoomPolicy, Tidings, TidingsParts,
+};
 use crate::auth::Authenticator;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::keys::Keys;
@@ -30,7 +32,7 @@ use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
 use crate::history::MemoryHistory;
 use crate::hub::Hub;
 use crate::recovery::{MemorySessionStore, SessionStore};
-use crate::socketio::SocketIo;
+use crate::socketio::{ClientLimits, SocketIo};
 
 /// Path of the Socket.IO endpoint.
 pub const SOCKET_IO_PATH: &str = "/socket.io/";
@@ -184,9 +186,12 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
 pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     let metrics = Some(metrics_handle());
     let node_tag = NodeTag::random();
-    let connect_timeout = config.engine.connect_timeout();
+    let client_limits = ClientLimits {
+        connect_timeout: config.engine.connect_timeout(),
+        max_attachment_bytes: config.engine.max_payload as usize,
+    };
     if config.conformance {
-        let sio = SocketIo::new(Arc::new(crate::conformance::EchoApp), connect_timeout);
+        let sio = SocketIo::new(Arc::new(crate::conformance::EchoApp), client_limits);
         let socket_io = Engine::new(engine_config(config, node_tag), sio);
         let engine_io = Engine::new(
             engine_config(config, node_tag),
@@ -274,11 +279,17 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         max_disconnection: config.recovery.max_disconnection(),
         // A replay is queued at once: leave the outbox room for the live events that follow it.
         max_replay: config.limits.outbox_max_messages.saturating_sub(64).max(16),
+        publish_limits: PublishLimits {
+            max_json_depth: config.limits.max_json_depth,
+            max_ingest_bytes: config.api.max_body_bytes,
+            ..PublishLimits::default()
+        },
+        max_rooms_per_socket: config.limits.max_rooms_per_socket,
     });
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
         engine_config(config, node_tag),
-        SocketIo::new(app.clone(), connect_timeout),
+        SocketIo::new(app.clone(), client_limits),
     );
     if let Backend::Cluster(cluster) = app.backend() {
         let engine = Arc::downgrade(&engine);

@@ -11,16 +11,13 @@ use serde_json::value::RawValue;
 
 use super::rooms::namespace_of;
 use super::{ApiError, ApiState};
-use crate::app::validate_event_name;
-use crate::app::Receipt;
-use crate::auth::validate_room_name;
+use crate::app::{check_data, validate_event_name, CheckedPublish as Checked};
+use crate::app::{PublishFields, Receipt, RequestError};
 use crate::hub::{Event, BROADCAST_ROOM};
 use axum::http::StatusCode;
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
-/// Most rooms one event may target.
-const MAX_ROOMS: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,14 +46,6 @@ struct BroadcastRequest<'a> {
     namespace: Option<String>,
 }
 
-/// A checked publish, ready for the hub.
-struct Checked<'a> {
-    nsp: String,
-    rooms: Vec<String>,
-    event: String,
-    data: &'a [u8],
-}
-
 async fn read_body(state: &ApiState, body: Body) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, state.max_body)
         .await
@@ -69,36 +58,26 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 fn check<'a>(state: &ApiState, request: PublishRequest<'a>) -> Result<Checked<'a>, ApiError> {
-    let nsp = namespace_of(state, request.namespace.as_deref())?;
-    let mut rooms = request.rooms.unwrap_or_default();
-    rooms.extend(request.room);
-    if rooms.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_room",
-            "give `room` or `rooms`",
-        ));
+    state
+        .app
+        .check_publish(PublishFields {
+            namespace: request.namespace,
+            room: request.room,
+            rooms: request.rooms,
+            event: request.event,
+            data: request.data,
+        })
+        .map_err(request_error)
+}
+
+/// The API answer for a refused publish request.
+fn request_error(error: RequestError) -> ApiError {
+    metrics::counter!("tidings_publish_refused_total", "reason" => error.code()).increment(1);
+    match &error {
+        RequestError::UnknownNamespace(_) => ApiError::not_found(error.code(), error.to_string()),
+        RequestError::TooLarge(limit) => ApiError::too_large(*limit),
+        _ => ApiError::bad_request(error.code(), error.to_string()),
     }
-    if rooms.len() > MAX_ROOMS {
-        return Err(ApiError::bad_request(
-            "too_many_rooms",
-            format!("at most {MAX_ROOMS} rooms per event"),
-        ));
-    }
-    for room in &rooms {
-        validate_room_name(room)
-            .map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
-    }
-    rooms.sort();
-    rooms.dedup();
-    validate_event_name(&request.event).map_err(|e| ApiError::bad_request("invalid_event", e))?;
-    Ok(Checked {
-        nsp,
-        rooms,
-        event: request.event,
-        data: request
-            .data
-            .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
-    })
 }
 
 async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Receipt, ApiError> {
@@ -184,13 +163,15 @@ pub(super) async fn broadcast(
     let request = parse::<BroadcastRequest<'_>>(&body)?;
     let nsp = namespace_of(&state, request.namespace.as_deref())?;
     validate_event_name(&request.event).map_err(|e| ApiError::bad_request("invalid_event", e))?;
+    let data = request
+        .data
+        .map_or(b"null".as_slice(), |d| d.get().as_bytes());
+    check_data(data, 0, state.app.publish_limits()).map_err(request_error)?;
     let checked = Checked {
         nsp,
         rooms: vec![BROADCAST_ROOM.to_owned()],
         event: request.event,
-        data: request
-            .data
-            .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
+        data,
     };
     let published = deliver(&state, &checked).await?;
     let mut reply = receipt(&published);

@@ -396,6 +396,12 @@ impl Tidings {
         let Some(cluster) = self.cluster().cloned() else {
             return;
         };
+        // Checked before anything else: an oversize message is not even hashed for its claim.
+        if raw.len() > self.publish_limits().max_ingest_bytes {
+            let error = super::RequestError::TooLarge(self.publish_limits().max_ingest_bytes);
+            refuse_ingest(error.code(), &error);
+            return;
+        }
         let id = ingest_id(&raw);
         let mut claim = redis::cmd("SET");
         claim
@@ -413,10 +419,15 @@ impl Tidings {
             }
         }
         if let Err(error) = self.publish_json(&raw).await {
-            metrics::counter!("tidings_ingest_rejected_total").increment(1);
-            tracing::warn!(%error, "ingest message rejected");
+            refuse_ingest(error.label(), &error);
         }
     }
+}
+
+/// Counts and logs an ingest message that was not published, with why.
+fn refuse_ingest(reason: &'static str, error: &dyn std::fmt::Display) {
+    metrics::counter!("tidings_ingest_rejected_total", "reason" => reason).increment(1);
+    tracing::warn!(reason, %error, "ingest message rejected");
 }
 
 /// The id of an ingest message: its `id` field, else a hash of its bytes.

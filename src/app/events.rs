@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Tidings, RESERVED_EVENTS};
+use super::{check_data, Tidings, RESERVED_EVENTS};
 use crate::auth::validate_room_name;
 use crate::hub::{Event, RoomKey};
 use crate::socketio::{ClientEvent, Socket};
@@ -72,6 +72,9 @@ enum Refusal {
     /// The cluster could not do it now; nothing was done.
     #[error("unavailable")]
     Unavailable,
+    /// The socket is in as many rooms as it may be.
+    #[error("too many rooms (at most {0} per connection)")]
+    TooManyRooms(usize),
 }
 
 impl Refusal {
@@ -81,6 +84,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Unavailable => "unavailable",
+            Refusal::TooManyRooms(_) => "too_many_rooms",
         }
     }
 }
@@ -104,6 +108,9 @@ fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcom
     if !socket.user().is_some_and(|user| user.may_join(&room)) {
         return Outcome::Now(Err(Refusal::Forbidden));
     }
+    if let Err(refusal) = room_cap(app, socket, &room) {
+        return Outcome::Now(Err(refusal));
+    }
     if !app.is_cluster() {
         app.join(socket, &room);
         return Outcome::Now(Ok(OK.to_vec()));
@@ -118,6 +125,15 @@ fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcom
         app.save_session(&socket);
         Ok(OK.to_vec())
     }))
+}
+
+/// Refuses a join that would put the socket in more rooms than `limits.max_rooms_per_socket`.
+fn room_cap(app: &Tidings, socket: &Socket, room: &str) -> Result<(), Refusal> {
+    let rooms = socket.rooms.lock();
+    if rooms.len() >= app.max_rooms_per_socket && !rooms.iter().any(|m| &*m.room == room) {
+        return Err(Refusal::TooManyRooms(app.max_rooms_per_socket));
+    }
+    Ok(())
 }
 
 fn unsubscribe(
@@ -213,6 +229,10 @@ fn publish_args(
     if !by_claim && !by_policy {
         return Err(Refusal::Forbidden);
     }
+    // The attachments go out with `data`, so `data` must hold every one of their placeholders.
+    let data = args.data.map_or(b"null".as_slice(), |d| d.get().as_bytes());
+    check_data(data, event.attachments.len(), app.publish_limits())
+        .map_err(|e| Refusal::BadRequest(e.to_string()))?;
     Ok(OwnedPublish {
         data: args
             .data

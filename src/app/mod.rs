@@ -4,9 +4,11 @@
 mod cluster;
 mod events;
 mod recover;
+mod request;
 
 pub use cluster::ClusterBackend;
 pub use events::validate_event_name;
+pub use request::{check_data, CheckedPublish, PublishFields, PublishLimits, RequestError};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +35,11 @@ pub struct RoomPolicy {
     pub pattern: RoomPattern,
     /// Members may publish to matching rooms.
     pub client_publish: bool,
+}
+
+/// The first policy whose pattern matches `room` (config order), the one that decides for it.
+pub fn first_matching<'a>(policies: &'a [RoomPolicy], room: &str) -> Option<&'a RoomPolicy> {
+    policies.iter().find(|policy| policy.pattern.matches(room))
 }
 
 /// Event names a server must never emit: the client library reserves them for its own life-cycle.
@@ -73,6 +80,27 @@ pub enum PublishError {
     Unavailable(String),
 }
 
+/// Why an ingest message was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The message broke a rule; it will never be published.
+    #[error("{0}")]
+    Refused(RequestError),
+    /// The event store could not take it now.
+    #[error("{0}")]
+    Unavailable(PublishError),
+}
+
+impl IngestError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IngestError::Refused(error) => error.code(),
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
 /// The tidings application.
 pub struct Tidings {
     auth: Authenticator,
@@ -83,6 +111,10 @@ pub struct Tidings {
     max_disconnection: std::time::Duration,
     /// Most events replayed to one recovering socket; a longer gap gets a fresh session instead.
     max_replay: usize,
+    /// Bounds on what one publish may carry.
+    publish_limits: PublishLimits,
+    /// Most rooms one socket may be in (its personal and broadcast rooms included).
+    max_rooms_per_socket: usize,
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
@@ -105,6 +137,10 @@ pub struct TidingsParts {
     pub max_disconnection: std::time::Duration,
     /// Most events one recovery may replay (it must fit the socket's outbox).
     pub max_replay: usize,
+    /// Bounds on what one publish may carry.
+    pub publish_limits: PublishLimits,
+    /// Most rooms one socket may be in.
+    pub max_rooms_per_socket: usize,
 }
 
 impl Tidings {
@@ -118,6 +154,8 @@ impl Tidings {
             room_policies: parts.room_policies,
             max_disconnection: parts.max_disconnection,
             max_replay: parts.max_replay,
+            publish_limits: parts.publish_limits,
+            max_rooms_per_socket: parts.max_rooms_per_socket,
             live: parking_lot::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
         });
@@ -174,46 +212,20 @@ impl Tidings {
         }
     }
 
-    /// Publishes a JSON request `{room|rooms, event, data, namespace?}` (the ingest channel's format).
-    pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, String> {
-        #[derive(serde::Deserialize)]
-        struct Request<'a> {
-            room: Option<String>,
-            rooms: Option<Vec<String>>,
-            event: String,
-            #[serde(borrow)]
-            data: Option<&'a serde_json::value::RawValue>,
-            namespace: Option<String>,
-        }
-        let request: Request<'_> =
-            serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))?;
-        let nsp = request.namespace.unwrap_or_else(|| "/".to_owned());
-        let policy = self
-            .namespaces
-            .get(&nsp)
-            .ok_or_else(|| format!("unknown namespace '{nsp}'"))?;
-        let mut rooms = request.rooms.unwrap_or_default();
-        rooms.extend(request.room);
-        if rooms.is_empty() {
-            return Err("give `room` or `rooms`".into());
-        }
-        for room in &rooms {
-            crate::auth::validate_room_name(room).map_err(|e| e.to_string())?;
-        }
-        rooms.sort();
-        rooms.dedup();
-        validate_event_name(&request.event)?;
+    /// Publishes a message of the Redis ingest channel (`{room|rooms, event, data, namespace?}`) after the
+    /// same checks as an HTTP publish.
+    pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, IngestError> {
+        let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
+        let with_offset = self.namespace(&checked.nsp).is_some_and(|ns| ns.recovery);
         let event = crate::hub::Event {
-            nsp: &nsp,
-            rooms: &rooms,
-            name: &request.event,
-            data: request
-                .data
-                .map_or(b"null".as_slice(), |d| d.get().as_bytes()),
+            nsp: &checked.nsp,
+            rooms: &checked.rooms,
+            name: &checked.event,
+            data: checked.data,
             attachments: &[],
-            with_offset: policy.recovery,
+            with_offset,
         };
-        self.publish(&event).await.map_err(|e| e.to_string())
+        self.publish(&event).await.map_err(IngestError::Unavailable)
     }
 
     /// A snapshot of a socket's recoverable state.
@@ -245,10 +257,10 @@ impl Tidings {
         &self.hub
     }
 
+    /// True when the first `[[rooms]]` policy matching `room` lets members publish: the first match wins, so a
+    /// read-only entry listed before a broad chat rule keeps its rooms read-only.
     fn policy_allows_publish(&self, room: &str) -> bool {
-        self.room_policies
-            .iter()
-            .any(|policy| policy.client_publish && policy.pattern.matches(room))
+        first_matching(&self.room_policies, room).is_some_and(|policy| policy.client_publish)
     }
 
     fn join(&self, socket: &Arc<Socket>, room: &str) -> bool {
@@ -430,5 +442,28 @@ impl Application for Tidings {
             }
             Backend::Cluster(_) => self.park_cluster(record, socket.pid()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(pattern: &str, client_publish: bool) -> RoomPolicy {
+        RoomPolicy {
+            pattern: pattern.parse().unwrap(),
+            client_publish,
+        }
+    }
+
+    #[test]
+    fn first_matching_policy_decides() {
+        // A read-only exception listed before a broad chat rule must stay read-only.
+        let policies = [policy("chat:announce", false), policy("chat:*", true)];
+        let allows = |room| first_matching(&policies, room).is_some_and(|p| p.client_publish);
+        assert!(!allows("chat:announce"));
+        assert!(allows("chat:lobby"));
+        assert!(!allows("news"));
+        assert!(first_matching(&policies, "news").is_none());
     }
 }

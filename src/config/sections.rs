@@ -172,6 +172,10 @@ pub struct LimitsConfig {
     pub outbox_max_bytes: usize,
     /// Sustained incoming Socket.IO packets per second per connection; bursts up to twice that.
     pub client_packets_per_sec: u32,
+    /// Deepest nesting of arrays and objects accepted in published `data` (client, HTTP and Redis ingest).
+    pub max_json_depth: usize,
+    /// Most rooms one socket may be in, its personal and broadcast rooms included.
+    pub max_rooms_per_socket: usize,
 }
 
 impl Default for LimitsConfig {
@@ -181,6 +185,8 @@ impl Default for LimitsConfig {
             outbox_max_messages: 4096,
             outbox_max_bytes: 8 * 1024 * 1024,
             client_packets_per_sec: 50,
+            max_json_depth: 64,
+            max_rooms_per_socket: 1000,
         }
     }
 }

@@ -58,6 +58,12 @@ outbox_max_messages = 4096
 outbox_max_bytes = 8388608
 # Incoming Socket.IO packets per second per connection (burst = 2x); past it the client is closed as a flood.
 client_packets_per_sec = 50
+# Deepest nesting of arrays and objects accepted in published `data`, from clients, the HTTP API and Redis
+# ingest alike (deeper: refused with a clear error).
+max_json_depth = 64
+# Most rooms one connection may be in, its personal and broadcast rooms included (a subscribe past it is
+# refused with "too many rooms").
+max_rooms_per_socket = 1000
 
 # Extra namespaces besides "/", which always exists (none by default). Example:
 # [[namespaces]]

@@ -73,6 +73,8 @@ impl Config {
             "limits.client_packets_per_sec",
             u64::from(l.client_packets_per_sec),
         )?;
+        positive("limits.max_json_depth", l.max_json_depth as u64)?;
+        positive("limits.max_rooms_per_socket", l.max_rooms_per_socket as u64)?;
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
-use super::packet::{encode_connect_error, event_args, Packet, PacketKind};
+use super::packet::{check_placeholders, encode_connect_error, event_args, Packet, PacketKind};
 use super::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 use crate::engineio::{CloseReason, Message, Outgoing, Session, SessionHandler};
 
@@ -21,11 +21,45 @@ const MAX_HELD_PACKETS: usize = 64;
 struct PartialPacket {
     packet: Packet,
     attachments: Vec<Bytes>,
+    /// Bytes of the attachments received so far.
+    bytes: usize,
+}
+
+/// Bounds on what one session may make the server hold for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Time the client has to connect a namespace before the session is closed.
+    pub connect_timeout: Duration,
+    /// Most bytes the attachments of one binary packet may hold in total (and the packets held for a
+    /// namespace whose CONNECT is being decided); more closes the session.
+    pub max_attachment_bytes: usize,
+}
+
+/// A copy of `bytes` in an allocation of its own: what a session keeps beyond the call that received it must
+/// not hold on to the (possibly much larger) buffer the frame was read into.
+fn detach(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+/// A packet whose slices are copied out of the received message.
+fn detached(packet: Packet) -> Packet {
+    Packet {
+        nsp: detach(&packet.nsp),
+        data: packet.data.as_ref().map(detach),
+        ..packet
+    }
+}
+
+fn held_size(packet: &Packet, attachments: &[Bytes]) -> usize {
+    packet.nsp.len()
+        + packet.data.as_ref().map_or(0, Bytes::len)
+        + attachments.iter().map(Bytes::len).sum::<usize>()
 }
 
 /// The Socket.IO side of one Engine.IO session.
 pub struct Client {
     app: Arc<dyn Application>,
+    limits: ClientLimits,
     query_token: Option<Box<str>>,
     sockets: Mutex<Vec<Arc<Socket>>>,
     partial: Mutex<Option<PartialPacket>>,
@@ -34,20 +68,28 @@ pub struct Client {
     closed: AtomicBool,
     /// Namespaces whose CONNECT is being decided, with the packets received for them meanwhile.
     connecting: Mutex<Vec<(String, HeldPackets)>>,
+    /// Bytes of the packets in `connecting`.
+    held_bytes: std::sync::atomic::AtomicUsize,
     self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
 }
 
 impl Client {
     /// A client with no namespace connected yet.
-    pub fn new(app: Arc<dyn Application>, query_token: Option<&str>) -> Arc<Client> {
+    pub fn new(
+        app: Arc<dyn Application>,
+        limits: ClientLimits,
+        query_token: Option<&str>,
+    ) -> Arc<Client> {
         let client = Arc::new(Client {
             app,
+            limits,
             query_token: query_token.map(Into::into),
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             connecting: Mutex::new(Vec::new()),
+            held_bytes: std::sync::atomic::AtomicUsize::new(0),
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = client.self_ref.set(Arc::downgrade(&client));
@@ -55,7 +97,8 @@ impl Client {
     }
 
     /// Closes the session if no namespace gets connected in time.
-    pub fn start_connect_timer(self: &Arc<Self>, session: &Arc<Session>, timeout: Duration) {
+    pub fn start_connect_timer(self: &Arc<Self>, session: &Arc<Session>) {
+        let timeout = self.limits.connect_timeout;
         let client = Arc::downgrade(self);
         let session = Arc::downgrade(session);
         tokio::spawn(async move {
@@ -82,16 +125,35 @@ impl Client {
             ));
         }
         let packet = Packet::decode(text).map_err(|e| protocol(&e.to_string()))?;
+        if packet.kind.carries_event_data() {
+            // Checked before any attachment is taken: a packet no stock client could parse is never relayed.
+            let data = packet.data.as_deref().unwrap_or_default();
+            check_placeholders(data, packet.attachments).map_err(|e| protocol(&e.to_string()))?;
+        }
         if matches!(packet.kind, PacketKind::BinaryEvent | PacketKind::BinaryAck)
             && packet.attachments > 0
         {
+            if !self.may_send_on(packet.nsp_str()) {
+                metrics::counter!("tidings_attachments_refused_total", "reason" => "not_connected")
+                    .increment(1);
+                return Err(protocol(
+                    "binary packet for a namespace that is not connected",
+                ));
+            }
             *self.partial.lock() = Some(PartialPacket {
                 attachments: Vec::with_capacity(packet.attachments),
-                packet,
+                packet: detached(packet),
+                bytes: 0,
             });
             return Ok(());
         }
         self.dispatch(session, packet, Vec::new())
+    }
+
+    /// True when `nsp` is connected, or its CONNECT was authorised and is being completed.
+    fn may_send_on(&self, nsp: &str) -> bool {
+        let connecting = self.connecting.lock();
+        self.socket(nsp).is_some() || connecting.iter().any(|(n, _)| n == nsp)
     }
 
     fn on_binary(&self, session: &Arc<Session>, data: Bytes) -> Result<(), CloseReason> {
@@ -100,7 +162,13 @@ impl Client {
             let Some(pending) = partial.as_mut() else {
                 return Err(protocol("unexpected binary attachment"));
             };
-            pending.attachments.push(data);
+            pending.bytes = pending.bytes.saturating_add(data.len());
+            if pending.bytes > self.limits.max_attachment_bytes {
+                metrics::counter!("tidings_attachments_refused_total", "reason" => "too_large")
+                    .increment(1);
+                return Err(CloseReason::PayloadTooLarge);
+            }
+            pending.attachments.push(detach(&data));
             if pending.attachments.len() < pending.packet.attachments {
                 return Ok(());
             }
@@ -110,6 +178,7 @@ impl Client {
             Some(PartialPacket {
                 packet,
                 attachments,
+                ..
             }) => self.dispatch(session, packet, attachments),
             None => Ok(()),
         }
@@ -190,10 +259,13 @@ impl Client {
             .iter_mut()
             .find(|(nsp, _)| nsp.as_str() == packet.nsp_str())
         {
-            if held.len() >= MAX_HELD_PACKETS {
+            let size = held_size(&packet, &attachments);
+            let total = self.held_bytes.fetch_add(size, Ordering::AcqRel) + size;
+            if held.len() >= MAX_HELD_PACKETS || total > self.limits.max_attachment_bytes {
                 return Err(CloseReason::Flood);
             }
-            held.push((packet, attachments));
+            let attachments = attachments.iter().map(detach).collect();
+            held.push((detached(packet), attachments));
         }
         // Not connected and not connecting: the reference server ignores such packets too.
         Ok(None)
@@ -238,6 +310,9 @@ impl Client {
             let held = index
                 .map(|i| connecting.swap_remove(i).1)
                 .unwrap_or_default();
+            if connecting.is_empty() {
+                self.held_bytes.store(0, Ordering::Release);
+            }
             if let Ok(socket) = &outcome {
                 // Registered before the connecting entry is released, so no packet slips between the two.
                 let mut sockets = self.sockets.lock();
@@ -309,6 +384,11 @@ mod tests {
     use crate::engineio::session::TransportKind;
     use crate::engineio::OutboxLimits;
 
+    const TEST_LIMITS: ClientLimits = ClientLimits {
+        connect_timeout: std::time::Duration::from_millis(100),
+        max_attachment_bytes: 1000,
+    };
+
     fn setup() -> (Arc<Session>, Arc<Client>) {
         let session = Session::new(
             TransportKind::WebSocket,
@@ -318,7 +398,7 @@ mod tests {
             },
             100,
         );
-        let client = Client::new(Arc::new(EchoApp), None);
+        let client = Client::new(Arc::new(EchoApp), TEST_LIMITS, None);
         (session, client)
     }
 
@@ -386,9 +466,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn connect_timer_closes_only_sessions_that_never_connected() {
         let (idle_session, idle) = setup();
-        idle.start_connect_timer(&idle_session, std::time::Duration::from_millis(100));
+        idle.start_connect_timer(&idle_session);
         let (session, client) = setup();
-        client.start_connect_timer(&session, std::time::Duration::from_millis(100));
+        client.start_connect_timer(&session);
         client.on_message(&session, text("0")).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(idle_session.outbox.closing().is_some());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::engineio::{EngineHandler, OpenRequest, Session, SessionHandler};
-pub use client::Client;
+pub use client::{Client, ClientLimits};
 pub use socket::Socket;
 
 /// A CONNECT request for one namespace.
@@ -64,23 +64,21 @@ pub trait Application: Send + Sync + 'static {
 /// The Engine.IO handler that runs Socket.IO over each session.
 pub struct SocketIo {
     app: Arc<dyn Application>,
-    connect_timeout: std::time::Duration,
+    limits: ClientLimits,
 }
 
 impl SocketIo {
-    /// Socket.IO for the given application; sessions without a CONNECT within `connect_timeout` are closed.
-    pub fn new(app: Arc<dyn Application>, connect_timeout: std::time::Duration) -> Arc<SocketIo> {
-        Arc::new(SocketIo {
-            app,
-            connect_timeout,
-        })
+    /// Socket.IO for the given application, each session bounded by `limits` (sessions without a CONNECT
+    /// within `limits.connect_timeout` are closed).
+    pub fn new(app: Arc<dyn Application>, limits: ClientLimits) -> Arc<SocketIo> {
+        Arc::new(SocketIo { app, limits })
     }
 }
 
 impl EngineHandler for SocketIo {
     fn open(&self, session: &Arc<Session>, request: &OpenRequest) -> Arc<dyn SessionHandler> {
-        let client = Client::new(self.app.clone(), request.query_param("token"));
-        client.start_connect_timer(session, self.connect_timeout);
+        let client = Client::new(self.app.clone(), self.limits, request.query_param("token"));
+        client.start_connect_timer(session);
         client
     }
 }

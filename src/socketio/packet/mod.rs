@@ -8,11 +8,13 @@
 //! Payloads are kept as the raw JSON text received; decoding checks their syntax and top-level
 //! shape without building a JSON tree.
 //!
-//! Layout: this module holds the packet types; `decode` parses, `encode` writes, `args` splits event payloads.
+//! Layout: this module holds the packet types; `decode` parses, `encode` writes, `args` splits event payloads,
+//! `validate` checks placeholders and nesting depth.
 
 mod args;
 mod decode;
 mod encode;
+mod validate;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -22,6 +24,7 @@ pub use encode::{
     encode_ack, encode_binary_ack, encode_binary_event, encode_connect, encode_connect_error,
     encode_disconnect, encode_event,
 };
+pub use validate::{check_placeholders, nesting_depth};
 
 /// Most binary attachments one packet may announce.
 pub const MAX_ATTACHMENTS: usize = 64;
@@ -82,6 +85,11 @@ impl PacketKind {
     /// Whether the packet carries an attachments count (binary event or ack).
     pub fn is_binary(self) -> bool {
         matches!(self, PacketKind::BinaryEvent | PacketKind::BinaryAck)
+    }
+
+    /// Whether the packet carries event or ack arguments (which may be relayed to other clients).
+    pub fn carries_event_data(self) -> bool {
+        self.takes_ack_id()
     }
 
     /// Whether an ack id may appear (events ask for acks; acks answer them).
@@ -183,6 +191,10 @@ pub enum PacketError {
     /// An ack payload that is not a JSON array.
     #[error("ack payload is not a JSON array")]
     AckNotArray,
+    /// Binary placeholders that do not name each attachment exactly once, or an object shaped like a
+    /// placeholder that is not a valid one: a stock client would refuse the packet.
+    #[error("binary placeholders do not match the attachments")]
+    BadPlaceholders,
 }
 
 impl Packet {
