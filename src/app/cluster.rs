@@ -14,13 +14,13 @@ use crate::auth::{user_room, VerifiedClaims};
 use crate::cluster::broker::Broker;
 use crate::cluster::history::{read_after, trimmed_after};
 use crate::cluster::keys::Keys;
-use crate::cluster::sessions::ClusterSessions;
+use crate::cluster::sessions::{ClusterSessions, TakeError};
 use crate::cluster::subscriber::{SubscribeError, Subscriber};
 use crate::cluster::Redis;
 use crate::engineio::session::Sid;
 use crate::engineio::Session;
 use crate::hub::{Hub, RoomKey, BROADCAST_ROOM};
-use crate::recovery::Membership;
+use crate::recovery::{Membership, Owner, TakeRefused};
 use crate::socketio::Socket;
 
 /// Extra time a connected session's record outlives its recovery window, between two refreshes.
@@ -153,9 +153,56 @@ impl Tidings {
         };
         let cluster = cluster.clone();
         let ttl = self.max_disconnection + LIVE_RECORD_SLACK;
+        let version = socket.next_record_version();
         tokio::spawn(async move {
-            if let Err(error) = cluster.sessions.save(&record, ttl).await {
+            if let Err(error) = cluster.sessions.save(&record, version, ttl).await {
                 tracing::warn!(%error, "saving session state to redis failed");
+            }
+        });
+    }
+
+    /// Records one room the socket joined in its Redis record (cluster mode): one field, not the whole record.
+    pub(super) fn save_room_joined(&self, socket: &Arc<Socket>, room: &str) {
+        let (Some(cluster), Some(pid)) = (self.cluster().cloned(), socket.pid()) else {
+            return;
+        };
+        let Some(membership) = socket
+            .rooms
+            .lock()
+            .iter()
+            .find(|m| &*m.room == room)
+            .cloned()
+        else {
+            return;
+        };
+        let app = self.arc();
+        let socket = socket.clone();
+        let version = socket.next_record_version();
+        tokio::spawn(async move {
+            match cluster.sessions.add_room(&pid, version, &membership).await {
+                Ok(true) => {}
+                // No record to add to (it expired meanwhile): write it whole, unless the socket is gone.
+                Ok(false) if socket.is_connected() => {
+                    if let Some(app) = app {
+                        app.save_session(&socket);
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "saving a joined room to redis failed"),
+            }
+        });
+    }
+
+    /// Removes one room the socket left from its Redis record (cluster mode).
+    pub(super) fn save_room_left(&self, socket: &Arc<Socket>, room: &str) {
+        let (Some(cluster), Some(pid)) = (self.cluster().cloned(), socket.pid()) else {
+            return;
+        };
+        let room = room.to_owned();
+        let version = socket.next_record_version();
+        tokio::spawn(async move {
+            if let Err(error) = cluster.sessions.remove_room(&pid, version, &room).await {
+                tracing::warn!(%error, "removing a left room from redis failed");
             }
         });
     }
@@ -164,15 +211,16 @@ impl Tidings {
     pub(super) fn park_cluster(
         &self,
         record: Option<crate::recovery::SessionRecord>,
-        pid: Option<Sid>,
+        socket: &Socket,
     ) {
         let Some(cluster) = self.cluster().cloned() else {
             return;
         };
         let ttl = self.max_disconnection;
+        let (pid, version) = (socket.pid(), socket.next_record_version());
         tokio::spawn(async move {
             let result = match (record, pid) {
-                (Some(record), _) => cluster.sessions.save(&record, ttl).await,
+                (Some(record), _) => cluster.sessions.save(&record, version, ttl).await,
                 (None, Some(pid)) => cluster.sessions.remove(&pid).await,
                 (None, None) => Ok(()),
             };
@@ -278,18 +326,24 @@ impl Tidings {
     ) -> Result<(Arc<Socket>, usize), Failure> {
         let cluster = self.cluster().cloned().ok_or(Failure::UnknownSession)?;
         let pid = Sid::parse(pid).ok_or(Failure::UnknownSession)?;
-        let record = match self.take_over(&pid) {
-            Some(record) => Some(record),
-            None => cluster
+        // Ownership is checked before anything is taken or closed: another user's pid changes nothing.
+        let owner = Owner {
+            nsp,
+            sub: claims.sub(),
+        };
+        let record = match self.take_over(&pid, &owner) {
+            Ok(record) => record,
+            Err(TakeRefused::Mismatch) => return Err(Failure::Mismatch),
+            Err(TakeRefused::Unknown) => cluster
                 .sessions
-                .take(&pid, self.max_disconnection)
+                .take(&pid, nsp, claims.sub(), self.max_disconnection)
                 .await
-                .map_err(|_| Failure::Unavailable)?,
-        }
-        .ok_or(Failure::UnknownSession)?;
-        if &*record.nsp != nsp || record.sub != claims.sub() {
-            return Err(Failure::Mismatch);
-        }
+                .map_err(|error| match error {
+                    TakeError::Unknown => Failure::UnknownSession,
+                    TakeError::Mismatch => Failure::Mismatch,
+                    TakeError::Redis(_) => Failure::Unavailable,
+                })?,
+        };
         let after = match offset {
             Some(text) => text.parse::<u64>().map_err(|_| Failure::BadOffset)?,
             None => 0,

@@ -119,10 +119,10 @@ fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcom
         return Outcome::Now(Err(Refusal::Unavailable));
     };
     Outcome::Later(Box::pin(async move {
-        app.join_cluster(&socket, &[room])
+        app.join_cluster(&socket, std::slice::from_ref(&room))
             .await
             .map_err(|_| Refusal::Unavailable)?;
-        app.save_session(&socket);
+        app.save_room_joined(&socket, &room);
         Ok(OK.to_vec())
     }))
 }

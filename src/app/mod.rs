@@ -18,7 +18,7 @@ use bytes::Bytes;
 use crate::auth::{user_room, Authenticator, RoomPattern};
 use crate::engineio::session::Sid;
 use crate::hub::{Hub, RoomKey, BROADCAST_ROOM};
-use crate::recovery::{Membership, SessionRecord, SessionStore};
+use crate::recovery::{Membership, Owner, SessionRecord, SessionStore, TakeRefused};
 use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 
 /// Per-namespace settings.
@@ -294,11 +294,25 @@ impl Tidings {
     }
 
     /// Takes the session of a socket still connected with this pid (its client came back on a new connection
-    /// before the old one was known dead) and closes the old connection.
-    fn take_over(&self, pid: &Sid) -> Option<SessionRecord> {
-        let socket = self.live.lock().remove(pid)?.upgrade()?;
+    /// before the old one was known dead) and closes the old connection — only for its owner (same user, same
+    /// namespace): anyone else presenting the pid leaves the live socket alone.
+    fn take_over(&self, pid: &Sid, owner: &Owner<'_>) -> Result<SessionRecord, TakeRefused> {
+        let socket = {
+            let mut live = self.live.lock();
+            let socket = live
+                .get(pid)
+                .and_then(std::sync::Weak::upgrade)
+                .ok_or(TakeRefused::Unknown)?;
+            let owned = socket.nsp() == owner.nsp
+                && socket.user().is_some_and(|user| user.sub() == owner.sub);
+            if !owned {
+                return Err(TakeRefused::Mismatch);
+            }
+            live.remove(pid);
+            socket
+        };
         if !socket.supersede() {
-            return None;
+            return Err(TakeRefused::Unknown);
         }
         let record = self.detach(&socket);
         socket
@@ -307,7 +321,7 @@ impl Tidings {
             .close(crate::engineio::CloseReason::ServerClose(
                 "session resumed on another connection".into(),
             ));
-        record
+        record.ok_or(TakeRefused::Unknown)
     }
 
     /// Registers a connected socket that has a recovery id.
@@ -325,7 +339,7 @@ impl Tidings {
             // Keep the stream's epoch alive for a while after the last member leaves.
             self.hub.history().epoch(&key);
             self.release_room(socket.nsp(), room);
-            self.save_session(socket);
+            self.save_room_left(socket, room);
         }
         left
     }
@@ -440,7 +454,7 @@ impl Application for Tidings {
                     sessions.park(record);
                 }
             }
-            Backend::Cluster(_) => self.park_cluster(record, socket.pid()),
+            Backend::Cluster(_) => self.park_cluster(record, socket),
         }
     }
 }

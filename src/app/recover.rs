@@ -8,7 +8,7 @@ use crate::auth::{user_room, VerifiedClaims};
 use crate::engineio::session::Sid;
 use crate::history::HistoryError;
 use crate::hub::{RoomKey, BROADCAST_ROOM};
-use crate::recovery::Membership;
+use crate::recovery::{Membership, Owner, TakeRefused};
 use crate::socketio::{ConnectRequest, Socket};
 
 /// Why a session could not be recovered.
@@ -35,6 +35,15 @@ pub(super) enum Failure {
     /// The reply could not be queued.
     #[error("session closed during recovery")]
     Closed,
+}
+
+impl From<TakeRefused> for Failure {
+    fn from(refused: TakeRefused) -> Failure {
+        match refused {
+            TakeRefused::Unknown => Failure::UnknownSession,
+            TakeRefused::Mismatch => Failure::Mismatch,
+        }
+    }
 }
 
 impl Failure {
@@ -96,13 +105,16 @@ impl Tidings {
         let super::Backend::Memory { sessions } = &self.backend else {
             return Err(Failure::UnknownSession);
         };
-        let record = sessions
-            .take(&pid)
-            .or_else(|| self.take_over(&pid))
-            .ok_or(Failure::UnknownSession)?;
-        if &*record.nsp != request.nsp || record.sub != claims.sub() {
-            return Err(Failure::Mismatch);
+        // Ownership is checked before anything is taken or closed: another user's pid changes nothing.
+        let owner = Owner {
+            nsp: request.nsp,
+            sub: claims.sub(),
+        };
+        let record = match sessions.take(&pid, &owner) {
+            Err(TakeRefused::Unknown) => self.take_over(&pid, &owner),
+            taken => taken,
         }
+        .map_err(Failure::from)?;
         let after = match offset {
             Some(text) => text.parse::<u64>().map_err(|_| Failure::BadOffset)?,
             None => 0,

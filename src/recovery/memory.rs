@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::{SessionRecord, SessionStore};
+use super::{Owner, SessionRecord, SessionStore, TakeRefused};
 use crate::engineio::session::Sid;
 
 /// Disconnected sessions kept in memory.
@@ -27,9 +27,17 @@ impl SessionStore for MemorySessionStore {
         self.records.lock().insert(record.pid, record);
     }
 
-    fn take(&self, pid: &Sid) -> Option<SessionRecord> {
-        let record = self.records.lock().remove(pid)?;
-        (record.expires_at > Instant::now()).then_some(record)
+    fn take(&self, pid: &Sid, owner: &Owner<'_>) -> Result<SessionRecord, TakeRefused> {
+        let mut records = self.records.lock();
+        let record = records.get(pid).ok_or(TakeRefused::Unknown)?;
+        if record.expires_at <= Instant::now() {
+            records.remove(pid);
+            return Err(TakeRefused::Unknown);
+        }
+        if !owner.owns(record) {
+            return Err(TakeRefused::Mismatch);
+        }
+        records.remove(pid).ok_or(TakeRefused::Unknown)
     }
 
     fn sweep(&self) {
@@ -66,12 +74,30 @@ mod tests {
         let live = record(Duration::from_secs(60));
         let pid = live.pid;
         store.park(live);
-        assert!(store.take(&pid).is_some());
-        assert!(store.take(&pid).is_none());
+        let intruder = Owner {
+            nsp: "/",
+            sub: "eve",
+        };
+        let other_nsp = Owner {
+            nsp: "/chat",
+            sub: "u",
+        };
+        let owner = Owner { nsp: "/", sub: "u" };
+        // Someone else's pid is refused without consuming the record.
+        assert_eq!(
+            store.take(&pid, &intruder).unwrap_err(),
+            TakeRefused::Mismatch
+        );
+        assert_eq!(
+            store.take(&pid, &other_nsp).unwrap_err(),
+            TakeRefused::Mismatch
+        );
+        assert!(store.take(&pid, &owner).is_ok());
+        assert_eq!(store.take(&pid, &owner).unwrap_err(), TakeRefused::Unknown);
         let expired = record(Duration::ZERO);
         let pid = expired.pid;
         store.park(expired);
-        assert!(store.take(&pid).is_none());
+        assert_eq!(store.take(&pid, &owner).unwrap_err(), TakeRefused::Unknown);
         store.park(record(Duration::ZERO));
         store.sweep();
         assert!(store.is_empty());

@@ -40,12 +40,40 @@ pub struct SessionRecord {
     pub expires_at: Instant,
 }
 
+/// Who asks to resume a session: it is handed over only to the same user on the same namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// The namespace of the CONNECT.
+    pub nsp: &'a str,
+    /// The `sub` of the token presented.
+    pub sub: &'a str,
+}
+
+impl Owner<'_> {
+    /// True when `record` belongs to this owner.
+    pub fn owns(&self, record: &SessionRecord) -> bool {
+        &*record.nsp == self.nsp && record.sub == self.sub
+    }
+}
+
+/// Why a session record was not handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TakeRefused {
+    /// No such record (never existed, expired, or already taken).
+    #[error("unknown or expired session")]
+    Unknown,
+    /// The record belongs to another namespace or user; it was left in place.
+    #[error("session belongs to another namespace or user")]
+    Mismatch,
+}
+
 /// Where disconnected sessions wait for their client.
 pub trait SessionStore: Send + Sync + 'static {
     /// Keeps a disconnected socket's record until it expires.
     fn park(&self, record: SessionRecord);
-    /// Removes and returns a record that has not expired.
-    fn take(&self, pid: &Sid) -> Option<SessionRecord>;
+    /// Removes and returns a record that has not expired, only if it belongs to `owner`: a record of another
+    /// namespace or user is left in place (a caller presenting someone else's pid must not consume it).
+    fn take(&self, pid: &Sid, owner: &Owner<'_>) -> Result<SessionRecord, TakeRefused>;
     /// Drops expired records.
     fn sweep(&self);
     /// Records held.

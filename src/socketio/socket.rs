@@ -37,6 +37,8 @@ pub struct Socket {
     connected: AtomicBool,
     superseded: AtomicBool,
     next_ack: AtomicU64,
+    /// Versions of the application's writes of this socket's state to a shared store.
+    record_version: AtomicU64,
     pending_acks: Mutex<Option<HashMap<u64, oneshot::Sender<AckReply>>>>,
 }
 
@@ -60,6 +62,7 @@ impl Socket {
             connected: AtomicBool::new(true),
             superseded: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
+            record_version: AtomicU64::new(0),
             pending_acks: Mutex::new(None),
         })
     }
@@ -87,6 +90,12 @@ impl Socket {
     /// The authenticated user, if the application has users.
     pub fn user(&self) -> Option<&Arc<VerifiedClaims>> {
         self.user.as_ref()
+    }
+
+    /// The next version for a write of this socket's state to a shared store (1, 2, …): writes that may
+    /// land out of order carry it, so an older one never undoes a newer one.
+    pub fn next_record_version(&self) -> u64 {
+        self.record_version.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// False once the socket left its namespace or its session ended.
