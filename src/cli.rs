@@ -117,8 +117,9 @@ pub struct GentokenArgs {
     /// Comma-separated patterns of rooms the user may publish to.
     #[arg(long, value_name = "PATTERNS", default_value = "")]
     pub publish: String,
-    /// Seconds until the token expires; 0 mints a token without `exp`, which never expires.
-    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    /// Seconds until the token expires (every minted token has an `exp`).
+    #[arg(long, value_name = "SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub ttl: u64,
 }
 

@@ -1,4 +1,4 @@
-//! The events a client may send: `subscribe`, `unsubscribe` and `publish`. Anything else is refused with
+//! The events a client may send: `subscribe`, `unsubscribe`, `publish`, `history` and `refresh`. Anything else is refused with
 //! an error ack and counted, never forwarded.
 
 use std::sync::Arc;
@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::recover::still_allowed;
 use super::{check_data, Tidings, RESERVED_EVENTS};
 use crate::auth::validate_room_name;
 use crate::hub::{Event, RoomKey};
@@ -26,6 +27,7 @@ pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
         "unsubscribe" => Outcome::Now(unsubscribe(app, socket, &event)),
         "publish" => publish(app, socket, &event),
         "history" => history(app, socket, &event),
+        "refresh" => Outcome::Now(refresh(app, socket, &event)),
         _ => Outcome::Now(Err(Refusal::UnknownEvent)),
     };
     match outcome {
@@ -72,6 +74,9 @@ enum Refusal {
     /// The cluster could not do it now; nothing was done.
     #[error("unavailable")]
     Unavailable,
+    /// A token that does not verify; the text is what a CONNECT would have been told.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The socket is in as many rooms as it may be.
     #[error("too many rooms (at most {0} per connection)")]
     TooManyRooms(usize),
@@ -85,6 +90,7 @@ impl Refusal {
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Unavailable => "unavailable",
             Refusal::TooManyRooms(_) => "too_many_rooms",
+            Refusal::Unauthorized(_) => "unauthorized",
         }
     }
 }
@@ -240,6 +246,48 @@ fn publish_args(
         room: args.room,
         event: args.event,
     })
+}
+
+/// `refresh` `{token}`: swaps the socket's claims for a fresh token's (same `sub` only), leaves the rooms the
+/// new token no longer allows, and moves the expiry deadlines. Ack `{ok:true, exp}`.
+fn refresh(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<Vec<u8>, Refusal> {
+    #[derive(Deserialize)]
+    struct RefreshArgs {
+        token: String,
+    }
+    let first = event
+        .args
+        .first()
+        .ok_or_else(|| Refusal::BadRequest("refresh needs {token}".into()))?;
+    let args: RefreshArgs = serde_json::from_slice(first)
+        .map_err(|e| Refusal::BadRequest(format!("refresh needs {{token}}: {e}")))?;
+    let claims = app.auth.verify(&args.token).map_err(|error| {
+        tracing::debug!(%error, detail = ?error, "refresh refused");
+        Refusal::Unauthorized(error.to_string())
+    })?;
+    let current = socket.user().ok_or(Refusal::Forbidden)?;
+    if claims.sub() != current.sub() {
+        return Err(Refusal::Forbidden);
+    }
+    let claims = Arc::new(claims);
+    socket.set_user(claims.clone());
+    let stale: Vec<String> = socket
+        .rooms
+        .lock()
+        .iter()
+        .filter(|m| !still_allowed(&claims, &m.room))
+        .map(|m| m.room.to_string())
+        .collect();
+    for room in &stale {
+        app.leave(socket, room);
+    }
+    app.watch_expiry(socket);
+    metrics::counter!("tidings_tokens_refreshed_total").increment(1);
+    Ok(
+        serde_json::json!({ "ok": true, "exp": claims.expires_at(), "left": stale })
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod events;
+pub mod expiry;
 mod recover;
 mod request;
 
@@ -50,6 +51,8 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "disconnecting",
     "newListener",
     "removeListener",
+    expiry::EXPIRING_EVENT,
+    expiry::EXPIRED_EVENT,
 ];
 
 /// Where events are sequenced and sessions kept.
@@ -115,6 +118,8 @@ pub struct Tidings {
     publish_limits: PublishLimits,
     /// Most rooms one socket may be in (its personal and broadcast rooms included).
     max_rooms_per_socket: usize,
+    /// Token deadlines of connected sockets.
+    expiry: expiry::ExpiryClock,
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
@@ -141,6 +146,10 @@ pub struct TidingsParts {
     pub publish_limits: PublishLimits,
     /// Most rooms one socket may be in.
     pub max_rooms_per_socket: usize,
+    /// How long before `exp` a socket hears `token:expiring`.
+    pub expiry_notice: std::time::Duration,
+    /// Clock skew tolerated on `exp`: a socket is disconnected this long after it.
+    pub expiry_leeway: std::time::Duration,
 }
 
 impl Tidings {
@@ -156,10 +165,12 @@ impl Tidings {
             max_replay: parts.max_replay,
             publish_limits: parts.publish_limits,
             max_rooms_per_socket: parts.max_rooms_per_socket,
+            expiry: expiry::ExpiryClock::new(parts.expiry_notice, parts.expiry_leeway),
             live: parking_lot::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = app.self_ref.set(Arc::downgrade(&app));
+        tokio::spawn(expiry_loop(Arc::downgrade(&app)));
         if let Backend::Cluster(cluster) = &app.backend {
             let weak = Arc::downgrade(&app);
             cluster.subscriber.set_ingest(Arc::new(move |raw| {
@@ -324,8 +335,38 @@ impl Tidings {
         record.ok_or(TakeRefused::Unknown)
     }
 
+    /// Sets the token deadlines of a connected socket (its `token:expiring` notice and its disconnection).
+    fn watch_expiry(&self, socket: &Arc<Socket>) {
+        if let Some(exp) = socket.user().and_then(|user| user.expires_at()) {
+            self.expiry.schedule(socket, exp);
+        }
+    }
+
+    /// Acts on a token deadline that came due.
+    fn token_due(&self, socket: &Arc<Socket>, exp: u64, due: expiry::Due) {
+        match due {
+            expiry::Due::Notice => {
+                let in_secs = exp.saturating_sub(expiry::unix_now());
+                let notice = serde_json::json!({ "exp": exp, "in_secs": in_secs }).to_string();
+                let _ = socket.emit(expiry::EXPIRING_EVENT, &[notice.as_bytes()]);
+            }
+            expiry::Due::Expire => {
+                metrics::counter!("tidings_tokens_expired_total").increment(1);
+                tracing::debug!(socket = %socket.id(), exp, "token expired; disconnecting");
+                let notice =
+                    serde_json::json!({ "message": "token expired", "exp": exp }).to_string();
+                let _ = socket.emit(expiry::EXPIRED_EVENT, &[notice.as_bytes()]);
+                if socket.disconnect() {
+                    // Kept for recovery: a client that comes back with a fresh token resumes its session.
+                    self.on_disconnect(socket, true);
+                }
+            }
+        }
+    }
+
     /// Registers a connected socket that has a recovery id.
     fn track(&self, socket: &Arc<Socket>) {
+        self.watch_expiry(socket);
         if let Some(pid) = socket.pid() {
             self.live.lock().insert(pid, Arc::downgrade(socket));
         }
@@ -342,6 +383,22 @@ impl Tidings {
             self.save_room_left(socket, room);
         }
         left
+    }
+}
+
+/// Acts on token deadlines once a second while the application lives.
+async fn expiry_loop(app: std::sync::Weak<Tidings>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        for (socket, exp, due) in app.expiry.take_due(expiry::unix_now()) {
+            app.token_due(&socket, exp, due);
+        }
+        metrics::gauge!("tidings_token_deadlines").set(app.expiry.len() as f64);
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
     algorithm: Algorithm,
+    /// Refuse tokens without `exp`.
+    require_exp: bool,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -51,11 +53,22 @@ impl Authenticator {
                 decoding_key_from_pem(&pem).map_err(key_error)?
             }
         };
-        tracing::info!(?algorithm, "JWT verification ready");
-        Ok(Self::with_key(algorithm, key, config.leeway_secs))
+        tracing::info!(
+            ?algorithm,
+            require_exp = config.require_exp,
+            "JWT verification ready"
+        );
+        Ok(Self::with_key(algorithm, key, config.leeway_secs).requiring_exp(config.require_exp))
     }
 
-    /// An HS256 verifier for `secret`, without going through the config (tests, tools).
+    /// This verifier, refusing tokens without `exp` when `require` is true (`auth.require_exp`).
+    pub fn requiring_exp(mut self, require: bool) -> Self {
+        self.require_exp = require;
+        self
+    }
+
+    /// An HS256 verifier for `secret`, without going through the config (tests, tools); it accepts tokens
+    /// without `exp` unless [`Authenticator::requiring_exp`] says otherwise.
     pub fn hs256(secret: &str, leeway_secs: u64) -> Self {
         Self::with_key(
             Algorithm::HS256,
@@ -78,6 +91,7 @@ impl Authenticator {
             key,
             validation,
             algorithm,
+            require_exp: false,
         }
     }
 
@@ -105,6 +119,11 @@ impl Authenticator {
                 },
             },
         )?;
+        if self.require_exp && data.claims.exp.is_none() {
+            return Err(AuthError::Invalid {
+                detail: "token has no exp and auth.require_exp is on".into(),
+            });
+        }
         VerifiedClaims::from_claims(data.claims).map_err(|e| AuthError::Invalid {
             detail: e.to_string(),
         })
@@ -256,10 +275,18 @@ mod tests {
     }
 
     #[test]
-    fn no_exp_is_accepted() {
+    fn no_exp_is_refused_unless_allowed() {
         let token = mint_token(SECRET, "a", &[], &[], &[], 0).unwrap();
-        let v = hs_auth().verify(&token).unwrap();
-        assert_eq!(v.expires_at(), None);
+        let err = hs_auth().verify(&token).unwrap_err();
+        assert!(matches!(err, AuthError::Invalid { .. }), "{err:?}");
+        assert_eq!(err.to_string(), "unauthorized");
+        let lenient = Authenticator::new(&AuthConfig {
+            jwt_secret: SECRET.into(),
+            require_exp: false,
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(lenient.verify(&token).unwrap().expires_at(), None);
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub struct AuthConfig {
     pub jwt_public_key: String,
     /// Clock skew tolerated on `exp` / `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Refuse tokens without `exp` (a token that never expires cannot be revoked by time).
+    pub require_exp: bool,
+    /// How long before its token's `exp` a connected client gets the `token:expiring` event, in seconds.
+    pub expiry_notice_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -27,6 +31,8 @@ impl Default for AuthConfig {
             jwt_secret: String::new(),
             jwt_public_key: String::new(),
             leeway_secs: 5,
+            require_exp: true,
+            expiry_notice_secs: 60,
         }
     }
 }
@@ -52,6 +58,8 @@ impl fmt::Debug for AuthConfig {
             .field("jwt_secret", &redacted(&self.jwt_secret))
             .field("jwt_public_key", &self.jwt_public_key)
             .field("leeway_secs", &self.leeway_secs)
+            .field("require_exp", &self.require_exp)
+            .field("expiry_notice_secs", &self.expiry_notice_secs)
             .finish()
     }
 }

@@ -19,8 +19,14 @@ public_url = ""
 jwt_secret = ""
 # PEM public key file: RSA = RS256, EC P-256 = ES256 (TIDINGS_JWT_PUBLIC_KEY, --jwt-public-key).
 jwt_public_key = ""
-# Clock skew tolerated on a token's exp and nbf, in seconds; a token without exp never expires.
+# Clock skew tolerated on a token's exp and nbf, in seconds.
 leeway_secs = 5
+# Refuse tokens without `exp` (`tidings gentoken` always sets one). false = a token without exp never expires.
+require_exp = true
+# Seconds before a connected client's token expires that it gets the `token:expiring` event, so it can send a
+# fresh token with the `refresh` event; at `exp` (+ leeway) a client that did not gets `token:expired` and is
+# disconnected.
+expiry_notice_secs = 60
 
 [api]
 # HTTP API keys, sent as "Authorization: Bearer <key>" (TIDINGS_API_KEY, --api-key add one; none = one is generated).

@@ -114,8 +114,11 @@ impl Client {
         });
     }
 
+    /// The connected socket of `nsp`; one the server disconnected meanwhile is dropped from the list.
     fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
-        self.sockets.lock().iter().find(|s| s.nsp() == nsp).cloned()
+        let mut sockets = self.sockets.lock();
+        sockets.retain(|s| s.is_connected());
+        sockets.iter().find(|s| s.nsp() == nsp).cloned()
     }
 
     fn on_text(&self, session: &Arc<Session>, text: Bytes) -> Result<(), CloseReason> {
@@ -202,8 +205,7 @@ impl Client {
                     let index = sockets.iter().position(|s| s.nsp() == nsp);
                     index.map(|i| sockets.swap_remove(i))
                 };
-                if let Some(socket) = removed {
-                    socket.mark_disconnected();
+                if let Some(socket) = removed.filter(|s| s.mark_disconnected()) {
                     self.app.on_disconnect(&socket, false);
                 }
                 Ok(())
@@ -337,8 +339,9 @@ impl Client {
             Ok(socket) => {
                 self.ever_connected.store(true, Ordering::Release);
                 // The session ended while the connect was decided: undo it.
-                socket.mark_disconnected();
-                self.app.on_disconnect(&socket, true);
+                if socket.mark_disconnected() {
+                    self.app.on_disconnect(&socket, true);
+                }
             }
             Err(message) => {
                 metrics::counter!("tidings_connect_errors_total").increment(1);
@@ -369,8 +372,7 @@ impl SessionHandler for Client {
             self.closed.store(true, Ordering::Release);
             std::mem::take(&mut *sockets)
         };
-        for socket in sockets {
-            socket.mark_disconnected();
+        for socket in sockets.into_iter().filter(|s| s.mark_disconnected()) {
             self.app.on_disconnect(&socket, true);
         }
         self.partial.lock().take();

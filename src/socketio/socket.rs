@@ -9,7 +9,8 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::packet::{
-    encode_ack, encode_binary_ack, encode_binary_event, encode_connect, encode_event,
+    encode_ack, encode_binary_ack, encode_binary_event, encode_connect, encode_disconnect,
+    encode_event,
 };
 use crate::auth::VerifiedClaims;
 use crate::engineio::session::Sid;
@@ -30,7 +31,8 @@ pub struct Socket {
     id: Sid,
     nsp: Box<str>,
     session: Arc<Session>,
-    user: Option<Arc<VerifiedClaims>>,
+    /// Swapped when the client refreshes its token.
+    user: Mutex<Option<Arc<VerifiedClaims>>>,
     pid: Option<Sid>,
     /// Rooms the socket is in, as the application tracks them.
     pub rooms: Mutex<Vec<Membership>>,
@@ -56,7 +58,7 @@ impl Socket {
             id: id.unwrap_or_else(Sid::random),
             nsp: nsp.into(),
             session,
-            user,
+            user: Mutex::new(user),
             pid,
             rooms: Mutex::new(Vec::new()),
             connected: AtomicBool::new(true),
@@ -88,8 +90,13 @@ impl Socket {
     }
 
     /// The authenticated user, if the application has users.
-    pub fn user(&self) -> Option<&Arc<VerifiedClaims>> {
-        self.user.as_ref()
+    pub fn user(&self) -> Option<Arc<VerifiedClaims>> {
+        self.user.lock().clone()
+    }
+
+    /// Replaces the user's claims (a refreshed token).
+    pub fn set_user(&self, claims: Arc<VerifiedClaims>) {
+        *self.user.lock() = Some(claims);
     }
 
     /// The next version for a write of this socket's state to a shared store (1, 2, …): writes that may
@@ -113,9 +120,25 @@ impl Socket {
         self.superseded.load(Ordering::Acquire)
     }
 
-    pub(crate) fn mark_disconnected(&self) {
-        self.connected.store(false, Ordering::Release);
+    /// Marks the socket disconnected; true for the call that did it (the application hears of each socket
+    /// leaving once, however it left).
+    pub(crate) fn mark_disconnected(&self) -> bool {
+        let was_connected = self.connected.swap(false, Ordering::AcqRel);
         self.pending_acks.lock().take();
+        was_connected
+    }
+
+    /// Disconnects the socket from the server side: queues a DISCONNECT for its namespace (the client emits
+    /// `disconnect` with reason `io server disconnect` and does not reconnect by itself). True when the socket
+    /// was still connected; the caller then does what the end of a socket needs.
+    pub fn disconnect(&self) -> bool {
+        if !self.mark_disconnected() {
+            return false;
+        }
+        let mut out = BytesMut::new();
+        encode_disconnect(&self.nsp, &mut out);
+        let _ = self.send(Outgoing::Text(out.freeze()));
+        true
     }
 
     /// Queues the CONNECT reply: `40{"sid":…}` plus `"pid"` when recovery is on.
