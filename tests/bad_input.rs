@@ -120,6 +120,45 @@ async fn socketio_binary_attachment_with_nothing_pending() {
     assert_eq!(code, Some(1002));
 }
 
+/// Without a connected namespace (no token checked yet) a session may not announce attachments: nothing is
+/// buffered for it.
+#[tokio::test]
+async fn socketio_binary_event_before_connect() {
+    let announce = r#"451-["x",{"_placeholder":true,"num":0}]"#.to_owned();
+    let code = case(no_tweak, |a| ws_text(a, false, announce)).await;
+    assert_eq!(code, Some(1002));
+}
+
+/// The attachments of one packet share one budget (`maxPayload` in all): past it the session is closed before
+/// the rest is held.
+#[tokio::test]
+async fn socketio_attachments_over_budget() {
+    let code = case(
+        |c| c.engine.max_payload = 100_000,
+        |addr| async move {
+            let mut victim = ws_victim(addr, true).await;
+            let placeholders: Vec<String> = (0..3)
+                .map(|n| format!(r#"{{"_placeholder":true,"num":{n}}}"#))
+                .collect();
+            victim.send_text(&format!(r#"453-["x",{}]"#, placeholders.join(",")));
+            for _ in 0..3 {
+                victim.send_binary(vec![7; 40_000]);
+            }
+            victim.expect_closed(WAIT).await
+        },
+    )
+    .await;
+    assert_eq!(code, Some(1009));
+}
+
+/// Placeholders must name each announced attachment exactly once.
+#[tokio::test]
+async fn socketio_placeholder_past_the_attachments() {
+    let text = r#"451-["x",{"_placeholder":true,"num":3}]"#.to_owned();
+    let code = case(no_tweak, |a| ws_text(a, true, text)).await;
+    assert_eq!(code, Some(1002));
+}
+
 // --- Websocket framing -------------------------------------------------------------------------------------
 
 #[tokio::test]

@@ -143,6 +143,7 @@ mod tests {
         assert!(due
             .iter()
             .all(|(_, exp, d)| *exp == 1000 && *d == Due::Notice));
+        drop(due);
         // `b` refreshed to a later token: its old deadline no longer applies.
         b.set_user(claims(5000));
         clock.schedule(&b, 5000);

@@ -361,7 +361,7 @@ mod tests {
         let token = sign(
             Algorithm::ES256,
             &key,
-            &json!({"sub": "a", "publish": ["chat:*"]}),
+            &json!({"sub": "a", "publish": ["chat:*"], "exp": unix_now() + 60}),
         );
         let auth = auth_with_key("ec-p256-test-public.pem").unwrap();
         assert_eq!(auth.algorithm(), Algorithm::ES256);
@@ -398,14 +398,16 @@ mod tests {
 
     #[test]
     fn foreign_claims_and_audience() {
-        let token = hs(&json!({"sub": "a", "aud": "someone-else", "iss": "idp", "iat": 1}));
+        let token = hs(
+            &json!({"sub": "a", "aud": "someone-else", "iss": "idp", "iat": 1, "exp": unix_now() + 60}),
+        );
         assert!(hs_auth().verify(&token).is_ok());
         let future = hs(&json!({"sub": "a", "nbf": unix_now() + 3600}));
         assert!(matches!(
             hs_auth().verify(&future),
             Err(AuthError::Invalid { .. })
         ));
-        let bad_rooms = hs(&json!({"sub": "a", "rooms": ["a*b"]}));
+        let bad_rooms = hs(&json!({"sub": "a", "rooms": ["a*b"], "exp": unix_now() + 60}));
         let err = hs_auth().verify(&bad_rooms).unwrap_err();
         assert!(err.detail().contains("rooms"), "{}", err.detail());
     }

@@ -451,6 +451,33 @@ mod tests {
         assert_eq!(out[1], Outgoing::Binary(Bytes::from_static(&[1, 2, 3])));
     }
 
+    #[tokio::test]
+    async fn held_attachments_do_not_pin_the_read_buffer() {
+        let (session, client) = setup();
+        client.on_message(&session, text("0")).unwrap();
+        client
+            .on_message(
+                &session,
+                text("52-[\"e\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]"),
+            )
+            .unwrap();
+        // The attachment arrives as a small slice of a large read buffer.
+        let buffer = Bytes::from(vec![5u8; 64 * 1024]);
+        client
+            .on_message(&session, Message::Binary(buffer.slice(10..20)))
+            .unwrap();
+        let held = client.partial.lock().as_ref().unwrap().attachments[0].clone();
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        assert!(!range.contains(&(held.as_ptr() as usize)), "copied out");
+        assert_eq!(&held[..], &[5u8; 10]);
+        // Past the budget (1000 bytes in these tests) the session is closed.
+        let too_much = Message::Binary(Bytes::from(vec![0u8; 1000]));
+        assert_eq!(
+            client.on_message(&session, too_much),
+            Err(CloseReason::PayloadTooLarge)
+        );
+    }
+
     #[test]
     fn unexpected_attachment_and_bad_packets_close() {
         let (session, client) = setup();
