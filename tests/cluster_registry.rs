@@ -5,109 +5,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{start, token, Api, Polling, RawWs, WAIT};
+use common::{start, token, unique_prefix, Api, Polling, RawWs, RedisServer, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::server::RunningNode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A `redis-server` on a free loopback port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts a server on a free port.
-    async fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Some(server) = Self::start_on(port).await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start");
-    }
-
-    /// Kills the server (as a crash would) and starts a new, empty one on the same port.
-    async fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let fresh = Self::start_on(self.port)
-            .await
-            .expect("redis-server did not restart");
-        *self = fresh;
-    }
-
-    /// Starts a server on `port`; `None` when it does not come up (e.g. the port was taken).
-    async fn start_on(port: u16) -> Option<RedisServer> {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot run redis-server (install the redis-server package)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            if ping(port).await {
-                return Some(RedisServer { child, port });
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A direct connection, to look at the keys.
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if stream.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
-        Ok(Ok(_)) if &reply == b"+PONG\r\n"
-    )
-}
-
-/// A key prefix no other test uses.
-fn unique_prefix(test: &str) -> String {
-    format!("t{}-{test}", std::process::id())
-}
 
 /// Starts a node of the cluster on `redis` under `prefix`, with `max_connections`.
 async fn cluster_node(redis: &RedisServer, prefix: &str, max_connections: usize) -> RunningNode {

@@ -7,8 +7,10 @@
 
 mod http;
 mod raw_ws;
+mod redis;
 mod ws;
 
+pub use self::redis::{unique_prefix, RedisServer};
 pub use http::{Api, Polling};
 pub use raw_ws::{RawWs, ServerFrame};
 pub use ws::{Frame, WsClient};
