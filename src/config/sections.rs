@@ -133,7 +133,7 @@ impl Default for EngineConfig {
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             max_payload: 1_000_000,
-            connect_timeout_ms: 45_000,
+            connect_timeout_ms: 10_000,
             cors_origins: vec!["*".to_owned()],
             write_interval_ms: 20,
             write_interval_max_ms: 0,
@@ -340,7 +340,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.engine.ping_interval(), Duration::from_secs(25));
         assert_eq!(c.engine.ping_timeout(), Duration::from_secs(20));
-        assert_eq!(c.engine.connect_timeout(), Duration::from_secs(45));
+        assert_eq!(c.engine.connect_timeout(), Duration::from_secs(10));
         assert_eq!(c.history.max_age(), Duration::from_secs(300));
         assert_eq!(c.recovery.max_disconnection(), Duration::from_secs(120));
         assert_eq!(c.shutdown.drain(), Duration::from_secs(10));

@@ -41,8 +41,9 @@ ping_interval_ms = 25000
 ping_timeout_ms = 20000
 # Largest accepted Engine.IO payload, in bytes.
 max_payload = 1000000
-# Time a client has to send its Socket.IO CONNECT, in milliseconds.
-connect_timeout_ms = 45000
+# Time a new session has to connect a namespace (Socket.IO CONNECT), in milliseconds; a session that has not
+# by then is closed, so sessions without a token do not hold a place for long.
+connect_timeout_ms = 10000
 # Origins allowed for polling requests ("*" = any); [] disables CORS headers.
 cors_origins = ["*"]
 # Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events that

@@ -3,7 +3,7 @@
 //! One lock guards everything: appends already run one at a time under the hub's ordering lock, and reads
 //! (replays, the history API) are short.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -27,8 +27,9 @@ struct Stream {
 #[derive(Default)]
 struct State {
     streams: HashMap<RoomKey, Stream>,
-    /// Oldest event of each non-empty stream, by sequence: the global eviction order.
-    fronts: BTreeMap<u64, RoomKey>,
+    /// Oldest event of each non-empty stream, by sequence then room: the global eviction order. An event
+    /// published to several rooms has one sequence in each of their streams, so the room is part of the key.
+    fronts: BTreeSet<(u64, RoomKey)>,
     events: usize,
     bytes: usize,
 }
@@ -46,10 +47,10 @@ impl State {
         let Some((event, _)) = stream.events.pop_front() else {
             return;
         };
-        self.fronts.remove(&event.seq);
+        self.fronts.remove(&(event.seq, room.clone()));
         stream.evicted_through = stream.evicted_through.max(event.seq);
         if let Some((next, _)) = stream.events.front() {
-            self.fronts.insert(next.seq, room.clone());
+            self.fronts.insert((next.seq, room.clone()));
         }
         self.events -= 1;
         self.bytes -= event_size(&event.packets);
@@ -57,7 +58,7 @@ impl State {
 
     /// Evicts the globally oldest event.
     fn pop_oldest(&mut self) -> bool {
-        let Some((_, room)) = self.fronts.iter().next().map(|(s, r)| (*s, r.clone())) else {
+        let Some((_, room)) = self.fronts.first().cloned() else {
             return false;
         };
         self.pop_front(&room);
@@ -144,7 +145,7 @@ impl HistoryStore for MemoryHistory {
         ));
         let over_count = stream.events.len() > self.max_events;
         if was_empty {
-            state.fronts.insert(seq, room.clone());
+            state.fronts.insert((seq, room.clone()));
         }
         state.events += 1;
         state.bytes += size;
@@ -189,7 +190,8 @@ impl HistoryStore for MemoryHistory {
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
         let now = Instant::now();
         let mut state = self.state.lock();
-        while let Some(room) = state.fronts.values().next().cloned() {
+        // Streams in order of their oldest event: the first one whose oldest event is young enough ends it.
+        while let Some((_, room)) = state.fronts.first().cloned() {
             let expired = state
                 .streams
                 .get(&room)
@@ -343,5 +345,116 @@ mod tests {
             h.read_after(&room, Some(epoch), 1, 10).unwrap_err(),
             HistoryError::EpochChanged
         );
+    }
+
+    /// The 1000-room publish: one sequence in every room's stream. Each room keeps and evicts it on its own.
+    #[test]
+    fn multi_room_events_are_evicted_in_every_room() {
+        let rooms: Vec<RoomKey> = (0..1000)
+            .map(|i| RoomKey::new("/", &format!("r{i}")))
+            .collect();
+        let aged = MemoryHistory::new(10, Duration::ZERO, 1 << 30, Duration::from_secs(60));
+        for room in &rooms {
+            aged.append(room, 1, &packets("shared"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        aged.sweep(&|_| true);
+        assert_eq!(aged.stats().events, 0, "max age holds in every room");
+        assert_eq!(aged.stats().bytes, 0);
+
+        let one = event_size(&packets("shared"));
+        let capped = store(10, one * 100);
+        for room in &rooms {
+            capped.append(room, 1, &packets("shared"));
+        }
+        let stats = capped.stats();
+        assert!(stats.bytes <= one * 100, "{} bytes held", stats.bytes);
+        assert_eq!(stats.events, 100);
+    }
+
+    /// Random single- and multi-room publishes against a plain model of the rules (count per room, global
+    /// byte cap evicting the oldest front first, max age): after every step the store holds exactly what the
+    /// model keeps, bytes never exceed the cap, and after a sweep with max age 0 nothing is left.
+    #[test]
+    fn random_publishes_follow_the_rules() {
+        use std::collections::BTreeMap;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..20 {
+            let max_events = 1 + next(6) as usize;
+            let unit = event_size(&packets("x"));
+            let cap = unit * (3 + next(20) as usize);
+            let h = store(max_events, cap);
+            let rooms: Vec<RoomKey> = (0..6)
+                .map(|i| RoomKey::new("/", &format!("r{i}")))
+                .collect();
+            // room index -> (seq, size) kept, oldest first.
+            let mut model: BTreeMap<usize, VecDeque<(u64, usize)>> = BTreeMap::new();
+            for seq in 1..=200u64 {
+                let text = "y".repeat(1 + next(3 * 160) as usize);
+                let size = event_size(&packets(&text));
+                let mut targets: Vec<usize> = (0..1 + next(4)).map(|_| next(6) as usize).collect();
+                targets.sort();
+                targets.dedup();
+                for &r in &targets {
+                    h.append(&rooms[r], seq, &packets(&text));
+                    let kept = model.entry(r).or_default();
+                    kept.push_back((seq, size));
+                    if kept.len() > max_events {
+                        kept.pop_front();
+                    }
+                    loop {
+                        let total: usize = model.values().flatten().map(|(_, s)| s).sum();
+                        if total <= cap {
+                            break;
+                        }
+                        let oldest = model
+                            .iter()
+                            .filter_map(|(room, kept)| {
+                                kept.front()
+                                    .map(|(seq, _)| (*seq, rooms[*room].clone(), *room))
+                            })
+                            .min()
+                            .map(|(_, _, room)| room)
+                            .unwrap();
+                        model.get_mut(&oldest).unwrap().pop_front();
+                    }
+                }
+                let stats = h.stats();
+                assert!(
+                    stats.bytes <= cap,
+                    "round {round} seq {seq}: {} > {cap}",
+                    stats.bytes
+                );
+                for (i, room) in rooms.iter().enumerate() {
+                    let want: Vec<u64> = model
+                        .get(&i)
+                        .map_or_else(Vec::new, |k| k.iter().map(|(s, _)| *s).collect());
+                    let after = want.first().map_or(seq, |first| first - 1);
+                    let got = h
+                        .read_after(room, None, after, usize::MAX)
+                        .map(|(_, e)| seqs(&e));
+                    assert_eq!(got, Ok(want), "round {round} seq {seq} room {i}");
+                }
+            }
+            let aged = MemoryHistory::new(max_events, Duration::ZERO, cap, Duration::from_secs(60));
+            for seq in 1..=50u64 {
+                for _ in 0..1 + next(3) {
+                    aged.append(&rooms[next(6) as usize], seq, &packets("z"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            aged.sweep(&|_| true);
+            assert_eq!(
+                (aged.stats().events, aged.stats().bytes),
+                (0, 0),
+                "round {round}"
+            );
+        }
     }
 }

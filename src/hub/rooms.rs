@@ -17,7 +17,7 @@ const SHARDS: usize = 64;
 const PREFETCH_AHEAD: usize = 8;
 
 /// A room name within its namespace.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct RoomKey(std::sync::Arc<str>);
 
 impl RoomKey {
