@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Redis URL; runs this node as part of a cluster [env: TIDINGS_REDIS_URL].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Development only: accept an HS256 secret shorter than 32 bytes and API keys shorter than 16
+    /// [env: TIDINGS_INSECURE_DEV_SECRETS].
+    #[arg(long)]
+    pub insecure_dev_secrets: bool,
     /// Protocol conformance mode for the official Socket.IO / Engine.IO test suites.
     #[arg(long, hide = true)]
     pub conformance: bool,
@@ -72,6 +76,7 @@ impl ServeArgs {
             jwt_public_key: self.jwt_public_key.clone(),
             api_key: self.api_key.clone(),
             redis_url: self.redis.clone(),
+            insecure_dev_secrets: self.insecure_dev_secrets.then_some(true),
             conformance: self.conformance,
         }
     }
@@ -233,7 +238,7 @@ mod tests {
             [auth]
             jwt_public_key = "/keys/file.pem"
             [api]
-            keys = ["file-key"]
+            keys = ["file-key-0123456789"]
             [redis]
             url = "redis://file"
             "#,
@@ -249,17 +254,17 @@ mod tests {
         // Env over file: the env secret replaces the file's public key.
         let e = env(&[
             ("TIDINGS_LISTEN", "127.0.0.1:1002"),
-            ("TIDINGS_JWT_SECRET", "env-secret"),
-            ("TIDINGS_API_KEY", "env-key"),
+            ("TIDINGS_JWT_SECRET", "env-secret-0123456789abcdef0123456789"),
+            ("TIDINGS_API_KEY", "env-key-0123456789"),
             ("TIDINGS_REDIS_URL", "redis://env"),
         ]);
         let c = serve_args(&["--config", path])
             .load_config_with_env(&e)
             .unwrap();
         assert_eq!(c.listen.port(), 1002);
-        assert_eq!(c.auth.jwt_secret, "env-secret");
+        assert_eq!(c.auth.jwt_secret, "env-secret-0123456789abcdef0123456789");
         assert_eq!(c.auth.jwt_public_key, "");
-        assert_eq!(c.api.keys, ["file-key", "env-key"]);
+        assert_eq!(c.api.keys, ["file-key-0123456789", "env-key-0123456789"]);
         assert_eq!(c.redis.url, "redis://env");
         // Flags over env.
         let flags = serve_args(&[
@@ -270,7 +275,7 @@ mod tests {
             "--jwt-public-key",
             "/keys/flag.pem",
             "--api-key",
-            "flag-key",
+            "flag-key-0123456789",
             "--redis",
             "redis://flag",
         ]);
@@ -278,7 +283,7 @@ mod tests {
         assert_eq!(c.listen.port(), 1003);
         assert_eq!(c.auth.jwt_public_key, "/keys/flag.pem");
         assert_eq!(c.auth.jwt_secret, "");
-        assert_eq!(c.api.keys, ["file-key", "env-key", "flag-key"]);
+        assert_eq!(c.api.keys, ["file-key-0123456789", "env-key-0123456789", "flag-key-0123456789"]);
         assert_eq!(c.redis.url, "redis://flag");
         assert!(!c.conformance);
         // Defaults when nothing is given.
@@ -322,6 +327,51 @@ mod tests {
         assert!(serve_args(&[])
             .load_config_with_env(env(&[("TIDINGS_LISTEN", "")]))
             .is_ok());
+    }
+
+    #[test]
+    fn short_secrets_need_the_insecure_flag() {
+        let short = [("TIDINGS_JWT_SECRET", "dev-secret"), ("TIDINGS_API_KEY", "dev-key")];
+        let msg = serve_args(&[])
+            .load_config_with_env(env(&short))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("invalid config: auth.jwt_secret: the HS256 secret is 10 bytes")
+                && msg.contains("--insecure-dev-secrets"),
+            "{msg}"
+        );
+        let c = serve_args(&["--insecure-dev-secrets"])
+            .load_config_with_env(env(&short))
+            .unwrap();
+        assert!(c.auth.insecure_dev_secrets);
+        let with_env = [short[0], short[1], ("TIDINGS_INSECURE_DEV_SECRETS", "true")];
+        assert!(serve_args(&[])
+            .load_config_with_env(env(&with_env))
+            .unwrap()
+            .auth
+            .insecure_dev_secrets);
+        // The flag wins over the environment, the environment over the file.
+        let file = TempFile::new(
+            "insecure",
+            "[auth]\ninsecure_dev_secrets = true\njwt_secret = \"s\"\n",
+        );
+        let path = file.0.to_str().unwrap();
+        let off = [("TIDINGS_INSECURE_DEV_SECRETS", "0")];
+        assert!(serve_args(&["--config", path])
+            .load_config_with_env(env(&off))
+            .is_err());
+        assert!(serve_args(&["--config", path, "--insecure-dev-secrets"])
+            .load_config_with_env(env(&off))
+            .is_ok());
+        let msg = serve_args(&[])
+            .load_config_with_env(env(&[("TIDINGS_INSECURE_DEV_SECRETS", "maybe")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("environment variable TIDINGS_INSECURE_DEV_SECRETS: \"maybe\""),
+            "{msg}"
+        );
     }
 
     #[test]

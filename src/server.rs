@@ -26,6 +26,7 @@ use crate::cluster::keys::Keys;
 use crate::cluster::registry::{NodeInfo, Registry};
 use crate::cluster::{Redis, RedisTarget};
 use crate::config::Config;
+use crate::engineio::cors::CorsPolicy;
 use crate::engineio::polling_conn::{self, PollingRoutes};
 use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
@@ -47,7 +48,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     let generated = config.ensure_secrets();
     let running = start(&config).await?;
-    print_banner(&config, running.local_addr(), &generated);
+    print_banner(&config, &running, &generated);
     shutdown_signal().await;
     tracing::info!("shutting down: closing every client");
     running.shutdown(config.shutdown.drain()).await;
@@ -58,14 +59,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 pub struct RunningNode {
     node: Node,
     local: SocketAddr,
+    admin_local: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
+    admin_accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningNode {
     /// Where the node listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Where the separate admin listener (`admin.listen`) listens, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_local
     }
 
     /// The node's parts.
@@ -86,6 +94,9 @@ impl RunningNode {
         }
         let _ = self.stop.send(true);
         let _ = self.accept.await;
+        if let Some(admin) = self.admin_accept {
+            let _ = admin.await;
+        }
         self.node.close_all();
         let deadline = tokio::time::Instant::now() + drain;
         while self.node.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
@@ -97,13 +108,31 @@ impl RunningNode {
     }
 }
 
-/// Binds `config.listen` and serves the node described by `config` (secrets must be set) in the background.
+/// Binds `config.listen` (and `admin.listen` when set) and serves the node described by `config` (secrets must
+/// be set) in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
     let listener =
         bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
+    let admin_listener = match config.admin.listen_addr().filter(|_| !config.conformance) {
+        Some(addr) => Some(bind(addr).with_context(|| format!("cannot listen on {addr} (admin.listen)"))?),
+        None => None,
+    };
+    let admin_local = admin_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let node = build(config, local)?;
     let (stop, stop_rx) = watch::channel(false);
+    let admin_accept = match (admin_listener, &node.admin) {
+        (Some(listener), Some(router)) => Some(tokio::spawn(accept_loop(
+            listener,
+            router.clone(),
+            Arc::new(PollingRoutes::default()),
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
     let accept = tokio::spawn(accept_loop(
         listener,
         node.router.clone(),
@@ -113,8 +142,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
     Ok(RunningNode {
         node,
         local,
+        admin_local,
         stop,
         accept,
+        admin_accept,
     })
 }
 
@@ -124,6 +155,9 @@ pub struct Node {
     pub engines: Vec<Arc<Engine>>,
     /// The HTTP router (API and Engine.IO paths).
     pub router: Router,
+    /// The router of the separate admin listener (`/metrics`, `/stats`, `/healthz`); `None` when they are served
+    /// by `router` (no `admin.listen`) or in conformance mode.
+    pub admin: Option<Router>,
     /// The Engine.IO endpoints whose long-polling requests are served without hyper (see [`polling_conn`]).
     pub polling: Arc<PollingRoutes>,
     /// This node's entry in the cluster's node registry; `None` when it runs alone.
@@ -175,7 +209,10 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
         },
         max_messages_per_sec: config.limits.client_packets_per_sec,
         max_sessions: config.limits.max_connections,
-        cors_origins: config.engine.cors_origins.clone(),
+        cors: CorsPolicy {
+            origins: config.engine.cors_origins.clone(),
+            credentials: config.engine.cors_credentials,
+        },
         node_tag,
         write_interval: config.engine.write_interval(),
         write_interval_max: config.engine.write_interval_max(),
@@ -206,6 +243,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         return Ok(Node {
             engines: vec![socket_io, engine_io],
             router,
+            admin: None,
             polling: Arc::new(polling),
             registry: None,
         });
@@ -310,21 +348,26 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     let registry = redis
         .as_ref()
         .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()));
-    let api = crate::api::router(crate::api::ApiState {
+    let api_state = crate::api::ApiState {
         app,
         engine: engine.clone(),
-        keys: Arc::new(config.api.keys.clone()),
+        keys: Arc::new(crate::api::ApiKeys::new(&config.api.keys)),
+        admin_requires_key: config.admin.require_api_key,
         max_body: config.api.max_body_bytes,
         metrics,
         registry: registry.clone(),
         node: me,
-    });
-    let router = api.route(SOCKET_IO_PATH, any(engine_route(engine.clone())));
+    };
+    let separate_admin = config.admin.listen_addr().is_some();
+    let admin = separate_admin.then(|| crate::api::admin_router(api_state.clone()));
+    let router = crate::api::router(api_state, !separate_admin)
+        .route(SOCKET_IO_PATH, any(engine_route(engine.clone())));
     let mut polling = PollingRoutes::default();
     polling.add(SOCKET_IO_PATH, engine.clone());
     Ok(Node {
         engines: vec![engine],
         router,
+        admin,
         polling: Arc::new(polling),
         registry,
     })
@@ -518,12 +561,23 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_banner(config: &Config, local: SocketAddr, generated: &[crate::config::GeneratedSecret]) {
+fn print_banner(
+    config: &Config,
+    running: &RunningNode,
+    generated: &[crate::config::GeneratedSecret],
+) {
+    let local = running.local_addr();
     if config.conformance {
         println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH})");
         return;
     }
     println!("tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)");
+    if let Some(admin) = running.admin_addr() {
+        println!("tidings admin endpoints on http://{admin} (/metrics, /stats, /healthz)");
+    }
+    if config.auth.insecure_dev_secrets {
+        eprintln!("WARNING: insecure_dev_secrets is on: short JWT secrets and API keys are accepted; development only.");
+    }
     if !generated.is_empty() {
         eprintln!(
             "WARNING: no secrets configured; generated development secrets for this run only:"

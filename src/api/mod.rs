@@ -1,6 +1,8 @@
-//! The HTTP API on the client port: publish, broadcast, room and node listings, health and metrics.
+//! The HTTP API on the client port: publish, broadcast, room and node listings, health; and the operator
+//! endpoints (`/metrics`, `/stats`), on the client port or on a separate admin listener.
 
 mod error;
+mod keys;
 mod nodes;
 mod publish;
 mod rooms;
@@ -15,6 +17,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::ApiError;
+pub use keys::ApiKeys;
 
 use crate::app::Tidings;
 use crate::cluster::registry::{NodeInfo, Registry};
@@ -28,7 +31,9 @@ pub struct ApiState {
     /// The Socket.IO endpoint, for connection counts.
     pub engine: Arc<Engine>,
     /// Accepted API keys.
-    pub keys: Arc<Vec<String>>,
+    pub keys: Arc<ApiKeys>,
+    /// `/metrics` and `/stats` need an API key too.
+    pub admin_requires_key: bool,
     /// Largest accepted request body.
     pub max_body: usize,
     /// Prometheus renderer.
@@ -39,8 +44,9 @@ pub struct ApiState {
     pub node: NodeInfo,
 }
 
-/// The API routes; `/healthz`, `/metrics` and `/stats` need no key, `/v1/*` needs `Authorization: Bearer <key>`.
-pub fn router(state: ApiState) -> Router {
+/// The routes of the client port: `/v1/*` (needs `Authorization: Bearer <key>`) and `/healthz`, plus `/metrics`
+/// and `/stats` when `with_admin` (no separate admin listener).
+pub fn router(state: ApiState, with_admin: bool) -> Router {
     let v1 = Router::new()
         .route("/v1/publish", post(publish::publish))
         .route("/v1/publish/batch", post(publish::publish_batch))
@@ -54,12 +60,33 @@ pub fn router(state: ApiState) -> Router {
             state.clone(),
             require_api_key,
         ));
-    Router::new()
-        .merge(v1)
+    let mut router = Router::new().merge(v1).route("/healthz", get(healthz));
+    if with_admin {
+        router = router.merge(admin_routes(&state));
+    }
+    router.with_state(state)
+}
+
+/// The routes of the separate admin listener (`admin.listen`): `/metrics`, `/stats` and `/healthz`.
+pub fn admin_router(state: ApiState) -> Router {
+    admin_routes(&state)
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/stats", get(stats))
         .with_state(state)
+}
+
+/// `/metrics` and `/stats`, behind the API key when `admin.require_api_key` is set.
+fn admin_routes(state: &ApiState) -> Router<ApiState> {
+    let routes = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats));
+    if state.admin_requires_key {
+        routes.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ))
+    } else {
+        routes
+    }
 }
 
 async fn require_api_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -70,20 +97,12 @@ async fn require_api_key(State(state): State<ApiState>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(key)
-            if state
-                .keys
-                .iter()
-                .any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) =>
-        {
-            next.run(request).await
+        Some(key) if state.keys.accepts(key) => next.run(request).await,
+        _ => {
+            metrics::counter!("tidings_api_unauthorized_total").increment(1);
+            ApiError::unauthorized().into_response()
         }
-        _ => ApiError::unauthorized().into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
@@ -105,17 +124,5 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         )
             .into_response(),
         None => ApiError::not_found("metrics_disabled", "metrics are not enabled").into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn key_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

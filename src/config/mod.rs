@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 pub use overrides::Overrides;
 pub use secrets::GeneratedSecret;
 pub use sections::{
-    ApiConfig, AuthConfig, EngineConfig, HistoryConfig, LimitsConfig, NamespaceConfig,
-    RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig,
+    AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, LimitsConfig, NamespaceConfig,
+    RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig, MIN_API_KEY_BYTES,
+    MIN_JWT_SECRET_BYTES,
 };
 pub use template::DEFAULT_CONFIG_TOML;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTP API.
     pub api: ApiConfig,
+    /// Operator endpoints (`/metrics`, `/stats`).
+    pub admin: AdminConfig,
     /// Engine.IO transport settings.
     pub engine: EngineConfig,
     /// Per-connection and global limits.
@@ -71,6 +74,7 @@ impl Default for Config {
             public_url: String::new(),
             auth: AuthConfig::default(),
             api: ApiConfig::default(),
+            admin: AdminConfig::default(),
             engine: EngineConfig::default(),
             limits: LimitsConfig::default(),
             namespaces: Vec::new(),

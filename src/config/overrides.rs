@@ -17,6 +17,8 @@ pub struct Overrides {
     pub api_key: Option<String>,
     /// `TIDINGS_REDIS_URL` / `--redis`.
     pub redis_url: Option<String>,
+    /// `TIDINGS_INSECURE_DEV_SECRETS` / `--insecure-dev-secrets`: sets `auth.insecure_dev_secrets`.
+    pub insecure_dev_secrets: Option<bool>,
     /// `--conformance` (no environment variable).
     pub conformance: bool,
 }
@@ -37,12 +39,20 @@ impl Overrides {
             })?),
             None => None,
         };
+        let insecure_dev_secrets = match get("TIDINGS_INSECURE_DEV_SECRETS") {
+            Some(text) => Some(parse_flag(&text).ok_or_else(|| ConfigError::Env {
+                var: "TIDINGS_INSECURE_DEV_SECRETS",
+                message: format!("{text:?} is not one of 1, true, yes, on, 0, false, no, off"),
+            })?),
+            None => None,
+        };
         let overrides = Self {
             listen,
             jwt_secret: get("TIDINGS_JWT_SECRET"),
             jwt_public_key: get("TIDINGS_JWT_PUBLIC_KEY"),
             api_key: get("TIDINGS_API_KEY"),
             redis_url: get("TIDINGS_REDIS_URL"),
+            insecure_dev_secrets,
             conformance: false,
         };
         if overrides.jwt_secret.is_some() && overrides.jwt_public_key.is_some() {
@@ -78,6 +88,18 @@ impl Config {
         if let Some(url) = &overrides.redis_url {
             self.redis.url.clone_from(url);
         }
+        if let Some(insecure) = overrides.insecure_dev_secrets {
+            self.auth.insecure_dev_secrets = insecure;
+        }
         self.conformance |= overrides.conformance;
+    }
+}
+
+/// A boolean environment value: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`, any case.
+fn parse_flag(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }

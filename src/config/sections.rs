@@ -1,12 +1,13 @@
 //! The `[section]` structs of the config file, each with its defaults and typed accessors.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::secrets::{constant_time_eq, redacted};
+use super::secrets::redacted;
 use crate::auth::RoomPattern;
 
 /// `[auth]`: how client tokens are verified. Exactly one of `jwt_secret` / `jwt_public_key` may be set.
@@ -23,7 +24,16 @@ pub struct AuthConfig {
     pub require_exp: bool,
     /// How long before its token's `exp` a connected client gets the `token:expiring` event, in seconds.
     pub expiry_notice_secs: u64,
+    /// Accept an HS256 secret shorter than [`MIN_JWT_SECRET_BYTES`] and API keys shorter than
+    /// [`MIN_API_KEY_BYTES`] (development only; `--insecure-dev-secrets`, `TIDINGS_INSECURE_DEV_SECRETS`).
+    pub insecure_dev_secrets: bool,
 }
+
+/// Shortest accepted HS256 secret, in bytes (the key size of HMAC-SHA256), unless
+/// `auth.insecure_dev_secrets` is set.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Shortest accepted API key, in bytes, unless `auth.insecure_dev_secrets` is set.
+pub const MIN_API_KEY_BYTES: usize = 16;
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -33,6 +43,7 @@ impl Default for AuthConfig {
             leeway_secs: 5,
             require_exp: true,
             expiry_notice_secs: 60,
+            insecure_dev_secrets: false,
         }
     }
 }
@@ -60,6 +71,7 @@ impl fmt::Debug for AuthConfig {
             .field("leeway_secs", &self.leeway_secs)
             .field("require_exp", &self.require_exp)
             .field("expiry_notice_secs", &self.expiry_notice_secs)
+            .field("insecure_dev_secrets", &self.insecure_dev_secrets)
             .finish()
     }
 }
@@ -80,16 +92,6 @@ impl Default for ApiConfig {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
         }
-    }
-}
-
-impl ApiConfig {
-    /// True when `presented` is one of the configured keys. Compares in constant time per key, so response
-    /// timing does not reveal how much of a key was right.
-    pub fn accepts_key(&self, presented: &str) -> bool {
-        self.keys.iter().fold(false, |found, key| {
-            found | constant_time_eq(key.as_bytes(), presented.as_bytes())
-        })
     }
 }
 
@@ -117,6 +119,9 @@ pub struct EngineConfig {
     pub connect_timeout_ms: u64,
     /// Origins allowed for polling requests (`*` = any); empty disables CORS headers.
     pub cors_origins: Vec<String>,
+    /// Answer allowed origins with `Access-Control-Allow-Credentials: true` (browser clients created with
+    /// `withCredentials: true`, which send cookies). Only with an explicit origin list: never with `*`.
+    pub cors_credentials: bool,
     /// Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events
     /// arriving closer together leave in one write. A socket quiet for this long is written at once; 0 = never wait.
     pub write_interval_ms: u64,
@@ -135,6 +140,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             connect_timeout_ms: 10_000,
             cors_origins: vec!["*".to_owned()],
+            cors_credentials: false,
             write_interval_ms: 20,
             write_interval_max_ms: 0,
         }
@@ -184,6 +190,9 @@ pub struct LimitsConfig {
     pub max_json_depth: usize,
     /// Most rooms one socket may be in, its personal and broadcast rooms included.
     pub max_rooms_per_socket: usize,
+    /// Sessions closed for misbehaving (protocol errors, floods, oversized or invalid data) are logged one by
+    /// one at debug level only; at most one warning per this many seconds sums them up by reason.
+    pub misbehaviour_log_interval_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -195,6 +204,7 @@ impl Default for LimitsConfig {
             client_packets_per_sec: 50,
             max_json_depth: 64,
             max_rooms_per_socket: 1000,
+            misbehaviour_log_interval_secs: 10,
         }
     }
 }
@@ -203,6 +213,29 @@ impl LimitsConfig {
     /// Burst size of the per-connection packet rate limit: twice the sustained rate.
     pub fn client_packet_burst(&self) -> u32 {
         self.client_packets_per_sec.saturating_mul(2)
+    }
+
+    /// `misbehaviour_log_interval_secs` as a duration.
+    pub fn misbehaviour_log_interval(&self) -> Duration {
+        Duration::from_secs(self.misbehaviour_log_interval_secs)
+    }
+}
+
+/// `[admin]`: where the operator endpoints `/metrics` and `/stats` are served, and whether they need an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `IP:port` of a separate listener serving `/metrics`, `/stats` and `/healthz`; the main port then answers
+    /// 404 for `/metrics` and `/stats`. Empty = served on the main port.
+    pub listen: String,
+    /// `/metrics` and `/stats` need `Authorization: Bearer <api key>`, wherever they are served.
+    pub require_api_key: bool,
+}
+
+impl AdminConfig {
+    /// The separate admin address, when one is set (validated by [`Config::validate`](super::Config::validate)).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -357,15 +390,15 @@ mod tests {
         assert_eq!(c.redis.url(), None);
         assert_eq!(c.auth.secret(), None);
         assert_eq!(c.auth.public_key_path(), None);
+        assert_eq!(c.limits.misbehaviour_log_interval(), Duration::from_secs(10));
+        assert_eq!(c.admin.listen_addr(), None);
     }
 
     #[test]
-    fn api_keys_and_debug_redaction() {
+    fn debug_redacts_secrets() {
         let mut c = Config::default();
         c.api.keys = vec!["k1".into(), "k2".into()];
         c.auth.jwt_secret = "hunter2".into();
-        assert!(c.api.accepts_key("k2"));
-        assert!(!c.api.accepts_key("k3") && !c.api.accepts_key("k") && !c.api.accepts_key(""));
         let dump = format!("{c:?}");
         assert!(!dump.contains("hunter2") && !dump.contains("k1"), "{dump}");
         assert!(dump.contains("<redacted>"));

@@ -15,7 +15,8 @@ workers = 0
 public_url = ""
 
 [auth]
-# HS256 secret (TIDINGS_JWT_SECRET, --jwt-secret); with neither secret nor key, a random one is generated.
+# HS256 secret (TIDINGS_JWT_SECRET, --jwt-secret), at least 32 bytes; with neither secret nor key, a random one
+# is generated.
 jwt_secret = ""
 # PEM public key file: RSA = RS256, EC P-256 = ES256 (TIDINGS_JWT_PUBLIC_KEY, --jwt-public-key).
 jwt_public_key = ""
@@ -27,12 +28,23 @@ require_exp = true
 # fresh token with the `refresh` event; at `exp` (+ leeway) a client that did not gets `token:expired` and is
 # disconnected.
 expiry_notice_secs = 60
+# Development only: accept an HS256 secret shorter than 32 bytes and API keys shorter than 16 bytes
+# (TIDINGS_INSECURE_DEV_SECRETS=1, --insecure-dev-secrets).
+insecure_dev_secrets = false
 
 [api]
-# HTTP API keys, sent as "Authorization: Bearer <key>" (TIDINGS_API_KEY, --api-key add one; none = one is generated).
+# HTTP API keys, sent as "Authorization: Bearer <key>", each at least 16 bytes (TIDINGS_API_KEY, --api-key add
+# one; none = one is generated).
 keys = []
 # Largest accepted HTTP request body, in bytes.
 max_body_bytes = 1048576
+
+[admin]
+# IP:port of a separate listener for /metrics, /stats and /healthz (e.g. "127.0.0.1:9090", reachable only by the
+# operator); the main port then answers 404 for /metrics and /stats. Empty = served on the main port.
+listen = ""
+# /metrics and /stats need "Authorization: Bearer <api key>", wherever they are served.
+require_api_key = false
 
 [engine]
 # Interval between server pings, in milliseconds.
@@ -44,8 +56,12 @@ max_payload = 1000000
 # Time a new session has to connect a namespace (Socket.IO CONNECT), in milliseconds; a session that has not
 # by then is closed, so sessions without a token do not hold a place for long.
 connect_timeout_ms = 10000
-# Origins allowed for polling requests ("*" = any); [] disables CORS headers.
+# Origins allowed to call the Socket.IO endpoint from a browser page ("*" = any, answered with
+# Access-Control-Allow-Origin: *); [] sends no CORS headers.
 cors_origins = ["*"]
+# Allow credentialed requests (clients created with withCredentials: true, which send cookies): listed origins
+# get Access-Control-Allow-Credentials: true. Needs an explicit cors_origins list without "*".
+cors_credentials = false
 # Shortest time between two writes to a websocket that keeps receiving events, in milliseconds: events that
 # arrive closer together leave in one write (fewer syscalls under load). A socket quiet this long is written
 # at once. 0 = write every event at once.
@@ -71,6 +87,10 @@ max_json_depth = 64
 # Most rooms one connection may be in, its personal and broadcast rooms included (a subscribe past it is
 # refused with "too many rooms").
 max_rooms_per_socket = 1000
+# Sessions closed for misbehaving (protocol error, flood, oversized or invalid data) are logged one by one at
+# debug level; at most one warning per this many seconds counts them by reason (tidings_sessions_closed_total
+# counts every one).
+misbehaviour_log_interval_secs = 10
 
 # Extra namespaces besides "/", which always exists (none by default). Example:
 # [[namespaces]]

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::sections::{MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES};
 use super::{Config, ConfigError};
 
 /// Longest accepted `engine.write_interval_ms` and `engine.write_interval_max_ms`: pacing delays a busy
@@ -12,6 +13,8 @@ impl Config {
     /// Checks the rules serde cannot express; the first broken rule is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_top()?;
+        self.validate_secret_lengths()?;
+        self.validate_admin()?;
         self.validate_engine_and_limits()?;
         self.validate_namespaces()?;
         self.validate_backends()
@@ -36,6 +39,56 @@ impl Config {
             }
         }
         positive("api.max_body_bytes", self.api.max_body_bytes as u64)
+    }
+
+    /// Short secrets can be guessed offline (a JWT carries its HMAC) or online; they pass only in development.
+    fn validate_secret_lengths(&self) -> Result<(), ConfigError> {
+        if self.auth.insecure_dev_secrets {
+            return Ok(());
+        }
+        const HOW: &str = "(for development only: --insecure-dev-secrets, TIDINGS_INSECURE_DEV_SECRETS=1 or \
+             auth.insecure_dev_secrets = true)";
+        if let Some(secret) = self.auth.secret() {
+            if secret.len() < MIN_JWT_SECRET_BYTES {
+                return invalid(
+                    "auth.jwt_secret",
+                    format!(
+                        "the HS256 secret is {} bytes; it must be at least {MIN_JWT_SECRET_BYTES} bytes {HOW}",
+                        secret.len()
+                    ),
+                );
+            }
+        }
+        if let Some(short) = self.api.keys.iter().find(|k| k.len() < MIN_API_KEY_BYTES) {
+            return invalid(
+                "api.keys",
+                format!(
+                    "an API key is {} bytes; API keys must be at least {MIN_API_KEY_BYTES} bytes {HOW}",
+                    short.len()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let listen = &self.admin.listen;
+        if listen.is_empty() {
+            return Ok(());
+        }
+        let Some(addr) = self.admin.listen_addr() else {
+            return invalid(
+                "admin.listen",
+                format!("{listen:?} is not an IP:port address (empty = the main port)"),
+            );
+        };
+        if addr.port() != 0 && addr == self.listen {
+            return invalid(
+                "admin.listen",
+                "is the main listen address; leave it empty to serve /metrics and /stats there",
+            );
+        }
+        Ok(())
     }
 
     fn validate_engine_and_limits(&self) -> Result<(), ConfigError> {
@@ -65,6 +118,13 @@ impl Config {
                 );
             }
         }
+        if e.cors_credentials && (e.cors_origins.is_empty() || e.cors_origins.iter().any(|o| o == "*")) {
+            return invalid(
+                "engine.cors_credentials",
+                "needs an explicit list of origins in engine.cors_origins, without \"*\" (credentials are never \
+                 allowed for any origin)",
+            );
+        }
         let l = &self.limits;
         positive("limits.max_connections", l.max_connections as u64)?;
         positive("limits.outbox_max_messages", l.outbox_max_messages as u64)?;
@@ -75,6 +135,10 @@ impl Config {
         )?;
         positive("limits.max_json_depth", l.max_json_depth as u64)?;
         positive("limits.max_rooms_per_socket", l.max_rooms_per_socket as u64)?;
+        positive(
+            "limits.misbehaviour_log_interval_secs",
+            l.misbehaviour_log_interval_secs,
+        )?;
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;
@@ -172,6 +236,13 @@ mod tests {
             ("[engine]\nwrite_interval_ms = 1001", "invalid config: engine.write_interval_ms: must be at most 1000 (it delays events by up to this much)"),
             ("[engine]\nwrite_interval_max_ms = 1001", "invalid config: engine.write_interval_max_ms: must be at most 1000 (it delays events by up to this much)"),
             ("[engine]\ncors_origins = [\"example.com\"]", "invalid config: engine.cors_origins: \"example.com\" is neither \"*\" nor an http(s)://host origin"),
+            ("[auth]\njwt_secret = \"0123456789abcdef0123456789abcde\"", "invalid config: auth.jwt_secret: the HS256 secret is 31 bytes; it must be at least 32 bytes (for development only: --insecure-dev-secrets, TIDINGS_INSECURE_DEV_SECRETS=1 or auth.insecure_dev_secrets = true)"),
+            ("[api]\nkeys = [\"0123456789abcdef\", \"dev-key\"]", "invalid config: api.keys: an API key is 7 bytes; API keys must be at least 16 bytes (for development only: --insecure-dev-secrets, TIDINGS_INSECURE_DEV_SECRETS=1 or auth.insecure_dev_secrets = true)"),
+            ("[admin]\nlisten = \"localhost:9000\"", "invalid config: admin.listen: \"localhost:9000\" is not an IP:port address (empty = the main port)"),
+            ("[admin]\nlisten = \"127.0.0.1:3000\"", "invalid config: admin.listen: is the main listen address; leave it empty to serve /metrics and /stats there"),
+            ("[engine]\ncors_credentials = true", "invalid config: engine.cors_credentials: needs an explicit list of origins in engine.cors_origins, without \"*\" (credentials are never allowed for any origin)"),
+            ("[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\", \"*\"]", "invalid config: engine.cors_credentials: needs an explicit list of origins in engine.cors_origins, without \"*\" (credentials are never allowed for any origin)"),
+            ("[limits]\nmisbehaviour_log_interval_secs = 0", "invalid config: limits.misbehaviour_log_interval_secs: must be greater than 0"),
             ("[limits]\nclient_packets_per_sec = 0", "invalid config: limits.client_packets_per_sec: must be greater than 0"),
             ("[[namespaces]]\nname = \"chat\"", "invalid config: namespaces.name: \"chat\" must start with '/'"),
             ("[[namespaces]]\nname = \"/\"", "invalid config: namespaces.name: \"/\" always exists; configure its recovery in [recovery]"),
@@ -186,5 +257,9 @@ mod tests {
         }
         let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
         check(ok).unwrap();
+        // The shortest accepted secrets, and short ones in development mode.
+        let long_enough = "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[api]\nkeys = [\"0123456789abcdef\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\"]";
+        check(long_enough).unwrap();
+        check("[auth]\njwt_secret = \"s\"\ninsecure_dev_secrets = true\n[api]\nkeys = [\"k\"]").unwrap();
     }
 }

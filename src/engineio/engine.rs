@@ -11,7 +11,7 @@ use axum::body::Body;
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 
-use super::handshake::{self, EngineError, Query, TransportParam};
+use super::handshake::{EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::write_cadence::WriteCadence;
@@ -124,13 +124,13 @@ impl Engine {
                 Routed::Forwarded(forwarded) => Ok(forwarded.await),
             };
             let response = response.unwrap_or_else(|error| error.into_response());
-            handshake::with_cors(response, origin.as_deref(), &self.config.cors_origins)
+            self.config.cors.apply(response, origin.as_deref())
         }
     }
 
     fn route(self: &Arc<Self>, req: Request<Body>, remote: Option<SocketAddr>) -> Routed {
         if req.method() == Method::OPTIONS {
-            return Routed::Done(Ok(handshake::preflight()));
+            return Routed::Done(Ok(super::cors::preflight()));
         }
         let query = match Query::parse(req.uri().query().unwrap_or("")) {
             Ok(query) => query,

@@ -1,7 +1,7 @@
-//! Request validation shared by both transports: query parameters, Engine.IO error replies and CORS headers.
+//! Request validation shared by both transports: query parameters and Engine.IO error replies.
 
 use axum::body::Body;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, Response, StatusCode};
 
 use super::OpenRequest;
 
@@ -123,45 +123,6 @@ impl EngineError {
     }
 }
 
-/// Answer to a CORS preflight.
-pub fn preflight() -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS")
-        .header(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            "content-type, authorization",
-        )
-        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
-        .body(Body::empty())
-        .unwrap_or_default()
-}
-
-/// Adds CORS headers when the request's origin is allowed.
-pub fn with_cors(
-    mut response: Response<Body>,
-    origin: Option<&str>,
-    allowed: &[String],
-) -> Response<Body> {
-    let Some(origin) = origin else {
-        return response;
-    };
-    let permitted = allowed.iter().any(|a| a == "*" || a == origin);
-    if !permitted {
-        return response;
-    }
-    if let Ok(value) = HeaderValue::from_str(origin) {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,28 +154,5 @@ mod tests {
             Query::parse("EIO=4&transport=flash").unwrap_err(),
             EngineError::UnknownTransport
         );
-    }
-
-    #[test]
-    fn cors_only_for_allowed_origins() {
-        let allowed = vec!["https://app.example".to_string()];
-        let r = with_cors(
-            Response::new(Body::empty()),
-            Some("https://app.example"),
-            &allowed,
-        );
-        assert_eq!(
-            r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
-            "https://app.example"
-        );
-        let r = with_cors(
-            Response::new(Body::empty()),
-            Some("https://evil.example"),
-            &allowed,
-        );
-        assert!(r
-            .headers()
-            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-            .is_none());
     }
 }

@@ -3,6 +3,7 @@
 //! The layer above (Socket.IO, or the bare echo used for conformance) plugs in through [`EngineHandler`]
 //! and [`SessionHandler`]; this module knows nothing about namespaces, rooms or auth.
 
+pub mod cors;
 pub mod engine;
 pub mod handshake;
 pub mod heartbeat;
@@ -173,8 +174,8 @@ pub struct EngineConfig {
     pub max_messages_per_sec: u32,
     /// Most concurrent sessions; new ones are refused past it.
     pub max_sessions: usize,
-    /// Origins allowed by CORS for polling; `*` allows any; empty sends no CORS headers.
-    pub cors_origins: Vec<String>,
+    /// Which browser origins may call the endpoint, and with credentials or not.
+    pub cors: cors::CorsPolicy,
     /// This node's tag, put at the start of every session id.
     pub node_tag: session::NodeTag,
     /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
@@ -196,7 +197,7 @@ impl Default for EngineConfig {
             },
             max_messages_per_sec: 50,
             max_sessions: 100_000,
-            cors_origins: vec!["*".into()],
+            cors: cors::CorsPolicy::any_origin(),
             node_tag: session::NodeTag::random(),
             write_interval: Duration::from_millis(20),
             write_interval_max: Duration::ZERO,
