@@ -20,8 +20,8 @@ CLIENTS=${CLIENTS:-1000}
 RATES=${RATES:-20 200}
 SECS=${SECS:-10}
 OUT=${OUT:-${TMPDIR:-/tmp}/tidings-crosscheck-$(date -u +%Y%m%dT%H%M%S)}
-SECRET=crosscheck-secret
-KEY=crosscheck-key
+SECRET=crosscheck-jwt-secret-0123456789abcdef
+KEY=crosscheck-api-key-0123456789
 mkdir -p "$OUT"
 
 kit_build_tidings

@@ -7,6 +7,12 @@
 TOOLS=${TOOLS:-$ROOT/../shared/tools}
 SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/tidings-bench-kit}
 
+# The dev secret and API key the kit's tidings peer runs with (its defaults.sh keeps values already set). A node
+# refuses an HS256 secret under 32 bytes and an API key under 16 (see SECURITY.md).
+: "${TIDINGS_JWT_SECRET:=tidings-bench-dev-jwt-secret-0123456789abcdef}"
+: "${TIDINGS_API_KEY:=tidings-bench-dev-api-key-0123456789}"
+export TIDINGS_JWT_SECRET TIDINGS_API_KEY
+
 # Builds the release binary and exports TIDINGS_BIN (a TIDINGS_BIN already set is used as it is).
 kit_build_tidings() {
   if [ -n "${TIDINGS_BIN:-}" ]; then

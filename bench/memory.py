@@ -23,8 +23,8 @@ import sys
 import time
 import urllib.request
 
-JWT_SECRET = "memory-bench-secret"
-API_KEY = "memory-bench-key"
+JWT_SECRET = "memory-bench-jwt-secret-0123456789abcdef"
+API_KEY = "memory-bench-api-key-0123456789"
 
 
 def free_port():

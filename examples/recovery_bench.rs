@@ -41,8 +41,8 @@ use tokio_tungstenite::WebSocketStream;
 use tidings::config::Config;
 use tidings::server::RunningNode;
 
-const SECRET: &str = "bench-secret";
-const API_KEY: &str = "bench-key";
+const SECRET: &str = "recovery-bench-jwt-secret-0123456789abcdef";
+const API_KEY: &str = "recovery-bench-api-key-0123456789";
 /// The room of the replay phase.
 const ROOM: &str = "bench";
 /// Event name of every published event.

@@ -254,7 +254,10 @@ mod tests {
         // Env over file: the env secret replaces the file's public key.
         let e = env(&[
             ("TIDINGS_LISTEN", "127.0.0.1:1002"),
-            ("TIDINGS_JWT_SECRET", "env-secret-0123456789abcdef0123456789"),
+            (
+                "TIDINGS_JWT_SECRET",
+                "env-secret-0123456789abcdef0123456789",
+            ),
             ("TIDINGS_API_KEY", "env-key-0123456789"),
             ("TIDINGS_REDIS_URL", "redis://env"),
         ]);
@@ -283,7 +286,14 @@ mod tests {
         assert_eq!(c.listen.port(), 1003);
         assert_eq!(c.auth.jwt_public_key, "/keys/flag.pem");
         assert_eq!(c.auth.jwt_secret, "");
-        assert_eq!(c.api.keys, ["file-key-0123456789", "env-key-0123456789", "flag-key-0123456789"]);
+        assert_eq!(
+            c.api.keys,
+            [
+                "file-key-0123456789",
+                "env-key-0123456789",
+                "flag-key-0123456789"
+            ]
+        );
         assert_eq!(c.redis.url, "redis://flag");
         assert!(!c.conformance);
         // Defaults when nothing is given.
@@ -331,7 +341,10 @@ mod tests {
 
     #[test]
     fn short_secrets_need_the_insecure_flag() {
-        let short = [("TIDINGS_JWT_SECRET", "dev-secret"), ("TIDINGS_API_KEY", "dev-key")];
+        let short = [
+            ("TIDINGS_JWT_SECRET", "dev-secret"),
+            ("TIDINGS_API_KEY", "dev-key"),
+        ];
         let msg = serve_args(&[])
             .load_config_with_env(env(&short))
             .unwrap_err()
@@ -346,11 +359,13 @@ mod tests {
             .unwrap();
         assert!(c.auth.insecure_dev_secrets);
         let with_env = [short[0], short[1], ("TIDINGS_INSECURE_DEV_SECRETS", "true")];
-        assert!(serve_args(&[])
-            .load_config_with_env(env(&with_env))
-            .unwrap()
-            .auth
-            .insecure_dev_secrets);
+        assert!(
+            serve_args(&[])
+                .load_config_with_env(env(&with_env))
+                .unwrap()
+                .auth
+                .insecure_dev_secrets
+        );
         // The flag wins over the environment, the environment over the file.
         let file = TempFile::new(
             "insecure",

@@ -115,7 +115,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningNode> {
         bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     let admin_listener = match config.admin.listen_addr().filter(|_| !config.conformance) {
-        Some(addr) => Some(bind(addr).with_context(|| format!("cannot listen on {addr} (admin.listen)"))?),
+        Some(addr) => {
+            Some(bind(addr).with_context(|| format!("cannot listen on {addr} (admin.listen)"))?)
+        }
         None => None,
     };
     let admin_local = admin_listener
@@ -213,6 +215,7 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
             origins: config.engine.cors_origins.clone(),
             credentials: config.engine.cors_credentials,
         },
+        misbehaviour_log_interval: config.limits.misbehaviour_log_interval(),
         node_tag,
         write_interval: config.engine.write_interval(),
         write_interval_max: config.engine.write_interval_max(),
@@ -571,10 +574,7 @@ fn print_banner(
         println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH})");
         return;
     }
-    println!("tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)");
-    if let Some(admin) = running.admin_addr() {
-        println!("tidings admin endpoints on http://{admin} (/metrics, /stats, /healthz)");
-    }
+    // Warnings first: whoever waits for the "listening" line has them by then.
     if config.auth.insecure_dev_secrets {
         eprintln!("WARNING: insecure_dev_secrets is on: short JWT secrets and API keys are accepted; development only.");
     }
@@ -586,6 +586,10 @@ fn print_banner(
             eprintln!("WARNING:   {secret}");
         }
         eprintln!("WARNING: configure auth.jwt_secret (or jwt_public_key) and api.keys before production use.");
+    }
+    println!("tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)");
+    if let Some(admin) = running.admin_addr() {
+        println!("tidings admin endpoints on http://{admin} (/metrics, /stats, /healthz)");
     }
 }
 

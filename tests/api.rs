@@ -38,7 +38,8 @@ async fn requests_without_the_right_key_are_401() {
         None,
         Some("wrong-key"),
         Some(""),
-        Some("test-key-but-longer"),
+        Some(&format!("{API_KEY}-but-longer")),
+        Some(&API_KEY[..API_KEY.len() - 1]),
     ] {
         let (status, reply) = api.post_with_key("/v1/publish", key, body.clone()).await;
         assert_error(status, &reply, 401, "unauthorized");

@@ -6,14 +6,19 @@ use std::time::Duration;
 use tidings::bench::{Bench, BenchArgs};
 use tidings::config::Config;
 
+/// HS256 secret of the node under test.
+const SECRET: &str = "bench-smoke-jwt-secret-0123456789abcdef";
+/// API key of the node under test.
+const API_KEY: &str = "bench-smoke-api-key-0123456789";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_delivers_everything_to_every_client() {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    config.auth.jwt_secret = "bench-secret".into();
-    config.api.keys = vec!["bench-key".into()];
+    config.auth.jwt_secret = SECRET.into();
+    config.api.keys = vec![API_KEY.into()];
     let node = tidings::server::start(&config).await.unwrap();
 
     let mut args = BenchArgs::new(&format!("http://{}", node.local_addr()), 20);
@@ -24,8 +29,8 @@ async fn bench_delivers_everything_to_every_client() {
     args.drain = 5.0;
     args.workers = 1;
     args.quiet = true;
-    args.jwt_secret = Some("bench-secret".into());
-    args.api_key = Some("bench-key".into());
+    args.jwt_secret = Some(SECRET.into());
+    args.api_key = Some(API_KEY.into());
     let bench = Bench::new(&args).unwrap();
     let report = tokio::time::timeout(Duration::from_secs(20), bench.run())
         .await
@@ -54,8 +59,8 @@ async fn bench_reports_refused_tokens() {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
-    config.auth.jwt_secret = "right".into();
-    config.api.keys = vec!["k".into()];
+    config.auth.jwt_secret = SECRET.into();
+    config.api.keys = vec![API_KEY.into()];
     let node = tidings::server::start(&config).await.unwrap();
 
     let mut args = BenchArgs::new(&format!("http://{}", node.local_addr()), 3);
@@ -64,8 +69,8 @@ async fn bench_reports_refused_tokens() {
     args.drain = 0.5;
     args.workers = 1;
     args.quiet = true;
-    args.jwt_secret = Some("wrong".into());
-    args.api_key = Some("k".into());
+    args.jwt_secret = Some("a-different-secret-0123456789abcdef".into());
+    args.api_key = Some(API_KEY.into());
     let report = Bench::new(&args).unwrap().run().await.unwrap();
     assert_eq!((report.connected, report.failed), (0, 3), "{report}");
     assert_eq!(

@@ -87,7 +87,10 @@ mod tests {
         let k = keys(&["first-key-0123456789", "second-key-0123456789abcdef"]);
         assert_eq!(k.len(), 2);
         assert!(k.accepts("first-key-0123456789"));
-        assert!(k.accepts("second-key-0123456789abcdef"), "not only the first");
+        assert!(
+            k.accepts("second-key-0123456789abcdef"),
+            "not only the first"
+        );
         for wrong in [
             "",
             "first-key-012345678",   // a prefix

@@ -191,7 +191,7 @@ mod tests {
     use crate::auth::ClaimsError;
     use serde_json::json;
 
-    const SECRET: &str = "test-secret";
+    const SECRET: &str = "unit-test-jwt-secret-0123456789abcdef";
 
     fn key_path(name: &str) -> String {
         format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -390,7 +390,10 @@ mod tests {
         assert_eq!(c.redis.url(), None);
         assert_eq!(c.auth.secret(), None);
         assert_eq!(c.auth.public_key_path(), None);
-        assert_eq!(c.limits.misbehaviour_log_interval(), Duration::from_secs(10));
+        assert_eq!(
+            c.limits.misbehaviour_log_interval(),
+            Duration::from_secs(10)
+        );
         assert_eq!(c.admin.listen_addr(), None);
     }
 

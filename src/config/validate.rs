@@ -46,7 +46,8 @@ impl Config {
         if self.auth.insecure_dev_secrets {
             return Ok(());
         }
-        const HOW: &str = "(for development only: --insecure-dev-secrets, TIDINGS_INSECURE_DEV_SECRETS=1 or \
+        const HOW: &str =
+            "(for development only: --insecure-dev-secrets, TIDINGS_INSECURE_DEV_SECRETS=1 or \
              auth.insecure_dev_secrets = true)";
         if let Some(secret) = self.auth.secret() {
             if secret.len() < MIN_JWT_SECRET_BYTES {
@@ -118,7 +119,9 @@ impl Config {
                 );
             }
         }
-        if e.cors_credentials && (e.cors_origins.is_empty() || e.cors_origins.iter().any(|o| o == "*")) {
+        if e.cors_credentials
+            && (e.cors_origins.is_empty() || e.cors_origins.iter().any(|o| o == "*"))
+        {
             return invalid(
                 "engine.cors_credentials",
                 "needs an explicit list of origins in engine.cors_origins, without \"*\" (credentials are never \
@@ -260,6 +263,7 @@ mod tests {
         // The shortest accepted secrets, and short ones in development mode.
         let long_enough = "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[api]\nkeys = [\"0123456789abcdef\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\"]";
         check(long_enough).unwrap();
-        check("[auth]\njwt_secret = \"s\"\ninsecure_dev_secrets = true\n[api]\nkeys = [\"k\"]").unwrap();
+        check("[auth]\njwt_secret = \"s\"\ninsecure_dev_secrets = true\n[api]\nkeys = [\"k\"]")
+            .unwrap();
     }
 }

@@ -11,6 +11,7 @@ use axum::body::Body;
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 
+use super::close_log::CloseLog;
 use super::handshake::{EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
@@ -40,6 +41,7 @@ enum Routed {
 pub struct Engine {
     config: EngineConfig,
     write_cadence: WriteCadence,
+    close_log: CloseLog,
     handler: Arc<dyn EngineHandler>,
     shards: Box<[SessionShard]>,
     count: AtomicUsize,
@@ -53,6 +55,7 @@ impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Engine> {
         let engine = Arc::new(Engine {
             write_cadence: WriteCadence::new(config.write_interval, config.write_interval_max),
+            close_log: CloseLog::new(config.misbehaviour_log_interval),
             config,
             handler,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -272,16 +275,7 @@ impl Engine {
         } else {
             self.forget(&session.sid());
         }
-        match &reason {
-            CloseReason::ProtocolError(_)
-            | CloseReason::InvalidData(_)
-            | CloseReason::SlowConsumer
-            | CloseReason::Flood
-            | CloseReason::PayloadTooLarge => {
-                tracing::info!(sid = %session.sid(), %reason, "closing session");
-            }
-            _ => tracing::debug!(sid = %session.sid(), %reason, "closing session"),
-        }
+        self.close_log.log(&session.sid(), &reason);
         metrics::gauge!("tidings_sessions").decrement(1.0);
         metrics::counter!("tidings_sessions_closed_total", "reason" => reason.label()).increment(1);
         if let Some(handler) = session.handler() {

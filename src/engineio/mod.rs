@@ -3,6 +3,7 @@
 //! The layer above (Socket.IO, or the bare echo used for conformance) plugs in through [`EngineHandler`]
 //! and [`SessionHandler`]; this module knows nothing about namespaces, rooms or auth.
 
+pub mod close_log;
 pub mod cors;
 pub mod engine;
 pub mod handshake;
@@ -176,6 +177,8 @@ pub struct EngineConfig {
     pub max_sessions: usize,
     /// Which browser origins may call the endpoint, and with credentials or not.
     pub cors: cors::CorsPolicy,
+    /// At most one warning per this interval about sessions closed for misbehaving (see [`close_log`]).
+    pub misbehaviour_log_interval: Duration,
     /// This node's tag, put at the start of every session id.
     pub node_tag: session::NodeTag,
     /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
@@ -198,6 +201,7 @@ impl Default for EngineConfig {
             max_messages_per_sec: 50,
             max_sessions: 100_000,
             cors: cors::CorsPolicy::any_origin(),
+            misbehaviour_log_interval: Duration::from_secs(10),
             node_tag: session::NodeTag::random(),
             write_interval: Duration::from_millis(20),
             write_interval_max: Duration::ZERO,

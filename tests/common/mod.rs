@@ -24,9 +24,9 @@ use tidings::config::Config;
 use tidings::server::RunningNode;
 
 /// HS256 secret of every test node.
-pub const SECRET: &str = "test-secret";
+pub const SECRET: &str = "integration-test-jwt-secret-0123456789abcdef";
 /// API key of every test node.
-pub const API_KEY: &str = "test-key";
+pub const API_KEY: &str = "integration-test-api-key-0123456789";
 /// Default wait for something that should happen promptly.
 pub const WAIT: Duration = Duration::from_secs(3);
 
