@@ -149,6 +149,69 @@ struct Partial {
     data: BytesMut,
 }
 
+/// Checks UTF-8 text that arrives in pieces (fragments, or parts of one frame still being received).
+///
+/// A piece may end inside a character: those bytes are carried to the next piece. An invalid sequence
+/// is reported as soon as its first wrong byte is fed, not when the message is complete.
+#[derive(Debug, Default)]
+pub struct Utf8Stream {
+    carry: [u8; 4],
+    carry_len: usize,
+}
+
+impl Utf8Stream {
+    /// Checks the next piece; `Err` as soon as the text so far cannot be the start of valid UTF-8.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FrameError> {
+        if self.carry_len > 0 {
+            // Complete the carried character with at most 3 more bytes.
+            let take = data.len().min(4 - self.carry_len);
+            let mut joined = self.carry;
+            joined[self.carry_len..self.carry_len + take].copy_from_slice(&data[..take]);
+            let joined_len = self.carry_len + take;
+            match std::str::from_utf8(&joined[..joined_len]) {
+                Ok(_) => {
+                    self.carry_len = 0;
+                    data = &data[take..];
+                }
+                Err(e) if e.valid_up_to() > 0 => {
+                    // The carried character is complete; the rest of `data` is checked below.
+                    let used = e.valid_up_to() - self.carry_len;
+                    self.carry_len = 0;
+                    data = &data[used..];
+                }
+                Err(e) if e.error_len().is_some() => return Err(FrameError::InvalidUtf8),
+                Err(_) => {
+                    // Still a valid start of a character: all of `data` was used.
+                    self.carry = joined;
+                    self.carry_len = joined_len;
+                    return Ok(());
+                }
+            }
+        }
+        match std::str::from_utf8(data) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(FrameError::InvalidUtf8),
+            Err(e) => {
+                let tail = &data[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carry_len = tail.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the text: `Err` if it stops inside a character. The stream is then ready for new text.
+    pub fn finish(&mut self) -> Result<(), FrameError> {
+        let complete = self.carry_len == 0;
+        self.carry_len = 0;
+        if complete {
+            Ok(())
+        } else {
+            Err(FrameError::InvalidUtf8)
+        }
+    }
+}
+
 /// What a frame header says; `header_len` includes the masking key.
 #[derive(Clone, Copy, Debug)]
 struct Header {
@@ -166,6 +229,10 @@ struct Header {
 pub struct FrameDecoder {
     max_message: usize,
     partial: Option<Partial>,
+    /// The text message being received, checked as its bytes come in.
+    utf8: Utf8Stream,
+    /// Payload bytes of the incomplete frame at the front of the buffer already unmasked and checked.
+    checked: usize,
 }
 
 impl FrameDecoder {
@@ -174,6 +241,8 @@ impl FrameDecoder {
         FrameDecoder {
             max_message,
             partial: None,
+            utf8: Utf8Stream::default(),
+            checked: 0,
         }
     }
 
@@ -189,17 +258,50 @@ impl FrameDecoder {
             };
             let frame_len = header.header_len + header.payload_len;
             if buf.len() < frame_len {
+                // Text is checked as it arrives, so invalid UTF-8 fails the connection without waiting
+                // for the rest of a large frame.
+                if self.carries_text(header.opcode) {
+                    let end = buf.len();
+                    self.check_text(header, &mut buf[header.header_len..end])?;
+                }
                 // The length is already bounded by the limits, so this is safe to reserve.
                 buf.reserve(frame_len - buf.len());
                 return Ok(None);
             }
             buf.advance(header.header_len);
             let mut payload = buf.split_to(header.payload_len);
-            unmask(&mut payload, header.mask);
+            if self.carries_text(header.opcode) {
+                self.check_text(header, &mut payload)?;
+            } else {
+                unmask(&mut payload, header.mask, 0);
+            }
+            self.checked = 0;
             if let Some(message) = self.on_frame(header, payload)? {
                 return Ok(Some(message));
             }
         }
+    }
+
+    /// True when a frame with this opcode carries part of a text message.
+    fn carries_text(&self, opcode: OpCode) -> bool {
+        match opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks and checks the payload bytes received so far of a text-carrying frame (`payload` starts at
+    /// the frame's first payload byte); bytes already checked on an earlier call are skipped.
+    fn check_text(&mut self, header: Header, payload: &mut [u8]) -> Result<(), FrameError> {
+        if self.checked == 0 && header.opcode == OpCode::Text {
+            // A new text message starts with this frame.
+            self.utf8 = Utf8Stream::default();
+        }
+        let fresh = &mut payload[self.checked..];
+        unmask(fresh, header.mask, self.checked);
+        self.checked += fresh.len();
+        self.utf8.feed(fresh)
     }
 
     /// Parses and checks the header at the front of `buf`; `None` if it is not all there.
@@ -290,7 +392,7 @@ impl FrameDecoder {
             OpCode::Text | OpCode::Binary => {
                 let text = header.opcode == OpCode::Text;
                 if header.fin {
-                    return finish(text, payload).map(Some);
+                    return self.finish(text, payload).map(Some);
                 }
                 self.partial = Some(Partial {
                     text,
@@ -304,24 +406,23 @@ impl FrameDecoder {
                 };
                 partial.data.extend_from_slice(&payload);
                 if header.fin {
-                    return finish(partial.text, partial.data).map(Some);
+                    return self.finish(partial.text, partial.data).map(Some);
                 }
                 self.partial = Some(partial);
                 Ok(None)
             }
         }
     }
-}
 
-/// Turns a complete data message into a [`WsMessage`], checking text once, as a whole.
-fn finish(text: bool, data: BytesMut) -> Result<WsMessage, FrameError> {
-    if !text {
-        return Ok(WsMessage::Binary(data.freeze()));
+    /// Turns a complete data message into a [`WsMessage`]; its text was checked piece by piece on the
+    /// way in, so only a character cut off at the end is left to refuse.
+    fn finish(&mut self, text: bool, data: BytesMut) -> Result<WsMessage, FrameError> {
+        if !text {
+            return Ok(WsMessage::Binary(data.freeze()));
+        }
+        self.utf8.finish()?;
+        Ok(WsMessage::Text(data.freeze()))
     }
-    if std::str::from_utf8(&data).is_err() {
-        return Err(FrameError::InvalidUtf8);
-    }
-    Ok(WsMessage::Text(data.freeze()))
 }
 
 /// Parses a close payload: empty, or a valid status code followed by a UTF-8 reason.
@@ -353,8 +454,11 @@ fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-/// XORs `data` with the repeating 4-byte mask, eight bytes at a time.
-fn unmask(data: &mut [u8], mask: [u8; 4]) {
+/// XORs `data` with the repeating 4-byte mask, eight bytes at a time; `offset` is the position of
+/// `data` in the frame's payload (the mask repeats from the payload's first byte).
+fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut mask = mask;
+    mask.rotate_left(offset % 4);
     let [m0, m1, m2, m3] = mask;
     let mask64 = u64::from_ne_bytes([m0, m1, m2, m3, m0, m1, m2, m3]);
     let mut chunks = data.chunks_exact_mut(8);
