@@ -10,8 +10,8 @@ use axum::body::Body;
 use http::{Request, Response};
 
 use crate::engineio::{
-    websocket, CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing,
-    OutboxLimits, Session, SessionHandler,
+    websocket, CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, OutboxLimits,
+    Outgoing, Session, SessionHandler,
 };
 use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 

@@ -117,7 +117,9 @@ async fn invalid_utf8_inside_a_frame_fails_before_the_frame_ends() {
     let node = conformance_node().await;
     let mut ws = echo_client(node.local_addr()).await;
     let mut payload = b"valid so far ".to_vec();
-    payload.extend_from_slice(&[0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5]);
+    payload.extend_from_slice(&[
+        0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5,
+    ]);
     payload.extend_from_slice(&[0xed, 0xa0, 0x80]); // a UTF-16 surrogate: never valid UTF-8
     payload.extend(std::iter::repeat_n(b'x', 4096));
     let frame = RawWs::frame(1, &payload);
@@ -144,10 +146,7 @@ async fn a_failed_connection_ends_with_a_close_frame_and_a_clean_tcp_close() {
     let end = tokio::time::timeout(WAIT, ws.stream.read(&mut rest))
         .await
         .expect("the server keeps the connection open");
-    assert!(
-        matches!(end, Ok(0)),
-        "expected end of stream, got {end:?}"
-    );
+    assert!(matches!(end, Ok(0)), "expected end of stream, got {end:?}");
     node.shutdown(Duration::from_millis(200)).await;
 }
 

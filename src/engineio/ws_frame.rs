@@ -894,6 +894,126 @@ mod tests {
         );
     }
 
+    /// Feeds `text` to a fresh [`Utf8Stream`] in pieces cut at `cuts`; the result of `finish`.
+    fn stream_check(text: &[u8], cuts: &[usize]) -> Result<(), FrameError> {
+        let mut stream = Utf8Stream::default();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&text.len())) {
+            stream.feed(&text[start..cut])?;
+            start = cut;
+        }
+        stream.finish()
+    }
+
+    #[test]
+    fn utf8_stream_agrees_with_whole_text_checks_at_every_cut() {
+        let samples: [&[u8]; 9] = [
+            "κόσμε".as_bytes(),
+            "a€b𝄞c".as_bytes(),
+            b"\xf4\x8f\xbf\xbf",         // U+10FFFF, the last code point
+            b"\xf4\x90\x80\x80",         // past U+10FFFF
+            b"\xed\xa0\x80",             // a surrogate
+            b"\xc0\xaf",                 // an overlong '/'
+            b"ab\xe2\x82",               // ends inside a character
+            b"\x80",                     // a lone continuation byte
+            b"\xce\xba\xe1\xbd\xb9\xcf", // ends inside a character
+        ];
+        for text in samples {
+            let whole = std::str::from_utf8(text).is_ok();
+            for a in 0..=text.len() {
+                for b in a..=text.len() {
+                    assert_eq!(
+                        stream_check(text, &[a, b]).is_ok(),
+                        whole,
+                        "{text:x?} cut at {a} and {b}"
+                    );
+                }
+            }
+            let bytewise: Vec<usize> = (1..text.len()).collect();
+            assert_eq!(stream_check(text, &bytewise).is_ok(), whole, "{text:x?}");
+        }
+    }
+
+    #[test]
+    fn utf8_stream_fails_on_the_first_impossible_byte() {
+        let mut stream = Utf8Stream::default();
+        assert_eq!(
+            stream.feed(b"ok \xf4"),
+            Ok(()),
+            "a valid start of a character"
+        );
+        assert_eq!(
+            stream.feed(b"\x90"),
+            Err(FrameError::InvalidUtf8),
+            "past U+10FFFF"
+        );
+        let mut stream = Utf8Stream::default();
+        assert_eq!(stream.feed(b"\xed"), Ok(()));
+        assert_eq!(
+            stream.feed(b"\xa0"),
+            Err(FrameError::InvalidUtf8),
+            "a surrogate"
+        );
+        let mut stream = Utf8Stream::default();
+        assert_eq!(stream.feed(b"\xe2\x82"), Ok(()));
+        assert_eq!(stream.finish(), Err(FrameError::InvalidUtf8));
+        assert_eq!(stream.feed(b"fresh"), Ok(()), "finish starts new text");
+        assert_eq!(stream.finish(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_fragment_fails_before_the_final_one() {
+        let mut decoder = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&frame(0x01, b"fine")[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&frame(0x00, b"\xf4\x90\x80\x80"));
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_text_fails_before_its_frame_is_complete() {
+        let mut payload = b"fine ".to_vec();
+        payload.extend_from_slice(b"\xc0\xaf");
+        payload.extend_from_slice(&[b'x'; 200]);
+        let input = frame(0x81, &payload);
+        let mut decoder = FrameDecoder::new(1000);
+        // Header and the first bytes only: valid so far, so more is needed.
+        let mut buf = BytesMut::from(&input[..8 + 3]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        // Up to the overlong sequence, still far from the end of the frame.
+        buf.extend_from_slice(&input[8 + 3..8 + 7]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn text_checked_in_pieces_is_unmasked_once() {
+        // A frame received a few bytes at a time, with characters split across the reads: the text
+        // comes out exactly as sent, whatever mask offset each read starts at.
+        let text = "ab€c𝄞dé".repeat(9);
+        let mut input = frame(0x01, &text.as_bytes()[..13]);
+        input.extend(frame(0x89, b"ping"));
+        input.extend(frame(0x80, &text.as_bytes()[13..]));
+        for step in 1..9 {
+            let mut decoder = FrameDecoder::new(1000);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in input.chunks(step) {
+                buf.extend_from_slice(chunk);
+                while let Some(message) = decoder.decode(&mut buf).expect("valid input") {
+                    got.push(message);
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    WsMessage::Ping(Bytes::from_static(b"ping")),
+                    WsMessage::Text(Bytes::from(text.clone()))
+                ],
+                "step {step}"
+            );
+        }
+    }
+
     #[test]
     fn close_payloads() {
         assert_eq!(
