@@ -3,6 +3,10 @@
 //! No extensions are negotiated (so every RSV bit must be 0). Client frames must be masked;
 //! server frames never are, so a server header is at most 10 bytes and the writer can put
 //! it in front of a shared payload with one vectored write.
+//!
+//! Text is checked for UTF-8 as it arrives, fragment by fragment and within a frame still being
+//! received, so an invalid sequence fails the connection at once (Autobahn cases 6.4.x), not
+//! after the rest of a message up to the size limit has been read.
 
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
