@@ -4,7 +4,10 @@
 #   scripts/test.sh                 # every step
 #   scripts/test.sh interop         # only some steps, in the order given
 #
-# Steps: deps fmt clippy test build interop
+# Steps: deps fmt clippy test build autobahn interop
+#
+# The autobahn step (scripts/autobahn.sh: WebSocket conformance with the Autobahn|Testsuite) needs Python 2.7;
+# without it (and when pyenv cannot build it) the step says so and passes.
 #
 # Environment:
 #   TIDINGS_TEST_CONCURRENCY   parallel interop test files (default 1)
@@ -111,6 +114,7 @@ step_fmt() { cargo fmt --all -- --check; }
 step_clippy() { cargo clippy --all-targets -- -D warnings; }
 step_test() { cargo test --release; }
 step_build() { cargo build --release; }
+step_autobahn() { AUTOBAHN_IF_AVAILABLE=1 "$ROOT/scripts/autobahn.sh"; }
 
 step_interop() {
   local dir="$ROOT/interop"
@@ -139,7 +143,7 @@ step_interop() {
     "${files[@]}"
 }
 
-ALL_STEPS=(deps fmt clippy test build interop)
+ALL_STEPS=(deps fmt clippy test build autobahn interop)
 STEPS=("$@")
 if ((${#STEPS[@]} == 0)); then STEPS=("${ALL_STEPS[@]}"); fi
 
@@ -160,6 +164,7 @@ for s in "${STEPS[@]}"; do
     clippy) run_step "cargo clippy --all-targets -- -D warnings" step_clippy ;;
     test) run_step "cargo test --release" step_test ;;
     build) run_step "cargo build --release" step_build ;;
+    autobahn) run_step "WebSocket conformance (Autobahn|Testsuite, groups 1-7 and 9)" step_autobahn ;;
     interop) run_step "interop tests (node --test, socket.io-client)" step_interop ;;
     *)
       echo "unknown step: $s (steps: ${ALL_STEPS[*]})" >&2

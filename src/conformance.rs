@@ -1,11 +1,17 @@
 //! The behaviour the official Socket.IO and Engine.IO protocol test-suites expect of a server: echo
-//! handlers on `/` and `/custom` and a bare Engine.IO echo endpoint. Runs on the same engine and protocol code
-//! as `tidings serve` (`tidings serve --conformance`).
+//! handlers on `/` and `/custom` and a bare Engine.IO echo endpoint; and, for WebSocket conformance
+//! (the Autobahn test-suite), a raw WebSocket echo endpoint. Runs on the same engine, frame codec and
+//! connection code as `tidings serve` (`tidings serve --conformance`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::body::Body;
+use http::{Request, Response};
+
 use crate::engineio::{
-    CloseReason, EngineHandler, Message, OpenRequest, Outgoing, Session, SessionHandler,
+    websocket, CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, OutboxLimits,
+    Outgoing, Session, SessionHandler,
 };
 use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 
@@ -69,4 +75,59 @@ impl SessionHandler for EngineEcho {
     }
 
     fn on_close(&self, _session: &Arc<Session>, _reason: &CloseReason) {}
+}
+
+/// Largest message of the raw WebSocket echo: the Autobahn test-suite's limit cases send 16 MiB.
+pub const RAW_ECHO_MAX_MESSAGE: usize = 16 << 20;
+
+/// Engine settings of the raw WebSocket echo endpoint, from the node's: no heartbeat is run (see
+/// [`websocket::Framing::Raw`]), messages up to [`RAW_ECHO_MAX_MESSAGE`], and an outbox and message rate
+/// that let a test client send its largest messages and bursts back to back.
+pub fn raw_echo_config(mut config: EngineConfig) -> EngineConfig {
+    config.max_payload = RAW_ECHO_MAX_MESSAGE;
+    config.outbox = OutboxLimits {
+        max_messages: 100_000,
+        max_bytes: 4 * RAW_ECHO_MAX_MESSAGE,
+    };
+    config.max_messages_per_sec = 1_000_000;
+    config.write_interval = std::time::Duration::ZERO;
+    config.write_interval_max = std::time::Duration::ZERO;
+    config
+}
+
+/// Raw WebSocket echo: every text or binary message comes back as the same kind of message, unchanged.
+pub struct RawEcho;
+
+impl EngineHandler for RawEcho {
+    fn open(&self, _session: &Arc<Session>, _request: &OpenRequest) -> Arc<dyn SessionHandler> {
+        Arc::new(RawEcho)
+    }
+}
+
+impl SessionHandler for RawEcho {
+    fn on_message(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
+        let packet = match message {
+            Message::Text(text) => Outgoing::Text(text),
+            Message::Binary(data) => Outgoing::Binary(data),
+        };
+        session
+            .outbox
+            .push(packet)
+            .map_err(|_| CloseReason::SlowConsumer)
+    }
+
+    fn on_close(&self, _session: &Arc<Session>, _reason: &CloseReason) {}
+}
+
+/// Answers a request to the raw echo path: a websocket upgrade, or 400 for anything else.
+pub fn raw_echo_upgrade(
+    engine: Arc<crate::engineio::Engine>,
+    req: Request<Body>,
+    remote: Option<SocketAddr>,
+) -> Response<Body> {
+    let open = OpenRequest {
+        query: Vec::new(),
+        remote,
+    };
+    websocket::upgrade_raw(engine, req, open).unwrap_or_else(|error| error.into_response())
 }

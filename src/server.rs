@@ -39,6 +39,8 @@ use crate::socketio::{ClientLimits, SocketIo};
 pub const SOCKET_IO_PATH: &str = "/socket.io/";
 /// Path of the bare Engine.IO echo endpoint (conformance mode only).
 pub const ENGINE_IO_PATH: &str = "/engine.io/";
+/// Path of the raw WebSocket echo endpoint (conformance mode only).
+pub const WS_ECHO_PATH: &str = "/ws-echo";
 
 /// Runs a node until SIGINT/SIGTERM, then drains it.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
@@ -237,14 +239,30 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             engine_config(config, node_tag),
             Arc::new(crate::conformance::EngineEcho),
         );
+        let ws_echo = Engine::new(
+            crate::conformance::raw_echo_config(engine_config(config, node_tag)),
+            Arc::new(crate::conformance::RawEcho),
+        );
+        let raw_echo = ws_echo.clone();
         let router = Router::new()
             .route(SOCKET_IO_PATH, any(engine_route(socket_io.clone())))
-            .route(ENGINE_IO_PATH, any(engine_route(engine_io.clone())));
+            .route(ENGINE_IO_PATH, any(engine_route(engine_io.clone())))
+            .route(
+                WS_ECHO_PATH,
+                any(move |req: Request| {
+                    let remote = req.extensions().get::<SocketAddr>().copied();
+                    std::future::ready(crate::conformance::raw_echo_upgrade(
+                        raw_echo.clone(),
+                        req,
+                        remote,
+                    ))
+                }),
+            );
         let mut polling = PollingRoutes::default();
         polling.add(SOCKET_IO_PATH, socket_io.clone());
         polling.add(ENGINE_IO_PATH, engine_io.clone());
         return Ok(Node {
-            engines: vec![socket_io, engine_io],
+            engines: vec![socket_io, engine_io, ws_echo],
             router,
             admin: None,
             polling: Arc::new(polling),
@@ -571,7 +589,7 @@ fn print_banner(
 ) {
     let local = running.local_addr();
     if config.conformance {
-        println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH})");
+        println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH}, raw WebSocket echo {WS_ECHO_PATH})");
         return;
     }
     // Warnings first: whoever waits for the "listening" line has them by then.

@@ -329,6 +329,15 @@ impl Engine {
         }
     }
 
+    /// Applies one message of a raw endpoint (no Engine.IO packet around it), under the same flood limit.
+    pub(crate) fn on_message(
+        &self,
+        session: &Arc<Session>,
+        message: Message,
+    ) -> Result<(), CloseReason> {
+        self.deliver(session, message)
+    }
+
     fn deliver(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
         if !session.admit_message(self.config.max_messages_per_sec) {
             metrics::counter!("tidings_flood_disconnects_total").increment(1);

@@ -136,13 +136,16 @@ pub enum Outgoing {
     Text(Bytes),
     /// Raw binary data; a WebSocket binary frame, or `b<base64>` in a polling payload.
     Binary(Bytes),
+    /// A WebSocket pong frame answering the client's WebSocket ping (not an Engine.IO packet: only a
+    /// websocket connection queues it, and a polling payload leaves it out).
+    WsPong(Bytes),
 }
 
 impl Outgoing {
     /// Number of bytes of the packet (text: digit included; binary: raw, before any base64).
     pub fn len(&self) -> usize {
         match self {
-            Outgoing::Text(b) | Outgoing::Binary(b) => b.len(),
+            Outgoing::Text(b) | Outgoing::Binary(b) | Outgoing::WsPong(b) => b.len(),
         }
     }
 
@@ -154,7 +157,7 @@ impl Outgoing {
     /// The bytes to put on the wire (text: digit included; binary: raw).
     pub fn as_bytes(&self) -> &Bytes {
         match self {
-            Outgoing::Text(b) | Outgoing::Binary(b) => b,
+            Outgoing::Text(b) | Outgoing::Binary(b) | Outgoing::WsPong(b) => b,
         }
     }
 

@@ -98,13 +98,17 @@ fn decode_record(record: Bytes, index: usize) -> Result<Packet, PayloadError> {
 
 /// Appends the packets to `out` as one polling body, separated by `\x1e`.
 pub fn encode_payload<'a>(packets: impl IntoIterator<Item = &'a Outgoing>, out: &mut BytesMut) {
-    for (i, packet) in packets.into_iter().enumerate() {
+    let packets = packets
+        .into_iter()
+        .filter(|packet| !matches!(packet, Outgoing::WsPong(_)));
+    for (i, packet) in packets.enumerate() {
         if i > 0 {
             out.put_u8(SEPARATOR);
         }
         match packet {
             Outgoing::Text(text) => out.put_slice(text),
             Outgoing::Binary(raw) => encode_base64_record(raw, out),
+            Outgoing::WsPong(_) => {}
         }
     }
 }

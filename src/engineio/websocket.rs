@@ -3,6 +3,9 @@
 //!
 //! An idle connection holds no read buffer: bytes are read into a stack array and only a partial frame is
 //! kept on the heap until it completes.
+//!
+//! The same task also serves raw websocket endpoints ([`Framing::Raw`], conformance mode): each text or
+//! binary message goes to the session handler as is, with no Engine.IO packet inside and no heartbeat.
 
 use std::future::Future;
 use std::io;
@@ -27,7 +30,7 @@ use super::ws_frame::{
     accept_key, close_frame, encode_frame, pong_frame, FrameDecoder, OpCode, WsMessage,
 };
 use super::ws_writer::{batch_buffer, FrameWriter};
-use super::{CloseReason, Engine, OpenRequest, Outgoing, Signal};
+use super::{CloseReason, Engine, Message, OpenRequest, Outgoing, Signal};
 
 /// Bytes drained from the outbox per write round.
 const BYTES_PER_ROUND: usize = 256 * 1024;
@@ -37,20 +40,52 @@ const ROUNDS_PER_PUMP: usize = 4;
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time given to flush the last packets and the close frame of a closing session.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped after our close frame while waiting for the client to close its side.
+const CLOSE_DRAIN_BYTES: usize = 1 << 20;
 
-/// Answers a websocket upgrade request and starts the connection task once the upgrade completes.
+/// What the messages of a websocket connection carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// One Engine.IO packet per message; the session has a heartbeat.
+    EngineIo,
+    /// Application messages as they are (no packet type, no open packet, no heartbeat).
+    Raw,
+}
+
+/// Answers a websocket upgrade request for a raw endpoint: a new session whose text and binary messages go
+/// to the engine's handler unchanged.
+pub fn upgrade_raw(
+    engine: Arc<Engine>,
+    req: Request<Body>,
+    open: OpenRequest,
+) -> Result<Response<Body>, EngineError> {
+    accept(engine, req, None, open, Framing::Raw)
+}
+
+/// Answers an Engine.IO websocket upgrade request and starts the connection task once the upgrade completes.
 pub fn upgrade(
     engine: Arc<Engine>,
-    mut req: Request<Body>,
+    req: Request<Body>,
     sid: Option<Sid>,
     open: OpenRequest,
 ) -> Result<Response<Body>, EngineError> {
-    let key =
-        client_key(req.headers()).ok_or(EngineError::BadRequest("not a websocket upgrade"))?;
     let existing = match sid {
         Some(sid) => Some(engine.find(&sid).ok_or(EngineError::UnknownSid)?),
         None => None,
     };
+    accept(engine, req, existing, open, Framing::EngineIo)
+}
+
+/// Accepts the upgrade; the connection serves a new session, or takes `existing` over from polling.
+fn accept(
+    engine: Arc<Engine>,
+    mut req: Request<Body>,
+    existing: Option<Arc<Session>>,
+    open: OpenRequest,
+    framing: Framing,
+) -> Result<Response<Body>, EngineError> {
+    let key =
+        client_key(req.headers()).ok_or(EngineError::BadRequest("not a websocket upgrade"))?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let task = async move {
         let upgraded = match on_upgrade.await {
@@ -73,6 +108,7 @@ pub fn upgrade(
             stream: Arc::new(stream),
             buf,
             decoder: FrameDecoder::new(engine.config().max_payload),
+            framing,
         };
         match existing {
             None => connection.serve_new(engine, open).await,
@@ -125,6 +161,7 @@ struct Connection {
     /// Bytes of an incomplete frame; empty (and unallocated) while idle.
     buf: BytesMut,
     decoder: FrameDecoder,
+    framing: Framing,
 }
 
 /// Why the connection task woke up.
@@ -177,6 +214,10 @@ impl Connection {
                 return;
             }
         };
+        if self.framing == Framing::Raw {
+            self.drive(&engine, &session, None).await;
+            return;
+        }
         // The open packet goes first; nothing else is queued before the client's CONNECT.
         if session
             .outbox
@@ -430,7 +471,7 @@ impl Connection {
                 }
                 Wake::Writable(_) => {}
                 Wake::Readable(_) => {
-                    if let Err(reason) = self.on_readable(engine, session, &writer) {
+                    if let Err(reason) = self.on_readable(engine, session) {
                         break reason;
                     }
                 }
@@ -484,10 +525,35 @@ impl Connection {
                     Ok(Pumped::More) => {}
                 }
             }
-            let _ = self.write_raw(&close).await;
+            if self.write_raw(&close).await.is_ok() {
+                self.linger().await;
+            }
         };
         // Boxed: this rare path would otherwise enlarge every connection's task.
         let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
+    }
+
+    /// After our close frame: ends our side of the stream and reads (and drops) what the client still sends
+    /// until it closes too. Closing a socket with unread input makes the kernel reset the connection, which
+    /// can destroy the close frame before the client reads it.
+    async fn linger(&mut self) {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*self.stream);
+        // SAFETY: `fd` is the open socket `self.stream` owns for as long as this call runs; shutting down
+        // the write half does not close the descriptor.
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+        let mut dropped = 0;
+        let mut chunk = [0u8; 4096];
+        while dropped < CLOSE_DRAIN_BYTES {
+            if self.stream.readable().await.is_err() {
+                return;
+            }
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => dropped += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Moves queued packets to the socket without waiting, at most [`ROUNDS_PER_PUMP`] rounds. When it
@@ -525,7 +591,6 @@ impl Connection {
         &mut self,
         engine: &Arc<Engine>,
         session: &Arc<Session>,
-        writer: &FrameWriter,
     ) -> Result<(), CloseReason> {
         self.fill()?;
         loop {
@@ -533,19 +598,28 @@ impl Connection {
                 Inbound::Message(message) => message,
                 Inbound::Pending => return Ok(()),
             };
-            let packet = match message {
-                WsMessage::Text(text) => Packet::decode_text(text)
+            let packet = match (message, self.framing) {
+                (WsMessage::Text(text), Framing::EngineIo) => Packet::decode_text(text)
                     .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
-                WsMessage::Binary(data) => Packet::binary(data),
-                WsMessage::Ping(data) => {
-                    // Best effort, and never in the middle of a partly written frame.
-                    if !writer.is_blocked() {
-                        let _ = self.stream.try_write(&pong_frame(&data));
-                    }
+                (WsMessage::Binary(data), Framing::EngineIo) => Packet::binary(data),
+                (WsMessage::Text(text), Framing::Raw) => {
+                    engine.on_message(session, Message::Text(text))?;
                     continue;
                 }
-                WsMessage::Pong(_) => continue,
-                WsMessage::Close(..) => return Err(CloseReason::TransportClose),
+                (WsMessage::Binary(data), Framing::Raw) => {
+                    engine.on_message(session, Message::Binary(data))?;
+                    continue;
+                }
+                (WsMessage::Ping(data), _) => {
+                    // Queued like any frame, so it never lands inside a partly written one.
+                    session
+                        .outbox
+                        .push(Outgoing::WsPong(data))
+                        .map_err(|_| CloseReason::SlowConsumer)?;
+                    continue;
+                }
+                (WsMessage::Pong(_), _) => continue,
+                (WsMessage::Close(..), _) => return Err(CloseReason::TransportClose),
             };
             engine.on_packet(session, packet)?;
             if session.is_closed() {

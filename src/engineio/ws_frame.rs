@@ -3,6 +3,10 @@
 //! No extensions are negotiated (so every RSV bit must be 0). Client frames must be masked;
 //! server frames never are, so a server header is at most 10 bytes and the writer can put
 //! it in front of a shared payload with one vectored write.
+//!
+//! Text is checked for UTF-8 as it arrives, fragment by fragment and within a frame still being
+//! received, so an invalid sequence fails the connection at once (Autobahn cases 6.4.x), not
+//! after the rest of a message up to the size limit has been read.
 
 use base64::Engine;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -149,6 +153,69 @@ struct Partial {
     data: BytesMut,
 }
 
+/// Checks UTF-8 text that arrives in pieces (fragments, or parts of one frame still being received).
+///
+/// A piece may end inside a character: those bytes are carried to the next piece. An invalid sequence
+/// is reported as soon as its first wrong byte is fed, not when the message is complete.
+#[derive(Debug, Default)]
+pub struct Utf8Stream {
+    carry: [u8; 4],
+    carry_len: usize,
+}
+
+impl Utf8Stream {
+    /// Checks the next piece; `Err` as soon as the text so far cannot be the start of valid UTF-8.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FrameError> {
+        if self.carry_len > 0 {
+            // Complete the carried character with at most 3 more bytes.
+            let take = data.len().min(4 - self.carry_len);
+            let mut joined = self.carry;
+            joined[self.carry_len..self.carry_len + take].copy_from_slice(&data[..take]);
+            let joined_len = self.carry_len + take;
+            match std::str::from_utf8(&joined[..joined_len]) {
+                Ok(_) => {
+                    self.carry_len = 0;
+                    data = &data[take..];
+                }
+                Err(e) if e.valid_up_to() > 0 => {
+                    // The carried character is complete; the rest of `data` is checked below.
+                    let used = e.valid_up_to() - self.carry_len;
+                    self.carry_len = 0;
+                    data = &data[used..];
+                }
+                Err(e) if e.error_len().is_some() => return Err(FrameError::InvalidUtf8),
+                Err(_) => {
+                    // Still a valid start of a character: all of `data` was used.
+                    self.carry = joined;
+                    self.carry_len = joined_len;
+                    return Ok(());
+                }
+            }
+        }
+        match std::str::from_utf8(data) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(FrameError::InvalidUtf8),
+            Err(e) => {
+                let tail = &data[e.valid_up_to()..];
+                self.carry[..tail.len()].copy_from_slice(tail);
+                self.carry_len = tail.len();
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the text: `Err` if it stops inside a character. The stream is then ready for new text.
+    pub fn finish(&mut self) -> Result<(), FrameError> {
+        let complete = self.carry_len == 0;
+        self.carry_len = 0;
+        if complete {
+            Ok(())
+        } else {
+            Err(FrameError::InvalidUtf8)
+        }
+    }
+}
+
 /// What a frame header says; `header_len` includes the masking key.
 #[derive(Clone, Copy, Debug)]
 struct Header {
@@ -166,6 +233,10 @@ struct Header {
 pub struct FrameDecoder {
     max_message: usize,
     partial: Option<Partial>,
+    /// The text message being received, checked as its bytes come in.
+    utf8: Utf8Stream,
+    /// Payload bytes of the incomplete frame at the front of the buffer already unmasked and checked.
+    checked: usize,
 }
 
 impl FrameDecoder {
@@ -174,6 +245,8 @@ impl FrameDecoder {
         FrameDecoder {
             max_message,
             partial: None,
+            utf8: Utf8Stream::default(),
+            checked: 0,
         }
     }
 
@@ -189,17 +262,50 @@ impl FrameDecoder {
             };
             let frame_len = header.header_len + header.payload_len;
             if buf.len() < frame_len {
+                // Text is checked as it arrives, so invalid UTF-8 fails the connection without waiting
+                // for the rest of a large frame.
+                if self.carries_text(header.opcode) {
+                    let end = buf.len();
+                    self.check_text(header, &mut buf[header.header_len..end])?;
+                }
                 // The length is already bounded by the limits, so this is safe to reserve.
                 buf.reserve(frame_len - buf.len());
                 return Ok(None);
             }
             buf.advance(header.header_len);
             let mut payload = buf.split_to(header.payload_len);
-            unmask(&mut payload, header.mask);
+            if self.carries_text(header.opcode) {
+                self.check_text(header, &mut payload)?;
+            } else {
+                unmask(&mut payload, header.mask, 0);
+            }
+            self.checked = 0;
             if let Some(message) = self.on_frame(header, payload)? {
                 return Ok(Some(message));
             }
         }
+    }
+
+    /// True when a frame with this opcode carries part of a text message.
+    fn carries_text(&self, opcode: OpCode) -> bool {
+        match opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.partial.as_ref().is_some_and(|p| p.text),
+            _ => false,
+        }
+    }
+
+    /// Unmasks and checks the payload bytes received so far of a text-carrying frame (`payload` starts at
+    /// the frame's first payload byte); bytes already checked on an earlier call are skipped.
+    fn check_text(&mut self, header: Header, payload: &mut [u8]) -> Result<(), FrameError> {
+        if self.checked == 0 && header.opcode == OpCode::Text {
+            // A new text message starts with this frame.
+            self.utf8 = Utf8Stream::default();
+        }
+        let fresh = &mut payload[self.checked..];
+        unmask(fresh, header.mask, self.checked);
+        self.checked += fresh.len();
+        self.utf8.feed(fresh)
     }
 
     /// Parses and checks the header at the front of `buf`; `None` if it is not all there.
@@ -290,7 +396,7 @@ impl FrameDecoder {
             OpCode::Text | OpCode::Binary => {
                 let text = header.opcode == OpCode::Text;
                 if header.fin {
-                    return finish(text, payload).map(Some);
+                    return self.finish(text, payload).map(Some);
                 }
                 self.partial = Some(Partial {
                     text,
@@ -304,24 +410,23 @@ impl FrameDecoder {
                 };
                 partial.data.extend_from_slice(&payload);
                 if header.fin {
-                    return finish(partial.text, partial.data).map(Some);
+                    return self.finish(partial.text, partial.data).map(Some);
                 }
                 self.partial = Some(partial);
                 Ok(None)
             }
         }
     }
-}
 
-/// Turns a complete data message into a [`WsMessage`], checking text once, as a whole.
-fn finish(text: bool, data: BytesMut) -> Result<WsMessage, FrameError> {
-    if !text {
-        return Ok(WsMessage::Binary(data.freeze()));
+    /// Turns a complete data message into a [`WsMessage`]; its text was checked piece by piece on the
+    /// way in, so only a character cut off at the end is left to refuse.
+    fn finish(&mut self, text: bool, data: BytesMut) -> Result<WsMessage, FrameError> {
+        if !text {
+            return Ok(WsMessage::Binary(data.freeze()));
+        }
+        self.utf8.finish()?;
+        Ok(WsMessage::Text(data.freeze()))
     }
-    if std::str::from_utf8(&data).is_err() {
-        return Err(FrameError::InvalidUtf8);
-    }
-    Ok(WsMessage::Text(data.freeze()))
 }
 
 /// Parses a close payload: empty, or a valid status code followed by a UTF-8 reason.
@@ -353,8 +458,11 @@ fn read_array<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
     buf.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-/// XORs `data` with the repeating 4-byte mask, eight bytes at a time.
-fn unmask(data: &mut [u8], mask: [u8; 4]) {
+/// XORs `data` with the repeating 4-byte mask, eight bytes at a time; `offset` is the position of
+/// `data` in the frame's payload (the mask repeats from the payload's first byte).
+fn unmask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut mask = mask;
+    mask.rotate_left(offset % 4);
     let [m0, m1, m2, m3] = mask;
     let mask64 = u64::from_ne_bytes([m0, m1, m2, m3, m0, m1, m2, m3]);
     let mut chunks = data.chunks_exact_mut(8);
@@ -788,6 +896,126 @@ mod tests {
             one(&frame(0x82, b"\xff")),
             Ok(WsMessage::Binary(Bytes::from_static(b"\xff")))
         );
+    }
+
+    /// Feeds `text` to a fresh [`Utf8Stream`] in pieces cut at `cuts`; the result of `finish`.
+    fn stream_check(text: &[u8], cuts: &[usize]) -> Result<(), FrameError> {
+        let mut stream = Utf8Stream::default();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&text.len())) {
+            stream.feed(&text[start..cut])?;
+            start = cut;
+        }
+        stream.finish()
+    }
+
+    #[test]
+    fn utf8_stream_agrees_with_whole_text_checks_at_every_cut() {
+        let samples: [&[u8]; 9] = [
+            "κόσμε".as_bytes(),
+            "a€b𝄞c".as_bytes(),
+            b"\xf4\x8f\xbf\xbf",         // U+10FFFF, the last code point
+            b"\xf4\x90\x80\x80",         // past U+10FFFF
+            b"\xed\xa0\x80",             // a surrogate
+            b"\xc0\xaf",                 // an overlong '/'
+            b"ab\xe2\x82",               // ends inside a character
+            b"\x80",                     // a lone continuation byte
+            b"\xce\xba\xe1\xbd\xb9\xcf", // ends inside a character
+        ];
+        for text in samples {
+            let whole = std::str::from_utf8(text).is_ok();
+            for a in 0..=text.len() {
+                for b in a..=text.len() {
+                    assert_eq!(
+                        stream_check(text, &[a, b]).is_ok(),
+                        whole,
+                        "{text:x?} cut at {a} and {b}"
+                    );
+                }
+            }
+            let bytewise: Vec<usize> = (1..text.len()).collect();
+            assert_eq!(stream_check(text, &bytewise).is_ok(), whole, "{text:x?}");
+        }
+    }
+
+    #[test]
+    fn utf8_stream_fails_on_the_first_impossible_byte() {
+        let mut stream = Utf8Stream::default();
+        assert_eq!(
+            stream.feed(b"ok \xf4"),
+            Ok(()),
+            "a valid start of a character"
+        );
+        assert_eq!(
+            stream.feed(b"\x90"),
+            Err(FrameError::InvalidUtf8),
+            "past U+10FFFF"
+        );
+        let mut stream = Utf8Stream::default();
+        assert_eq!(stream.feed(b"\xed"), Ok(()));
+        assert_eq!(
+            stream.feed(b"\xa0"),
+            Err(FrameError::InvalidUtf8),
+            "a surrogate"
+        );
+        let mut stream = Utf8Stream::default();
+        assert_eq!(stream.feed(b"\xe2\x82"), Ok(()));
+        assert_eq!(stream.finish(), Err(FrameError::InvalidUtf8));
+        assert_eq!(stream.feed(b"fresh"), Ok(()), "finish starts new text");
+        assert_eq!(stream.finish(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_fragment_fails_before_the_final_one() {
+        let mut decoder = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&frame(0x01, b"fine")[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&frame(0x00, b"\xf4\x90\x80\x80"));
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_text_fails_before_its_frame_is_complete() {
+        let mut payload = b"fine ".to_vec();
+        payload.extend_from_slice(b"\xc0\xaf");
+        payload.extend_from_slice(&[b'x'; 200]);
+        let input = frame(0x81, &payload);
+        let mut decoder = FrameDecoder::new(1000);
+        // Header and the first bytes only: valid so far, so more is needed.
+        let mut buf = BytesMut::from(&input[..8 + 3]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        // Up to the overlong sequence, still far from the end of the frame.
+        buf.extend_from_slice(&input[8 + 3..8 + 7]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn text_checked_in_pieces_is_unmasked_once() {
+        // A frame received a few bytes at a time, with characters split across the reads: the text
+        // comes out exactly as sent, whatever mask offset each read starts at.
+        let text = "ab€c𝄞dé".repeat(9);
+        let mut input = frame(0x01, &text.as_bytes()[..13]);
+        input.extend(frame(0x89, b"ping"));
+        input.extend(frame(0x80, &text.as_bytes()[13..]));
+        for step in 1..9 {
+            let mut decoder = FrameDecoder::new(1000);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for chunk in input.chunks(step) {
+                buf.extend_from_slice(chunk);
+                while let Some(message) = decoder.decode(&mut buf).expect("valid input") {
+                    got.push(message);
+                }
+            }
+            assert_eq!(
+                got,
+                vec![
+                    WsMessage::Ping(Bytes::from_static(b"ping")),
+                    WsMessage::Text(Bytes::from(text.clone()))
+                ],
+                "step {step}"
+            );
+        }
     }
 
     #[test]

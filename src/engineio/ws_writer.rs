@@ -67,6 +67,7 @@ fn header(packet: &Outgoing) -> ([u8; 10], usize) {
     let (opcode, len) = match packet {
         Outgoing::Text(text) => (OpCode::Text, text.len()),
         Outgoing::Binary(data) => (OpCode::Binary, data.len()),
+        Outgoing::WsPong(data) => (OpCode::Pong, data.len()),
     };
     let mut header = [0u8; 10];
     let n = encode_header(opcode, len, &mut header);
@@ -75,7 +76,7 @@ fn header(packet: &Outgoing) -> ([u8; 10], usize) {
 
 fn payload(packet: &Outgoing) -> &[u8] {
     match packet {
-        Outgoing::Text(bytes) | Outgoing::Binary(bytes) => bytes,
+        Outgoing::Text(bytes) | Outgoing::Binary(bytes) | Outgoing::WsPong(bytes) => bytes,
     }
 }
 

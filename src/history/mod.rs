@@ -120,6 +120,7 @@ pub fn describe(event: &StoredEvent) -> serde_json::Value {
             Outgoing::Binary(data) => {
                 attachments.push(base64::engine::general_purpose::STANDARD.encode(data));
             }
+            Outgoing::WsPong(_) => {}
         }
     }
     if !attachments.is_empty() {

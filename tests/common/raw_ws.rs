@@ -30,9 +30,19 @@ impl RawWs {
     }
 
     /// Like [`RawWs::handshake`], on a stream the caller connected (e.g. with a small receive buffer).
-    pub async fn handshake_on(mut stream: TcpStream, addr: SocketAddr) -> RawWs {
+    pub async fn handshake_on(stream: TcpStream, addr: SocketAddr) -> RawWs {
+        let mut raw = Self::upgrade(stream, addr, "/socket.io/?EIO=4&transport=websocket").await;
+        let (opcode, payload) = raw.read_frame(WAIT).await.expect("no open packet");
+        assert_eq!(opcode, 1);
+        let text = String::from_utf8(payload).unwrap();
+        raw.open = serde_json::from_str(text.strip_prefix('0').unwrap()).unwrap();
+        raw
+    }
+
+    /// Upgrades `stream` on the plain websocket endpoint `path` (no Engine.IO open packet is read).
+    pub async fn upgrade(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawWs {
         let request = format!(
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -56,16 +66,11 @@ impl RawWs {
             "wrong accept key: {head}"
         );
         let rest = buf.split_off(head_end);
-        let mut raw = RawWs {
+        RawWs {
             stream,
             buf: rest,
             open: Value::Null,
-        };
-        let (opcode, payload) = raw.read_frame(WAIT).await.expect("no open packet");
-        assert_eq!(opcode, 1);
-        let text = String::from_utf8(payload).unwrap();
-        raw.open = serde_json::from_str(text.strip_prefix('0').unwrap()).unwrap();
-        raw
+        }
     }
 
     /// A masked client frame with FIN set.
@@ -75,8 +80,13 @@ impl RawWs {
 
     /// A client frame with FIN set, masked or not.
     pub fn frame_with(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        Self::frame_bits(0x80 | opcode, payload, masked)
+    }
+
+    /// A client frame whose first byte (FIN, RSV bits, opcode) is `b0`, masked or not.
+    pub fn frame_bits(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
         let mask_bit = if masked { 0x80 } else { 0 };
-        let mut out = vec![0x80 | opcode];
+        let mut out = vec![b0];
         match payload.len() {
             n if n < 126 => out.push(mask_bit | n as u8),
             n if n <= 0xFFFF => {
