@@ -152,8 +152,8 @@ pub fn reply_size(packets: &EventPackets) -> usize {
     packets
         .iter()
         .map(|packet| match packet {
-            Outgoing::Text(text) => text.len(),
             Outgoing::Binary(data) => data.len().div_ceil(3) * 4,
+            text => text.len(),
         })
         .sum::<usize>()
         + VIEW_OVERHEAD
