@@ -344,6 +344,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             ..PublishLimits::default()
         },
         max_rooms_per_socket: config.limits.max_rooms_per_socket,
+        history_reply_bytes: config.history.max_reply_bytes,
         expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
         expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
     });

@@ -1,4 +1,4 @@
-//! Room listings: `GET /v1/rooms` and `GET /v1/rooms/{room}`.
+//! Room listings and history: `GET /v1/rooms`, `GET /v1/rooms/{room}` and `GET /v1/rooms/{room}/history`.
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -72,20 +72,27 @@ pub(super) async fn history(
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
     validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let key = RoomKey::new(&nsp, &room);
+    let budget = state.app.history_reply_bytes();
     let page = match state.app.backend() {
         crate::app::Backend::Memory { .. } => crate::history::read_page(
             state.app.hub().history().as_ref(),
             &key,
             query.epoch,
             query.since.unwrap_or(0),
-            query.limit.unwrap_or(100),
+            crate::history::ReadLimit {
+                events: query.limit.unwrap_or(100),
+                bytes: budget,
+            },
         ),
         crate::app::Backend::Cluster(cluster) => crate::cluster::history::read_page(
             &cluster.redis,
             &cluster.keys,
             &key,
             query.since.unwrap_or(0),
-            query.limit.unwrap_or(100),
+            crate::history::ReadLimit {
+                events: query.limit.unwrap_or(100),
+                bytes: budget,
+            },
         )
         .await
         .map_err(|e| {
@@ -96,6 +103,7 @@ pub(super) async fn history(
             )
         })?,
     };
+    page.count_truncated("api");
     let mut body = serde_json::to_value(page).unwrap_or_default();
     body["namespace"] = nsp.into();
     body["room"] = room.into();

@@ -306,10 +306,12 @@ fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
         Err(refusal) => return Outcome::Now(Err(refusal)),
     };
     let with_ok = |page: crate::history::HistoryPage| {
+        page.count_truncated("client");
         let mut reply = serde_json::to_value(page).unwrap_or_default();
         reply["ok"] = true.into();
         reply.to_string().into_bytes()
     };
+    let budget = app.history_reply_bytes();
     match app.backend() {
         super::Backend::Memory { .. } => {
             let page = crate::history::read_page(
@@ -317,7 +319,10 @@ fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
                 &key,
                 since.1,
                 since.0,
-                limit,
+                crate::history::ReadLimit {
+                    events: limit,
+                    bytes: budget,
+                },
             );
             Outcome::Now(Ok(with_ok(page)))
         }
@@ -329,7 +334,10 @@ fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
                     &cluster.keys,
                     &key,
                     since.0,
-                    limit,
+                    crate::history::ReadLimit {
+                        events: limit,
+                        bytes: budget,
+                    },
                 )
                 .await
                 .map_err(|_| Refusal::Unavailable)?;

@@ -118,6 +118,8 @@ pub struct Tidings {
     publish_limits: PublishLimits,
     /// Most rooms one socket may be in (its personal and broadcast rooms included).
     max_rooms_per_socket: usize,
+    /// Byte budget of one history reply.
+    history_reply_bytes: usize,
     /// Token deadlines of connected sockets.
     expiry: expiry::ExpiryClock,
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
@@ -146,6 +148,8 @@ pub struct TidingsParts {
     pub publish_limits: PublishLimits,
     /// Most rooms one socket may be in.
     pub max_rooms_per_socket: usize,
+    /// Byte budget of one history reply (`history.max_reply_bytes`).
+    pub history_reply_bytes: usize,
     /// How long before `exp` a socket hears `token:expiring`.
     pub expiry_notice: std::time::Duration,
     /// Clock skew tolerated on `exp`: a socket is disconnected this long after it.
@@ -165,6 +169,7 @@ impl Tidings {
             max_replay: parts.max_replay,
             publish_limits: parts.publish_limits,
             max_rooms_per_socket: parts.max_rooms_per_socket,
+            history_reply_bytes: parts.history_reply_bytes,
             expiry: expiry::ExpiryClock::new(parts.expiry_notice, parts.expiry_leeway),
             live: parking_lot::Mutex::new(HashMap::new()),
             self_ref: std::sync::OnceLock::new(),
@@ -196,6 +201,11 @@ impl Tidings {
     /// The sequencing backend.
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// Byte budget of one history reply (`history.max_reply_bytes`).
+    pub fn history_reply_bytes(&self) -> usize {
+        self.history_reply_bytes
     }
 
     /// Publishes an event: sequenced, stored in history and queued for every member (embedded mode), or made

@@ -96,6 +96,82 @@ fn stream_info_field(info: &redis::Value, name: &str) -> Option<String> {
         .and_then(|(_, v)| redis::from_redis_value::<String>(&v).ok())
 }
 
+/// Events read for a page, with how the read ended.
+struct PageRead {
+    events: Vec<StreamEvent>,
+    more: bool,
+    cut: bool,
+}
+
+/// First XRANGE chunk of a budgeted read: small, so a stream of large events is not read far past the budget.
+const FIRST_CHUNK: usize = 8;
+/// Largest XRANGE chunk of a budgeted read.
+const MAX_CHUNK: usize = 128;
+
+/// Events of `room` after `after` within `limit`, read in XRANGE chunks: each chunk is sized from the budget
+/// left and the mean size seen so far, and the budget is checked on every entry before it is kept, so at
+/// most one chunk is read past it. Entry cost: its stored payload plus [`crate::history::VIEW_OVERHEAD`],
+/// the same measure the embedded store uses.
+async fn read_within(
+    redis: &Redis,
+    keys: &Keys,
+    room: &RoomKey,
+    mut after: u64,
+    limit: crate::history::ReadLimit,
+) -> Result<PageRead, redis::RedisError> {
+    let mut read = PageRead {
+        events: Vec::new(),
+        more: false,
+        cut: false,
+    };
+    let (mut used, mut seen_bytes, mut seen) = (0usize, 0usize, 0usize);
+    loop {
+        // One entry past the event limit tells whether more follow.
+        let wanted = limit.events - read.events.len() + 1;
+        let by_budget = match seen {
+            0 => FIRST_CHUNK,
+            _ => (limit.bytes.saturating_sub(used) / (seen_bytes / seen).max(1)).saturating_add(1),
+        };
+        let count = wanted.min(by_budget).clamp(1, MAX_CHUNK);
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(keys.stream(room))
+            .arg(format!("(0-{after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count);
+        let reply: StreamRangeReply = redis.run(&cmd).await?;
+        let got = reply.ids.len();
+        for entry in reply.ids {
+            let Some(seq) = entry.id.strip_prefix("0-").and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            after = seq;
+            let payload: Option<String> = entry.get("p");
+            let at_ms: u64 = entry.get("t").unwrap_or(0);
+            let Some(payload) = payload else { continue };
+            let size = payload.len() + crate::history::VIEW_OVERHEAD;
+            seen += 1;
+            seen_bytes += size;
+            if read.events.len() >= limit.events {
+                read.more = true;
+                return Ok(read);
+            }
+            if !read.events.is_empty() && used.saturating_add(size) > limit.bytes {
+                read.more = true;
+                read.cut = true;
+                return Ok(read);
+            }
+            if let Ok(event) = serde_json::from_str(&payload) {
+                used += size;
+                read.events.push(StreamEvent { seq, at_ms, event });
+            }
+        }
+        if got < count {
+            return Ok(read);
+        }
+    }
+}
+
 /// A page of a room's history for the API and the `history` client event (see
 /// [`crate::history::read_page`]); `complete` is false when events after `since` were trimmed.
 pub async fn read_page(
@@ -103,29 +179,34 @@ pub async fn read_page(
     keys: &Keys,
     room: &RoomKey,
     since: u64,
-    limit: usize,
+    limit: crate::history::ReadLimit,
 ) -> Result<crate::history::HistoryPage, redis::RedisError> {
-    let limit = limit.clamp(1, crate::history::MAX_PAGE);
+    let limit = crate::history::ReadLimit {
+        events: limit.events.clamp(1, crate::history::MAX_PAGE),
+        ..limit
+    };
     let complete = !trimmed_after(redis, keys, room, since).await?;
-    let events = read_after(redis, keys, room, since, limit).await?;
+    let read = read_within(redis, keys, room, since, limit).await?;
     let epoch: Option<String> = redis.run(redis::cmd("GET").arg(keys.epoch())).await?;
     Ok(crate::history::HistoryPage {
         epoch: epoch.unwrap_or_default(),
         complete,
-        events: events
-            .iter()
-            .map(|e| {
-                let mut view = serde_json::json!({
-                    "offset": e.seq.to_string(),
-                    "at": e.at_ms,
-                    "event": e.event.name,
-                    "data": serde_json::from_str::<serde_json::Value>(e.event.data.get()).unwrap_or_default(),
-                });
-                if !e.event.attachments.is_empty() {
-                    view["attachments"] = e.event.attachments.clone().into();
-                }
-                view
-            })
-            .collect(),
+        more: read.more,
+        truncated: read.cut,
+        events: read.events.iter().map(describe).collect(),
     })
+}
+
+/// The JSON view of a stream event, as [`crate::history::describe`] gives it for the embedded store.
+fn describe(e: &StreamEvent) -> serde_json::Value {
+    let mut view = serde_json::json!({
+        "offset": e.seq.to_string(),
+        "at": e.at_ms,
+        "event": e.event.name,
+        "data": serde_json::from_str::<serde_json::Value>(e.event.data.get()).unwrap_or_default(),
+    });
+    if !e.event.attachments.is_empty() {
+        view["attachments"] = e.event.attachments.clone().into();
+    }
+    view
 }

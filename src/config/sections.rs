@@ -269,8 +269,13 @@ pub struct HistoryConfig {
     pub max_events: usize,
     /// Age after which an event leaves the history, in seconds.
     pub max_age_secs: u64,
-    /// Cap on the bytes of history over all rooms.
+    /// Cap on the bytes of history over all rooms. An event held by several rooms counts its payload once
+    /// plus a small slot per room.
     pub max_bytes: u64,
+    /// Byte budget of one history reply (`history` client event, `GET /v1/rooms/{room}/history`): events are
+    /// added while they fit, then the reply says `more` and `truncated` and the reader pages on. The first
+    /// event of a page always goes in, so one event larger than the budget is still readable.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for HistoryConfig {
@@ -279,6 +284,7 @@ impl Default for HistoryConfig {
             max_events: 1000,
             max_age_secs: 300,
             max_bytes: 256 * 1024 * 1024,
+            max_reply_bytes: 1024 * 1024,
         }
     }
 }

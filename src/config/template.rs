@@ -107,8 +107,13 @@ misbehaviour_log_interval_secs = 10
 max_events = 1000
 # Age after which an event leaves the history, in seconds.
 max_age_secs = 300
-# Cap on the bytes of history over all rooms.
+# Cap on the bytes of history over all rooms (an event held by several rooms counts its payload once,
+# plus 64 bytes per room holding it).
 max_bytes = 268435456
+# Byte budget of one history reply (client `history` event and GET /v1/rooms/{room}/history). A page
+# stops when the next event would not fit and says `more: true, truncated: true`; read on from its last
+# offset. The first event of a page always goes in. At least 1024, at most limits.outbox_max_bytes.
+max_reply_bytes = 1048576
 
 [recovery]
 # Connection state recovery on "/", and the default for namespaces without their own flag.

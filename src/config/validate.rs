@@ -9,6 +9,9 @@ use super::{Config, ConfigError};
 /// socket's events by up to this much.
 const MAX_WRITE_INTERVAL_MS: u64 = 1000;
 
+/// Smallest accepted `history.max_reply_bytes`: below it most pages would hold a single event.
+const MIN_REPLY_BYTES: usize = 1024;
+
 impl Config {
     /// Checks the rules serde cannot express; the first broken rule is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -145,6 +148,15 @@ impl Config {
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;
+        let reply = self.history.max_reply_bytes;
+        if reply < MIN_REPLY_BYTES || reply > l.outbox_max_bytes {
+            return invalid(
+                "history.max_reply_bytes",
+                format!(
+                    "must be at least {MIN_REPLY_BYTES} and at most limits.outbox_max_bytes (a reply is queued like any packet)"
+                ),
+            );
+        }
         positive(
             "recovery.max_disconnection_secs",
             self.recovery.max_disconnection_secs,
@@ -252,6 +264,8 @@ mod tests {
             ("[[namespaces]]\nname = \"/a,b\"", "invalid config: namespaces.name: \"/a,b\" must be at most 200 bytes, without ',', whitespace or control characters"),
             ("[[namespaces]]\nname = \"/a\"\n[[namespaces]]\nname = \"/a\"", "invalid config: namespaces.name: \"/a\" is configured twice"),
             ("[history]\nmax_events = 0", "invalid config: history.max_events: must be greater than 0"),
+            ("[history]\nmax_reply_bytes = 1023", "invalid config: history.max_reply_bytes: must be at least 1024 and at most limits.outbox_max_bytes (a reply is queued like any packet)"),
+            ("[limits]\noutbox_max_bytes = 65536\n[history]\nmax_reply_bytes = 65537", "invalid config: history.max_reply_bytes: must be at least 1024 and at most limits.outbox_max_bytes (a reply is queued like any packet)"),
             ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL"),
             ("[redis]\nkey_prefix = \"\"", "invalid config: redis.key_prefix: must be non-empty, without whitespace or control characters"),
         ];

@@ -2,6 +2,10 @@
 //!
 //! One lock guards everything: appends already run one at a time under the hub's ordering lock, and reads
 //! (replays, the history API) are short.
+//!
+//! An event published to several rooms is one set of shared packets held by each room's stream under the same
+//! sequence. Each room keeps and evicts it on its own rules; its bytes are counted once, as long as any room
+//! still holds it, plus a slot per room that holds it: that is the memory it really pins.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,12 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use rand::Rng;
 
-use super::{HistoryError, HistoryStats, HistoryStore, StoredEvent};
+use super::{reply_size, HistoryError, HistoryStats, HistoryStore, ReadLimit, Slice, StoredEvent};
 use crate::hub::{EventPackets, RoomKey};
 
-/// Bytes accounted per stored event on top of its payload: queue slot, shared packet list, allocator headers
-/// (measured with `bench/recovery.sh`: about 150 bytes of heap besides the packet itself).
+/// Bytes accounted per stored event on top of its payload, for an event held by one room: queue slot,
+/// shared packet list, allocator headers (measured with `bench/recovery.sh`: about 150 bytes of heap besides
+/// the packet itself). Split into [`SLOT_OVERHEAD`] per room and the rest once per event.
 pub const EVENT_OVERHEAD: usize = 160;
+
+/// Bytes accounted for each room that holds an event: its queue entry `(StoredEvent, Instant)` (48 bytes)
+/// and the room's share of the eviction index, rounded up.
+pub const SLOT_OVERHEAD: usize = 64;
 
 struct Stream {
     epoch: u64,
@@ -24,21 +33,59 @@ struct Stream {
     last_used: Instant,
 }
 
+/// An event held by at least one stream.
+struct Shared {
+    /// Payload plus the once-per-event overhead.
+    bytes: usize,
+    /// Streams holding it.
+    holders: usize,
+}
+
 #[derive(Default)]
 struct State {
     streams: HashMap<RoomKey, Stream>,
     /// Oldest event of each non-empty stream, by sequence then room: the global eviction order. An event
     /// published to several rooms has one sequence in each of their streams, so the room is part of the key.
     fronts: BTreeSet<(u64, RoomKey)>,
+    /// Events held, by sequence, with how many streams hold them: their payload is counted once.
+    shared: HashMap<u64, Shared>,
     events: usize,
     bytes: usize,
 }
 
-fn event_size(packets: &EventPackets) -> usize {
-    packets.iter().map(|p| p.len()).sum::<usize>() + EVENT_OVERHEAD
+/// Bytes of one event counted once however many rooms hold it.
+fn shared_size(packets: &EventPackets) -> usize {
+    packets.iter().map(|p| p.len()).sum::<usize>() + EVENT_OVERHEAD - SLOT_OVERHEAD
 }
 
 impl State {
+    /// Counts a new slot holding the event `seq`.
+    fn hold(&mut self, seq: u64, packets: &EventPackets) {
+        let shared = self.shared.entry(seq).or_insert_with(|| Shared {
+            bytes: shared_size(packets),
+            holders: 0,
+        });
+        if shared.holders == 0 {
+            self.bytes += shared.bytes;
+        }
+        shared.holders += 1;
+        self.events += 1;
+        self.bytes += SLOT_OVERHEAD;
+    }
+
+    /// Uncounts one slot of the event `seq`; its payload goes when the last slot does.
+    fn release(&mut self, seq: u64) {
+        self.events -= 1;
+        self.bytes -= SLOT_OVERHEAD;
+        if let Some(shared) = self.shared.get_mut(&seq) {
+            shared.holders -= 1;
+            if shared.holders == 0 {
+                self.bytes -= shared.bytes;
+                self.shared.remove(&seq);
+            }
+        }
+    }
+
     /// Removes the oldest event of `room`'s stream, keeping the indexes right.
     fn pop_front(&mut self, room: &RoomKey) {
         let Some(stream) = self.streams.get_mut(room) else {
@@ -47,13 +94,13 @@ impl State {
         let Some((event, _)) = stream.events.pop_front() else {
             return;
         };
-        self.fronts.remove(&(event.seq, room.clone()));
         stream.evicted_through = stream.evicted_through.max(event.seq);
-        if let Some((next, _)) = stream.events.front() {
-            self.fronts.insert((next.seq, room.clone()));
+        let next = stream.events.front().map(|(next, _)| next.seq);
+        self.fronts.remove(&(event.seq, room.clone()));
+        if let Some(next) = next {
+            self.fronts.insert((next, room.clone()));
         }
-        self.events -= 1;
-        self.bytes -= event_size(&event.packets);
+        self.release(event.seq);
     }
 
     /// Evicts the globally oldest event.
@@ -92,6 +139,61 @@ impl MemoryHistory {
             keep_idle,
         }
     }
+
+    /// [`HistoryStore::append`] at a given instant (tests drive the clock).
+    fn append_at(&self, room: &RoomKey, seq: u64, packets: &EventPackets, now: Instant) {
+        if self.max_events == 0 {
+            return;
+        }
+        let mut state = self.state.lock();
+        let stream = state
+            .streams
+            .entry(room.clone())
+            .or_insert_with(|| new_stream(now));
+        stream.last_used = now;
+        let was_empty = stream.events.is_empty();
+        stream.events.push_back((
+            StoredEvent {
+                seq,
+                at_ms: now_ms(),
+                packets: packets.clone(),
+            },
+            now,
+        ));
+        let over_count = stream.events.len() > self.max_events;
+        if was_empty {
+            state.fronts.insert((seq, room.clone()));
+        }
+        state.hold(seq, packets);
+        if over_count {
+            state.pop_front(room);
+        }
+        while state.bytes > self.max_bytes && state.pop_oldest() {}
+    }
+
+    /// [`HistoryStore::sweep`] at a given instant (tests drive the clock).
+    fn sweep_at(&self, in_use: &dyn Fn(&RoomKey) -> bool, now: Instant) {
+        let mut state = self.state.lock();
+        // Streams in order of their oldest event: the first one whose oldest event is young enough ends it.
+        // Sequences follow publish time, so no younger front can hide an older event behind it.
+        while let Some((_, room)) = state.fronts.first().cloned() {
+            let expired = state
+                .streams
+                .get(&room)
+                .and_then(|s| s.events.front())
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) > self.max_age);
+            if !expired {
+                break;
+            }
+            state.pop_front(&room);
+        }
+        let keep_idle = self.keep_idle;
+        state.streams.retain(|room, stream| {
+            !stream.events.is_empty()
+                || now.saturating_duration_since(stream.last_used) < keep_idle
+                || in_use(room)
+        });
+    }
 }
 
 fn now_ms() -> u64 {
@@ -123,50 +225,21 @@ impl HistoryStore for MemoryHistory {
     }
 
     fn append(&self, room: &RoomKey, seq: u64, packets: &EventPackets) {
-        if self.max_events == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let size = event_size(packets);
-        let mut state = self.state.lock();
-        let stream = state
-            .streams
-            .entry(room.clone())
-            .or_insert_with(|| new_stream(now));
-        stream.last_used = now;
-        let was_empty = stream.events.is_empty();
-        stream.events.push_back((
-            StoredEvent {
-                seq,
-                at_ms: now_ms(),
-                packets: packets.clone(),
-            },
-            now,
-        ));
-        let over_count = stream.events.len() > self.max_events;
-        if was_empty {
-            state.fronts.insert((seq, room.clone()));
-        }
-        state.events += 1;
-        state.bytes += size;
-        if over_count {
-            state.pop_front(room);
-        }
-        while state.bytes > self.max_bytes && state.pop_oldest() {}
+        self.append_at(room, seq, packets, Instant::now());
     }
 
-    fn read_after(
+    fn read_within(
         &self,
         room: &RoomKey,
         epoch: Option<u64>,
         after: u64,
-        limit: usize,
-    ) -> Result<(u64, Vec<StoredEvent>), HistoryError> {
+        limit: ReadLimit,
+    ) -> Result<Slice, HistoryError> {
         let state = self.state.lock();
         let Some(stream) = state.streams.get(room) else {
             return match epoch {
                 Some(_) => Err(HistoryError::EpochChanged),
-                None => Ok((0, Vec::new())),
+                None => Ok(Slice::default()),
             };
         };
         if epoch.is_some_and(|e| e != stream.epoch) {
@@ -178,36 +251,36 @@ impl HistoryStore for MemoryHistory {
         let start = stream
             .events
             .partition_point(|(event, _)| event.seq <= after);
-        let events = stream
-            .events
-            .range(start..)
-            .take(limit)
-            .map(|(event, _)| event.clone())
-            .collect();
-        Ok((stream.epoch, events))
+        let mut slice = Slice {
+            epoch: stream.epoch,
+            ..Slice::default()
+        };
+        let mut used = 0usize;
+        for (event, _) in stream.events.range(start..) {
+            if slice.events.len() >= limit.events {
+                slice.more = true;
+                break;
+            }
+            // The budget is checked before the event is taken; the first one always goes, so paging moves on.
+            let size = reply_size(&event.packets);
+            if !slice.events.is_empty() && used.saturating_add(size) > limit.bytes {
+                slice.more = true;
+                slice.cut = true;
+                break;
+            }
+            used += size;
+            slice.events.push(event.clone());
+        }
+        Ok(slice)
+    }
+
+    fn evicted_through(&self, room: &RoomKey) -> u64 {
+        let state = self.state.lock();
+        state.streams.get(room).map_or(0, |s| s.evicted_through)
     }
 
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        // Streams in order of their oldest event: the first one whose oldest event is young enough ends it.
-        while let Some((_, room)) = state.fronts.first().cloned() {
-            let expired = state
-                .streams
-                .get(&room)
-                .and_then(|s| s.events.front())
-                .is_some_and(|(_, at)| now.duration_since(*at) > self.max_age);
-            if !expired {
-                break;
-            }
-            state.pop_front(&room);
-        }
-        let keep_idle = self.keep_idle;
-        state.streams.retain(|room, stream| {
-            !stream.events.is_empty()
-                || now.duration_since(stream.last_used) < keep_idle
-                || in_use(room)
-        });
+        self.sweep_at(in_use, Instant::now());
     }
 
     fn stats(&self) -> HistoryStats {
@@ -305,9 +378,14 @@ mod tests {
         );
     }
 
+    /// Accounted bytes of an event held by `rooms` rooms.
+    fn held(text: &str, rooms: usize) -> usize {
+        shared_size(&packets(text)) + rooms * SLOT_OVERHEAD
+    }
+
     #[test]
     fn global_byte_cap_evicts_oldest_across_rooms() {
-        let one = event_size(&packets("0123456789"));
+        let one = held("0123456789", 1);
         let h = store(100, one * 3);
         let (a, b) = (RoomKey::new("/", "a"), RoomKey::new("/", "b"));
         h.append(&a, 1, &packets("0123456789"));
@@ -338,6 +416,7 @@ mod tests {
             h.read_after(&room, Some(epoch), 0, 10).unwrap_err(),
             HistoryError::Evicted
         );
+        assert_eq!(h.evicted_through(&room), 1);
         assert!(h.read_after(&room, Some(epoch), 1, 10).is_ok());
         h.sweep(&|_| false);
         assert_eq!(h.stats().rooms, 0);
@@ -347,7 +426,8 @@ mod tests {
         );
     }
 
-    /// The 1000-room publish: one sequence in every room's stream. Each room keeps and evicts it on its own.
+    /// The 1000-room publish: one sequence in every room's stream. Each room keeps and evicts it on its own,
+    /// and its payload is counted once.
     #[test]
     fn multi_room_events_are_evicted_in_every_room() {
         let rooms: Vec<RoomKey> = (0..1000)
@@ -357,104 +437,258 @@ mod tests {
         for room in &rooms {
             aged.append(room, 1, &packets("shared"));
         }
+        assert_eq!(aged.stats().bytes, held("shared", 1000));
         std::thread::sleep(Duration::from_millis(2));
         aged.sweep(&|_| true);
         assert_eq!(aged.stats().events, 0, "max age holds in every room");
         assert_eq!(aged.stats().bytes, 0);
 
-        let one = event_size(&packets("shared"));
-        let capped = store(10, one * 100);
+        // A cap of the payload plus 100 slots keeps the event in exactly 100 rooms.
+        let cap = held("shared", 100);
+        let capped = store(10, cap);
         for room in &rooms {
             capped.append(room, 1, &packets("shared"));
         }
         let stats = capped.stats();
-        assert!(stats.bytes <= one * 100, "{} bytes held", stats.bytes);
-        assert_eq!(stats.events, 100);
+        assert_eq!((stats.events, stats.bytes), (100, cap));
+        let holding = rooms
+            .iter()
+            .filter(|room| {
+                capped
+                    .read_after(room, None, 0, 10)
+                    .is_ok_and(|(_, e)| e.len() == 1)
+            })
+            .count();
+        assert_eq!(holding, 100);
     }
 
-    /// Random single- and multi-room publishes against a plain model of the rules (count per room, global
-    /// byte cap evicting the oldest front first, max age): after every step the store holds exactly what the
-    /// model keeps, bytes never exceed the cap, and after a sweep with max age 0 nothing is left.
+    /// A large event published to many rooms pins its packets once: counting it once per room would evict
+    /// every other room's history to make room for bytes that are not held.
+    #[test]
+    fn a_large_multi_room_event_does_not_evict_other_rooms() {
+        let big = "b".repeat(100_000);
+        let h = store(100, 4 << 20);
+        let quiet = RoomKey::new("/", "quiet");
+        for seq in 1..=10 {
+            h.append(&quiet, seq, &packets("small"));
+        }
+        for i in 0..1000 {
+            h.append(&RoomKey::new("/", &format!("r{i}")), 11, &packets(&big));
+        }
+        let stats = h.stats();
+        assert_eq!(stats.events, 1010);
+        assert_eq!(stats.bytes, 10 * held("small", 1) + held(&big, 1000));
+        assert_eq!(
+            seqs(&h.read_after(&quiet, None, 0, 100).unwrap().1),
+            (1..=10).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn reads_stop_at_the_byte_budget_and_page_on() {
+        let h = store(100, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        let text = "e".repeat(1000);
+        for seq in 1..=10 {
+            h.append(&room, seq, &packets(&text));
+        }
+        let size = reply_size(&packets(&text));
+        let budget = ReadLimit {
+            events: 100,
+            bytes: size * 3 + size / 2,
+        };
+        let mut after = 0;
+        let mut pages = Vec::new();
+        loop {
+            let slice = h.read_within(&room, None, after, budget).unwrap();
+            pages.push(seqs(&slice.events));
+            if !slice.more {
+                break;
+            }
+            assert!(slice.cut);
+            after = slice.events.last().unwrap().seq;
+        }
+        assert_eq!(
+            pages,
+            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+        );
+
+        // The event limit ends a page with `more` but without `cut`; the end of the stream with neither.
+        let slice = h.read_within(&room, None, 0, ReadLimit::events(4)).unwrap();
+        assert_eq!(
+            (seqs(&slice.events), slice.more, slice.cut),
+            (vec![1, 2, 3, 4], true, false)
+        );
+        let slice = h.read_within(&room, None, 6, ReadLimit::events(4)).unwrap();
+        assert_eq!(
+            (slice.events.len(), slice.more, slice.cut),
+            (4, false, false)
+        );
+
+        // An event larger than the whole budget still comes, alone, so a reader always moves on.
+        let tight = ReadLimit {
+            events: 100,
+            bytes: 10,
+        };
+        let slice = h.read_within(&room, None, 0, tight).unwrap();
+        assert_eq!(
+            (seqs(&slice.events), slice.more, slice.cut),
+            (vec![1], true, true)
+        );
+    }
+
+    #[test]
+    fn pages_fall_back_to_what_is_held_after_eviction() {
+        let h = store(3, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        for seq in 1..=5 {
+            h.append(&room, seq, &packets(r#"42["e",{"n":1},"0"]"#));
+        }
+        let page = super::super::read_page(&h, &room, None, 0, ReadLimit::events(100));
+        assert!(!page.complete);
+        let offsets: Vec<_> = page.events.iter().map(|e| e["offset"].clone()).collect();
+        assert_eq!(offsets, vec!["3", "4", "5"]);
+    }
+
+    /// A small seeded generator (xorshift), so a failing case is reproduced by its seed.
+    struct Seeded(u64);
+
+    impl Seeded {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// The rules, kept naively: per room the (sequence, publish step) of each event kept, oldest first.
+    struct Model {
+        rooms: Vec<RoomKey>,
+        kept: Vec<VecDeque<(u64, u64)>>,
+        /// Bytes counted once per event held anywhere.
+        shared: HashMap<u64, usize>,
+        max_events: usize,
+        cap: usize,
+    }
+
+    impl Model {
+        fn bytes(&self) -> usize {
+            let held: BTreeSet<u64> = self.kept.iter().flatten().map(|(seq, _)| *seq).collect();
+            held.iter().map(|seq| self.shared[seq]).sum::<usize>()
+                + self.kept.iter().map(VecDeque::len).sum::<usize>() * SLOT_OVERHEAD
+        }
+
+        fn append(&mut self, room: usize, seq: u64, step: u64) {
+            self.kept[room].push_back((seq, step));
+            if self.kept[room].len() > self.max_events {
+                self.kept[room].pop_front();
+            }
+            while self.bytes() > self.cap {
+                let oldest = (0..self.rooms.len())
+                    .filter_map(|r| {
+                        self.kept[r]
+                            .front()
+                            .map(|(seq, _)| (*seq, &self.rooms[r], r))
+                    })
+                    .min()
+                    .map(|(_, _, r)| r)
+                    .expect("bytes are held");
+                self.kept[oldest].pop_front();
+            }
+        }
+
+        fn sweep(&mut self, now_step: u64, max_age_steps: u64) {
+            for kept in &mut self.kept {
+                while kept
+                    .front()
+                    .is_some_and(|(_, at)| now_step - at > max_age_steps)
+                {
+                    kept.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Random single- and multi-room publishes and sweeps on a driven clock, against [`Model`]: after every
+    /// step each room holds exactly what the rules keep (count per room, global byte cap evicting the oldest
+    /// front first, max age at sweeps), bytes never exceed the cap and match the model, and after a sweep no
+    /// event older than the max age is left.
     #[test]
     fn random_publishes_follow_the_rules() {
-        use std::collections::BTreeMap;
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for round in 0..20 {
-            let max_events = 1 + next(6) as usize;
-            let unit = event_size(&packets("x"));
-            let cap = unit * (3 + next(20) as usize);
-            let h = store(max_events, cap);
-            let rooms: Vec<RoomKey> = (0..6)
+        const STEP: Duration = Duration::from_millis(10);
+        for seed in 1..=40u64 {
+            let mut rng = Seeded(0x2545_f491_4f6c_dd1d ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let room_count = 2 + rng.below(8) as usize;
+            let max_events = 1 + rng.below(8) as usize;
+            let max_age_steps = 5 + rng.below(60);
+            let cap = EVENT_OVERHEAD * (3 + rng.below(30) as usize);
+            let start = Instant::now();
+            let h = MemoryHistory::new(
+                max_events,
+                STEP * max_age_steps as u32,
+                cap,
+                Duration::from_secs(3600),
+            );
+            let rooms: Vec<RoomKey> = (0..room_count)
                 .map(|i| RoomKey::new("/", &format!("r{i}")))
                 .collect();
-            // room index -> (seq, size) kept, oldest first.
-            let mut model: BTreeMap<usize, VecDeque<(u64, usize)>> = BTreeMap::new();
-            for seq in 1..=200u64 {
-                let text = "y".repeat(1 + next(3 * 160) as usize);
-                let size = event_size(&packets(&text));
-                let mut targets: Vec<usize> = (0..1 + next(4)).map(|_| next(6) as usize).collect();
-                targets.sort();
-                targets.dedup();
-                for &r in &targets {
-                    h.append(&rooms[r], seq, &packets(&text));
-                    let kept = model.entry(r).or_default();
-                    kept.push_back((seq, size));
-                    if kept.len() > max_events {
-                        kept.pop_front();
-                    }
-                    loop {
-                        let total: usize = model.values().flatten().map(|(_, s)| s).sum();
-                        if total <= cap {
-                            break;
+            let mut model = Model {
+                rooms: rooms.clone(),
+                kept: vec![VecDeque::new(); room_count],
+                shared: HashMap::new(),
+                max_events,
+                cap,
+            };
+            let mut published_at = HashMap::new();
+            let mut step = 0u64;
+            for seq in 1..=300u64 {
+                step += rng.below(8);
+                let now = start + STEP * step as u32;
+                let context = format!("seed {seed} seq {seq}");
+                if rng.below(5) == 0 {
+                    h.sweep_at(&|_| true, now);
+                    model.sweep(step, max_age_steps);
+                    for (r, room) in rooms.iter().enumerate() {
+                        let held = h.read_after(room, None, h.evicted_through(room), usize::MAX);
+                        for event in held.unwrap().1 {
+                            let age = step - published_at[&event.seq];
+                            assert!(
+                                age <= max_age_steps,
+                                "{context}: room {r} kept an event {age} steps old"
+                            );
                         }
-                        let oldest = model
-                            .iter()
-                            .filter_map(|(room, kept)| {
-                                kept.front()
-                                    .map(|(seq, _)| (*seq, rooms[*room].clone(), *room))
-                            })
-                            .min()
-                            .map(|(_, _, room)| room)
-                            .unwrap();
-                        model.get_mut(&oldest).unwrap().pop_front();
                     }
                 }
+                let text = "y".repeat(rng.below(3 * EVENT_OVERHEAD as u64) as usize);
+                // Mostly one room, sometimes several, sometimes every room.
+                let targets: Vec<usize> = match rng.below(4) {
+                    0 | 1 => vec![rng.below(room_count as u64) as usize],
+                    2 => (0..room_count).filter(|_| rng.below(2) == 0).collect(),
+                    _ => (0..room_count).collect(),
+                };
+                published_at.insert(seq, step);
+                model.shared.insert(seq, shared_size(&packets(&text)));
+                for &r in &targets {
+                    h.append_at(&rooms[r], seq, &packets(&text), now);
+                    model.append(r, seq, step);
+                }
                 let stats = h.stats();
-                assert!(
-                    stats.bytes <= cap,
-                    "round {round} seq {seq}: {} > {cap}",
-                    stats.bytes
-                );
-                for (i, room) in rooms.iter().enumerate() {
-                    let want: Vec<u64> = model
-                        .get(&i)
-                        .map_or_else(Vec::new, |k| k.iter().map(|(s, _)| *s).collect());
+                assert!(stats.bytes <= cap, "{context}: {} > {cap}", stats.bytes);
+                assert_eq!(stats.bytes, model.bytes(), "{context}: bytes");
+                for (r, room) in rooms.iter().enumerate() {
+                    let want: Vec<u64> = model.kept[r].iter().map(|(seq, _)| *seq).collect();
                     let after = want.first().map_or(seq, |first| first - 1);
                     let got = h
                         .read_after(room, None, after, usize::MAX)
-                        .map(|(_, e)| seqs(&e));
-                    assert_eq!(got, Ok(want), "round {round} seq {seq} room {i}");
+                        .map(|(_, events)| seqs(&events));
+                    assert_eq!(got, Ok(want), "{context}: room {r}");
                 }
+                assert_eq!(
+                    stats.events,
+                    model.kept.iter().map(VecDeque::len).sum::<usize>()
+                );
             }
-            let aged = MemoryHistory::new(max_events, Duration::ZERO, cap, Duration::from_secs(60));
-            for seq in 1..=50u64 {
-                for _ in 0..1 + next(3) {
-                    aged.append(&rooms[next(6) as usize], seq, &packets("z"));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(2));
-            aged.sweep(&|_| true);
-            assert_eq!(
-                (aged.stats().events, aged.stats().bytes),
-                (0, 0),
-                "round {round}"
-            );
         }
     }
 }

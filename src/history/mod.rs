@@ -43,21 +43,69 @@ pub struct HistoryStats {
     pub bytes: usize,
 }
 
+/// How much one read may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimit {
+    /// Most events.
+    pub events: usize,
+    /// Most reply bytes (see [`reply_size`]); the first event is returned whatever its size, so a reader
+    /// paging on always moves forward.
+    pub bytes: usize,
+}
+
+impl ReadLimit {
+    /// At most `events` events, whatever their size.
+    pub fn events(events: usize) -> ReadLimit {
+        ReadLimit {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// Events read from a stream.
+#[derive(Debug, Clone, Default)]
+pub struct Slice {
+    /// Epoch of the stream (0 when the room has none).
+    pub epoch: u64,
+    /// Events, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// More events follow the last one returned.
+    pub more: bool,
+    /// The byte budget ended the read before the event limit did.
+    pub cut: bool,
+}
+
 /// A room history backend.
 pub trait HistoryStore: Send + Sync + 'static {
     /// The epoch of a room's stream, creating the stream if needed; also marks the room as recently used.
     fn epoch(&self, room: &RoomKey) -> u64;
-    /// Appends an event; called in sequence order under the hub's ordering lock.
+    /// Appends an event; called in sequence order under the hub's ordering lock. An event published to
+    /// several rooms is appended to each under one sequence with the same (shared) packets.
     fn append(&self, room: &RoomKey, seq: u64, packets: &EventPackets);
-    /// Events with a sequence greater than `after`, oldest first, at most `limit`. With `epoch`, fails when
-    /// the stream is not that epoch any more; fails when events after `after` were evicted.
+    /// Events with a sequence greater than `after`, oldest first, within `limit`; the byte budget is checked
+    /// before each event is taken. With `epoch`, fails when the stream is not that epoch any more; fails when
+    /// events after `after` were evicted.
+    fn read_within(
+        &self,
+        room: &RoomKey,
+        epoch: Option<u64>,
+        after: u64,
+        limit: ReadLimit,
+    ) -> Result<Slice, HistoryError>;
+    /// [`HistoryStore::read_within`] with a count limit alone: the epoch and the events.
     fn read_after(
         &self,
         room: &RoomKey,
         epoch: Option<u64>,
         after: u64,
         limit: usize,
-    ) -> Result<(u64, Vec<StoredEvent>), HistoryError>;
+    ) -> Result<(u64, Vec<StoredEvent>), HistoryError> {
+        self.read_within(room, epoch, after, ReadLimit::events(limit))
+            .map(|slice| (slice.epoch, slice.events))
+    }
+    /// Highest sequence evicted from the room's stream (0 = none): a read after it is always covered.
+    fn evicted_through(&self, room: &RoomKey) -> u64;
     /// Drops events past their age and idle empty streams (those for which `in_use` is false).
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool);
     /// Current totals.
@@ -71,35 +119,74 @@ pub struct HistoryPage {
     pub epoch: String,
     /// False when events after `since` were evicted or the epoch changed: the page starts later.
     pub complete: bool,
+    /// More events follow this page (it ended at `limit` or at the byte budget): read on with `since` set to
+    /// the last event's offset.
+    pub more: bool,
+    /// The byte budget (`history.max_reply_bytes`) ended this page before `limit` events.
+    pub truncated: bool,
     /// Events, oldest first.
     pub events: Vec<serde_json::Value>,
+}
+
+impl HistoryPage {
+    /// Counts a page the byte budget cut.
+    pub fn count_truncated(&self, surface: &'static str) {
+        if self.truncated {
+            metrics::counter!("tidings_history_replies_truncated_total", "surface" => surface)
+                .increment(1);
+        }
+    }
 }
 
 /// Most events in one page.
 pub const MAX_PAGE: usize = 1000;
 
-/// Reads events after `since` (0 = from the start) as a page, falling back to what is still held when the
-/// position is no longer covered.
+/// Reply bytes of an event besides its encoded packet: the `{offset, at, event, data}` keys, the 13-digit
+/// time and separators of its JSON view.
+pub const VIEW_OVERHEAD: usize = 64;
+
+/// What an event adds to a history reply, known before the reply is built: its encoded text, binary
+/// attachments as base64, and [`VIEW_OVERHEAD`].
+pub fn reply_size(packets: &EventPackets) -> usize {
+    use crate::engineio::Outgoing;
+    packets
+        .iter()
+        .map(|packet| match packet {
+            Outgoing::Binary(data) => data.len().div_ceil(3) * 4,
+            text => text.len(),
+        })
+        .sum::<usize>()
+        + VIEW_OVERHEAD
+}
+
+/// Reads events after `since` (0 = from the start) as a page within `limit` (at most [`MAX_PAGE`] events),
+/// falling back to what is still held when the position is no longer covered.
 pub fn read_page(
     store: &dyn HistoryStore,
     room: &RoomKey,
     epoch: Option<u64>,
     since: u64,
-    limit: usize,
+    limit: ReadLimit,
 ) -> HistoryPage {
-    let limit = limit.clamp(1, MAX_PAGE);
-    let (complete, result) = match store.read_after(room, epoch, since, limit) {
+    let limit = ReadLimit {
+        events: limit.events.clamp(1, MAX_PAGE),
+        ..limit
+    };
+    let (complete, slice) = match store.read_within(room, epoch, since, limit) {
         Ok(found) => (true, found),
         Err(_) => (
             false,
-            store.read_after(room, None, 0, limit).unwrap_or_default(),
+            store
+                .read_within(room, None, store.evicted_through(room), limit)
+                .unwrap_or_default(),
         ),
     };
-    let (epoch, events) = result;
     HistoryPage {
-        epoch: epoch.to_string(),
+        epoch: slice.epoch.to_string(),
         complete,
-        events: events.iter().map(describe).collect(),
+        more: slice.more,
+        truncated: slice.cut,
+        events: slice.events.iter().map(describe).collect(),
     }
 }
 
