@@ -184,6 +184,16 @@ pub struct LimitsConfig {
     pub max_json_depth: usize,
     /// Most rooms one socket may be in, its personal and broadcast rooms included.
     pub max_rooms_per_socket: usize,
+    /// Most concurrent sessions per client address (IPv6: per /64); past it a handshake gets 429. 0 = no limit.
+    pub max_sessions_per_ip: u32,
+    /// Sustained handshakes (new sessions) per second per client address (IPv6: per /64); past it a handshake
+    /// gets 429. 0 = no limit.
+    pub handshakes_per_sec_per_ip: u32,
+    /// Handshakes a client address may make at once before `handshakes_per_sec_per_ip` applies.
+    pub handshake_burst_per_ip: u32,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` headers name the client address
+    /// the per-address limits count; empty = the socket peer is always the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -195,6 +205,10 @@ impl Default for LimitsConfig {
             client_packets_per_sec: 50,
             max_json_depth: 64,
             max_rooms_per_socket: 1000,
+            max_sessions_per_ip: 1000,
+            handshakes_per_sec_per_ip: 50,
+            handshake_burst_per_ip: 200,
+            trusted_proxies: Vec::new(),
         }
     }
 }

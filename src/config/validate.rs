@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use super::{Config, ConfigError};
+use crate::engineio::client_addr::TrustedProxies;
 
 /// Longest accepted `engine.write_interval_ms` and `engine.write_interval_max_ms`: pacing delays a busy
 /// socket's events by up to this much.
@@ -75,6 +76,15 @@ impl Config {
         )?;
         positive("limits.max_json_depth", l.max_json_depth as u64)?;
         positive("limits.max_rooms_per_socket", l.max_rooms_per_socket as u64)?;
+        if l.handshakes_per_sec_per_ip > 0 && l.handshake_burst_per_ip == 0 {
+            return invalid(
+                "limits.handshake_burst_per_ip",
+                "must be greater than 0 while handshakes_per_sec_per_ip is set",
+            );
+        }
+        if let Err(error) = TrustedProxies::parse(&l.trusted_proxies) {
+            return invalid("limits.trusted_proxies", error.to_string());
+        }
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;
@@ -173,6 +183,8 @@ mod tests {
             ("[engine]\nwrite_interval_max_ms = 1001", "invalid config: engine.write_interval_max_ms: must be at most 1000 (it delays events by up to this much)"),
             ("[engine]\ncors_origins = [\"example.com\"]", "invalid config: engine.cors_origins: \"example.com\" is neither \"*\" nor an http(s)://host origin"),
             ("[limits]\nclient_packets_per_sec = 0", "invalid config: limits.client_packets_per_sec: must be greater than 0"),
+            ("[limits]\nhandshake_burst_per_ip = 0", "invalid config: limits.handshake_burst_per_ip: must be greater than 0 while handshakes_per_sec_per_ip is set"),
+            ("[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]", "invalid config: limits.trusted_proxies: \"10.0.0.0/33\" is not an IP address or CIDR block (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)"),
             ("[[namespaces]]\nname = \"chat\"", "invalid config: namespaces.name: \"chat\" must start with '/'"),
             ("[[namespaces]]\nname = \"/\"", "invalid config: namespaces.name: \"/\" always exists; configure its recovery in [recovery]"),
             ("[[namespaces]]\nname = \"/a,b\"", "invalid config: namespaces.name: \"/a,b\" must be at most 200 bytes, without ',', whitespace or control characters"),
@@ -184,7 +196,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(check(text).unwrap_err(), expected, "for {text:?}");
         }
-        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
+        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[limits]\nhandshakes_per_sec_per_ip = 0\nhandshake_burst_per_ip = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
         check(ok).unwrap();
     }
 }

@@ -3,6 +3,8 @@
 //! The layer above (Socket.IO, or the bare echo used for conformance) plugs in through [`EngineHandler`]
 //! and [`SessionHandler`]; this module knows nothing about namespaces, rooms or auth.
 
+pub mod address_limits;
+pub mod client_addr;
 pub mod engine;
 pub mod handshake;
 pub mod heartbeat;
@@ -107,7 +109,7 @@ pub enum Message {
 pub struct OpenRequest {
     /// Query parameters of the handshake request.
     pub query: Vec<(String, String)>,
-    /// Peer address, when known.
+    /// The client's address when known: the peer, or the client a trusted proxy named (port 0 then).
     pub remote: Option<std::net::SocketAddr>,
 }
 
@@ -177,6 +179,10 @@ pub struct EngineConfig {
     pub cors_origins: Vec<String>,
     /// This node's tag, put at the start of every session id.
     pub node_tag: session::NodeTag,
+    /// Sessions and handshakes allowed per client address.
+    pub address_limits: address_limits::AddressLimits,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the client address.
+    pub trusted_proxies: client_addr::TrustedProxies,
     /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
     pub write_interval: Duration,
     /// Longest the write interval grows to while the node's writers run late (see [`write_cadence`]); not
@@ -198,6 +204,12 @@ impl Default for EngineConfig {
             max_sessions: 100_000,
             cors_origins: vec!["*".into()],
             node_tag: session::NodeTag::random(),
+            address_limits: address_limits::AddressLimits {
+                max_sessions: 1000,
+                handshakes_per_sec: 50,
+                handshake_burst: 200,
+            },
+            trusted_proxies: client_addr::TrustedProxies::default(),
             write_interval: Duration::from_millis(20),
             write_interval_max: Duration::ZERO,
         }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::address_limits::AddressSlot;
 use super::handshake::EngineError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
@@ -38,12 +39,14 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time given to flush the last packets and the close frame of a closing session.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Answers a websocket upgrade request and starts the connection task once the upgrade completes.
+/// Answers a websocket upgrade request and starts the connection task once the upgrade completes. A new
+/// session (no `sid`) gets `slot`, its place in its address's count.
 pub fn upgrade(
     engine: Arc<Engine>,
     mut req: Request<Body>,
     sid: Option<Sid>,
     open: OpenRequest,
+    slot: Option<AddressSlot>,
 ) -> Result<Response<Body>, EngineError> {
     let key =
         client_key(req.headers()).ok_or(EngineError::BadRequest("not a websocket upgrade"))?;
@@ -75,7 +78,7 @@ pub fn upgrade(
             decoder: FrameDecoder::new(engine.config().max_payload),
         };
         match existing {
-            None => connection.serve_new(engine, open).await,
+            None => connection.serve_new(engine, open, slot).await,
             Some(session) => Box::pin(connection.serve_upgrade(engine, session)).await,
         }
     };
@@ -167,8 +170,13 @@ enum Inbound {
 
 impl Connection {
     /// A session opened directly on websocket: this task also runs its heartbeat.
-    async fn serve_new(mut self, engine: Arc<Engine>, open: OpenRequest) {
-        let opened = engine.open_session(TransportKind::WebSocket, &open);
+    async fn serve_new(
+        mut self,
+        engine: Arc<Engine>,
+        open: OpenRequest,
+        slot: Option<AddressSlot>,
+    ) {
+        let opened = engine.open_session(TransportKind::WebSocket, &open, slot);
         drop(open);
         let session = match opened {
             Ok(session) => session,
@@ -204,7 +212,7 @@ impl Connection {
                 .await;
             return;
         }
-        match tokio::time::timeout(UPGRADE_TIMEOUT, self.probe(&session)).await {
+        match tokio::time::timeout(UPGRADE_TIMEOUT, self.probe(&engine, &session)).await {
             Ok(Ok(())) => {
                 session.set_transport(TransportKind::WebSocket);
                 metrics::counter!("tidings_upgrades_total").increment(1);
@@ -236,10 +244,12 @@ impl Connection {
         }
     }
 
-    /// `2probe` → `3probe`, then waits for the upgrade packet `5`.
-    async fn probe(&mut self, session: &Arc<Session>) -> Result<(), CloseReason> {
+    /// `2probe` → `3probe`, then waits for the upgrade packet `5`. Every frame takes a token of the session's
+    /// rate limit; past it the upgrade is abandoned.
+    async fn probe(&mut self, engine: &Engine, session: &Arc<Session>) -> Result<(), CloseReason> {
         loop {
             let message = self.next_message().await?;
+            engine.admit_packet(session)?;
             let packet = match message {
                 WsMessage::Text(text) => Packet::decode_text(text)
                     .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
@@ -538,13 +548,18 @@ impl Connection {
                     .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
                 WsMessage::Binary(data) => Packet::binary(data),
                 WsMessage::Ping(data) => {
+                    // Control frames count against the rate limit like packets: a ping costs a write.
+                    engine.admit_packet(session)?;
                     // Best effort, and never in the middle of a partly written frame.
                     if !writer.is_blocked() {
                         let _ = self.stream.try_write(&pong_frame(&data));
                     }
                     continue;
                 }
-                WsMessage::Pong(_) => continue,
+                WsMessage::Pong(_) => {
+                    engine.admit_packet(session)?;
+                    continue;
+                }
                 WsMessage::Close(..) => return Err(CloseReason::TransportClose),
             };
             engine.on_packet(session, packet)?;
