@@ -155,11 +155,10 @@ impl AddressTable {
     }
 
     fn shard(&self, key: &IpAddr) -> &Mutex<HashMap<IpAddr, Entry>> {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::BuildHasher;
         static HASHER: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-        let mut hasher = HASHER.get_or_init(Default::default).build_hasher();
-        key.hash(&mut hasher);
-        &self.shards[hasher.finish() as usize % SHARDS]
+        let hash = HASHER.get_or_init(Default::default).hash_one(key);
+        &self.shards[hash as usize % SHARDS]
     }
 
     /// Takes a handshake token of `ip`'s address and a place in its session count.
