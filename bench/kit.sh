@@ -2,9 +2,11 @@
 # kit, free ports, waiting for a node, and writing one section of BENCHMARKS.md.
 #
 # Expects ROOT (the checkout). Reads TOOLS (the kit, default ../shared/tools beside the checkout) and SCRATCH (its
-# writable copy, default /tmp/tidings-bench-kit). Sets TIDINGS_BIN and KIT_WSLOAD.
+# writable copy, default /tmp/tidings-bench-kit). Sets TIDINGS_BIN and KIT_WSLOAD, and exports TIDINGS_CONFIG.
 
 TOOLS=${TOOLS:-$ROOT/../shared/tools}
+# The nodes' config (per-address limits off for loopback load; see the file).
+export TIDINGS_CONFIG=${TIDINGS_CONFIG:-$ROOT/bench/loopback-limits.toml}
 SCRATCH=${SCRATCH:-${TMPDIR:-/tmp}/tidings-bench-kit}
 
 # The dev secret and API key the kit's tidings peer runs with (its defaults.sh keeps values already set). A node

@@ -75,6 +75,7 @@ run_case() {
     C-cluster-cadence)
       mkdir -p "$dir"
       printf '[engine]\nwrite_interval_max_ms = %s\n' "$CADENCE_MAX_MS" > "$dir.toml"
+      cat "$ROOT/bench/loopback-limits.toml" >> "$dir.toml"
       (cd "$SCRATCH" && TIDINGS_CONFIG="$dir.toml" PEERS="$order" CASES=C bash scripts/e2e-peers.sh "$dir") \
         > "$dir.log" 2>&1
       ;;

@@ -27,6 +27,8 @@ use crate::cluster::registry::{NodeInfo, Registry};
 use crate::cluster::{Redis, RedisTarget};
 use crate::config::Config;
 use crate::engineio::cors::CorsPolicy;
+use crate::engineio::address_limits::AddressLimits;
+use crate::engineio::client_addr::TrustedProxies;
 use crate::engineio::polling_conn::{self, PollingRoutes};
 use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
@@ -218,6 +220,13 @@ pub fn engine_config(config: &Config, node_tag: NodeTag) -> EngineConfig {
             credentials: config.engine.cors_credentials,
         },
         misbehaviour_log_interval: config.limits.misbehaviour_log_interval(),
+        address_limits: AddressLimits {
+            max_sessions: config.limits.max_sessions_per_ip,
+            handshakes_per_sec: config.limits.handshakes_per_sec_per_ip,
+            handshake_burst: config.limits.handshake_burst_per_ip,
+        },
+        // Checked by `Config::validate`.
+        trusted_proxies: TrustedProxies::parse(&config.limits.trusted_proxies).unwrap_or_default(),
         node_tag,
         write_interval: config.engine.write_interval(),
         write_interval_max: config.engine.write_interval_max(),
@@ -617,6 +626,9 @@ fn apply_conformance_settings(config: &mut Config) {
     config.engine.ping_interval_ms = 300;
     config.engine.ping_timeout_ms = 200;
     config.engine.connect_timeout_ms = 1000;
+    // The test-suites open every session from one address, faster than any real client.
+    config.limits.max_sessions_per_ip = 0;
+    config.limits.handshakes_per_sec_per_ip = 0;
     config.engine.max_payload = 1_000_000;
     config.recovery.enabled = false;
 }

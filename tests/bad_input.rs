@@ -217,6 +217,78 @@ async fn packet_flood() {
     assert_eq!(code, Some(1008));
 }
 
+/// Control packets count against the per-connection rate limit too: websocket ping frames, Engine.IO pongs and
+/// noops, each of which the server used to take for free.
+async fn control_flood(addr: SocketAddr, frame: Vec<u8>) -> Option<u16> {
+    let mut victim = RawWs::handshake(addr).await;
+    for _ in 0..200 {
+        victim.write_raw(&frame).await;
+    }
+    victim.expect_closed(WAIT).await
+}
+
+#[tokio::test]
+async fn websocket_ping_frame_flood() {
+    let frame = RawWs::frame(9, b"are you there");
+    let code = case(
+        |c| c.limits.client_packets_per_sec = 10,
+        |a| control_flood(a, frame),
+    )
+    .await;
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn websocket_pong_frame_flood() {
+    let frame = RawWs::frame(10, b"");
+    let code = case(
+        |c| c.limits.client_packets_per_sec = 10,
+        |a| control_flood(a, frame),
+    )
+    .await;
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn engineio_pong_flood() {
+    let frame = RawWs::frame(1, b"3");
+    let code = case(
+        |c| c.limits.client_packets_per_sec = 10,
+        |a| control_flood(a, frame),
+    )
+    .await;
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn engineio_noop_flood() {
+    let frame = RawWs::frame(1, b"6");
+    let code = case(
+        |c| c.limits.client_packets_per_sec = 10,
+        |a| control_flood(a, frame),
+    )
+    .await;
+    assert_eq!(code, Some(1008));
+}
+
+/// The same over long-polling: one POST of 200 noops closes the session.
+#[tokio::test]
+async fn polling_noop_flood() {
+    case(
+        |c| c.limits.client_packets_per_sec = 10,
+        |addr| async move {
+            let victim = Polling::handshake(addr).await;
+            let noops = vec!["6"; 200].join("\x1e");
+            let (status, _) = victim.post(noops).await;
+            assert_eq!(status, 400);
+            let (status, _) = victim.get().await;
+            assert_eq!(status, 400, "the session is gone");
+            None
+        },
+    )
+    .await;
+}
+
 fn invalid_utf8_frame() -> Vec<u8> {
     RawWs::frame(1, &[b'4', b'2', b'[', b'"', 0xff, 0xfe, b'"', b']'])
 }

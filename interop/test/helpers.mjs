@@ -25,6 +25,13 @@ export const TIDINGS_BIN =
 export const SECRET = 'interop-jwt-secret-0123456789abcdef0123456789abcdef';
 export const API_KEY = 'interop-api-key-0123456789abcdef';
 
+/**
+ * Config for the tests that open hundreds of clients (and reconnect them) from 127.0.0.1 within a second or
+ * two: every client shares one address, so the per-address limits are lifted as they would be for a trusted
+ * load balancer.
+ */
+export const MANY_CLIENTS_CONFIG = '[limits]\nmax_sessions_per_ip = 0\nhandshakes_per_sec_per_ip = 0\n';
+
 const STARTUP_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 const STDERR_KEEP = 64 * 1024;

@@ -1,7 +1,7 @@
 // Load: many concurrent websocket clients in one room, each receiving every event in order.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { api, closeAllClients, collect, connectMany, eventually, mustPublish, startServer, token, uid } from './helpers.mjs';
+import { MANY_CLIENTS_CONFIG, api, closeAllClients, collect, connectMany, eventually, mustPublish, startServer, token, uid } from './helpers.mjs';
 
 const CLIENTS = Number(process.env.TIDINGS_LOAD_CLIENTS || 200);
 const EVENTS = 10;
@@ -9,7 +9,7 @@ const EVENTS = 10;
 describe('load', () => {
   let server;
   before(async () => {
-    server = await startServer();
+    server = await startServer({ config: MANY_CLIENTS_CONFIG });
   });
   after(async () => {
     closeAllClients();

@@ -3,7 +3,7 @@
 // end every client has every event of its rooms exactly once and in order, and every reconnect recovered.
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { closeAllClients, connectMany, eventually, mustPublish, sleep, startServer, token, uid } from './helpers.mjs';
+import { MANY_CLIENTS_CONFIG, closeAllClients, connectMany, eventually, mustPublish, sleep, startServer, token, uid } from './helpers.mjs';
 import { startProxy } from './proxy.mjs';
 
 const CLIENTS = Number(process.env.TIDINGS_STRESS_CLIENTS || 200);
@@ -24,7 +24,7 @@ describe('recovery under connection churn', () => {
   });
 
   test(`${CLIENTS} clients, ${ROOMS} rooms, ${RATE} events/s, ${KILL_FRACTION * 100}% killed every ${KILL_EVERY_MS} ms`, { timeout: 40_000 }, async () => {
-    server = await startServer();
+    server = await startServer({ config: MANY_CLIENTS_CONFIG });
     proxy = await startProxy(server);
     const prefix = uid('st');
     const roomNames = Array.from({ length: ROOMS }, (_, r) => `${prefix}-r${r}`);

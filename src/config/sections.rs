@@ -193,6 +193,16 @@ pub struct LimitsConfig {
     /// Sessions closed for misbehaving (protocol errors, floods, oversized or invalid data) are logged one by
     /// one at debug level only; at most one warning per this many seconds sums them up by reason.
     pub misbehaviour_log_interval_secs: u64,
+    /// Most concurrent sessions per client address (IPv6: per /64); past it a handshake gets 429. 0 = no limit.
+    pub max_sessions_per_ip: u32,
+    /// Sustained handshakes (new sessions) per second per client address (IPv6: per /64); past it a handshake
+    /// gets 429. 0 = no limit.
+    pub handshakes_per_sec_per_ip: u32,
+    /// Handshakes a client address may make at once before `handshakes_per_sec_per_ip` applies.
+    pub handshake_burst_per_ip: u32,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded` headers name the client address
+    /// the per-address limits count; empty = the socket peer is always the client.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for LimitsConfig {
@@ -205,6 +215,10 @@ impl Default for LimitsConfig {
             max_json_depth: 64,
             max_rooms_per_socket: 1000,
             misbehaviour_log_interval_secs: 10,
+            max_sessions_per_ip: 1000,
+            handshakes_per_sec_per_ip: 50,
+            handshake_burst_per_ip: 200,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -91,6 +91,20 @@ max_rooms_per_socket = 1000
 # debug level; at most one warning per this many seconds counts them by reason (tidings_sessions_closed_total
 # counts every one).
 misbehaviour_log_interval_secs = 10
+# Per client address (IPv4: the address; IPv6: its /64 prefix). Past either limit a handshake is answered
+# 429 and counted in tidings_connections_refused_total{reason="max_sessions_per_ip"|"handshakes_per_sec_per_ip"}.
+# The defaults leave room for offices and carrier-grade NAT behind one address while keeping one source far
+# from max_connections. 0 = no limit.
+# Most concurrent sessions per client address.
+max_sessions_per_ip = 1000
+# Sustained new sessions (handshakes) per second per client address ...
+handshakes_per_sec_per_ip = 50
+# ... after a burst of this many.
+handshake_burst_per_ip = 200
+# Proxies (IPs or CIDR blocks) in front of the node whose X-Forwarded-For (or, without it, Forwarded: for=)
+# names the client: the rightmost hop that is not itself a trusted proxy. Empty: the socket peer is the client,
+# and forwarding headers are ignored. Example: ["10.0.0.0/8", "fd00::/8"].
+trusted_proxies = []
 
 # Extra namespaces besides "/", which always exists (none by default). Example:
 # [[namespaces]]

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use super::sections::{MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES};
 use super::{Config, ConfigError};
+use crate::engineio::client_addr::TrustedProxies;
 
 /// Longest accepted `engine.write_interval_ms` and `engine.write_interval_max_ms`: pacing delays a busy
 /// socket's events by up to this much.
@@ -145,6 +146,15 @@ impl Config {
             "limits.misbehaviour_log_interval_secs",
             l.misbehaviour_log_interval_secs,
         )?;
+        if l.handshakes_per_sec_per_ip > 0 && l.handshake_burst_per_ip == 0 {
+            return invalid(
+                "limits.handshake_burst_per_ip",
+                "must be greater than 0 while handshakes_per_sec_per_ip is set",
+            );
+        }
+        if let Err(error) = TrustedProxies::parse(&l.trusted_proxies) {
+            return invalid("limits.trusted_proxies", error.to_string());
+        }
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;
@@ -259,6 +269,8 @@ mod tests {
             ("[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\", \"*\"]", "invalid config: engine.cors_credentials: needs an explicit list of origins in engine.cors_origins, without \"*\" (credentials are never allowed for any origin)"),
             ("[limits]\nmisbehaviour_log_interval_secs = 0", "invalid config: limits.misbehaviour_log_interval_secs: must be greater than 0"),
             ("[limits]\nclient_packets_per_sec = 0", "invalid config: limits.client_packets_per_sec: must be greater than 0"),
+            ("[limits]\nhandshake_burst_per_ip = 0", "invalid config: limits.handshake_burst_per_ip: must be greater than 0 while handshakes_per_sec_per_ip is set"),
+            ("[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]", "invalid config: limits.trusted_proxies: \"10.0.0.0/33\" is not an IP address or CIDR block (e.g. 10.0.0.1, 10.0.0.0/8, fd00::/8)"),
             ("[[namespaces]]\nname = \"chat\"", "invalid config: namespaces.name: \"chat\" must start with '/'"),
             ("[[namespaces]]\nname = \"/\"", "invalid config: namespaces.name: \"/\" always exists; configure its recovery in [recovery]"),
             ("[[namespaces]]\nname = \"/a,b\"", "invalid config: namespaces.name: \"/a,b\" must be at most 200 bytes, without ',', whitespace or control characters"),
@@ -272,7 +284,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(check(text).unwrap_err(), expected, "for {text:?}");
         }
-        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
+        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[limits]\nhandshakes_per_sec_per_ip = 0\nhandshake_burst_per_ip = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
         check(ok).unwrap();
         // The shortest accepted secrets, and short ones in development mode.
         let long_enough = "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[api]\nkeys = [\"0123456789abcdef\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\"]";

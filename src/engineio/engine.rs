@@ -11,8 +11,9 @@ use axum::body::Body;
 use http::{Method, Request, Response};
 use parking_lot::Mutex;
 
+use super::address_limits::{AddressSlot, AddressTable};
 use super::close_log::CloseLog;
-use super::handshake::{EngineError, Query, TransportParam};
+use super::handshake::{self, EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::write_cadence::WriteCadence;
@@ -45,6 +46,8 @@ pub struct Engine {
     handler: Arc<dyn EngineHandler>,
     shards: Box<[SessionShard]>,
     count: AtomicUsize,
+    /// Sessions and handshakes per client address; `None` when both limits are off.
+    addresses: Option<Arc<AddressTable>>,
     shutting_down: AtomicBool,
     self_ref: std::sync::OnceLock<std::sync::Weak<Engine>>,
     router: std::sync::OnceLock<Arc<dyn SessionRouter>>,
@@ -53,6 +56,8 @@ pub struct Engine {
 impl Engine {
     /// A new endpoint whose sessions are handed to `handler`.
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Engine> {
+        let addresses = (!config.address_limits.is_off())
+            .then(|| AddressTable::new(config.address_limits, config.max_sessions));
         let engine = Arc::new(Engine {
             write_cadence: WriteCadence::new(config.write_interval, config.write_interval_max),
             close_log: CloseLog::new(config.misbehaviour_log_interval),
@@ -60,6 +65,7 @@ impl Engine {
             handler,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             count: AtomicUsize::new(0),
+            addresses,
             shutting_down: AtomicBool::new(false),
             self_ref: std::sync::OnceLock::new(),
             router: std::sync::OnceLock::new(),
@@ -71,6 +77,11 @@ impl Engine {
     /// Installs the router for sessions of other nodes (cluster mode).
     pub fn set_router(&self, router: Arc<dyn SessionRouter>) {
         let _ = self.router.set(router);
+    }
+
+    /// True when requests for other nodes' sessions are forwarded (cluster mode).
+    pub fn forwards(&self) -> bool {
+        self.router.get().is_some()
     }
 
     /// The endpoint's settings.
@@ -165,20 +176,38 @@ impl Engine {
                     Ok(sid) => sid,
                     Err(error) => return Routed::Done(Err(error)),
                 };
+                // Only a new session is admitted; an upgrade belongs to one that already was.
+                let (remote, slot) = match sid {
+                    Some(_) => (remote, None),
+                    None => {
+                        let client = self.client_addr(remote, req.headers());
+                        match self.admit_address(client) {
+                            Ok(slot) => (client, slot),
+                            Err(error) => return Routed::Done(Err(error)),
+                        }
+                    }
+                };
                 Routed::Done(super::websocket::upgrade(
                     self.clone(),
                     req,
                     sid,
                     query.into_open_request(remote),
+                    slot,
                 ))
             }
             (TransportParam::Polling, None) => {
                 if req.method() != Method::GET {
                     return Routed::Done(Err(EngineError::BadHandshakeMethod));
                 }
-                let session = match self
-                    .open_session(TransportKind::Polling, &query.into_open_request(remote))
-                {
+                let client = self.client_addr(remote, req.headers());
+                let opened = self.admit_address(client).and_then(|slot| {
+                    self.open_session(
+                        TransportKind::Polling,
+                        &query.into_open_request(client),
+                        slot,
+                    )
+                });
+                let session = match opened {
                     Ok(session) => session,
                     Err(error) => return Routed::Done(Err(error)),
                 };
@@ -207,11 +236,53 @@ impl Engine {
         }
     }
 
-    /// Creates and registers a session and lets the layer above attach to it.
+    /// The client behind a request from `remote`: the peer, or the client a trusted proxy names (then with
+    /// port 0).
+    fn client_addr(
+        &self,
+        remote: Option<SocketAddr>,
+        headers: &http::HeaderMap,
+    ) -> Option<SocketAddr> {
+        let remote = remote?;
+        let proxies = &self.config.trusted_proxies;
+        if proxies.is_empty() {
+            return Some(remote);
+        }
+        let client = proxies.client(remote.ip(), headers);
+        Some(if client == remote.ip() {
+            remote
+        } else {
+            SocketAddr::new(client, 0)
+        })
+    }
+
+    /// Admits one more session from `client` under the per-address limits (a request without a peer address,
+    /// which only in-process callers make, is not counted).
+    pub(crate) fn admit_address(
+        &self,
+        client: Option<SocketAddr>,
+    ) -> Result<Option<AddressSlot>, EngineError> {
+        let (Some(table), Some(client)) = (&self.addresses, client) else {
+            return Ok(None);
+        };
+        match table.admit(client.ip()) {
+            Ok(slot) => Ok(Some(slot)),
+            Err(refusal) => {
+                metrics::counter!("tidings_connections_refused_total", "reason" => refusal.label())
+                    .increment(1);
+                tracing::debug!(client = %client.ip(), %refusal, "handshake refused");
+                Err(EngineError::TooManyRequests(refusal))
+            }
+        }
+    }
+
+    /// Creates and registers a session and lets the layer above attach to it. The session holds `slot` (its
+    /// place in its address's count) until it leaves the table.
     pub(crate) fn open_session(
         self: &Arc<Self>,
         transport: TransportKind,
         request: &OpenRequest,
+        slot: Option<AddressSlot>,
     ) -> Result<Arc<Session>, EngineError> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(EngineError::ShuttingDown);
@@ -228,6 +299,7 @@ impl Engine {
             self.config.outbox,
             self.config.max_messages_per_sec.saturating_mul(2),
         );
+        session.hold_address(slot);
         self.shard(&session.sid())
             .lock()
             .insert(session.sid(), session.clone());
@@ -286,8 +358,10 @@ impl Engine {
 
     /// Drops a session from the table.
     fn forget(&self, sid: &Sid) {
-        if self.shard(sid).lock().remove(sid).is_some() {
+        let removed = self.shard(sid).lock().remove(sid);
+        if let Some(session) = removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
+            session.release_address();
         }
     }
 
@@ -304,12 +378,16 @@ impl Engine {
         }
     }
 
-    /// Applies one packet received from the client on any transport.
+    /// Applies one packet received from the client on any transport. Every packet but a close takes a token of
+    /// the session's rate limit, the heartbeat's pongs and noops included.
     pub(crate) fn on_packet(
         &self,
         session: &Arc<Session>,
         packet: Packet,
     ) -> Result<(), CloseReason> {
+        if !matches!(packet, Packet::Close) {
+            self.admit_packet(session)?;
+        }
         match packet {
             Packet::Message(text) => self.deliver(session, Message::Text(text)),
             Packet::Binary(data) => self.deliver(session, Message::Binary(data)),
@@ -335,14 +413,21 @@ impl Engine {
         session: &Arc<Session>,
         message: Message,
     ) -> Result<(), CloseReason> {
+        self.admit_packet(session)?;
         self.deliver(session, message)
     }
 
-    fn deliver(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
-        if !session.admit_message(self.config.max_messages_per_sec) {
-            metrics::counter!("tidings_flood_disconnects_total").increment(1);
-            return Err(CloseReason::Flood);
+    /// Takes a token of the session's rate limit for one thing the client sent (a packet, or a websocket
+    /// ping or pong frame); past the limit the session is closed as a flood.
+    pub(crate) fn admit_packet(&self, session: &Session) -> Result<(), CloseReason> {
+        if session.admit_message(self.config.max_messages_per_sec) {
+            return Ok(());
         }
+        metrics::counter!("tidings_flood_disconnects_total").increment(1);
+        Err(CloseReason::Flood)
+    }
+
+    fn deliver(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
         match session.handler() {
             Some(handler) => handler.on_message(session, message),
             None => Ok(()),

@@ -89,6 +89,9 @@ pub enum EngineError {
     /// The node is shutting down.
     #[error("Server shutting down")]
     ShuttingDown,
+    /// The client's address is over one of its per-address limits.
+    #[error("Too many requests: {0}")]
+    TooManyRequests(super::address_limits::Refusal),
 }
 
 impl EngineError {
@@ -98,7 +101,7 @@ impl EngineError {
             EngineError::UnknownSid => 1,
             EngineError::BadHandshakeMethod => 2,
             EngineError::BadRequest(_) | EngineError::PayloadTooLarge => 3,
-            EngineError::Full | EngineError::ShuttingDown => 4,
+            EngineError::Full | EngineError::ShuttingDown | EngineError::TooManyRequests(_) => 4,
             EngineError::UnsupportedVersion => 5,
         }
     }
@@ -107,6 +110,7 @@ impl EngineError {
         match self {
             EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Full | EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }

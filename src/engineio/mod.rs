@@ -5,6 +5,8 @@
 
 pub mod close_log;
 pub mod cors;
+pub mod address_limits;
+pub mod client_addr;
 pub mod engine;
 pub mod handshake;
 pub mod heartbeat;
@@ -109,7 +111,7 @@ pub enum Message {
 pub struct OpenRequest {
     /// Query parameters of the handshake request.
     pub query: Vec<(String, String)>,
-    /// Peer address, when known.
+    /// The client's address when known: the peer, or the client a trusted proxy named (port 0 then).
     pub remote: Option<std::net::SocketAddr>,
 }
 
@@ -181,6 +183,10 @@ pub struct EngineConfig {
     pub misbehaviour_log_interval: Duration,
     /// This node's tag, put at the start of every session id.
     pub node_tag: session::NodeTag,
+    /// Sessions and handshakes allowed per client address.
+    pub address_limits: address_limits::AddressLimits,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the client address.
+    pub trusted_proxies: client_addr::TrustedProxies,
     /// Shortest time between two writes to a busy websocket (see [`write_pacer`]); zero writes at once.
     pub write_interval: Duration,
     /// Longest the write interval grows to while the node's writers run late (see [`write_cadence`]); not
@@ -203,6 +209,12 @@ impl Default for EngineConfig {
             cors: cors::CorsPolicy::any_origin(),
             misbehaviour_log_interval: Duration::from_secs(10),
             node_tag: session::NodeTag::random(),
+            address_limits: address_limits::AddressLimits {
+                max_sessions: 1000,
+                handshakes_per_sec: 50,
+                handshake_burst: 200,
+            },
+            trusted_proxies: client_addr::TrustedProxies::default(),
             write_interval: Duration::from_millis(20),
             write_interval_max: Duration::ZERO,
         }

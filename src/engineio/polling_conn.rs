@@ -165,17 +165,24 @@ async fn next_request(stream: &mut TcpStream, routes: &PollingRoutes) -> Next {
         return Next::Closed;
     }
     drop(buf);
-    let body = if parsed.content_length == 0 {
-        Body::empty()
-    } else {
-        let mut body = vec![0u8; parsed.content_length];
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut body)).await {
-            Ok(Ok(_)) => Body::from(body),
-            _ => return Next::Closed,
-        }
-    };
     let Some(engine) = routes.routes.get(parsed.route).map(|(_, e)| e.clone()) else {
         return Next::Closed;
+    };
+    let mut close = parsed.close;
+    let body = if parsed.content_length == 0 {
+        Body::empty()
+    } else if !has_owner(&engine, &parsed.path_and_query) {
+        // No session to give the body to: answer at once ("Session ID unknown") without reading it, and close
+        // the connection since its unread bytes follow.
+        close = true;
+        Body::empty()
+    } else {
+        let mut body = Vec::new();
+        let read = read_body(stream, parsed.content_length, &mut body);
+        match tokio::time::timeout(IDLE_TIMEOUT, read).await {
+            Ok(Ok(())) => Body::from(body),
+            _ => return Next::Closed,
+        }
     };
     let mut request = Request::new(body);
     *request.method_mut() = parsed.method;
@@ -185,7 +192,48 @@ async fn next_request(stream: &mut TcpStream, routes: &PollingRoutes) -> Next {
         Ok(uri) => *request.uri_mut() = uri,
         Err(_) => return Next::Closed,
     }
-    Next::Ours(Box::new(request), engine, parsed.close)
+    Next::Ours(Box::new(request), engine, close)
+}
+
+/// Bytes the body buffer grows by at least, and all it holds before the first of them arrive.
+const BODY_CHUNK: usize = 16 * 1024;
+
+/// Reads exactly `len` body bytes into `body`, which grows with what arrives (doubling, from [`BODY_CHUNK`],
+/// never past `len`): a client announcing a large body and sending it slowly, or not at all, holds no more
+/// memory than it sent.
+async fn read_body<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut R,
+    len: usize,
+    body: &mut Vec<u8>,
+) -> io::Result<()> {
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            let target = (body.len() * 2).max(BODY_CHUNK).min(len);
+            body.reserve_exact(target - body.len());
+        }
+        let want = (body.capacity() - body.len()).min(len - body.len());
+        let mut limited = (&mut *stream).take(want as u64);
+        if limited.read_buf(body).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
+}
+
+/// True when the request's `sid` names a session this endpoint has, or, in a cluster, one of another node
+/// (the request is forwarded to it).
+fn has_owner(engine: &Engine, path_and_query: &str) -> bool {
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    let sid = form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == "sid")
+        .and_then(|(_, value)| super::Sid::parse(&value));
+    sid.is_some_and(|sid| {
+        if sid.node_tag() == engine.config().node_tag {
+            engine.find(&sid).is_some()
+        } else {
+            engine.forwards()
+        }
+    })
 }
 
 /// Decides from the bytes peeked so far whether the request is one of ours.
@@ -453,6 +501,40 @@ mod tests {
             head.starts_with("HTTP/1.1 204 No Content\r\nconnection: close\r\ndate: "),
             "{head}"
         );
+    }
+
+    /// A body that arrives slowly holds about what arrived, not what the head announced.
+    #[tokio::test]
+    async fn body_buffers_grow_with_what_arrives() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let announced = 1_000_000;
+        client.write_all(&[b'x'; 10]).await.unwrap();
+        let mut body = Vec::new();
+        let partial = tokio::time::timeout(
+            Duration::from_millis(50),
+            read_body(&mut server, announced, &mut body),
+        )
+        .await;
+        assert!(partial.is_err(), "the rest of the body never came");
+        assert_eq!(body.len(), 10);
+        assert!(body.capacity() <= BODY_CHUNK, "{}", body.capacity());
+        // The whole body: read exactly, in a buffer no larger than announced.
+        let mut body = Vec::new();
+        let sender = tokio::spawn(async move {
+            for _ in 0..100 {
+                client.write_all(&[b'y'; 10_000]).await.unwrap();
+            }
+            client
+        });
+        read_body(&mut server, announced, &mut body).await.unwrap();
+        assert_eq!(body.len(), announced);
+        assert!(body.capacity() <= announced);
+        drop(sender.await.unwrap());
+        // A peer that goes away early is an error.
+        let (client, mut server) = tokio::io::duplex(1024);
+        drop(client);
+        let mut body = Vec::new();
+        assert!(read_body(&mut server, 10, &mut body).await.is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use tokio::sync::Notify;
 
+use super::address_limits::AddressSlot;
 use super::outbox::{Outbox, OutboxLimits};
 use super::SessionHandler;
 
@@ -161,6 +162,8 @@ pub struct Session {
     pong_due_ms: AtomicU64,
     handler: OnceLock<Arc<dyn SessionHandler>>,
     rate: Mutex<RateLimit>,
+    /// The session's place in its client address's count, given back when the session leaves the table.
+    address: Mutex<Option<AddressSlot>>,
 }
 
 impl Session {
@@ -193,6 +196,7 @@ impl Session {
                 tokens: f64::from(burst),
                 last: Instant::now(),
             }),
+            address: Mutex::new(None),
         })
     }
 
@@ -270,6 +274,16 @@ impl Session {
     /// The handler of the layer above.
     pub(crate) fn handler(&self) -> Option<&Arc<dyn SessionHandler>> {
         self.handler.get()
+    }
+
+    /// Holds `slot` until [`Session::release_address`].
+    pub(crate) fn hold_address(&self, slot: Option<AddressSlot>) {
+        *self.address.lock() = slot;
+    }
+
+    /// Gives the session's place in its address's count back.
+    pub(crate) fn release_address(&self) {
+        drop(self.address.lock().take());
     }
 
     /// Takes one token for an incoming message; false when the client is flooding.

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::address_limits::AddressSlot;
 use super::handshake::EngineError;
 use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
@@ -53,27 +54,30 @@ pub enum Framing {
 }
 
 /// Answers a websocket upgrade request for a raw endpoint: a new session whose text and binary messages go
-/// to the engine's handler unchanged.
+/// to the engine's handler unchanged. It counts against the per-address limits like any new session.
 pub fn upgrade_raw(
     engine: Arc<Engine>,
     req: Request<Body>,
     open: OpenRequest,
 ) -> Result<Response<Body>, EngineError> {
-    accept(engine, req, None, open, Framing::Raw)
+    let slot = engine.admit_address(open.remote)?;
+    accept(engine, req, None, open, slot, Framing::Raw)
 }
 
 /// Answers an Engine.IO websocket upgrade request and starts the connection task once the upgrade completes.
+/// A new session (no `sid`) gets `slot`, its place in its address's count.
 pub fn upgrade(
     engine: Arc<Engine>,
     req: Request<Body>,
     sid: Option<Sid>,
     open: OpenRequest,
+    slot: Option<AddressSlot>,
 ) -> Result<Response<Body>, EngineError> {
     let existing = match sid {
         Some(sid) => Some(engine.find(&sid).ok_or(EngineError::UnknownSid)?),
         None => None,
     };
-    accept(engine, req, existing, open, Framing::EngineIo)
+    accept(engine, req, existing, open, slot, Framing::EngineIo)
 }
 
 /// Accepts the upgrade; the connection serves a new session, or takes `existing` over from polling.
@@ -82,6 +86,7 @@ fn accept(
     mut req: Request<Body>,
     existing: Option<Arc<Session>>,
     open: OpenRequest,
+    slot: Option<AddressSlot>,
     framing: Framing,
 ) -> Result<Response<Body>, EngineError> {
     let key =
@@ -111,7 +116,7 @@ fn accept(
             framing,
         };
         match existing {
-            None => connection.serve_new(engine, open).await,
+            None => connection.serve_new(engine, open, slot).await,
             Some(session) => Box::pin(connection.serve_upgrade(engine, session)).await,
         }
     };
@@ -204,8 +209,13 @@ enum Inbound {
 
 impl Connection {
     /// A session opened directly on websocket: this task also runs its heartbeat.
-    async fn serve_new(mut self, engine: Arc<Engine>, open: OpenRequest) {
-        let opened = engine.open_session(TransportKind::WebSocket, &open);
+    async fn serve_new(
+        mut self,
+        engine: Arc<Engine>,
+        open: OpenRequest,
+        slot: Option<AddressSlot>,
+    ) {
+        let opened = engine.open_session(TransportKind::WebSocket, &open, slot);
         drop(open);
         let session = match opened {
             Ok(session) => session,
@@ -245,7 +255,7 @@ impl Connection {
                 .await;
             return;
         }
-        match tokio::time::timeout(UPGRADE_TIMEOUT, self.probe(&session)).await {
+        match tokio::time::timeout(UPGRADE_TIMEOUT, self.probe(&engine, &session)).await {
             Ok(Ok(())) => {
                 session.set_transport(TransportKind::WebSocket);
                 metrics::counter!("tidings_upgrades_total").increment(1);
@@ -277,10 +287,12 @@ impl Connection {
         }
     }
 
-    /// `2probe` → `3probe`, then waits for the upgrade packet `5`.
-    async fn probe(&mut self, session: &Arc<Session>) -> Result<(), CloseReason> {
+    /// `2probe` → `3probe`, then waits for the upgrade packet `5`. Every frame takes a token of the session's
+    /// rate limit; past it the upgrade is abandoned.
+    async fn probe(&mut self, engine: &Engine, session: &Arc<Session>) -> Result<(), CloseReason> {
         loop {
             let message = self.next_message().await?;
+            engine.admit_packet(session)?;
             let packet = match message {
                 WsMessage::Text(text) => Packet::decode_text(text)
                     .map_err(|e| CloseReason::ProtocolError(e.to_string()))?,
@@ -611,6 +623,8 @@ impl Connection {
                     continue;
                 }
                 (WsMessage::Ping(data), _) => {
+                    // Control frames count against the rate limit like packets: a ping costs a write.
+                    engine.admit_packet(session)?;
                     // Queued like any frame, so it never lands inside a partly written one.
                     session
                         .outbox
@@ -618,7 +632,10 @@ impl Connection {
                         .map_err(|_| CloseReason::SlowConsumer)?;
                     continue;
                 }
-                (WsMessage::Pong(_), _) => continue,
+                (WsMessage::Pong(_), _) => {
+                    engine.admit_packet(session)?;
+                    continue;
+                }
                 (WsMessage::Close(..), _) => return Err(CloseReason::TransportClose),
             };
             engine.on_packet(session, packet)?;
