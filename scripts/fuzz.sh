@@ -106,6 +106,7 @@ for t in "${SELECTED[@]}"; do
     -rss_limit_mb="${TIDINGS_FUZZ_RSS_MB:-2048}" \
     -artifact_prefix="$artifacts/" \
     -print_final_stats=1 \
+    -dict="$FUZZ/tidings.dict" \
     ${TIDINGS_FUZZ_ARGS:-} >"$log" 2>&1 || rc=$?
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
