@@ -4,7 +4,7 @@
 #   scripts/test.sh                 # every step
 #   scripts/test.sh interop         # only some steps, in the order given
 #
-# Steps: deps fmt clippy test build autobahn interop
+# Steps: deps fmt clippy test fuzz build autobahn interop
 #
 # The autobahn step (scripts/autobahn.sh: WebSocket conformance with the Autobahn|Testsuite) needs Python 2.7;
 # without it (and when pyenv cannot build it) the step says so and passes.
@@ -14,6 +14,7 @@
 #   TIDINGS_INTEROP_TIMEOUT    seconds for the whole interop run (default 900)
 #   TIDINGS_TEST_VERBOSE=1     echo the servers' output while the interop tests run
 #   TIDINGS_TEST_LOG           TIDINGS_LOG for servers started by the interop tests (default warn)
+#   TIDINGS_FUZZ_SECONDS       seconds each fuzz target runs in the fuzz step (default 30; scripts/fuzz.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,7 +23,7 @@ cd "$ROOT"
 # Debian packages the suite needs, as "command:package" pairs: a package is installed
 # only when its command is missing. Nothing is needed yet; for example, later:
 #   APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel nats-server:nats-server)
-APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel)
+APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++)
 # Tools the script itself relies on; Debian's packages are the fallback when absent.
 TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils)
 
@@ -110,11 +111,16 @@ step_deps() {
   echo "cargo $(cargo --version | cut -d' ' -f2), node $(node --version), npm $(npm --version 2>/dev/null)"
 }
 
-step_fmt() { cargo fmt --all -- --check; }
+step_fmt() {
+  cargo fmt --all -- --check
+  cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+}
 step_clippy() { cargo clippy --all-targets -- -D warnings; }
 step_test() { cargo test --release; }
 step_build() { cargo build --release; }
 step_autobahn() { AUTOBAHN_IF_AVAILABLE=1 "$ROOT/scripts/autobahn.sh"; }
+# Every decoder's fuzz target from its seed corpus; a crash fails the step and its input path is printed.
+step_fuzz() { "$ROOT/scripts/fuzz.sh" "${TIDINGS_FUZZ_SECONDS:-30}"; }
 
 step_interop() {
   local dir="$ROOT/interop"
@@ -143,7 +149,7 @@ step_interop() {
     "${files[@]}"
 }
 
-ALL_STEPS=(deps fmt clippy test build autobahn interop)
+ALL_STEPS=(deps fmt clippy test fuzz build autobahn interop)
 STEPS=("$@")
 if ((${#STEPS[@]} == 0)); then STEPS=("${ALL_STEPS[@]}"); fi
 
@@ -163,6 +169,7 @@ for s in "${STEPS[@]}"; do
     fmt) run_step "cargo fmt --check" step_fmt ;;
     clippy) run_step "cargo clippy --all-targets -- -D warnings" step_clippy ;;
     test) run_step "cargo test --release" step_test ;;
+    fuzz) run_step "fuzz every decoder (scripts/fuzz.sh)" step_fuzz ;;
     build) run_step "cargo build --release" step_build ;;
     autobahn) run_step "WebSocket conformance (Autobahn|Testsuite, groups 1-7 and 9)" step_autobahn ;;
     interop) run_step "interop tests (node --test, socket.io-client)" step_interop ;;

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 
 use super::address_limits::{AddressSlot, AddressTable};
 use super::close_log::CloseLog;
-use super::handshake::{self, EngineError, Query, TransportParam};
+use super::handshake::{EngineError, Query, TransportParam};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::write_cadence::WriteCadence;

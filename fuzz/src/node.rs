@@ -1,0 +1,96 @@
+//! The server pieces the async targets drive: one tokio runtime, one embedded-mode node (its HTTP router)
+//! and one embedded-mode application, each built once per fuzzing process with the default config.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use tidings::app::{Backend, NamespacePolicy, Tidings, TidingsParts};
+use tidings::auth::Authenticator;
+use tidings::config::Config;
+use tidings::history::MemoryHistory;
+use tidings::hub::Hub;
+use tidings::recovery::MemorySessionStore;
+
+/// HS256 secret of the fuzzed node.
+pub const SECRET: &str = "fuzz-secret";
+/// API key of the fuzzed node.
+pub const API_KEY: &str = "fuzz-key";
+
+/// The default config with the secrets set: every limit is the one a default deployment has.
+pub fn config() -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        ..Config::default()
+    };
+    config.auth.jwt_secret = SECRET.into();
+    config.api.keys = vec![API_KEY.into()];
+    config
+}
+
+/// A single-threaded runtime shared by every input; spawned tasks run while an input is driven.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+/// The HTTP router of an embedded node built by `tidings::server::build`, exactly as `serve` builds it.
+pub fn router() -> Router {
+    static ROUTER: OnceLock<Router> = OnceLock::new();
+    ROUTER
+        .get_or_init(|| {
+            let _guard = runtime().enter();
+            let local = "127.0.0.1:3000".parse().expect("a socket address");
+            tidings::server::build(&config(), local)
+                .expect("the default config builds a node")
+                .router
+        })
+        .clone()
+}
+
+/// An embedded-mode application with the default limits, as `tidings::server::build` assembles it.
+pub fn app() -> Arc<Tidings> {
+    static APP: OnceLock<Arc<Tidings>> = OnceLock::new();
+    APP.get_or_init(|| {
+        // The application starts its token-expiry task on the runtime.
+        let _guard = runtime().enter();
+        let config = config();
+        let history = Arc::new(MemoryHistory::new(
+            config.history.max_events,
+            config.history.max_age(),
+            usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
+            config.history.max_age(),
+        ));
+        let namespaces = HashMap::from([(
+            "/".to_owned(),
+            NamespacePolicy {
+                recovery: config.recovery.enabled,
+            },
+        )]);
+        Tidings::new(TidingsParts {
+            auth: Authenticator::new(&config.auth).expect("the secret is set"),
+            hub: Arc::new(Hub::new(history)),
+            backend: Backend::Memory {
+                sessions: Arc::new(MemorySessionStore::new()),
+            },
+            namespaces,
+            room_policies: Vec::new(),
+            max_disconnection: config.recovery.max_disconnection(),
+            max_replay: config.limits.outbox_max_messages,
+            publish_limits: tidings::app::PublishLimits {
+                max_json_depth: config.limits.max_json_depth,
+                max_ingest_bytes: config.api.max_body_bytes,
+                ..Default::default()
+            },
+            max_rooms_per_socket: config.limits.max_rooms_per_socket,
+            expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
+            expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
+        })
+    })
+    .clone()
+}
