@@ -3,10 +3,10 @@
 //! The layer above (Socket.IO, or the bare echo used for conformance) plugs in through [`EngineHandler`]
 //! and [`SessionHandler`]; this module knows nothing about namespaces, rooms or auth.
 
-pub mod close_log;
-pub mod cors;
 pub mod address_limits;
 pub mod client_addr;
+pub mod close_log;
+pub mod cors;
 pub mod engine;
 pub mod handshake;
 pub mod heartbeat;
