@@ -120,7 +120,7 @@ step_test() { cargo test --release; }
 step_build() { cargo build --release; }
 step_autobahn() { AUTOBAHN_IF_AVAILABLE=1 "$ROOT/scripts/autobahn.sh"; }
 # Every decoder's fuzz target from its seed corpus; a crash fails the step and its input path is printed.
-step_fuzz() { "$ROOT/scripts/fuzz.sh" "${TIDINGS_FUZZ_SECONDS:-30}"; }
+step_fuzz() { "$ROOT/scripts/fuzz.sh" "${TIDINGS_FUZZ_SECONDS:-45}"; }
 
 step_interop() {
   local dir="$ROOT/interop"
