@@ -14,7 +14,7 @@
 #   TIDINGS_INTEROP_TIMEOUT    seconds for the whole interop run (default 900)
 #   TIDINGS_TEST_VERBOSE=1     echo the servers' output while the interop tests run
 #   TIDINGS_TEST_LOG           TIDINGS_LOG for servers started by the interop tests (default warn)
-#   TIDINGS_FUZZ_SECONDS       seconds each fuzz target runs in the fuzz step (default 30; scripts/fuzz.sh)
+#   TIDINGS_FUZZ_SECONDS       seconds each fuzz target runs in the fuzz step (default 45; scripts/fuzz.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
