@@ -284,40 +284,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         config.limits.max_connections,
     );
     let redis = cluster_redis(config)?;
-    let auth = Authenticator::new(&config.auth).context("invalid auth settings")?;
-    let mut namespaces = HashMap::new();
-    namespaces.insert(
-        "/".to_owned(),
-        NamespacePolicy {
-            recovery: config.recovery.enabled,
-        },
-    );
-    for ns in &config.namespaces {
-        namespaces.insert(
-            ns.name.clone(),
-            NamespacePolicy {
-                recovery: ns.recovery.unwrap_or(config.recovery.enabled),
-            },
-        );
-    }
-    let room_policies = config
-        .rooms
-        .iter()
-        .map(|policy| RoomPolicy {
-            pattern: policy.pattern.clone(),
-            client_publish: policy.client_publish,
-        })
-        .collect();
-    let history = Arc::new(MemoryHistory::new(
-        config.history.max_events,
-        config.history.max_age(),
-        usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
-        config
-            .history
-            .max_age()
-            .max(config.recovery.max_disconnection()),
-    ));
-    let hub = Arc::new(Hub::new(history));
+    let hub = Arc::new(Hub::new(memory_history(config)));
     let sessions = Arc::new(MemorySessionStore::new());
     let backend = match &redis {
         Some(redis) => Backend::Cluster(ClusterBackend::new(
@@ -338,25 +305,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             sessions: sessions.clone(),
         },
     };
-    let app = Tidings::new(TidingsParts {
-        auth,
-        hub: hub.clone(),
-        backend,
-        namespaces,
-        room_policies,
-        max_disconnection: config.recovery.max_disconnection(),
-        // A replay is queued at once: leave the outbox room for the live events that follow it.
-        max_replay: config.limits.outbox_max_messages.saturating_sub(64).max(16),
-        publish_limits: PublishLimits {
-            max_json_depth: config.limits.max_json_depth,
-            max_ingest_bytes: config.api.max_body_bytes,
-            ..PublishLimits::default()
-        },
-        max_rooms_per_socket: config.limits.max_rooms_per_socket,
-        history_reply_bytes: config.history.max_reply_bytes,
-        expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
-        expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
-    });
+    let app = Tidings::new(app_parts(config, hub.clone(), backend)?);
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
         engine_config(config, node_tag),
@@ -401,6 +350,66 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         admin,
         polling: Arc::new(polling),
         registry,
+    })
+}
+
+/// The embedded room history with the configured bounds.
+pub fn memory_history(config: &Config) -> Arc<MemoryHistory> {
+    Arc::new(MemoryHistory::new(
+        config.history.max_events,
+        config.history.max_age(),
+        usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
+        config
+            .history
+            .max_age()
+            .max(config.recovery.max_disconnection()),
+    ))
+}
+
+/// The application's parts as `config` sets them, around `hub` and `backend`.
+pub fn app_parts(config: &Config, hub: Arc<Hub>, backend: Backend) -> anyhow::Result<TidingsParts> {
+    let auth = Authenticator::new(&config.auth).context("invalid auth settings")?;
+    let mut namespaces = HashMap::new();
+    namespaces.insert(
+        "/".to_owned(),
+        NamespacePolicy {
+            recovery: config.recovery.enabled,
+        },
+    );
+    for ns in &config.namespaces {
+        namespaces.insert(
+            ns.name.clone(),
+            NamespacePolicy {
+                recovery: ns.recovery.unwrap_or(config.recovery.enabled),
+            },
+        );
+    }
+    let room_policies = config
+        .rooms
+        .iter()
+        .map(|policy| RoomPolicy {
+            pattern: policy.pattern.clone(),
+            client_publish: policy.client_publish,
+        })
+        .collect();
+    Ok(TidingsParts {
+        auth,
+        hub,
+        backend,
+        namespaces,
+        room_policies,
+        max_disconnection: config.recovery.max_disconnection(),
+        // A replay is queued at once: leave the outbox room for the live events that follow it.
+        max_replay: config.limits.outbox_max_messages.saturating_sub(64).max(16),
+        publish_limits: PublishLimits {
+            max_json_depth: config.limits.max_json_depth,
+            max_ingest_bytes: config.api.max_body_bytes,
+            ..PublishLimits::default()
+        },
+        max_rooms_per_socket: config.limits.max_rooms_per_socket,
+        history_reply_bytes: config.history.max_reply_bytes,
+        expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
+        expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
     })
 }
 

@@ -1,21 +1,18 @@
 //! The server pieces the async targets drive: one tokio runtime, one embedded-mode node (its HTTP router)
 //! and one embedded-mode application, each built once per fuzzing process with the default config.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use tidings::app::{Backend, NamespacePolicy, Tidings, TidingsParts};
-use tidings::auth::Authenticator;
+use tidings::app::{Backend, Tidings};
 use tidings::config::Config;
-use tidings::history::MemoryHistory;
 use tidings::hub::Hub;
 use tidings::recovery::MemorySessionStore;
 
 /// HS256 secret of the fuzzed node.
-pub const SECRET: &str = "fuzz-secret";
+pub const SECRET: &str = "fuzz-secret-fuzz-secret-fuzz-secret";
 /// API key of the fuzzed node.
-pub const API_KEY: &str = "fuzz-key";
+pub const API_KEY: &str = "fuzz-key-fuzz-key-fuzz-key";
 
 /// The default config with the secrets set: every limit is the one a default deployment has.
 pub fn config() -> Config {
@@ -60,37 +57,12 @@ pub fn app() -> Arc<Tidings> {
         // The application starts its token-expiry task on the runtime.
         let _guard = runtime().enter();
         let config = config();
-        let history = Arc::new(MemoryHistory::new(
-            config.history.max_events,
-            config.history.max_age(),
-            usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
-            config.history.max_age(),
-        ));
-        let namespaces = HashMap::from([(
-            "/".to_owned(),
-            NamespacePolicy {
-                recovery: config.recovery.enabled,
-            },
-        )]);
-        Tidings::new(TidingsParts {
-            auth: Authenticator::new(&config.auth).expect("the secret is set"),
-            hub: Arc::new(Hub::new(history)),
-            backend: Backend::Memory {
-                sessions: Arc::new(MemorySessionStore::new()),
-            },
-            namespaces,
-            room_policies: Vec::new(),
-            max_disconnection: config.recovery.max_disconnection(),
-            max_replay: config.limits.outbox_max_messages,
-            publish_limits: tidings::app::PublishLimits {
-                max_json_depth: config.limits.max_json_depth,
-                max_ingest_bytes: config.api.max_body_bytes,
-                ..Default::default()
-            },
-            max_rooms_per_socket: config.limits.max_rooms_per_socket,
-            expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
-            expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
-        })
+        let hub = Arc::new(Hub::new(tidings::server::memory_history(&config)));
+        let backend = Backend::Memory {
+            sessions: Arc::new(MemorySessionStore::new()),
+        };
+        let parts = tidings::server::app_parts(&config, hub, backend).expect("the default config");
+        Tidings::new(parts)
     })
     .clone()
 }
