@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Redis URL; runs this node as part of a cluster [env: TIDINGS_REDIS_URL].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Directory of the embedded store: messages, statuses, room history and recovery sessions survive a
+    /// restart [env: TIDINGS_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
     /// Development only: accept an HS256 secret shorter than 32 bytes and API keys shorter than 16
     /// [env: TIDINGS_INSECURE_DEV_SECRETS].
     #[arg(long)]
@@ -76,6 +80,7 @@ impl ServeArgs {
             jwt_public_key: self.jwt_public_key.clone(),
             api_key: self.api_key.clone(),
             redis_url: self.redis.clone(),
+            data_dir: self.data_dir.clone(),
             insecure_dev_secrets: self.insecure_dev_secrets.then_some(true),
             conformance: self.conformance,
         }

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 pub use overrides::Overrides;
 pub use secrets::GeneratedSecret;
 pub use sections::{
-    AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, LimitsConfig, NamespaceConfig,
-    RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig, MIN_API_KEY_BYTES,
-    MIN_JWT_SECRET_BYTES,
+    AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, LimitsConfig, MessagesConfig,
+    NamespaceConfig, RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig, StorageConfig,
+    MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES,
 };
 pub use template::DEFAULT_CONFIG_TOML;
 
@@ -60,6 +60,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Redis backend (cluster mode); off when `url` is empty.
     pub redis: RedisConfig,
+    /// The embedded store.
+    pub storage: StorageConfig,
+    /// Direct messages.
+    pub messages: MessagesConfig,
     /// Protocol conformance mode for the official Socket.IO / Engine.IO test suites; only set by the hidden
     /// `--conformance` flag, never from the file.
     #[serde(skip)]
@@ -83,6 +87,8 @@ impl Default for Config {
             recovery: RecoveryConfig::default(),
             shutdown: ShutdownConfig::default(),
             redis: RedisConfig::default(),
+            storage: StorageConfig::default(),
+            messages: MessagesConfig::default(),
             conformance: false,
         }
     }

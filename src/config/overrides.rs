@@ -17,6 +17,8 @@ pub struct Overrides {
     pub api_key: Option<String>,
     /// `TIDINGS_REDIS_URL` / `--redis`.
     pub redis_url: Option<String>,
+    /// `TIDINGS_DATA_DIR` / `--data-dir`.
+    pub data_dir: Option<String>,
     /// `TIDINGS_INSECURE_DEV_SECRETS` / `--insecure-dev-secrets`: sets `auth.insecure_dev_secrets`.
     pub insecure_dev_secrets: Option<bool>,
     /// `--conformance` (no environment variable).
@@ -52,6 +54,7 @@ impl Overrides {
             jwt_public_key: get("TIDINGS_JWT_PUBLIC_KEY"),
             api_key: get("TIDINGS_API_KEY"),
             redis_url: get("TIDINGS_REDIS_URL"),
+            data_dir: get("TIDINGS_DATA_DIR"),
             insecure_dev_secrets,
             conformance: false,
         };
@@ -87,6 +90,9 @@ impl Config {
         }
         if let Some(url) = &overrides.redis_url {
             self.redis.url.clone_from(url);
+        }
+        if let Some(dir) = &overrides.data_dir {
+            self.storage.data_dir.clone_from(dir);
         }
         if let Some(insecure) = overrides.insecure_dev_secrets {
             self.auth.insecure_dev_secrets = insecure;

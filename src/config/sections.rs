@@ -383,6 +383,75 @@ impl RedisConfig {
     }
 }
 
+/// `[storage]`: where the embedded mode keeps its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory of the embedded store (messages, statuses, inbox cursors, room history, recovery sessions);
+    /// empty keeps everything in memory, lost when the process ends. Ignored in cluster mode (Redis is the
+    /// store).
+    pub data_dir: String,
+}
+
+impl StorageConfig {
+    /// The data directory, if one is set.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        Some(self.data_dir.as_str())
+            .filter(|s| !s.is_empty())
+            .map(std::path::Path::new)
+    }
+}
+
+/// `[messages]`: direct messages between users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessagesConfig {
+    /// The namespace on which devices receive direct messages and statuses, and may send them.
+    pub namespace: String,
+    /// Inbox lifetime of a message sent without `ttl`, in seconds.
+    pub default_ttl_secs: u64,
+    /// Longest `ttl` a sender may ask for, in seconds.
+    pub max_ttl_secs: u64,
+    /// Most messages one user's inbox holds; past it the oldest delivered one leaves, and if none was
+    /// delivered a new message is refused (`inbox_full`).
+    pub inbox_max_messages: usize,
+    /// How long a message's status and receipts stay readable after it left the inbox, in seconds.
+    pub retention_secs: u64,
+    /// Most messages written to one device and not yet acknowledged; the rest wait in the inbox until the
+    /// device acknowledges.
+    pub max_unacked_per_device: usize,
+    /// Most message records the in-memory store holds (embedded mode without a data directory).
+    pub max_memory_records: usize,
+    /// Longest `device` name in a CONNECT auth payload, in bytes.
+    pub max_device_bytes: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "/".to_owned(),
+            default_ttl_secs: 7 * 24 * 3600,
+            max_ttl_secs: 30 * 24 * 3600,
+            inbox_max_messages: 1000,
+            retention_secs: 24 * 3600,
+            max_unacked_per_device: 256,
+            max_memory_records: 1_000_000,
+            max_device_bytes: 64,
+        }
+    }
+}
+
+impl MessagesConfig {
+    /// The bounds every message store applies.
+    pub fn inbox_limits(&self) -> crate::messages::InboxLimits {
+        crate::messages::InboxLimits {
+            max_messages: self.inbox_max_messages,
+            retention_ms: self.retention_secs.saturating_mul(1000),
+            max_records: self.max_memory_records,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Config;

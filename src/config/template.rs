@@ -144,6 +144,32 @@ drain_secs = 10
 url = ""
 # Prefix of every Redis key and channel.
 key_prefix = "tidings"
+
+[storage]
+# Directory of the embedded store (TIDINGS_DATA_DIR, --data-dir): direct messages, their statuses and inbox
+# cursors, room history and recovery sessions are kept on disk there and survive a restart. Empty = in memory
+# only (the server says so at start). Not used in cluster mode, where Redis is the store.
+data_dir = ""
+
+[messages]
+# Namespace on which devices receive direct messages and `message:status`, and may send `dm`, `ack` and `read`.
+namespace = "/"
+# Inbox lifetime of a message sent without a ttl, in seconds (7 days); undelivered by then, it expires.
+default_ttl_secs = 604800
+# Longest ttl a sender may ask for, in seconds (30 days).
+max_ttl_secs = 2592000
+# Most messages in one user's inbox. Past it the oldest delivered message leaves; if none was delivered, a new
+# message is refused with "inbox_full".
+inbox_max_messages = 1000
+# How long a message's status and receipts stay readable (GET /v1/messages/{id}) after it left the inbox, in
+# seconds.
+retention_secs = 86400
+# Messages written to one device and not acknowledged yet; the rest wait in the inbox until it acknowledges.
+max_unacked_per_device = 256
+# Most message records the in-memory store holds (no data_dir); past it new messages are refused.
+max_memory_records = 1000000
+# Longest `device` name in the CONNECT auth payload, in bytes.
+max_device_bytes = 64
 "#;
 
 #[cfg(test)]
