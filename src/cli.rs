@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{mint_token, AuthError};
+use crate::auth::{mint_claims, AuthError, Claims};
 pub use crate::bench::BenchArgs;
 use crate::config::{Config, ConfigError, Overrides};
 
@@ -127,6 +127,9 @@ pub struct GentokenArgs {
     /// Comma-separated patterns of rooms the user may publish to.
     #[arg(long, value_name = "PATTERNS", default_value = "")]
     pub publish: String,
+    /// Comma-separated patterns of the users the user may send direct messages to, e.g. 'bob,support-*'.
+    #[arg(long, value_name = "PATTERNS", default_value = "")]
+    pub dm: String,
     /// Seconds until the token expires (every minted token has an `exp`).
     #[arg(long, value_name = "SECS", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -136,14 +139,15 @@ pub struct GentokenArgs {
 impl GentokenArgs {
     /// Mints the token these flags describe.
     pub fn mint(&self) -> Result<String, AuthError> {
-        mint_token(
-            &self.secret,
-            &self.sub,
-            &split_list(&self.rooms),
-            &split_list(&self.join),
-            &split_list(&self.publish),
-            self.ttl,
-        )
+        let claims = Claims {
+            sub: self.sub.clone(),
+            rooms: split_list(&self.rooms),
+            join: split_list(&self.join),
+            publish: split_list(&self.publish),
+            dm: split_list(&self.dm),
+            ..Claims::default()
+        };
+        mint_claims(&self.secret, claims, self.ttl)
     }
 }
 
@@ -408,6 +412,8 @@ mod tests {
             "news",
             "--publish",
             "chat:*",
+            "--dm",
+            "bob, support-*",
             "--ttl",
             "60",
         ])
@@ -419,6 +425,7 @@ mod tests {
             .verify(&args.mint().unwrap())
             .unwrap();
         assert_eq!(v.sub(), "alice");
+        assert!(v.may_dm("bob") && v.may_dm("support-7") && !v.may_dm("carol"));
         assert!(v.may_join("team:x") && v.may_join("news") && v.may_publish("chat:1"));
         assert_eq!(v.auto_join().collect::<Vec<_>>(), ["news"]);
         assert!(v.expires_at().is_some());

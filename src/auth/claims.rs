@@ -46,6 +46,13 @@ pub struct Claims {
         deserialize_with = "string_list"
     )]
     pub publish: Vec<String>,
+    /// Patterns of the user ids the user may send direct messages to (`*` suffix glob, as `rooms`).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "string_list"
+    )]
+    pub dm: Vec<String>,
 }
 
 /// Why a set of claims is unusable even though its signature may be fine.
@@ -57,10 +64,10 @@ pub enum ClaimsError {
     /// `sub` cannot name a personal room (`user:<sub>` breaks the room name rules).
     #[error("claim `sub` cannot name a personal room: {0}")]
     InvalidSub(RoomNameError),
-    /// An entry of `rooms` or `publish` is not a valid pattern.
+    /// An entry of `rooms`, `publish` or `dm` is not a valid pattern.
     #[error("claim `{claim}`: {error}")]
     Pattern {
-        /// `rooms` or `publish`.
+        /// `rooms`, `publish` or `dm`.
         claim: &'static str,
         /// The pattern problem.
         error: PatternError,
@@ -89,6 +96,7 @@ pub struct VerifiedClaims {
     rooms: RoomPatterns,
     join: Box<[Box<str>]>,
     publish: RoomPatterns,
+    dm: RoomPatterns,
 }
 
 impl VerifiedClaims {
@@ -107,6 +115,10 @@ impl VerifiedClaims {
                 claim: "publish",
                 error,
             })?;
+        let dm = RoomPatterns::parse(&claims.dm).map_err(|error| ClaimsError::Pattern {
+            claim: "dm",
+            error,
+        })?;
         for room in &claims.join {
             validate_room_name(room).map_err(|reason| ClaimsError::JoinName {
                 room: room.clone(),
@@ -122,6 +134,7 @@ impl VerifiedClaims {
             rooms,
             join: claims.join.into_iter().map(Into::into).collect(),
             publish,
+            dm,
         })
     }
 
@@ -172,6 +185,12 @@ impl VerifiedClaims {
     /// caller.
     pub fn may_publish(&self, room: &str) -> bool {
         self.publish.matches(room)
+    }
+
+    /// May this user send direct messages to `user`? Only the `dm` claim decides (a user messaging itself
+    /// needs it too).
+    pub fn may_dm(&self, user: &str) -> bool {
+        self.dm.matches(user)
     }
 }
 
@@ -326,6 +345,19 @@ mod tests {
             serde_json::to_string(&c).unwrap(),
             r#"{"sub":"u","rooms":["a"]}"#
         );
+    }
+
+    #[test]
+    fn dm_permissions() {
+        let v = verified(r#"{"sub":"alice","dm":"bob, support-*"}"#);
+        assert!(v.may_dm("bob") && v.may_dm("support-1") && v.may_dm("support-"));
+        assert!(!v.may_dm("bobby") && !v.may_dm("carol") && !v.may_dm("alice"));
+        assert!(!verified(r#"{"sub":"alice"}"#).may_dm("bob"));
+        assert!(verified(r#"{"sub":"alice","dm":["*"]}"#).may_dm("anyone"));
+        assert!(matches!(
+            VerifiedClaims::from_claims(parse(r#"{"sub":"a","dm":"a b"}"#)),
+            Err(ClaimsError::Pattern { claim: "dm", .. })
+        ));
     }
 
     #[test]

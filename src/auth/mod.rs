@@ -19,7 +19,7 @@ pub use pattern::{
     personal_room_owner, user_room, validate_room_name, PatternError, RoomNameError, RoomPattern,
     RoomPatterns, MAX_ROOM_NAME_BYTES, USER_ROOM_PREFIX,
 };
-pub use token::{mint_token, Authenticator};
+pub use token::{mint_claims, mint_token, Authenticator};
 
 /// Authentication failures and key setup errors.
 ///

@@ -150,19 +150,26 @@ pub fn mint_token(
     publish: &[String],
     ttl_secs: u64,
 ) -> Result<String, AuthError> {
+    let claims = Claims {
+        sub: sub.to_owned(),
+        rooms: rooms.to_vec(),
+        join: join.to_vec(),
+        publish: publish.to_vec(),
+        ..Claims::default()
+    };
+    mint_claims(secret, claims, ttl_secs)
+}
+
+/// Mints an HS256 token carrying `claims` (their `exp` replaced: now + `ttl_secs`, or none for 0), checked like
+/// [`mint_token`].
+pub fn mint_claims(secret: &str, mut claims: Claims, ttl_secs: u64) -> Result<String, AuthError> {
     if secret.is_empty() {
         return Err(AuthError::Mint {
             detail: "the secret is empty".into(),
         });
     }
     let now = unix_now();
-    let claims = Claims {
-        sub: sub.to_owned(),
-        exp: (ttl_secs > 0).then(|| now.saturating_add(ttl_secs)),
-        rooms: rooms.to_vec(),
-        join: join.to_vec(),
-        publish: publish.to_vec(),
-    };
+    claims.exp = (ttl_secs > 0).then(|| now.saturating_add(ttl_secs));
     VerifiedClaims::from_claims(claims.clone()).map_err(AuthError::Claims)?;
     let minted = MintedClaims {
         claims: &claims,
