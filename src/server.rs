@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::app::direct::{Direct, DirectLimits, LocalFanout};
 use crate::app::{
     Backend, ClusterBackend, NamespacePolicy, PublishLimits, RoomPolicy, Tidings, TidingsParts,
 };
@@ -34,6 +35,7 @@ use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
 use crate::history::MemoryHistory;
 use crate::hub::Hub;
+use crate::messages::{MemoryMessages, MessageStore};
 use crate::recovery::{MemorySessionStore, SessionStore};
 use crate::socketio::{ClientLimits, SocketIo};
 
@@ -305,7 +307,11 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             sessions: sessions.clone(),
         },
     };
-    let app = Tidings::new(app_parts(config, hub.clone(), backend)?);
+    if config.storage.data_dir().is_none() && redis.is_none() {
+        tracing::info!("no data directory: messages, history and sessions are kept in memory only");
+    }
+    let direct = memory_direct(config);
+    let app = Tidings::new(app_parts(config, hub.clone(), backend, direct)?);
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
         engine_config(config, node_tag),
@@ -366,8 +372,43 @@ pub fn memory_history(config: &Config) -> Arc<MemoryHistory> {
     ))
 }
 
-/// The application's parts as `config` sets them, around `hub` and `backend`.
-pub fn app_parts(config: &Config, hub: Arc<Hub>, backend: Backend) -> anyhow::Result<TidingsParts> {
+/// The direct message layer of an embedded node kept in memory, with the configured bounds.
+pub fn memory_direct(config: &Config) -> Arc<Direct> {
+    let store = Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
+    direct_over(config, store)
+}
+
+/// The direct message layer over `store`, every device on this node.
+fn direct_over(config: &Config, store: Arc<dyn MessageStore>) -> Arc<Direct> {
+    let fanout = LocalFanout::new();
+    let direct = Direct::new(
+        store,
+        fanout.clone(),
+        &config.messages.namespace,
+        direct_limits(config),
+    );
+    fanout.bind(&direct);
+    direct
+}
+
+/// The message layer's bounds from `[messages]`.
+pub fn direct_limits(config: &Config) -> DirectLimits {
+    let m = &config.messages;
+    DirectLimits {
+        default_ttl: Duration::from_secs(m.default_ttl_secs),
+        max_ttl: Duration::from_secs(m.max_ttl_secs),
+        max_unacked: m.max_unacked_per_device,
+        max_device_bytes: m.max_device_bytes,
+    }
+}
+
+/// The application's parts as `config` sets them, around `hub`, `backend` and the message layer `direct`.
+pub fn app_parts(
+    config: &Config,
+    hub: Arc<Hub>,
+    backend: Backend,
+    direct: Arc<Direct>,
+) -> anyhow::Result<TidingsParts> {
     let auth = Authenticator::new(&config.auth).context("invalid auth settings")?;
     let mut namespaces = HashMap::new();
     namespaces.insert(
@@ -410,6 +451,7 @@ pub fn app_parts(config: &Config, hub: Arc<Hub>, backend: Backend) -> anyhow::Re
         history_reply_bytes: config.history.max_reply_bytes,
         expiry_notice: std::time::Duration::from_secs(config.auth.expiry_notice_secs),
         expiry_leeway: std::time::Duration::from_secs(config.auth.leeway_secs),
+        direct,
     })
 }
 

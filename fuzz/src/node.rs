@@ -61,7 +61,9 @@ pub fn app() -> Arc<Tidings> {
         let backend = Backend::Memory {
             sessions: Arc::new(MemorySessionStore::new()),
         };
-        let parts = tidings::server::app_parts(&config, hub, backend).expect("the default config");
+        let direct = tidings::server::memory_direct(&config);
+        let parts =
+            tidings::server::app_parts(&config, hub, backend, direct).expect("the default config");
         Tidings::new(parts)
     })
     .clone()

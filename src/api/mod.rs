@@ -3,6 +3,7 @@
 
 mod error;
 mod keys;
+mod messages;
 mod nodes;
 mod publish;
 mod rooms;
@@ -56,6 +57,12 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
         .route("/v1/rooms/{room}/history", get(rooms::history))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/nodes/pick", get(nodes::pick))
+        .route("/v1/users/{user}", get(messages::presence))
+        .route(
+            "/v1/users/{user}/messages",
+            post(messages::send).get(messages::inbox),
+        )
+        .route("/v1/messages/{id}", get(messages::show))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_api_key,

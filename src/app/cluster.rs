@@ -263,6 +263,7 @@ impl Tidings {
         claims: Arc<VerifiedClaims>,
         recovery: bool,
         resume: Option<(String, Option<String>)>,
+        device: Option<String>,
     ) -> Result<Arc<Socket>, String> {
         if let (true, Some((pid, offset))) = (recovery, resume) {
             metrics::counter!("tidings_recoveries_attempted_total").increment(1);
@@ -273,7 +274,7 @@ impl Tidings {
                 Ok((socket, replayed)) => {
                     metrics::counter!("tidings_recoveries_succeeded_total").increment(1);
                     metrics::counter!("tidings_events_replayed_total").increment(replayed as u64);
-                    self.track(&socket);
+                    self.track(&socket, device.as_deref());
                     self.save_session(&socket);
                     return Ok(socket);
                 }
@@ -300,7 +301,7 @@ impl Tidings {
             self.leave_all(&socket);
             return Err("session closed".into());
         }
-        self.track(&socket);
+        self.track(&socket, device.as_deref());
         self.save_session(&socket);
         metrics::counter!("tidings_sockets_connected_total").increment(1);
         Ok(socket)

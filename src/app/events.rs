@@ -1,5 +1,6 @@
-//! The events a client may send: `subscribe`, `unsubscribe`, `publish`, `history` and `refresh`. Anything else is refused with
-//! an error ack and counted, never forwarded.
+//! The events a client may send: `subscribe`, `unsubscribe`, `publish`, `history` and `refresh` (and the direct
+//! message events of [`super::direct::client`]). Anything else is refused with an error ack and counted, never
+//! forwarded.
 
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ enum Outcome {
 
 /// Handles one client event.
 pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
+    if super::direct::client::handle(app.direct(), socket, &event, app.publish_limits()) {
+        return;
+    }
     let outcome = match event.name.as_str() {
         "subscribe" => subscribe(app, socket, &event),
         "unsubscribe" => Outcome::Now(unsubscribe(app, socket, &event)),

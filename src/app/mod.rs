@@ -2,6 +2,7 @@
 //! clients, and publishing only where a claim or a room policy says so.
 
 mod cluster;
+pub mod direct;
 mod events;
 pub mod expiry;
 mod recover;
@@ -53,6 +54,7 @@ pub const RESERVED_EVENTS: &[&str] = &[
     "removeListener",
     expiry::EXPIRING_EVENT,
     expiry::EXPIRED_EVENT,
+    direct::STATUS_EVENT,
 ];
 
 /// Where events are sequenced and sessions kept.
@@ -125,6 +127,8 @@ pub struct Tidings {
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
+    /// Direct messages.
+    direct: Arc<direct::Direct>,
     self_ref: std::sync::OnceLock<std::sync::Weak<Tidings>>,
 }
 
@@ -154,6 +158,8 @@ pub struct TidingsParts {
     pub expiry_notice: std::time::Duration,
     /// Clock skew tolerated on `exp`: a socket is disconnected this long after it.
     pub expiry_leeway: std::time::Duration,
+    /// Direct messages.
+    pub direct: Arc<direct::Direct>,
 }
 
 impl Tidings {
@@ -172,6 +178,7 @@ impl Tidings {
             history_reply_bytes: parts.history_reply_bytes,
             expiry: expiry::ExpiryClock::new(parts.expiry_notice, parts.expiry_leeway),
             live: parking_lot::Mutex::new(HashMap::new()),
+            direct: parts.direct,
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = app.self_ref.set(Arc::downgrade(&app));
@@ -196,6 +203,11 @@ impl Tidings {
     /// True when nodes share Redis.
     pub fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// The direct message layer.
+    pub fn direct(&self) -> &Arc<direct::Direct> {
+        &self.direct
     }
 
     /// The sequencing backend.
@@ -304,6 +316,10 @@ impl Tidings {
 
     /// Removes a socket from all its rooms and returns what recovery needs to restore it.
     fn detach(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
+        if let Some(user) = socket.user() {
+            self.direct.detach(socket, user.sub());
+        }
+        self.direct.connection_closed(socket.id());
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in &rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);
@@ -374,9 +390,16 @@ impl Tidings {
         }
     }
 
-    /// Registers a connected socket that has a recovery id.
-    fn track(&self, socket: &Arc<Socket>) {
+    /// Registers a connected socket: its token deadlines, its recovery id, and on the messages namespace its
+    /// device (`device` from the CONNECT, else one named after the connection).
+    fn track(&self, socket: &Arc<Socket>, device: Option<&str>) {
         self.watch_expiry(socket);
+        if socket.nsp() == self.direct.namespace() {
+            if let Some(user) = socket.user() {
+                let name = device.map_or_else(|| format!("conn-{}", socket.id()), str::to_owned);
+                self.direct.attach(socket, user.sub(), &name);
+            }
+        }
         if let Some(pid) = socket.pid() {
             self.live.lock().insert(pid, Arc::downgrade(socket));
         }
@@ -417,6 +440,7 @@ async fn expiry_loop(app: std::sync::Weak<Tidings>) {
 #[derive(serde::Deserialize, Default)]
 struct AuthPayload {
     token: Option<String>,
+    device: Option<String>,
     pid: Option<String>,
     offset: Option<String>,
 }
@@ -448,6 +472,14 @@ impl Application for Tidings {
                 return Connecting::Ready(Err(error.to_string()));
             }
         };
+        if let Some(device) = &payload.device {
+            if let Err(error) =
+                direct::validate_device(device, self.direct.limits().max_device_bytes)
+            {
+                metrics::counter!("tidings_auth_failures_total", "reason" => "device").increment(1);
+                return Connecting::Ready(Err(format!("invalid device: {error}")));
+            }
+        }
         if let Backend::Cluster(_) = &self.backend {
             let Some(app) = self.arc() else {
                 return Connecting::Ready(Err("server shutting down".into()));
@@ -459,6 +491,7 @@ impl Application for Tidings {
                 claims,
                 policy.recovery,
                 resume,
+                payload.device,
             )));
         }
         if policy.recovery {
@@ -466,7 +499,7 @@ impl Application for Tidings {
                 if let Some(socket) =
                     self.recover(&request, &claims, pid, payload.offset.as_deref())
                 {
-                    self.track(&socket);
+                    self.track(&socket, payload.device.as_deref());
                     return Connecting::Ready(Ok(socket));
                 }
             }
@@ -489,7 +522,7 @@ impl Application for Tidings {
                 self.join_at(&socket, room, seq);
             }
         });
-        self.track(&socket);
+        self.track(&socket, payload.device.as_deref());
         metrics::counter!("tidings_sockets_connected_total").increment(1);
         Connecting::Ready(Ok(socket))
     }

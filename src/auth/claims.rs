@@ -115,10 +115,8 @@ impl VerifiedClaims {
                 claim: "publish",
                 error,
             })?;
-        let dm = RoomPatterns::parse(&claims.dm).map_err(|error| ClaimsError::Pattern {
-            claim: "dm",
-            error,
-        })?;
+        let dm = RoomPatterns::parse(&claims.dm)
+            .map_err(|error| ClaimsError::Pattern { claim: "dm", error })?;
         for room in &claims.join {
             validate_room_name(room).map_err(|reason| ClaimsError::JoinName {
                 room: room.clone(),

@@ -157,21 +157,33 @@ impl Config {
         }
         let m = &self.messages;
         if !m.namespace.starts_with('/') {
-            return invalid("messages.namespace", format!("{:?} must start with '/'", m.namespace));
+            return invalid(
+                "messages.namespace",
+                format!("{:?} must start with '/'", m.namespace),
+            );
         }
         if m.namespace != "/" && !self.namespaces.iter().any(|ns| ns.name == m.namespace) {
             return invalid(
                 "messages.namespace",
-                format!("{:?} is not \"/\" nor a configured [[namespaces]] entry", m.namespace),
+                format!(
+                    "{:?} is not \"/\" nor a configured [[namespaces]] entry",
+                    m.namespace
+                ),
             );
         }
         positive("messages.default_ttl_secs", m.default_ttl_secs)?;
         positive("messages.max_ttl_secs", m.max_ttl_secs)?;
         if m.default_ttl_secs > m.max_ttl_secs {
-            return invalid("messages.default_ttl_secs", "must be at most messages.max_ttl_secs");
+            return invalid(
+                "messages.default_ttl_secs",
+                "must be at most messages.max_ttl_secs",
+            );
         }
         positive("messages.inbox_max_messages", m.inbox_max_messages as u64)?;
-        positive("messages.max_unacked_per_device", m.max_unacked_per_device as u64)?;
+        positive(
+            "messages.max_unacked_per_device",
+            m.max_unacked_per_device as u64,
+        )?;
         positive("messages.max_memory_records", m.max_memory_records as u64)?;
         positive("messages.max_device_bytes", m.max_device_bytes as u64)?;
         positive("history.max_events", self.history.max_events as u64)?;

@@ -40,14 +40,23 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let carol = format!("{prefix}carol");
 
     // Accept: sequences per recipient, idempotency per sender and key.
-    let m1 = store.accept(new(&alice, &bob, 1, Some("k1"))).await.unwrap();
+    let m1 = store
+        .accept(new(&alice, &bob, 1, Some("k1")))
+        .await
+        .unwrap();
     assert!(m1.fresh);
     assert_eq!((m1.message.seq, m1.status), (1, Status::Accepted));
     assert_eq!(m1.message.expires_at, T0 + 1 + 60_000);
-    let again = store.accept(new(&alice, &bob, 99, Some("k1"))).await.unwrap();
+    let again = store
+        .accept(new(&alice, &bob, 99, Some("k1")))
+        .await
+        .unwrap();
     assert!(!again.fresh, "a repeated key stores nothing");
     assert_eq!(again.message, m1.message);
-    let other_sender = store.accept(new(&carol, &bob, 2, Some("k1"))).await.unwrap();
+    let other_sender = store
+        .accept(new(&carol, &bob, 2, Some("k1")))
+        .await
+        .unwrap();
     assert!(other_sender.fresh, "keys are per sender");
     assert_eq!(other_sender.message.seq, 2);
     let m3 = store.accept(new(&alice, &bob, 3, None)).await.unwrap();
@@ -120,7 +129,11 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let devices: Vec<_> = state.devices.iter().map(|d| d.device.as_str()).collect();
     assert_eq!(devices, ["phone", "laptop"]);
     let page = store.pending(&bob, "phone", 0, 10).await.unwrap();
-    assert_eq!(ids(&page), vec![2, 3], "acknowledged messages are not pending");
+    assert_eq!(
+        ids(&page),
+        vec![2, 3],
+        "acknowledged messages are not pending"
+    );
     let page = store.pending(&bob, "tablet", 0, 10).await.unwrap();
     assert_eq!(ids(&page), vec![1, 2, 3], "another device still gets them");
 
@@ -164,7 +177,10 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let dave = format!("{prefix}dave");
     let mut dave_ids = Vec::new();
     for n in 0..5 {
-        let accepted = store.accept(new(&alice, &dave, 10 + n, None)).await.unwrap();
+        let accepted = store
+            .accept(new(&alice, &dave, 10 + n, None))
+            .await
+            .unwrap();
         dave_ids.push(accepted.message.id);
     }
     assert_eq!(
@@ -197,7 +213,12 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let undelivered = store.accept(new(&alice, &erin, 50, None)).await.unwrap();
     let delivered = store.accept(new(&alice, &erin, 51, None)).await.unwrap();
     store
-        .mark_delivered(&erin, "e", std::slice::from_ref(&delivered.message.id), T0 + 60)
+        .mark_delivered(
+            &erin,
+            "e",
+            std::slice::from_ref(&delivered.message.id),
+            T0 + 60,
+        )
         .await
         .unwrap();
     let changes = store.sweep(T0 + 50 + 60_000).await.unwrap();
@@ -206,7 +227,10 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
         .filter(|c| c.to == erin)
         .map(|c| (c.id.clone(), c.status))
         .collect();
-    assert_eq!(expired, vec![(undelivered.message.id.clone(), Status::Expired)]);
+    assert_eq!(
+        expired,
+        vec![(undelivered.message.id.clone(), Status::Expired)]
+    );
     let state = store.get(&undelivered.message.id).await.unwrap().unwrap();
     assert_eq!(
         (state.status, state.expired_at),
@@ -214,21 +238,35 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     );
     store.sweep(T0 + 51 + 60_000).await.unwrap();
     assert!(store.inbox(&erin, 0, 10).await.unwrap().is_empty());
-    assert!(store
-        .mark_delivered(&erin, "f", std::slice::from_ref(&undelivered.message.id), T0 + 70_000)
-        .await
-        .unwrap()
-        .is_empty(), "an expired message takes no receipt");
+    assert!(
+        store
+            .mark_delivered(
+                &erin,
+                "f",
+                std::slice::from_ref(&undelivered.message.id),
+                T0 + 70_000
+            )
+            .await
+            .unwrap()
+            .is_empty(),
+        "an expired message takes no receipt"
+    );
     store.sweep(T0 + 51 + 60_000 + 10_000).await.unwrap();
     assert_eq!(store.get(&undelivered.message.id).await.unwrap(), None);
     assert_eq!(store.get(&delivered.message.id).await.unwrap(), None);
     // Once forgotten, the idempotency key may be used again.
-    let k = store.accept(new(&erin, &alice, 80, Some("old"))).await.unwrap();
+    let k = store
+        .accept(new(&erin, &alice, 80, Some("old")))
+        .await
+        .unwrap();
     store
         .mark_read(&alice, &erin, &k.message.id, T0 + 70_100)
         .await
         .unwrap();
     store.sweep(T0 + 80_100).await.unwrap();
-    let reused = store.accept(new(&erin, &alice, 81, Some("old"))).await.unwrap();
+    let reused = store
+        .accept(new(&erin, &alice, 81, Some("old")))
+        .await
+        .unwrap();
     assert!(reused.fresh);
 }

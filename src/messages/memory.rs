@@ -94,7 +94,9 @@ impl MemoryMessages {
             };
             if let Some(id) = inbox.entries.remove(&seq) {
                 if let Some(record) = state.records.get(&id) {
-                    state.expiries.remove(&(record.message.expires_at, id.clone()));
+                    state
+                        .expiries
+                        .remove(&(record.message.expires_at, id.clone()));
                 }
                 state
                     .forget
@@ -111,9 +113,7 @@ impl MemoryMessages {
         if let Some(key) = key {
             state.keys.insert(key, id.clone());
         }
-        state
-            .records
-            .insert(id, MessageState::new(message.clone()));
+        state.records.insert(id, MessageState::new(message.clone()));
         Ok(Accepted {
             message,
             status: Status::Accepted,
@@ -208,9 +208,7 @@ impl MemoryMessages {
         for (seq, id, expires_at) in gone {
             inbox.entries.remove(&seq);
             state.expiries.remove(&(expires_at, id.clone()));
-            state
-                .forget
-                .insert((at_ms + self.limits.retention_ms, id));
+            state.forget.insert((at_ms + self.limits.retention_ms, id));
         }
         Ok(changes)
     }

@@ -21,8 +21,8 @@ mod model;
 
 pub use memory::MemoryMessages;
 pub use model::{
-    Accepted, Change, DeviceReceipt, InboxLimits, Message, MessageId, MessageState, NewMessage, Pending,
-    Status,
+    Accepted, Change, DeviceReceipt, InboxLimits, Message, MessageId, MessageState, NewMessage,
+    Pending, Status,
 };
 
 use futures_util::future::BoxFuture;
@@ -100,8 +100,10 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<MessageState>, StoreError>>;
 
     /// A message with its status, timestamps and receipts, while the store keeps it.
-    fn get<'a>(&'a self, id: &'a MessageId)
-        -> BoxFuture<'a, Result<Option<MessageState>, StoreError>>;
+    fn get<'a>(
+        &'a self,
+        id: &'a MessageId,
+    ) -> BoxFuture<'a, Result<Option<MessageState>, StoreError>>;
 
     /// Expires messages whose ttl passed by `now_ms` (undelivered ones change to `expired`; delivered ones just
     /// leave the inbox) and forgets records past their retention. Returns the changes.

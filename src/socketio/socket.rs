@@ -41,7 +41,26 @@ pub struct Socket {
     next_ack: AtomicU64,
     /// Versions of the application's writes of this socket's state to a shared store.
     record_version: AtomicU64,
-    pending_acks: Mutex<Option<HashMap<u64, oneshot::Sender<AckReply>>>>,
+    pending_acks: Mutex<Option<HashMap<u64, AckWaiter>>>,
+}
+
+/// Who gets the client's answer to an emit with an ack id.
+enum AckWaiter {
+    /// A future awaiting it.
+    Channel(oneshot::Sender<AckReply>),
+    /// A callback run on the connection's task when it arrives.
+    Callback(Box<dyn FnOnce(AckReply) + Send>),
+}
+
+impl AckWaiter {
+    fn answer(self, reply: AckReply) {
+        match self {
+            AckWaiter::Channel(tx) => {
+                let _ = tx.send(reply);
+            }
+            AckWaiter::Callback(callback) => callback(reply),
+        }
+    }
 }
 
 impl Socket {
@@ -182,12 +201,33 @@ impl Socket {
         event: &str,
         args: &[&[u8]],
     ) -> Result<oneshot::Receiver<AckReply>, PushError> {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        self.emit_waiting(event, args, AckWaiter::Channel(tx))?;
+        Ok(rx)
+    }
+
+    /// Emits an event asking for an ack; `on_ack` runs when the client answers (never, if the socket goes
+    /// first: it is then dropped unrun).
+    pub fn emit_with_callback(
+        &self,
+        event: &str,
+        args: &[&[u8]],
+        on_ack: Box<dyn FnOnce(AckReply) + Send>,
+    ) -> Result<(), PushError> {
+        self.emit_waiting(event, args, AckWaiter::Callback(on_ack))
+    }
+
+    fn emit_waiting(
+        &self,
+        event: &str,
+        args: &[&[u8]],
+        waiter: AckWaiter,
+    ) -> Result<(), PushError> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         self.pending_acks
             .lock()
             .get_or_insert_with(HashMap::new)
-            .insert(id, tx);
+            .insert(id, waiter);
         let mut out = BytesMut::new();
         encode_event(&self.nsp, Some(id), event, args, &mut out);
         if let Err(error) = self.send(Outgoing::Text(out.freeze())) {
@@ -196,7 +236,7 @@ impl Socket {
             }
             return Err(error);
         }
-        Ok(rx)
+        Ok(())
     }
 
     /// Routes an ACK from the client to the emit waiting for it; unknown ids are ignored.
@@ -207,7 +247,7 @@ impl Socket {
             .as_mut()
             .and_then(|map| map.remove(&id));
         if let Some(waiter) = waiter {
-            let _ = waiter.send(AckReply { data, attachments });
+            waiter.answer(AckReply { data, attachments });
         }
     }
 

@@ -1,0 +1,83 @@
+//! One connected device of a user and where its message stream stands: the last inbox sequence written to it,
+//! the messages written and not acknowledged yet (a bounded window), and whether it is caught up with the
+//! inbox (then new messages are written as they come) or reading it back.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::messages::MessageId;
+use crate::socketio::Socket;
+
+/// Longest device name accepted in the CONNECT auth payload is a config value; these are the bytes allowed.
+fn is_device_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@')
+}
+
+/// Checks a `device` from a CONNECT auth payload: 1 to `max_bytes` of ASCII letters, digits and `-_.:@`.
+pub fn validate_device(name: &str, max_bytes: usize) -> Result<(), String> {
+    if name.is_empty() || name.len() > max_bytes {
+        return Err(format!("device must be 1 to {max_bytes} bytes"));
+    }
+    if !name.bytes().all(is_device_byte) {
+        return Err("device may only hold ASCII letters, digits and - _ . : @".into());
+    }
+    Ok(())
+}
+
+/// Where a device's stream stands.
+#[derive(Debug, Default)]
+pub(super) struct Stream {
+    /// Last inbox sequence written to the device (or skipped as already acknowledged or gone).
+    pub cursor: u64,
+    /// Messages written and not acknowledged yet.
+    pub unacked: HashSet<MessageId>,
+    /// Caught up: a message with the next sequence is written as it comes.
+    pub live: bool,
+    /// A read of the inbox is running.
+    pub catching_up: bool,
+    /// Something arrived during that read: read once more before going live.
+    pub again: bool,
+    /// The device left; nothing more is written.
+    pub closed: bool,
+}
+
+/// A connected device.
+pub struct Device {
+    /// The socket it is connected with.
+    pub socket: Arc<Socket>,
+    /// Its user.
+    pub user: Arc<str>,
+    /// Its name (the `device` of the CONNECT auth payload, or one made up for the connection).
+    pub name: Arc<str>,
+    pub(super) stream: Mutex<Stream>,
+}
+
+impl Device {
+    /// A device that has not read its inbox yet.
+    pub fn new(socket: Arc<Socket>, user: &str, name: &str) -> Arc<Device> {
+        Arc::new(Device {
+            socket,
+            user: user.into(),
+            name: name.into(),
+            stream: Mutex::new(Stream::default()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert!(validate_device("phone-1", 64).is_ok());
+        assert!(validate_device("a.b:c@d_e", 64).is_ok());
+        assert!(validate_device("", 64).is_err());
+        assert!(validate_device("a b", 64).is_err());
+        assert!(validate_device("tél", 64).is_err());
+        assert!(validate_device(&"a".repeat(65), 64).is_err());
+        assert!(validate_device(&"a".repeat(64), 64).is_ok());
+    }
+}

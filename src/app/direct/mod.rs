@@ -1,0 +1,498 @@
+//! Direct messages on the connection side: sending (after the store made a message durable), writing messages
+//! to every device of their recipient in inbox order with a bounded window of unacknowledged ones, reading a
+//! device's inbox back when it connects or falls behind, taking its acknowledgements and read markers, and
+//! telling the sender's devices about every status change.
+//!
+//! The store ([`MessageStore`]) and the way messages reach other nodes ([`Fanout`]) are capabilities chosen
+//! once at start; nothing here knows which ones.
+
+pub mod client;
+mod device;
+mod fanout;
+pub mod request;
+
+pub use device::{validate_device, Device};
+pub use fanout::{Fanout, LocalFanout, UserPresence};
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::engineio::session::Sid;
+use crate::messages::{
+    now_ms, Accepted, Change, Message, MessageId, MessageStore, NewMessage, Status, StoreError,
+};
+use crate::socketio::Socket;
+
+/// The reserved event a sender's devices get status changes under.
+pub const STATUS_EVENT: &str = "message:status";
+
+/// Most messages read from the inbox in one step of a catch-up.
+const PAGE: usize = 100;
+/// Pause before reading an inbox again after the store failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Bounds of the message layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectLimits {
+    /// Ttl of a message sent without one.
+    pub default_ttl: Duration,
+    /// Longest ttl a sender may ask for.
+    pub max_ttl: Duration,
+    /// Most messages written to a device and not acknowledged.
+    pub max_unacked: usize,
+    /// Longest device name.
+    pub max_device_bytes: usize,
+}
+
+impl Default for DirectLimits {
+    fn default() -> Self {
+        DirectLimits {
+            default_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_unacked: 256,
+            max_device_bytes: 64,
+        }
+    }
+}
+
+/// The message layer of one node.
+pub struct Direct {
+    store: Arc<dyn MessageStore>,
+    fanout: Arc<dyn Fanout>,
+    /// The namespace devices are on.
+    namespace: String,
+    limits: DirectLimits,
+    /// Devices on this node, by user.
+    devices: Mutex<HashMap<Arc<str>, Vec<Arc<Device>>>>,
+    /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
+    /// messages are accepted in the order it sent them.
+    queues: Mutex<HashMap<Sid, mpsc::Sender<Job>>>,
+    self_ref: OnceLock<Weak<Direct>>,
+}
+
+/// Work queued for one connection.
+pub type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Most `dm` events of one connection waiting for the store; past it a `dm` is refused as unavailable.
+pub const MAX_QUEUED_SENDS: usize = 1024;
+
+impl Direct {
+    /// The message layer over `store`, reaching other nodes through `fanout`; it sweeps expired messages once
+    /// a second while it lives.
+    pub fn new(
+        store: Arc<dyn MessageStore>,
+        fanout: Arc<dyn Fanout>,
+        namespace: &str,
+        limits: DirectLimits,
+    ) -> Arc<Direct> {
+        let direct = Arc::new(Direct {
+            store,
+            fanout,
+            namespace: namespace.to_owned(),
+            limits,
+            devices: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            self_ref: OnceLock::new(),
+        });
+        let _ = direct.self_ref.set(Arc::downgrade(&direct));
+        tokio::spawn(sweep_loop(Arc::downgrade(&direct)));
+        direct
+    }
+
+    /// The store behind the layer.
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.store
+    }
+
+    /// The fan-out behind the layer.
+    pub fn fanout(&self) -> &Arc<dyn Fanout> {
+        &self.fanout
+    }
+
+    /// The namespace devices are on.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The layer's bounds.
+    pub fn limits(&self) -> &DirectLimits {
+        &self.limits
+    }
+
+    fn arc(&self) -> Option<Arc<Direct>> {
+        self.self_ref.get().and_then(Weak::upgrade)
+    }
+
+    /// Stores a message and, once it is durable, tells the sender's devices and hands it to the recipient's.
+    /// A repeated idempotency key returns the first message; it is offered again while undelivered (a crash
+    /// may have come between storing and delivering it).
+    pub async fn send(&self, message: NewMessage) -> Result<Accepted, StoreError> {
+        let accepted = self.store.accept(message).await?;
+        if accepted.fresh {
+            metrics::counter!("tidings_messages_accepted_total").increment(1);
+            let m = &accepted.message;
+            self.notify(vec![Change {
+                id: m.id.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                status: Status::Accepted,
+                device: None,
+                at: m.accepted_at,
+            }]);
+        } else {
+            metrics::counter!("tidings_messages_repeated_total").increment(1);
+        }
+        if accepted.status < Status::Delivered {
+            self.fanout.message(accepted.message.clone());
+        }
+        Ok(accepted)
+    }
+
+    /// Runs `job` after every job queued before it for the same connection; false when too many wait.
+    pub fn enqueue(&self, socket: Sid, job: Job) -> bool {
+        let mut queues = self.queues.lock();
+        let sender = queues.entry(socket).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<Job>(MAX_QUEUED_SENDS);
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    job.await;
+                }
+            });
+            tx
+        });
+        match sender.try_send(job) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics::counter!("tidings_message_sends_queue_full_total").increment(1);
+                false
+            }
+        }
+    }
+
+    /// A connection closed: its queue finishes what it holds, then ends.
+    pub fn connection_closed(&self, socket: Sid) {
+        self.queues.lock().remove(&socket);
+    }
+
+    /// Status changes go to their sender's devices, wherever they are.
+    pub fn notify(&self, changes: Vec<Change>) {
+        for change in changes {
+            metrics::counter!("tidings_message_status_changes_total", "status" => change.status.as_str())
+                .increment(1);
+            if let Some(from) = change.from.clone() {
+                self.fanout.status(&from, change);
+            }
+        }
+    }
+
+    /// Writes a status change to this node's devices of `user`.
+    pub fn status_to_devices(&self, user: &str, change: &Change) {
+        let payload = change.to_json().to_string();
+        for device in self.devices_of(user) {
+            let _ = device.socket.emit(STATUS_EVENT, &[payload.as_bytes()]);
+        }
+    }
+
+    /// Connected devices of `user` on this node.
+    pub fn local_devices(&self, user: &str) -> usize {
+        self.devices.lock().get(user).map_or(0, Vec::len)
+    }
+
+    fn devices_of(&self, user: &str) -> Vec<Arc<Device>> {
+        self.devices.lock().get(user).cloned().unwrap_or_default()
+    }
+
+    /// A device connected: it is registered for new messages and reads back what it has not acknowledged.
+    pub fn attach(&self, socket: &Arc<Socket>, user: &str, name: &str) -> Arc<Device> {
+        let device = Device::new(socket.clone(), user, name);
+        let first = {
+            let mut devices = self.devices.lock();
+            let list = devices.entry(device.user.clone()).or_default();
+            list.push(device.clone());
+            list.len() == 1
+        };
+        metrics::gauge!("tidings_message_devices").increment(1.0);
+        self.fanout.attached(user, first);
+        self.catch_up(&device);
+        device
+    }
+
+    /// The device on `socket` left.
+    pub fn detach(&self, socket: &Socket, user: &str) {
+        let (found, last) = {
+            let mut devices = self.devices.lock();
+            let Some(list) = devices.get_mut(user) else {
+                return;
+            };
+            let before = list.len();
+            list.retain(|device| {
+                let keep = device.socket.id() != socket.id();
+                if !keep {
+                    device.stream.lock().closed = true;
+                }
+                keep
+            });
+            let found = list.len() < before;
+            let last = list.is_empty();
+            if last {
+                devices.remove(user);
+            }
+            (found, last)
+        };
+        if found {
+            metrics::gauge!("tidings_message_devices").decrement(1.0);
+            self.fanout.detached(user, last);
+        }
+    }
+
+    /// The device on `socket`, if it is one.
+    pub fn device_of(&self, socket: &Socket, user: &str) -> Option<Arc<Device>> {
+        self.devices
+            .lock()
+            .get(user)?
+            .iter()
+            .find(|device| device.socket.id() == socket.id())
+            .cloned()
+    }
+
+    /// A message for one of this node's users: written at once to each caught-up device it is next for, and
+    /// read back from the inbox by the others.
+    pub fn offer(&self, message: &Message) {
+        for device in self.devices_of(&message.to) {
+            let written = {
+                let mut stream = device.stream.lock();
+                if stream.closed || message.seq <= stream.cursor {
+                    continue;
+                }
+                let next = stream.live
+                    && message.seq == stream.cursor + 1
+                    && stream.unacked.len() < self.limits.max_unacked;
+                if next {
+                    self.write(&device, &mut stream, message)
+                } else {
+                    stream.live = false;
+                    false
+                }
+            };
+            if written {
+                self.mark_sent(&device, vec![message.id.clone()]);
+            } else {
+                self.catch_up(&device);
+            }
+        }
+    }
+
+    /// Writes one message to a device (its stream locked); false if the connection would not take it.
+    fn write(&self, device: &Arc<Device>, stream: &mut Stream, message: &Message) -> bool {
+        let meta = message.meta_json();
+        let on_ack: Box<dyn FnOnce(crate::socketio::socket::AckReply) + Send> = {
+            let direct = self.self_ref.get().cloned().unwrap_or_default();
+            let device = Arc::downgrade(device);
+            let id = message.id.clone();
+            Box::new(move |_reply| {
+                if let (Some(direct), Some(device)) = (direct.upgrade(), device.upgrade()) {
+                    tokio::spawn(async move {
+                        if let Err(error) = direct.acknowledge(&device, vec![id]).await {
+                            tracing::warn!(%error, "could not store a delivery receipt");
+                        }
+                    });
+                }
+            })
+        };
+        let sent = device.socket.emit_with_callback(
+            &message.event,
+            &[message.data.as_bytes(), meta.as_bytes()],
+            on_ack,
+        );
+        match sent {
+            Ok(()) => {
+                stream.cursor = message.seq;
+                stream.unacked.insert(message.id.clone());
+                metrics::counter!("tidings_messages_written_total").increment(1);
+                true
+            }
+            Err(_) => {
+                // The connection is closing; the message stays in the inbox for the device's next connection.
+                stream.live = false;
+                stream.closed = true;
+                false
+            }
+        }
+    }
+
+    fn mark_sent(&self, device: &Arc<Device>, ids: Vec<MessageId>) {
+        let Some(direct) = self.arc() else {
+            return;
+        };
+        let user = device.user.clone();
+        tokio::spawn(async move {
+            match direct.store.mark_sent(&user, &ids, now_ms()).await {
+                Ok(changes) => direct.notify(changes),
+                Err(error) => tracing::warn!(%error, "could not mark messages sent"),
+            }
+        });
+    }
+
+    /// A device acknowledged messages (the ack of the emitted event, or the `ack` event): the window moves on,
+    /// and once the receipts are stored the sender's devices hear of them. Returns the receipts stored.
+    pub async fn acknowledge(
+        &self,
+        device: &Arc<Device>,
+        ids: Vec<MessageId>,
+    ) -> Result<usize, StoreError> {
+        let resume = {
+            let mut stream = device.stream.lock();
+            for id in &ids {
+                stream.unacked.remove(id);
+            }
+            !stream.closed
+                && !stream.live
+                && !stream.catching_up
+                && stream.unacked.len() < self.limits.max_unacked
+        };
+        if resume {
+            self.catch_up(device);
+        }
+        let changes = self
+            .store
+            .mark_delivered(&device.user, &device.name, &ids, now_ms())
+            .await?;
+        let stored = changes.len();
+        self.notify(changes);
+        Ok(stored)
+    }
+
+    /// `user` read every message from `from` up to `up_to`: stored, then the sender's devices hear of it.
+    /// Returns how many messages changed to read.
+    pub async fn read(
+        &self,
+        user: &str,
+        from: &str,
+        up_to: &MessageId,
+    ) -> Result<usize, StoreError> {
+        let changes = self.store.mark_read(user, from, up_to, now_ms()).await?;
+        let read = changes.len();
+        self.notify(changes);
+        Ok(read)
+    }
+
+    /// Starts reading the device's inbox back, unless a read is running (then it reads once more).
+    fn catch_up(&self, device: &Arc<Device>) {
+        {
+            let mut stream = device.stream.lock();
+            if stream.closed {
+                return;
+            }
+            stream.live = false;
+            if stream.catching_up {
+                stream.again = true;
+                return;
+            }
+            stream.catching_up = true;
+            stream.again = false;
+        }
+        let Some(direct) = self.arc() else {
+            return;
+        };
+        tokio::spawn(direct.catch_up_task(device.clone()));
+    }
+
+    async fn catch_up_task(self: Arc<Self>, device: Arc<Device>) {
+        loop {
+            let (after, room) = {
+                let mut stream = device.stream.lock();
+                let room = self
+                    .limits
+                    .max_unacked
+                    .saturating_sub(stream.unacked.len())
+                    .min(PAGE);
+                if stream.closed || room == 0 {
+                    // Window full: the next acknowledgement resumes the read.
+                    stream.catching_up = false;
+                    return;
+                }
+                stream.again = false;
+                (stream.cursor, room)
+            };
+            let page = match self
+                .store
+                .pending(&device.user, &device.name, after, room)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%error, user = %device.user, "could not read an inbox; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let mut written = Vec::new();
+            let done = {
+                let mut stream = device.stream.lock();
+                if stream.closed {
+                    stream.catching_up = false;
+                    return;
+                }
+                for message in &page.messages {
+                    if message.seq > stream.cursor {
+                        if !self.write(&device, &mut stream, message) {
+                            stream.catching_up = false;
+                            return;
+                        }
+                        written.push(message.id.clone());
+                    }
+                }
+                let complete = page.messages.len() < room;
+                if complete {
+                    // Everything up to the inbox's last sequence was written or needs nothing.
+                    stream.cursor = stream.cursor.max(page.last_seq);
+                }
+                let done = complete && !stream.again;
+                if done {
+                    stream.live = true;
+                    stream.catching_up = false;
+                }
+                done
+            };
+            if !written.is_empty() {
+                self.mark_sent(&device, written);
+            }
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Expires messages whose ttl passed and tells their senders.
+    async fn sweep(&self) {
+        match self.store.sweep(now_ms()).await {
+            Ok(changes) => {
+                let expired = changes
+                    .iter()
+                    .filter(|c| c.status == Status::Expired)
+                    .count();
+                metrics::counter!("tidings_messages_expired_total").increment(expired as u64);
+                self.notify(changes);
+            }
+            Err(error) => tracing::warn!(%error, "message sweep failed"),
+        }
+    }
+}
+
+use device::Stream;
+
+async fn sweep_loop(direct: Weak<Direct>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(direct) = direct.upgrade() else {
+            return;
+        };
+        direct.sweep().await;
+    }
+}

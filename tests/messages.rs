@@ -1,0 +1,389 @@
+//! Direct messages on an embedded node, over real websockets and the HTTP API: statuses back to the sender,
+//! per-device receipts, the offline inbox, ttl expiry, idempotent resends, refusals and order.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start, Api, Frame, WsClient, SECRET, WAIT};
+use serde_json::{json, Value};
+use tidings::auth::{mint_claims, Claims};
+
+/// A token for `sub` allowed to message the users matching `dm`.
+fn dm_token(sub: &str, dm: &[&str]) -> String {
+    let claims = Claims {
+        sub: sub.into(),
+        dm: dm.iter().map(|s| (*s).to_owned()).collect(),
+        ..Claims::default()
+    };
+    mint_claims(SECRET, claims, 3600).unwrap()
+}
+
+/// A device connected as `sub` named `device`.
+async fn device(addr: std::net::SocketAddr, sub: &str, dm: &[&str], device: &str) -> WsClient {
+    let mut client = WsClient::handshake(addr).await;
+    let auth = json!({ "token": dm_token(sub, dm), "device": device });
+    client.socketio_connect(&format!("40{auth}")).await;
+    client
+}
+
+/// An event the server emitted asking for an ack: `42<ack>["name", args...]`.
+#[derive(Debug, Clone)]
+struct Emitted {
+    ack: Option<u64>,
+    name: String,
+    args: Vec<Value>,
+}
+
+fn parse_emitted(frame: &Frame) -> Option<Emitted> {
+    let text = frame.text()?.strip_prefix("42")?;
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let ack = (digits > 0).then(|| text[..digits].parse().unwrap());
+    let items: Vec<Value> = serde_json::from_str(&text[digits..]).ok()?;
+    let name = items.first()?.as_str()?.to_owned();
+    Some(Emitted {
+        ack,
+        name,
+        args: items[1..].to_vec(),
+    })
+}
+
+/// The next emitted event named `name`.
+async fn next_named(client: &mut WsClient, name: &str, timeout: Duration) -> Emitted {
+    let frame = client
+        .recv_until(
+            |f| parse_emitted(f).is_some_and(|e| e.name == name),
+            timeout,
+        )
+        .await;
+    parse_emitted(&frame).unwrap()
+}
+
+/// The next `message:status` with `status`.
+async fn next_status(client: &mut WsClient, status: &str) -> Value {
+    let frame = client
+        .recv_until(
+            |f| {
+                parse_emitted(f)
+                    .is_some_and(|e| e.name == "message:status" && e.args[0]["status"] == status)
+            },
+            WAIT,
+        )
+        .await;
+    parse_emitted(&frame).unwrap().args[0].clone()
+}
+
+/// Answers the ack of an emitted event.
+fn ack(client: &WsClient, emitted: &Emitted) {
+    client.send_text(&format!("43{}[]", emitted.ack.expect("asks for an ack")));
+}
+
+/// No event named `name` within `wait`.
+async fn assert_none(client: &mut WsClient, name: &str, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if let Some(frame) = client.next_frame(left).await {
+            if let Some(e) = parse_emitted(&frame) {
+                assert_ne!(e.name, name, "unexpected {e:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_reach_the_sender_and_receipts_are_per_device() {
+    let node = start(|_| {}).await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let mut alice = device(addr, "alice", &["bob"], "alice-phone").await;
+    let mut phone = device(addr, "bob", &[], "phone").await;
+    let mut laptop = device(addr, "bob", &[], "laptop").await;
+    let (_, user) = api.get("/v1/users/bob").await;
+    assert_eq!(user, json!({ "user": "bob", "online": true, "devices": 2 }));
+
+    let reply = alice
+        .emit_with_ack(
+            1,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "data": { "text": "hi" } })],
+        )
+        .await;
+    let id = reply[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(reply[0]["ok"], true);
+    assert_eq!(reply[0]["status"], "accepted");
+    // The `accepted` status may come before the ack (it went by while the ack was awaited).
+    let accepted = alice.log.iter().filter_map(parse_emitted).any(|e| {
+        e.name == "message:status"
+            && e.args[0]["status"] == "accepted"
+            && e.args[0]["id"] == id.as_str()
+    });
+    if !accepted {
+        assert_eq!(next_status(&mut alice, "accepted").await["id"], id.as_str());
+    }
+
+    let on_phone = next_named(&mut phone, "chat", WAIT).await;
+    let on_laptop = next_named(&mut laptop, "chat", WAIT).await;
+    for got in [&on_phone, &on_laptop] {
+        assert_eq!(got.args[0], json!({ "text": "hi" }));
+        assert_eq!(got.args[1]["id"], id.as_str());
+        assert_eq!(got.args[1]["from"], "alice");
+        assert_eq!(got.args[1]["seq"], 1);
+    }
+    let sent = next_status(&mut alice, "sent").await;
+    assert_eq!(
+        (sent["id"].as_str(), sent["to"].as_str()),
+        (Some(id.as_str()), Some("bob"))
+    );
+
+    ack(&phone, &on_phone);
+    let delivered = next_status(&mut alice, "delivered").await;
+    assert_eq!(delivered["device"], "phone");
+    // The second device acknowledges with the reserved `ack` event instead of the callback.
+    let reply = laptop
+        .emit_with_ack(2, "ack", &[json!({ "ids": [id] })])
+        .await;
+    assert_eq!(reply[0], json!({ "ok": true, "delivered": 1 }));
+    assert_eq!(
+        next_status(&mut alice, "delivered").await["device"],
+        "laptop"
+    );
+
+    let reply = phone
+        .emit_with_ack(3, "read", &[json!({ "from": "alice", "up_to": id })])
+        .await;
+    assert_eq!(reply[0], json!({ "ok": true, "read": 1 }));
+    assert_eq!(next_status(&mut alice, "read").await["id"], id.as_str());
+
+    let (status, message) = api.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(message["status"], "read");
+    assert_eq!(
+        (message["from"].as_str(), message["to"].as_str()),
+        (Some("alice"), Some("bob"))
+    );
+    for field in ["accepted_at", "sent_at", "delivered_at", "read_at"] {
+        assert!(message[field].as_u64().is_some(), "{field} in {message}");
+    }
+    let devices: Vec<&str> = message["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
+    assert_eq!(devices, ["phone", "laptop"]);
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_gets_its_inbox_in_order_and_exactly_once_after_its_ack() {
+    let node = start(|_| {}).await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let (_, user) = api.get("/v1/users/bob").await;
+    assert_eq!(user["online"], false);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, body) = api
+            .post(
+                "/v1/users/bob/messages",
+                json!({ "event": "chat", "data": { "n": n }, "from": "alice" }).to_string(),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "accepted");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let (_, inbox) = api.get("/v1/users/bob/messages?since=1&limit=5").await;
+    let listed: Vec<i64> = inbox["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [2, 3]);
+
+    let mut phone = device(addr, "bob", &[], "phone").await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next_named(&mut phone, "chat", WAIT).await);
+    }
+    let order: Vec<i64> = got
+        .iter()
+        .map(|e| e.args[0]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [0, 1, 2]);
+    ack(&phone, &got[0]);
+    ack(&phone, &got[1]);
+    // Receipts are stored before the device leaves.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, m) = api.get(&format!("/v1/messages/{}", ids[1])).await;
+        if m["status"] == "delivered" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{m}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    phone.drop_connection();
+
+    let mut phone = device(addr, "bob", &[], "phone").await;
+    let again = next_named(&mut phone, "chat", WAIT).await;
+    assert_eq!(
+        again.args[0]["n"], 2,
+        "only the unacknowledged message comes back"
+    );
+    assert_none(&mut phone, "chat", Duration::from_millis(300)).await;
+    // Another device of the same user still gets all three.
+    let mut tablet = device(addr, "bob", &[], "tablet").await;
+    for n in 0..3 {
+        assert_eq!(next_named(&mut tablet, "chat", WAIT).await.args[0]["n"], n);
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_idempotency_and_expiry() {
+    let node = start(|_| {}).await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let mut alice = device(addr, "alice", &["bob", "support-*"], "a").await;
+
+    let refused = alice
+        .emit_with_ack(1, "dm", &[json!({ "to": "carol", "event": "chat" })])
+        .await;
+    assert_eq!(
+        (refused[0]["ok"].as_bool(), refused[0]["error"].as_str()),
+        (Some(false), Some("forbidden"))
+    );
+    let allowed = alice
+        .emit_with_ack(2, "dm", &[json!({ "to": "support-7", "event": "chat" })])
+        .await;
+    assert_eq!(allowed[0]["ok"], true);
+    for (n, bad) in [
+        json!({ "to": "bob", "event": "connect" }),
+        json!({ "to": "bob", "event": "chat", "ttl": 0 }),
+        json!({ "to": "bob", "event": "chat", "id": "no spaces" }),
+        json!({ "to": "bob", "event": "chat", "from": "mallory" }),
+        json!({ "event": "chat" }),
+        json!("bob"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = alice
+            .emit_with_ack(10 + n as u64, "dm", std::slice::from_ref(&bad))
+            .await;
+        assert_eq!(reply[0]["error"], "invalid", "{bad} → {reply}");
+    }
+
+    // The same (sender, id) twice: one message, one delivery, the same receipt.
+    let first = alice
+        .emit_with_ack(
+            20,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "id": "c-17", "data": 1 })],
+        )
+        .await;
+    let second = alice
+        .emit_with_ack(
+            21,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "id": "c-17", "data": 2 })],
+        )
+        .await;
+    assert_eq!(first[0]["id"], second[0]["id"]);
+    let mut bob = device(addr, "bob", &[], "b").await;
+    let got = next_named(&mut bob, "chat", WAIT).await;
+    assert_eq!(got.args[0], 1);
+    assert_none(&mut bob, "chat", Duration::from_millis(300)).await;
+
+    // A ttl that passes before any device acknowledges: expired, and no longer delivered.
+    let short = alice
+        .emit_with_ack(
+            30,
+            "dm",
+            &[json!({ "to": "dave", "event": "chat", "ttl": 1 })],
+        )
+        .await;
+    assert_eq!(short[0]["ok"], false, "dave is not in the dm claim");
+    let (status, body) = api
+        .post(
+            "/v1/users/dave/messages",
+            json!({ "event": "chat", "ttl": 1, "from": "alice" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let expired = next_status(&mut alice, "expired").await;
+    assert_eq!(expired["id"], id.as_str());
+    let (_, message) = api.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(message["status"], "expired");
+    let mut dave = device(addr, "dave", &[], "d").await;
+    assert_none(&mut dave, "chat", Duration::from_millis(300)).await;
+
+    // HTTP refusals.
+    let (status, body) = api
+        .post(
+            "/v1/users/a%20b/messages",
+            json!({ "event": "chat" }).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid"))
+    );
+    let (status, _) = api.get("/v1/messages/nope").await;
+    assert_eq!(status, 404);
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_from_one_sender_arrive_in_order() {
+    const N: u64 = 10_000;
+    let node = start(|config| {
+        config.limits.client_packets_per_sec = 1_000_000;
+    })
+    .await;
+    let addr = node.local_addr();
+    let alice = device(addr, "alice", &["bob"], "a").await;
+    let mut bob = device(addr, "bob", &[], "b").await;
+    let sender = tokio::spawn(async move {
+        // Up to 200 sends in flight: every one is acknowledged as accepted.
+        let mut alice = alice;
+        let (mut sent, mut acked) = (0, 0);
+        while acked < N {
+            while sent < N && sent - acked < 200 {
+                alice.send_text(&format!(
+                    "42{sent}{}",
+                    json!(["dm", { "to": "bob", "event": "chat", "data": sent }])
+                ));
+                sent += 1;
+            }
+            let frame = alice
+                .next_frame(Duration::from_secs(20))
+                .await
+                .expect("acks");
+            if let Some(text) = frame.text().filter(|t| t.starts_with("43")) {
+                assert!(text.contains("\"ok\":true"), "{text}");
+                acked += 1;
+            }
+            alice.log.clear();
+        }
+        alice
+    });
+    let mut expected = 0;
+    while expected < N {
+        let got = next_named(&mut bob, "chat", Duration::from_secs(20)).await;
+        assert_eq!(got.args[0], expected, "out of order or duplicated");
+        assert_eq!(got.args[1]["seq"], expected + 1);
+        ack(&bob, &got);
+        expected += 1;
+    }
+    sender.await.unwrap();
+    assert_none(&mut bob, "chat", Duration::from_millis(200)).await;
+    node.shutdown(Duration::from_secs(1)).await;
+}
