@@ -22,6 +22,7 @@ use crate::app::{
     Backend, ClusterBackend, NamespacePolicy, PublishLimits, RoomPolicy, Tidings, TidingsParts,
 };
 use crate::auth::Authenticator;
+use crate::cluster::direct::RedisFanout;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::keys::Keys;
 use crate::cluster::registry::{NodeInfo, Registry};
@@ -310,7 +311,10 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     if config.storage.data_dir().is_none() && redis.is_none() {
         tracing::info!("no data directory: messages, history and sessions are kept in memory only");
     }
-    let direct = memory_direct(config);
+    let direct = match &backend {
+        Backend::Cluster(cluster) => cluster_direct(config, cluster, node_tag.as_str()),
+        Backend::Memory { .. } => memory_direct(config),
+    };
     let app = Tidings::new(app_parts(config, hub.clone(), backend, direct)?);
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
     let engine = Engine::new(
@@ -376,6 +380,33 @@ pub fn memory_history(config: &Config) -> Arc<MemoryHistory> {
 pub fn memory_direct(config: &Config) -> Arc<Direct> {
     let store = Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
     direct_over(config, store)
+}
+
+/// The direct message layer of a cluster node: messages handed over between nodes through Redis.
+fn cluster_direct(config: &Config, cluster: &Arc<ClusterBackend>, node: &str) -> Arc<Direct> {
+    let store: Arc<dyn MessageStore> =
+        Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
+    let fanout = RedisFanout::new(cluster.redis.clone(), cluster.keys.clone(), node);
+    let direct = Direct::new(
+        store,
+        fanout.clone(),
+        &config.messages.namespace,
+        direct_limits(config),
+    );
+    fanout.bind(&direct);
+    let weak = Arc::downgrade(&fanout);
+    cluster.subscriber.set_direct(
+        fanout.channel(),
+        Arc::new(move |payload| {
+            if let Some(fanout) = weak.upgrade() {
+                match payload {
+                    Some(payload) => fanout.on_channel_message(payload),
+                    None => fanout.on_resubscribed(),
+                }
+            }
+        }),
+    );
+    direct
 }
 
 /// The direct message layer over `store`, every device on this node.

@@ -69,6 +69,16 @@ impl Keys {
         format!("{}:node:{id}", self.prefix)
     }
 
+    /// Where a user's devices are: a hash of node id → devices on that node.
+    pub fn direct_user(&self, user: &str) -> String {
+        format!("{}:dm:user:{user}", self.prefix)
+    }
+
+    /// The channel on which a node takes direct messages and status changes for its users.
+    pub fn direct_channel(&self, node: &str) -> String {
+        format!("{}:dm:node:{node}", self.prefix)
+    }
+
     /// Deduplication marker of one ingested message.
     pub fn ingest_seen(&self, id: &str) -> String {
         format!("{}:ingested:{}", self.prefix, id)

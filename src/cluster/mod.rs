@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod connection;
+pub mod direct;
 pub mod forward;
 pub mod history;
 pub mod keys;

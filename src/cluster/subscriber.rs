@@ -46,10 +46,16 @@ struct RoomState {
 enum Control {
     Subscribe(RoomKey),
     Unsubscribe(RoomKey),
+    /// Subscribe the direct-message channel now.
+    Resync,
 }
 
 /// Called with each message of the ingest channel.
 pub type IngestHandler = Arc<dyn Fn(Bytes) + Send + Sync>;
+
+/// Called with each message of the node's direct-message channel (`Some`), and after every (re)subscription
+/// (`None`: hand-overs may have been missed meanwhile).
+pub type DirectHandler = Arc<dyn Fn(Option<&[u8]>) + Send + Sync>;
 
 /// Room subscriptions of this node.
 pub struct Subscriber {
@@ -58,6 +64,8 @@ pub struct Subscriber {
     control: mpsc::UnboundedSender<Control>,
     ingest: OnceLock<IngestHandler>,
     reset: OnceLock<ResetHandler>,
+    /// The node's direct-message channel and its handler.
+    direct: OnceLock<(String, DirectHandler)>,
 }
 
 /// Called when Redis lost its data (its sequence went backwards): local sessions can no longer be trusted
@@ -74,6 +82,7 @@ impl Subscriber {
             control,
             ingest: OnceLock::new(),
             reset: OnceLock::new(),
+            direct: OnceLock::new(),
         });
         tokio::spawn(run(Arc::downgrade(&subscriber), redis, hub, rx));
         subscriber
@@ -82,6 +91,14 @@ impl Subscriber {
     /// Calls `handler` when Redis is found to have lost its data.
     pub fn set_reset(&self, handler: ResetHandler) {
         let _ = self.reset.set(handler);
+    }
+
+    /// Subscribes the node's direct-message `channel` (from the next (re)connection on, which this call
+    /// triggers) and routes its messages to `handler`.
+    pub fn set_direct(&self, channel: String, handler: DirectHandler) {
+        if self.direct.set((channel, handler)).is_ok() {
+            let _ = self.control.send(Control::Resync);
+        }
     }
 
     /// Routes messages of the ingest channel to `handler`.
@@ -214,6 +231,10 @@ async fn run(
                     let Some(command) = command else { return };
                     let result = match command {
                         Control::Subscribe(room) => subscribe(&me, &redis, &hub, &mut sink, &room, &mut cache).await,
+                        Control::Resync => match me.direct.get() {
+                            Some((channel, handler)) => sink.subscribe(channel).await.map(|()| handler(None)),
+                            None => Ok(()),
+                        },
                         Control::Unsubscribe(room) => {
                             // Still wanted if re-acquired meanwhile.
                             if me.rooms.lock().contains_key(&room) {
@@ -256,6 +277,10 @@ async fn resync(
     cache: &mut Option<(u64, String, EventPackets)>,
 ) -> Result<(), redis::RedisError> {
     sink.subscribe(me.keys.ingest()).await?;
+    if let Some((channel, handler)) = me.direct.get() {
+        sink.subscribe(channel).await?;
+        handler(None);
+    }
     let wanted: Vec<(RoomKey, u64, bool)> = me
         .rooms
         .lock()
@@ -346,6 +371,12 @@ async fn on_message(
     cache: &mut Option<(u64, String, EventPackets)>,
 ) {
     let channel = message.get_channel_name();
+    if let Some((direct, handler)) = me.direct.get() {
+        if channel == direct {
+            handler(Some(message.get_payload_bytes()));
+            return;
+        }
+    }
     if channel == me.keys.ingest() {
         if let Some(handler) = me.ingest.get() {
             handler(Bytes::copy_from_slice(message.get_payload_bytes()));

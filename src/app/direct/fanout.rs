@@ -23,10 +23,8 @@ pub trait Fanout: Send + Sync + 'static {
     /// Hands a status change to every node with a device of `user` (the sender), where
     /// [`Direct::status_to_devices`] takes it.
     fn status(&self, user: &str, change: Change);
-    /// A device of `user` connected on this node (its first one: `first`).
-    fn attached(&self, user: &str, first: bool);
-    /// A device of `user` left this node (its last one: `last`).
-    fn detached(&self, user: &str, last: bool);
+    /// `user` has `devices_here` devices on this node now (a device came or went).
+    fn devices_changed(&self, user: &str, devices_here: usize);
     /// The user's presence over every node.
     fn presence<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<UserPresence, StoreError>>;
 }
@@ -66,9 +64,7 @@ impl Fanout for LocalFanout {
         }
     }
 
-    fn attached(&self, _user: &str, _first: bool) {}
-
-    fn detached(&self, _user: &str, _last: bool) {}
+    fn devices_changed(&self, _user: &str, _devices_here: usize) {}
 
     fn presence<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<UserPresence, StoreError>> {
         let devices = self.direct().map_or(0, |direct| direct.local_devices(user));

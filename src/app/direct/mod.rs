@@ -209,21 +209,21 @@ impl Direct {
     /// A device connected: it is registered for new messages and reads back what it has not acknowledged.
     pub fn attach(&self, socket: &Arc<Socket>, user: &str, name: &str) -> Arc<Device> {
         let device = Device::new(socket.clone(), user, name);
-        let first = {
+        let here = {
             let mut devices = self.devices.lock();
             let list = devices.entry(device.user.clone()).or_default();
             list.push(device.clone());
-            list.len() == 1
+            list.len()
         };
         metrics::gauge!("tidings_message_devices").increment(1.0);
-        self.fanout.attached(user, first);
+        self.fanout.devices_changed(user, here);
         self.catch_up(&device);
         device
     }
 
     /// The device on `socket` left.
     pub fn detach(&self, socket: &Socket, user: &str) {
-        let (found, last) = {
+        let (found, here) = {
             let mut devices = self.devices.lock();
             let Some(list) = devices.get_mut(user) else {
                 return;
@@ -236,16 +236,32 @@ impl Direct {
                 }
                 keep
             });
-            let found = list.len() < before;
-            let last = list.is_empty();
-            if last {
+            let (found, here) = (list.len() < before, list.len());
+            if here == 0 {
                 devices.remove(user);
             }
-            (found, last)
+            (found, here)
         };
         if found {
             metrics::gauge!("tidings_message_devices").decrement(1.0);
-            self.fanout.detached(user, last);
+            self.fanout.devices_changed(user, here);
+        }
+    }
+
+    /// Users with devices on this node, and how many each.
+    pub fn local_users(&self) -> Vec<(String, usize)> {
+        self.devices
+            .lock()
+            .iter()
+            .map(|(user, list)| (user.to_string(), list.len()))
+            .collect()
+    }
+
+    /// Every local device reads its inbox back (after hand-overs may have been lost).
+    pub fn catch_up_all(&self) {
+        let devices: Vec<Arc<Device>> = self.devices.lock().values().flatten().cloned().collect();
+        for device in devices {
+            self.catch_up(&device);
         }
     }
 
