@@ -387,11 +387,12 @@ fn cluster_direct(config: &Config, cluster: &Arc<ClusterBackend>, node: &str) ->
     let store: Arc<dyn MessageStore> =
         Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
     let fanout = RedisFanout::new(cluster.redis.clone(), cluster.keys.clone(), node);
-    let direct = Direct::new(
+    let direct = Direct::with_webhook(
         store,
         fanout.clone(),
         &config.messages.namespace,
         direct_limits(config),
+        config.messages.webhook(),
     );
     fanout.bind(&direct);
     let weak = Arc::downgrade(&fanout);
@@ -412,11 +413,12 @@ fn cluster_direct(config: &Config, cluster: &Arc<ClusterBackend>, node: &str) ->
 /// The direct message layer over `store`, every device on this node.
 fn direct_over(config: &Config, store: Arc<dyn MessageStore>) -> Arc<Direct> {
     let fanout = LocalFanout::new();
-    let direct = Direct::new(
+    let direct = Direct::with_webhook(
         store,
         fanout.clone(),
         &config.messages.namespace,
         direct_limits(config),
+        config.messages.webhook(),
     );
     fanout.bind(&direct);
     direct

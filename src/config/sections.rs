@@ -403,7 +403,7 @@ impl StorageConfig {
 }
 
 /// `[messages]`: direct messages between users.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MessagesConfig {
     /// The namespace on which devices receive direct messages and statuses, and may send them.
@@ -424,6 +424,18 @@ pub struct MessagesConfig {
     pub max_memory_records: usize,
     /// Longest `device` name in a CONNECT auth payload, in bytes.
     pub max_device_bytes: usize,
+    /// `http://` URL the backend's webhook events are posted to (status changes, offline users); empty: none.
+    pub webhook_url: String,
+    /// Shared secret of the webhook signature (at least 16 bytes).
+    pub webhook_secret: String,
+    /// How long a user may be offline with undelivered messages before the webhook hears `user.offline`.
+    pub webhook_offline_after_secs: u64,
+    /// Time one webhook attempt may take, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Attempts per webhook event before it is given up.
+    pub webhook_max_attempts: u32,
+    /// Webhook events waiting at most (while the receiver is down); past it new ones are dropped.
+    pub webhook_queue: usize,
 }
 
 impl Default for MessagesConfig {
@@ -437,11 +449,58 @@ impl Default for MessagesConfig {
             max_unacked_per_device: 256,
             max_memory_records: 1_000_000,
             max_device_bytes: 64,
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            webhook_offline_after_secs: 30,
+            webhook_timeout_ms: 5000,
+            webhook_max_attempts: 12,
+            webhook_queue: 10_000,
         }
     }
 }
 
+impl fmt::Debug for MessagesConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessagesConfig")
+            .field("namespace", &self.namespace)
+            .field("default_ttl_secs", &self.default_ttl_secs)
+            .field("max_ttl_secs", &self.max_ttl_secs)
+            .field("inbox_max_messages", &self.inbox_max_messages)
+            .field("retention_secs", &self.retention_secs)
+            .field("max_unacked_per_device", &self.max_unacked_per_device)
+            .field("max_memory_records", &self.max_memory_records)
+            .field("max_device_bytes", &self.max_device_bytes)
+            .field("webhook_url", &self.webhook_url)
+            .field("webhook_secret", &redacted(&self.webhook_secret))
+            .field(
+                "webhook_offline_after_secs",
+                &self.webhook_offline_after_secs,
+            )
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("webhook_queue", &self.webhook_queue)
+            .finish()
+    }
+}
+
 impl MessagesConfig {
+    /// The webhook's settings, when a URL is set.
+    pub fn webhook(&self) -> Option<(crate::app::direct::webhook::WebhookConfig, Duration)> {
+        (!self.webhook_url.is_empty()).then(|| {
+            (
+                crate::app::direct::webhook::WebhookConfig {
+                    url: self.webhook_url.clone(),
+                    secret: self.webhook_secret.clone(),
+                    timeout: Duration::from_millis(self.webhook_timeout_ms),
+                    max_attempts: self.webhook_max_attempts,
+                    max_backoff: Duration::from_secs(60),
+                    queue: self.webhook_queue,
+                },
+                Duration::from_secs(self.webhook_offline_after_secs),
+            )
+        })
+    }
+
     /// The bounds every message store applies.
     pub fn inbox_limits(&self) -> crate::messages::InboxLimits {
         crate::messages::InboxLimits {

@@ -170,6 +170,21 @@ max_unacked_per_device = 256
 max_memory_records = 1000000
 # Longest `device` name in the CONNECT auth payload, in bytes.
 max_device_bytes = 64
+# http:// URL the backend's webhook events are POSTed to: {"type":"message.status", id, from, to, status,
+# device?, at} for every status change, and {"type":"user.offline", user, undelivered, oldest_id, oldest_at, at}
+# when a user stays offline with undelivered messages. Signed: X-Tidings-Timestamp and
+# X-Tidings-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">. Empty = no webhook.
+webhook_url = ""
+# Shared secret of the signature, at least 16 bytes.
+webhook_secret = ""
+# Seconds a user may be offline with undelivered messages before the webhook hears user.offline.
+webhook_offline_after_secs = 30
+# Milliseconds one attempt may take; a non-2xx answer or none is retried with exponential backoff.
+webhook_timeout_ms = 5000
+# Attempts per event before it is given up (tidings_webhook_dropped_total).
+webhook_max_attempts = 12
+# Events waiting at most while the receiver is down; past it new events are dropped and counted.
+webhook_queue = 10000
 "#;
 
 #[cfg(test)]

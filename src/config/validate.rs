@@ -186,6 +186,29 @@ impl Config {
         )?;
         positive("messages.max_memory_records", m.max_memory_records as u64)?;
         positive("messages.max_device_bytes", m.max_device_bytes as u64)?;
+        if !m.webhook_url.is_empty() {
+            if !m.webhook_url.starts_with("http://") {
+                return invalid(
+                    "messages.webhook_url",
+                    "must be an http:// URL (put a TLS-terminating relay in front for https)",
+                );
+            }
+            if m.webhook_url.parse::<http::Uri>().is_err() {
+                return invalid("messages.webhook_url", "is not a valid URL");
+            }
+            if m.webhook_secret.len() < MIN_API_KEY_BYTES && !self.auth.insecure_dev_secrets {
+                return invalid(
+                    "messages.webhook_secret",
+                    format!("must be at least {MIN_API_KEY_BYTES} bytes when webhook_url is set"),
+                );
+            }
+            positive("messages.webhook_timeout_ms", m.webhook_timeout_ms)?;
+            positive(
+                "messages.webhook_max_attempts",
+                u64::from(m.webhook_max_attempts),
+            )?;
+            positive("messages.webhook_queue", m.webhook_queue as u64)?;
+        }
         positive("history.max_events", self.history.max_events as u64)?;
         positive("history.max_age_secs", self.history.max_age_secs)?;
         positive("history.max_bytes", self.history.max_bytes)?;

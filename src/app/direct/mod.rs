@@ -10,6 +10,7 @@ pub mod client;
 mod device;
 mod fanout;
 pub mod request;
+pub mod webhook;
 
 pub use device::{validate_device, Device};
 pub use fanout::{Fanout, LocalFanout, UserPresence};
@@ -71,6 +72,11 @@ pub struct Direct {
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
     queues: Mutex<HashMap<Sid, mpsc::Sender<Job>>>,
+    /// The backend's webhook, with how long a user may be offline with undelivered messages before it is
+    /// told.
+    webhook: Option<(webhook::Webhook, Duration)>,
+    /// Users with an offline check pending.
+    offline_checks: Mutex<std::collections::HashSet<String>>,
     self_ref: OnceLock<Weak<Direct>>,
 }
 
@@ -89,6 +95,18 @@ impl Direct {
         namespace: &str,
         limits: DirectLimits,
     ) -> Arc<Direct> {
+        Self::with_webhook(store, fanout, namespace, limits, None)
+    }
+
+    /// Like [`Direct::new`], posting status changes and offline users to a webhook (`offline_after`: how
+    /// long a user is offline with undelivered messages before the webhook hears of it).
+    pub fn with_webhook(
+        store: Arc<dyn MessageStore>,
+        fanout: Arc<dyn Fanout>,
+        namespace: &str,
+        limits: DirectLimits,
+        webhook: Option<(webhook::WebhookConfig, Duration)>,
+    ) -> Arc<Direct> {
         let direct = Arc::new(Direct {
             store,
             fanout,
@@ -96,6 +114,8 @@ impl Direct {
             limits,
             devices: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
+            webhook: webhook.map(|(config, after)| (webhook::Webhook::start(config), after)),
+            offline_checks: Mutex::new(std::collections::HashSet::new()),
             self_ref: OnceLock::new(),
         });
         let _ = direct.self_ref.set(Arc::downgrade(&direct));
@@ -143,6 +163,7 @@ impl Direct {
                 device: None,
                 at: m.accepted_at,
             }]);
+            self.watch_offline(&m.to);
         } else {
             metrics::counter!("tidings_messages_repeated_total").increment(1);
         }
@@ -178,15 +199,72 @@ impl Direct {
         self.queues.lock().remove(&socket);
     }
 
-    /// Status changes go to their sender's devices, wherever they are.
+    /// Status changes go to their sender's devices, wherever they are, and to the webhook.
     pub fn notify(&self, changes: Vec<Change>) {
         for change in changes {
             metrics::counter!("tidings_message_status_changes_total", "status" => change.status.as_str())
                 .increment(1);
+            if let Some((webhook, _)) = &self.webhook {
+                let mut event = change.to_json();
+                event["type"] = "message.status".into();
+                event["from"] = change.from.clone().into();
+                webhook.send(event);
+            }
             if let Some(from) = change.from.clone() {
                 self.fanout.status(&from, change);
             }
         }
+    }
+
+    /// After the webhook's offline delay, tells it if `user` has no device connected anywhere and undelivered
+    /// messages; one check per user at a time.
+    fn watch_offline(&self, user: &str) {
+        let Some((_, after)) = &self.webhook else {
+            return;
+        };
+        if !self.offline_checks.lock().insert(user.to_owned()) {
+            return;
+        }
+        let (Some(direct), after, user) = (self.arc(), *after, user.to_owned()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            direct.offline_checks.lock().remove(&user);
+            let online = match direct.fanout.presence(&user).await {
+                Ok(presence) => presence.devices > 0,
+                Err(error) => {
+                    tracing::warn!(%error, "offline check skipped: presence unavailable");
+                    return;
+                }
+            };
+            if online {
+                return;
+            }
+            let inbox = match direct.store.inbox(&user, 0, usize::MAX).await {
+                Ok(inbox) => inbox,
+                Err(error) => {
+                    tracing::warn!(%error, "offline check skipped: inbox unavailable");
+                    return;
+                }
+            };
+            let undelivered: Vec<_> = inbox
+                .iter()
+                .filter(|m| m.status < Status::Delivered)
+                .collect();
+            let (Some(oldest), Some((webhook, _))) = (undelivered.first(), &direct.webhook) else {
+                return;
+            };
+            metrics::counter!("tidings_webhook_offline_users_total").increment(1);
+            webhook.send(serde_json::json!({
+                "type": "user.offline",
+                "user": user,
+                "undelivered": undelivered.len(),
+                "oldest_id": oldest.message.id,
+                "oldest_at": oldest.message.accepted_at,
+                "at": now_ms(),
+            }));
+        });
     }
 
     /// Writes a status change to this node's devices of `user`.
