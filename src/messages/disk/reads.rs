@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{self, int, MESSAGE_COLUMNS, STATE_COLUMNS};
+use super::rows::{self, int, message_columns, state_columns};
 use super::schema;
 use crate::messages::model::{MessageState, Pending};
 use crate::messages::StoreError;
@@ -72,6 +72,25 @@ fn snapshot<T>(conn: &Connection, read: impl FnOnce(&Connection) -> rusqlite::Re
     end.map(|()| value)
 }
 
+/// An inbox's last sequence.
+pub const LAST_SEQ: &str = "SELECT last_seq FROM inboxes WHERE user = ?1";
+
+/// A device's unacknowledged inbox messages after a sequence.
+pub const PENDING: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages m WHERE recipient = ?1 AND forget_at IS NULL AND seq > ?2 \
+     AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message = m.id AND r.device = ?3) \
+     ORDER BY seq LIMIT ?4"
+);
+
+/// Inbox messages after a sequence, with their status.
+pub const INBOX: &str = concat!(
+    "SELECT ",
+    state_columns!(),
+    " FROM messages WHERE recipient = ?1 AND forget_at IS NULL AND seq > ?2 ORDER BY seq LIMIT ?3"
+);
+
 /// Inbox messages of `user` after `after` that `device` has not acknowledged, with the inbox's last sequence.
 pub fn pending(
     conn: &Connection,
@@ -81,18 +100,12 @@ pub fn pending(
     limit: usize,
 ) -> rusqlite::Result<Pending> {
     let last_seq: u64 = conn
-        .prepare_cached("SELECT last_seq FROM inboxes WHERE user = ?1")?
+        .prepare_cached(LAST_SEQ)?
         .query_row([user], |row| row.get(0))
         .optional()?
         .unwrap_or(0);
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m \
-         WHERE recipient = ?1 AND forget_at IS NULL AND seq > ?2 \
-         AND NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message = m.id AND r.device = ?3) \
-         ORDER BY seq LIMIT ?4"
-    );
     let messages = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(PENDING)?
         .query_map(params![user, int(after), device, int(limit as u64)], rows::message)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Pending { messages, last_seq })
@@ -100,12 +113,8 @@ pub fn pending(
 
 /// Inbox messages of `user` after `since`, with their status and receipts.
 pub fn inbox(conn: &Connection, user: &str, since: u64, limit: usize) -> rusqlite::Result<Vec<MessageState>> {
-    let sql = format!(
-        "SELECT {STATE_COLUMNS} FROM messages WHERE recipient = ?1 AND forget_at IS NULL AND seq > ?2 \
-         ORDER BY seq LIMIT ?3"
-    );
     let states = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(INBOX)?
         .query_map(params![user, int(since), int(limit as u64)], rows::state)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     states

@@ -8,14 +8,33 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::messages::model::{DeviceReceipt, Message, MessageId, MessageState, Status};
 
-/// Columns of a [`Message`], in the order [`message`] reads them.
-pub const MESSAGE_COLUMNS: &str =
-    "id, recipient, seq, sender, event, data, key, accepted_at, expires_at";
+/// Columns of a [`Message`], in the order [`message`] reads them (a macro, so statements can be `concat!`ed
+/// constants).
+macro_rules! message_columns {
+    () => {
+        "id, recipient, seq, sender, event, data, key, accepted_at, expires_at"
+    };
+}
 
 /// Columns of a [`MessageState`] (the message, then its status and timestamps), in the order [`state`] reads
 /// them.
-pub const STATE_COLUMNS: &str = "id, recipient, seq, sender, event, data, key, accepted_at, expires_at, \
-     status, sent_at, delivered_at, read_at, expired_at";
+macro_rules! state_columns {
+    () => {
+        concat!(
+            message_columns!(),
+            ", status, sent_at, delivered_at, read_at, expired_at"
+        )
+    };
+}
+
+pub(super) use {message_columns, state_columns};
+
+/// The message with its status, by id.
+pub const GET: &str = concat!("SELECT ", state_columns!(), " FROM messages WHERE id = ?1");
+
+/// The receipts of a message, in the order they came.
+pub const RECEIPTS: &str =
+    "SELECT device, delivered_at FROM receipts WHERE message = ?1 ORDER BY rowid";
 
 /// The number a status is stored as; the order of statuses is kept, so `status < 2` means "not delivered".
 /// The statements in `writes` spell these numbers out (0 accepted, 1 sent, 2 delivered, 3 read, 4 expired).
@@ -63,7 +82,7 @@ pub fn status_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Status> {
     })
 }
 
-/// The message in a row selected with [`MESSAGE_COLUMNS`] (or [`STATE_COLUMNS`]).
+/// The message in a row selected with `message_columns!()` (or `state_columns!()`).
 pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     let data: String = row.get(5)?;
     Ok(Message {
@@ -79,7 +98,7 @@ pub fn message(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-/// The message and status in a row selected with [`STATE_COLUMNS`], without its receipts (see [`receipts`]).
+/// The message and status in a row selected with `state_columns!()`, without its receipts (see [`receipts`]).
 pub fn state(row: &Row<'_>) -> rusqlite::Result<MessageState> {
     Ok(MessageState {
         message: message(row)?,
@@ -94,9 +113,7 @@ pub fn state(row: &Row<'_>) -> rusqlite::Result<MessageState> {
 
 /// The receipts of a message, in the order they came.
 pub fn receipts(conn: &Connection, id: &MessageId) -> rusqlite::Result<Vec<DeviceReceipt>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT device, delivered_at FROM receipts WHERE message = ?1 ORDER BY rowid",
-    )?;
+    let mut statement = conn.prepare_cached(RECEIPTS)?;
     let rows = statement.query_map([id.as_str()], |row| {
         Ok(DeviceReceipt {
             device: row.get(0)?,
@@ -108,9 +125,8 @@ pub fn receipts(conn: &Connection, id: &MessageId) -> rusqlite::Result<Vec<Devic
 
 /// A message with its status and receipts.
 pub fn get(conn: &Connection, id: &MessageId) -> rusqlite::Result<Option<MessageState>> {
-    let sql = format!("SELECT {STATE_COLUMNS} FROM messages WHERE id = ?1");
     let found = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(GET)?
         .query_row([id.as_str()], state)
         .optional()?;
     found.map(|state| with_receipts(conn, state)).transpose()

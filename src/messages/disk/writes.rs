@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{self, int, MESSAGE_COLUMNS};
+use super::rows::{self, int, message_columns};
 use crate::messages::model::{
     Accepted, Change, InboxLimits, Message, MessageId, NewMessage, Status,
 };
@@ -17,6 +17,36 @@ use crate::messages::StoreError;
 pub type Outcome<T> = rusqlite::Result<Result<T, StoreError>>;
 
 const DELIVERED: i64 = rows::status_code(Status::Delivered);
+
+/// The message stored under a sender's idempotency key (the expression index `messages_key`).
+pub const BY_KEY: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    ", status FROM messages WHERE ifnull(sender, '') = ?1 AND key = ?2 AND key IS NOT NULL"
+);
+
+/// The oldest delivered message still in an inbox.
+pub const OLDEST_DELIVERED: &str = "SELECT id FROM messages \
+     WHERE recipient = ?1 AND forget_at IS NULL AND status >= ?2 ORDER BY seq LIMIT 1";
+
+/// Marks a message sent if it was only accepted.
+pub const SENT: &str = "UPDATE messages SET status = 1, sent_at = ?3 \
+     WHERE id = ?1 AND recipient = ?2 AND status = 0 RETURNING sender";
+
+/// Inbox messages from one sender up to a sequence that are not read yet.
+pub const READ_UP_TO: &str = "SELECT id FROM messages WHERE recipient = ?1 AND forget_at IS NULL \
+     AND seq <= ?2 AND sender = ?3 AND status < 3 ORDER BY seq";
+
+/// Inbox messages whose ttl passed, by due time.
+pub const EXPIRY_DUE: &str = "SELECT id, recipient, sender, status, expires_at FROM messages \
+     WHERE forget_at IS NULL AND expires_at <= ?1 ORDER BY expires_at, id";
+
+/// Records out of the inbox past their retention.
+pub const FORGET_DUE: &str =
+    "SELECT id, recipient FROM messages WHERE forget_at IS NOT NULL AND forget_at <= ?1";
+
+/// A forgotten message's receipts.
+pub const FORGET_RECEIPTS: &str = "DELETE FROM receipts WHERE message = ?1";
 
 fn change(id: &MessageId, from: Option<String>, to: &str, status: Status, at: u64) -> Change {
     Change {
@@ -33,13 +63,9 @@ fn change(id: &MessageId, from: Option<String>, to: &str, status: Status, at: u6
 /// sender and key.
 pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outcome<Accepted> {
     if let Some(key) = &new.key {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS}, status FROM messages \
-             WHERE ifnull(sender, '') = ?1 AND key = ?2 AND key IS NOT NULL"
-        );
         let sender = new.from.as_deref().unwrap_or("");
         let earlier = conn
-            .prepare_cached(&sql)?
+            .prepare_cached(BY_KEY)?
             .query_row(params![sender, key], |row| {
                 Ok((rows::message(row)?, rows::status_at(row, 9)?))
             })
@@ -60,10 +86,7 @@ pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outco
     if entries >= limits.max_messages as u64 {
         // Make room by letting the oldest delivered message leave; undelivered ones are never pushed out.
         let oldest: Option<String> = conn
-            .prepare_cached(
-                "SELECT id FROM messages WHERE recipient = ?1 AND forget_at IS NULL AND status >= ?2 \
-                 ORDER BY seq LIMIT 1",
-            )?
+            .prepare_cached(OLDEST_DELIVERED)?
             .query_row(params![new.to, DELIVERED], |row| row.get(0))
             .optional()?;
         let Some(oldest) = oldest else {
@@ -107,10 +130,7 @@ pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outco
 
 /// Marks `user`'s messages among `ids` that were only accepted as sent.
 pub fn mark_sent(conn: &Connection, user: &str, ids: &[MessageId], at_ms: u64) -> Outcome<Vec<Change>> {
-    let mut statement = conn.prepare_cached(
-        "UPDATE messages SET status = 1, sent_at = ?3 WHERE id = ?1 AND recipient = ?2 AND status = 0 \
-         RETURNING sender",
-    )?;
+    let mut statement = conn.prepare_cached(SENT)?;
     let mut changes = Vec::new();
     for id in ids {
         let sender: Option<Option<String>> = statement
@@ -184,10 +204,7 @@ pub fn mark_read(
         return Ok(Err(StoreError::UnknownMessage));
     };
     let ids = conn
-        .prepare_cached(
-            "SELECT id FROM messages WHERE recipient = ?1 AND forget_at IS NULL AND seq <= ?2 \
-             AND sender = ?3 AND status < 3 ORDER BY seq",
-        )?
+        .prepare_cached(READ_UP_TO)?
         .query_map(params![user, up_to_seq, from], |row| rows::id_at(row, 0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut read = conn.prepare_cached(
@@ -215,10 +232,7 @@ pub fn sweep(conn: &Connection, limits: &InboxLimits, now_ms: u64) -> Outcome<Ve
 
 fn expire(conn: &Connection, limits: &InboxLimits, now_ms: u64) -> rusqlite::Result<Vec<Change>> {
     let due = conn
-        .prepare_cached(
-            "SELECT id, recipient, sender, status, expires_at FROM messages \
-             WHERE forget_at IS NULL AND expires_at <= ?1 ORDER BY expires_at, id",
-        )?
+        .prepare_cached(EXPIRY_DUE)?
         .query_map([int(now_ms)], |row| {
             Ok((
                 rows::id_at(row, 0)?,
@@ -254,12 +268,10 @@ fn expire(conn: &Connection, limits: &InboxLimits, now_ms: u64) -> rusqlite::Res
 
 fn forget(conn: &Connection, now_ms: u64) -> rusqlite::Result<()> {
     let due = conn
-        .prepare_cached(
-            "SELECT id, recipient FROM messages WHERE forget_at IS NOT NULL AND forget_at <= ?1",
-        )?
+        .prepare_cached(FORGET_DUE)?
         .query_map([int(now_ms)], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut receipts = conn.prepare_cached("DELETE FROM receipts WHERE message = ?1")?;
+    let mut receipts = conn.prepare_cached(FORGET_RECEIPTS)?;
     let mut record = conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
     let mut gone: HashMap<String, u64> = HashMap::new();
     for (id, to) in due {
