@@ -69,9 +69,15 @@ async fn write_until_killed(dir: PathBuf) {
                     .await
                     .unwrap();
                 let id = accepted.message.id;
-                say(&format!("ACCEPTED {id} {to} {} {from} {n}", accepted.message.seq));
+                say(&format!(
+                    "ACCEPTED {id} {to} {} {from} {n}",
+                    accepted.message.seq
+                ));
                 if n % 3 == 0 {
-                    store.mark_sent(&to, std::slice::from_ref(&id), 2_000_000).await.unwrap();
+                    store
+                        .mark_sent(&to, std::slice::from_ref(&id), 2_000_000)
+                        .await
+                        .unwrap();
                     say(&format!("SENT {id}"));
                 }
                 if n % 5 == 0 {
@@ -91,7 +97,10 @@ async fn write_until_killed(dir: PathBuf) {
 /// Prints one change on its own line, after a marker: the test harness may have started the line already.
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "\n{MARK}{line}").and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "\n{MARK}{line}")
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         std::process::exit(1); // the parent is gone
     }
 }
@@ -109,7 +118,13 @@ struct Printed {
 
 fn run_child_and_kill(dir: &Path) -> HashMap<String, Printed> {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -148,7 +163,10 @@ fn run_child_and_kill(dir: &Path) -> HashMap<String, Printed> {
     }
     let status = child.wait().unwrap();
     assert!(killed, "the child ended before it was killed: {status}");
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
     printed
 }
 
@@ -171,20 +189,30 @@ async fn acknowledged_writes_survive_kill_9() {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged message {id} lost"));
-        assert_eq!((state.message.to.as_str(), state.message.seq), (want.to.as_str(), want.seq));
+        assert_eq!(
+            (state.message.to.as_str(), state.message.seq),
+            (want.to.as_str(), want.seq)
+        );
         if want.sent {
             assert!(state.status >= Status::Sent, "{id} lost its sent status");
         }
         if let Some(device) = &want.device {
             assert_eq!(state.status, Status::Delivered, "{id}");
-            assert!(state.devices.iter().any(|d| &d.device == device), "{id} lost its receipt");
+            assert!(
+                state.devices.iter().any(|d| &d.device == device),
+                "{id} lost its receipt"
+            );
         }
     }
     for user in 0..USERS {
         let user = format!("user{user}");
         let inbox = store.inbox(&user, 0, usize::MAX).await.unwrap();
         let seqs: Vec<u64> = inbox.iter().map(|s| s.message.seq).collect();
-        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{user}: gap in the inbox");
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as u64).collect::<Vec<_>>(),
+            "{user}: gap in the inbox"
+        );
         // Each sender's messages to this user in the order it sent them.
         let mut last_n: HashMap<&str, u64> = HashMap::new();
         for state in &inbox {
@@ -195,7 +223,10 @@ async fn acknowledged_writes_survive_kill_9() {
                 assert!(before < n, "{user}: {from}'s messages out of order");
             }
         }
-        let pending = store.pending(&user, "new-device", 0, usize::MAX).await.unwrap();
+        let pending = store
+            .pending(&user, "new-device", 0, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(pending.last_seq, seqs.len() as u64);
     }
     store.close().await;

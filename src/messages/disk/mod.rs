@@ -150,7 +150,9 @@ impl MessageStore for DiskMessages {
     ) -> BoxFuture<'a, Result<Vec<Change>, StoreError>> {
         let (user, from, up_to) = (user.to_owned(), from.to_owned(), up_to.clone());
         self.writer
-            .submit(move |conn, limits| writes::mark_read(conn, limits, &user, &from, &up_to, at_ms))
+            .submit(move |conn, limits| {
+                writes::mark_read(conn, limits, &user, &from, &up_to, at_ms)
+            })
             .boxed()
     }
 

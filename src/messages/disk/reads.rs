@@ -46,7 +46,10 @@ impl Readers {
             })
     }
 
-    fn run_here<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    fn run_here<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
         let idle = self.idle.lock().pop();
         let conn = match idle {
             Some(conn) => conn,
@@ -64,7 +67,10 @@ impl Readers {
     }
 }
 
-fn snapshot<T>(conn: &Connection, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+fn snapshot<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     conn.execute_batch("BEGIN")?;
     let result = read(conn);
     let end = conn.execute_batch("COMMIT");
@@ -106,13 +112,21 @@ pub fn pending(
         .unwrap_or(0);
     let messages = conn
         .prepare_cached(PENDING)?
-        .query_map(params![user, int(after), device, int(limit as u64)], rows::message)?
+        .query_map(
+            params![user, int(after), device, int(limit as u64)],
+            rows::message,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Pending { messages, last_seq })
 }
 
 /// Inbox messages of `user` after `since`, with their status and receipts.
-pub fn inbox(conn: &Connection, user: &str, since: u64, limit: usize) -> rusqlite::Result<Vec<MessageState>> {
+pub fn inbox(
+    conn: &Connection,
+    user: &str,
+    since: u64,
+    limit: usize,
+) -> rusqlite::Result<Vec<MessageState>> {
     let states = conn
         .prepare_cached(INBOX)?
         .query_map(params![user, int(since), int(limit as u64)], rows::state)?

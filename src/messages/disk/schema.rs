@@ -76,7 +76,9 @@ pub enum OpenError {
     #[error("message database cannot use a write-ahead log here (journal mode {0})")]
     NoWal(String),
     /// The file was written by a newer release.
-    #[error("message database is at schema version {found}; this release knows up to {SCHEMA_VERSION}")]
+    #[error(
+        "message database is at schema version {found}; this release knows up to {SCHEMA_VERSION}"
+    )]
     TooNew {
         /// The file's version.
         found: u32,
@@ -93,7 +95,8 @@ pub enum OpenError {
 pub fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(OpenError::NoWal(mode));
     }
@@ -129,7 +132,11 @@ fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
         tx.execute_batch(MIGRATIONS[version as usize])?;
         tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
-        tracing::info!(from = version, to = version + 1, "message database migrated");
+        tracing::info!(
+            from = version,
+            to = version + 1,
+            "message database migrated"
+        );
     }
 }
 
@@ -150,7 +157,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         drop(open_writer(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         drop(conn);
         assert!(matches!(
             open_writer(&path),

@@ -13,7 +13,8 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
         let unique: u64 = rand::random();
-        let path = std::env::temp_dir().join(format!("tidings-{name}-{}-{unique:x}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("tidings-{name}-{}-{unique:x}", std::process::id()));
         TempDir(path)
     }
 }
@@ -63,12 +64,28 @@ async fn statuses_and_receipts_survive_a_restart() {
     let store = DiskMessages::open(&dir.0, InboxLimits::default()).unwrap();
     let mut ids = Vec::new();
     for n in 0..6 {
-        ids.push(store.accept(new_message("alice", "bob", n)).await.unwrap().message.id);
+        ids.push(
+            store
+                .accept(new_message("alice", "bob", n))
+                .await
+                .unwrap()
+                .message
+                .id,
+        );
     }
     store.mark_sent("bob", &ids[..4], 2_000).await.unwrap();
-    store.mark_delivered("bob", "phone", &ids[..3], 2_100).await.unwrap();
-    store.mark_delivered("bob", "laptop", &ids[1..2], 2_200).await.unwrap();
-    store.mark_read("bob", "alice", &ids[1], 2_300).await.unwrap();
+    store
+        .mark_delivered("bob", "phone", &ids[..3], 2_100)
+        .await
+        .unwrap();
+    store
+        .mark_delivered("bob", "laptop", &ids[1..2], 2_200)
+        .await
+        .unwrap();
+    store
+        .mark_read("bob", "alice", &ids[1], 2_300)
+        .await
+        .unwrap();
     let before: Vec<_> = futures_util::future::join_all(ids.iter().map(|id| store.get(id))).await;
     store.close().await;
 
@@ -78,7 +95,11 @@ async fn statuses_and_receipts_survive_a_restart() {
     }
     let read = store.get(&ids[1]).await.unwrap().unwrap();
     assert_eq!(read.status, Status::Read);
-    let devices: Vec<_> = read.devices.iter().map(|d| (d.device.as_str(), d.delivered_at)).collect();
+    let devices: Vec<_> = read
+        .devices
+        .iter()
+        .map(|d| (d.device.as_str(), d.delivered_at))
+        .collect();
     assert_eq!(devices, [("phone", 2_100), ("laptop", 2_200)]);
     let pending = store.pending("bob", "phone", 0, 10).await.unwrap();
     let seqs: Vec<_> = pending.messages.iter().map(|m| m.seq).collect();
@@ -98,16 +119,27 @@ async fn concurrent_callers_share_commits() {
     let before = store.commits();
     let accepts = (0..500).map(|n| {
         let store = Arc::clone(&store);
-        tokio::spawn(async move { store.accept(new_message("alice", &format!("u{}", n % 7), n)).await })
+        tokio::spawn(async move {
+            store
+                .accept(new_message("alice", &format!("u{}", n % 7), n))
+                .await
+        })
     });
     for accepted in futures_util::future::join_all(accepts).await {
         assert!(accepted.unwrap().unwrap().fresh);
     }
     let commits = store.commits() - before;
-    assert!(commits < 100, "500 concurrent accepts took {commits} commits");
+    assert!(
+        commits < 100,
+        "500 concurrent accepts took {commits} commits"
+    );
     let listed = store.inbox("u3", 0, 1000).await.unwrap();
     let seqs: Vec<_> = listed.iter().map(|s| s.message.seq).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "one sequence per inbox, no gap");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "one sequence per inbox, no gap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +151,10 @@ async fn a_second_process_is_kept_out() {
         Err(OpenError::InUse(_))
     ));
     store.close().await;
-    DiskMessages::open(&dir.0, InboxLimits::default()).unwrap().close().await;
+    DiskMessages::open(&dir.0, InboxLimits::default())
+        .unwrap()
+        .close()
+        .await;
 }
 
 /// Caps the file at a few pages, as a full disk would: writes past it fail with "database or disk is full".
@@ -150,13 +185,19 @@ async fn a_full_disk_answers_unavailable_and_keeps_what_was_acknowledged() {
     );
     assert!(!acknowledged.is_empty());
     // Still serving: reads work, a write that fits (no new pages) goes through after the failed batch.
-    let sent = store.mark_sent("bob", &acknowledged[..1], 9_000).await.unwrap();
+    let sent = store
+        .mark_sent("bob", &acknowledged[..1], 9_000)
+        .await
+        .unwrap();
     assert_eq!(sent.len(), 1);
     store.close().await;
     let store = DiskMessages::open(&dir.0, InboxLimits::default()).unwrap();
     let listed = store.inbox("bob", 0, 10_000).await.unwrap();
     let listed: Vec<_> = listed.into_iter().map(|s| s.message.id).collect();
-    assert_eq!(listed, acknowledged, "every acknowledged message, nothing else");
+    assert_eq!(
+        listed, acknowledged,
+        "every acknowledged message, nothing else"
+    );
     store.close().await;
 }
 

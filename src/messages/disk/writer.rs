@@ -167,7 +167,8 @@ impl Committer {
             }
             let started = Instant::now();
             let failure = self.commit(&mut batch).err();
-            metrics::histogram!("tidings_store_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("tidings_store_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("tidings_store_batch_size").record(batch.len() as f64);
             if failure.is_some() {
                 metrics::counter!("tidings_store_commit_failures_total").increment(1);
@@ -215,7 +216,11 @@ impl Committer {
     }
 }
 
-fn apply(conn: &Connection, limits: &InboxLimits, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+fn apply(
+    conn: &Connection,
+    limits: &InboxLimits,
+    batch: &mut [Box<dyn Job>],
+) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
         job.apply(conn, limits)?;

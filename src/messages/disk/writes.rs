@@ -93,7 +93,10 @@ pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outco
             return Ok(Err(StoreError::InboxFull));
         };
         conn.prepare_cached("UPDATE messages SET forget_at = ?2 WHERE id = ?1")?
-            .execute(params![oldest, int(new.at_ms.saturating_add(limits.retention_ms))])?;
+            .execute(params![
+                oldest,
+                int(new.at_ms.saturating_add(limits.retention_ms))
+            ])?;
         entries -= 1;
     }
     let seq = last_seq + 1;
@@ -129,7 +132,12 @@ pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outco
 }
 
 /// Marks `user`'s messages among `ids` that were only accepted as sent.
-pub fn mark_sent(conn: &Connection, user: &str, ids: &[MessageId], at_ms: u64) -> Outcome<Vec<Change>> {
+pub fn mark_sent(
+    conn: &Connection,
+    user: &str,
+    ids: &[MessageId],
+    at_ms: u64,
+) -> Outcome<Vec<Change>> {
     let mut statement = conn.prepare_cached(SENT)?;
     let mut changes = Vec::new();
     for id in ids {
@@ -151,8 +159,8 @@ pub fn mark_delivered(
     ids: &[MessageId],
     at_ms: u64,
 ) -> Outcome<Vec<Change>> {
-    let mut find =
-        conn.prepare_cached("SELECT sender, status FROM messages WHERE id = ?1 AND recipient = ?2")?;
+    let mut find = conn
+        .prepare_cached("SELECT sender, status FROM messages WHERE id = ?1 AND recipient = ?2")?;
     let mut receipt = conn.prepare_cached(
         "INSERT INTO receipts (message, device, delivered_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (message, device) DO NOTHING",
@@ -171,7 +179,9 @@ pub fn mark_delivered(
         let Some((from, status)) = found else {
             continue;
         };
-        if status == Status::Expired || receipt.execute(params![id.as_str(), device, int(at_ms)])? == 0 {
+        if status == Status::Expired
+            || receipt.execute(params![id.as_str(), device, int(at_ms)])? == 0
+        {
             continue;
         }
         if status == Status::Read {
@@ -212,7 +222,11 @@ pub fn mark_read(
     )?;
     let mut changes = Vec::with_capacity(ids.len());
     for id in &ids {
-        read.execute(params![id.as_str(), int(at_ms), int(at_ms.saturating_add(limits.retention_ms))])?;
+        read.execute(params![
+            id.as_str(),
+            int(at_ms),
+            int(at_ms.saturating_add(limits.retention_ms))
+        ])?;
         changes.push(change(id, Some(from.to_owned()), user, Status::Read, at_ms));
     }
     if !ids.is_empty() {
@@ -259,7 +273,8 @@ fn expire(conn: &Connection, limits: &InboxLimits, now_ms: u64) -> rusqlite::Res
         }
         *left.entry(to).or_default() += 1;
     }
-    let mut shrink = conn.prepare_cached("UPDATE inboxes SET entries = entries - ?2 WHERE user = ?1")?;
+    let mut shrink =
+        conn.prepare_cached("UPDATE inboxes SET entries = entries - ?2 WHERE user = ?1")?;
     for (user, count) in left {
         shrink.execute(params![user, count])?;
     }
@@ -269,7 +284,9 @@ fn expire(conn: &Connection, limits: &InboxLimits, now_ms: u64) -> rusqlite::Res
 fn forget(conn: &Connection, now_ms: u64) -> rusqlite::Result<()> {
     let due = conn
         .prepare_cached(FORGET_DUE)?
-        .query_map([int(now_ms)], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?
+        .query_map([int(now_ms)], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut receipts = conn.prepare_cached(FORGET_RECEIPTS)?;
     let mut record = conn.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
@@ -279,11 +296,12 @@ fn forget(conn: &Connection, now_ms: u64) -> rusqlite::Result<()> {
         record.execute([&id])?;
         *gone.entry(to).or_default() += 1;
     }
-    let mut shrink = conn.prepare_cached("UPDATE inboxes SET records = records - ?2 WHERE user = ?1")?;
+    let mut shrink =
+        conn.prepare_cached("UPDATE inboxes SET records = records - ?2 WHERE user = ?1")?;
     // Forgotten only once none of its records is left, so a sequence is never reused while a message that had
     // it can still be read.
-    let mut drop_empty =
-        conn.prepare_cached("DELETE FROM inboxes WHERE user = ?1 AND records <= 0 AND entries <= 0")?;
+    let mut drop_empty = conn
+        .prepare_cached("DELETE FROM inboxes WHERE user = ?1 AND records <= 0 AND entries <= 0")?;
     for (user, count) in gone {
         shrink.execute(params![user, count])?;
         drop_empty.execute([&user])?;
