@@ -13,12 +13,14 @@
 //!
 //! The inbox holds a message until it is read or its ttl passes; a device that connects is given every inbox
 //! message it has not acknowledged yet. [`MessageStore`] is the capability; [`MemoryMessages`] keeps everything
-//! in this process.
+//! in this process, [`DiskMessages`] in a data directory.
 
 pub mod contract;
+pub mod disk;
 mod memory;
 mod model;
 
+pub use disk::{DiskMessages, OpenError};
 pub use memory::MemoryMessages;
 pub use model::{
     Accepted, Change, DeviceReceipt, InboxLimits, Message, MessageId, MessageState, NewMessage,
