@@ -36,7 +36,7 @@ use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
 use crate::history::MemoryHistory;
 use crate::hub::Hub;
-use crate::messages::{MemoryMessages, MessageStore};
+use crate::messages::{DiskMessages, MemoryMessages, MessageStore};
 use crate::recovery::{MemorySessionStore, SessionStore};
 use crate::socketio::{ClientLimits, SocketIo};
 
@@ -308,12 +308,23 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             sessions: sessions.clone(),
         },
     };
-    if config.storage.data_dir().is_none() && redis.is_none() {
-        tracing::info!("no data directory: messages, history and sessions are kept in memory only");
+    if redis.is_none() {
+        match config.storage.data_dir() {
+            None => tracing::info!(
+                "no data directory: messages, history and sessions are kept in memory only"
+            ),
+            Some(dir) => tracing::info!(
+                dir = %dir.display(),
+                "direct messages are kept on disk; room history and recovery sessions in memory"
+            ),
+        }
     }
     let direct = match &backend {
         Backend::Cluster(cluster) => cluster_direct(config, cluster, node_tag.as_str()),
-        Backend::Memory { .. } => memory_direct(config),
+        Backend::Memory { .. } => match config.storage.data_dir() {
+            Some(dir) => disk_direct(config, dir)?,
+            None => memory_direct(config),
+        },
     };
     let app = Tidings::new(app_parts(config, hub.clone(), backend, direct)?);
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
@@ -380,6 +391,13 @@ pub fn memory_history(config: &Config) -> Arc<MemoryHistory> {
 pub fn memory_direct(config: &Config) -> Arc<Direct> {
     let store = Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
     direct_over(config, store)
+}
+
+/// The direct message layer of an embedded node keeping its messages on disk in `dir`.
+fn disk_direct(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<Direct>> {
+    let store = DiskMessages::open(dir, config.messages.inbox_limits())
+        .with_context(|| format!("cannot open the message store in {}", dir.display()))?;
+    Ok(direct_over(config, Arc::new(store)))
 }
 
 /// The direct message layer of a cluster node: messages handed over between nodes through Redis.
