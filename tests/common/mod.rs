@@ -5,6 +5,7 @@
 //! Each test binary uses a subset of these, hence the `dead_code` and `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod dm;
 mod http;
 mod raw_ws;
 mod redis;
