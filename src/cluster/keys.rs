@@ -83,6 +83,48 @@ impl Keys {
     pub fn ingest_seen(&self, id: &str) -> String {
         format!("{}:ingested:{}", self.prefix, id)
     }
+
+    /// The root of every direct-message key, `<prefix>:dm:`. The message scripts build the per-user and
+    /// per-message names below from it (`msg:`, `user:`, `inbox:`, `acked:`, `key:`), so the two must agree.
+    pub fn dm_root(&self) -> String {
+        format!("{}:dm:", self.prefix)
+    }
+
+    /// A direct message's record: a hash of its fields, status, timestamps and per-device receipts.
+    pub fn dm_message(&self, id: &str) -> String {
+        format!("{}msg:{id}", self.dm_root())
+    }
+
+    /// A user's inbox counters: a hash of `seq` (last sequence given) and `n` (records of the inbox still
+    /// kept).
+    pub fn dm_user(&self, user: &str) -> String {
+        format!("{}user:{user}", self.dm_root())
+    }
+
+    /// A user's inbox: a sorted set of message ids scored by their sequence.
+    pub fn dm_inbox(&self, user: &str) -> String {
+        format!("{}inbox:{user}", self.dm_root())
+    }
+
+    /// The delivered messages still in a user's inbox (the ones a full inbox may let go), scored by sequence.
+    pub fn dm_acked(&self, user: &str) -> String {
+        format!("{}acked:{user}", self.dm_root())
+    }
+
+    /// A sender's idempotency key: the id of the message it was first used for (`from` empty for a backend).
+    pub fn dm_idempotency(&self, from: &str, key: &str) -> String {
+        format!("{}key:{from}\0{key}", self.dm_root())
+    }
+
+    /// Inbox messages of every user, scored by the time their ttl passes.
+    pub fn dm_expiry(&self) -> String {
+        format!("{}expiry", self.dm_root())
+    }
+
+    /// Message records out of their inbox, scored by the time they are forgotten.
+    pub fn dm_forget(&self) -> String {
+        format!("{}forget", self.dm_root())
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +138,17 @@ mod tests {
         let channel = keys.channel(&room);
         assert_eq!(keys.room_of_channel(&channel), Some(room));
         assert_eq!(keys.room_of_channel("other:room:x"), None);
+    }
+
+    #[test]
+    fn message_keys_share_one_root() {
+        let keys = Keys::new("t1");
+        let root = keys.dm_root();
+        assert_eq!(root, "t1:dm:");
+        assert_eq!(keys.dm_message("m1"), format!("{root}msg:m1"));
+        assert_eq!(keys.dm_inbox("bob"), format!("{root}inbox:bob"));
+        assert_eq!(keys.dm_acked("bob"), format!("{root}acked:bob"));
+        assert_eq!(keys.dm_user("bob"), format!("{root}user:bob"));
+        assert_eq!(keys.dm_idempotency("", "k"), format!("{root}key:\0k"));
     }
 }

@@ -1,5 +1,6 @@
 //! Running several nodes as one cluster over Redis: shared publishing with cluster-wide order, history and
-//! sessions in Redis, the node registry, and routing requests to the node that owns a session.
+//! sessions in Redis, direct messages in Redis, the node registry, and routing requests to the node that owns a
+//! session.
 
 pub mod broker;
 pub mod connection;
@@ -7,8 +8,10 @@ pub mod direct;
 pub mod forward;
 pub mod history;
 pub mod keys;
+pub mod messages;
 pub mod registry;
 pub mod sessions;
 pub mod subscriber;
 
 pub use connection::{Redis, RedisTarget};
+pub use messages::{RedisMessages, ReplicaWait};
