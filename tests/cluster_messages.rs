@@ -203,7 +203,7 @@ impl OwnRedis {
                     .arg("persistence")
                     .query_async(&mut conn)
                     .await;
-                if info.is_ok_and(|info| info.contains("loading:0")) {
+                if info.is_ok_and(|info| info.contains("\r\nloading:0")) {
                     return conn;
                 }
             }
@@ -354,7 +354,26 @@ async fn the_replica_wait_refuses_writes_no_replica_confirmed() {
         .unwrap();
     assert_eq!(acked.len(), 1);
 
+    // Concurrent writers share their waits; every one of them is confirmed.
+    let messages = Arc::new(messages);
+    let concurrent = |from: usize| {
+        let messages = messages.clone();
+        futures_util::future::join_all((from..from + 40).map(move |n| {
+            let messages = messages.clone();
+            async move { messages.accept(message("carol", n, None)).await }
+        }))
+    };
+    for result in concurrent(0).await {
+        assert!(result.unwrap().fresh);
+    }
+
     replica.kill();
+    for result in concurrent(100).await {
+        assert!(
+            matches!(&result, Err(StoreError::Unavailable(why)) if why.contains("replicas")),
+            "{result:?}"
+        );
+    }
     let lone = messages.accept(message("bob", 2, None)).await;
     assert!(
         matches!(&lone, Err(StoreError::Unavailable(why)) if why.contains("replicas")),

@@ -22,10 +22,14 @@
 //!
 //! Durability: a method returns once Redis ran its script, i.e. the change is in the master's memory and, with
 //! AOF on, in its log (fsynced per `appendfsync`). [`ReplicaWait`] additionally waits after every write until
-//! that many replicas confirmed it (`WAIT`), and reports the store unavailable when they do not in time.
+//! that many replicas confirmed it (`WAIT`, one for every group of concurrent writes), and reports the store
+//! unavailable when they do not in time.
 
+mod replica_wait;
 mod reply;
 mod scripts;
+
+pub use replica_wait::ReplicaWait;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::{Script, ScriptInvocation, Value};
 
+use self::replica_wait::Confirmer;
 use super::connection::RESPONSE_TIMEOUT;
 use super::keys::Keys;
 use super::Redis;
@@ -50,16 +55,6 @@ const SWEEP_BATCH: usize = 500;
 /// Sweep scripts one `sweep` call runs at most; what is left waits for the next sweep.
 const SWEEP_MAX_BATCHES: usize = 20;
 
-/// Waiting for replicas after each write (`WAIT replicas timeout`), so that an acknowledged change survives
-/// the loss of the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicaWait {
-    /// Replicas that must have the write before it is acknowledged.
-    pub replicas: u32,
-    /// How long to wait for them (kept under the command timeout); past it the write counts as not durable.
-    pub timeout: Duration,
-}
-
 /// The compiled scripts.
 struct Scripts {
     accept: Script,
@@ -76,7 +71,7 @@ pub struct RedisMessages {
     redis: Arc<Redis>,
     keys: Keys,
     limits: InboxLimits,
-    wait: Option<ReplicaWait>,
+    confirmer: Option<Confirmer>,
     scripts: Scripts,
 }
 
@@ -88,7 +83,7 @@ impl RedisMessages {
             redis,
             keys,
             limits,
-            wait: None,
+            confirmer: None,
             scripts: Scripts {
                 accept: Script::new(scripts::ACCEPT_LUA),
                 mark_sent: Script::new(scripts::MARK_SENT_LUA),
@@ -104,10 +99,12 @@ impl RedisMessages {
     /// The same store, waiting after every write until `wait.replicas` replicas have it.
     pub fn with_replica_wait(mut self, wait: ReplicaWait) -> RedisMessages {
         let longest = RESPONSE_TIMEOUT.saturating_sub(Duration::from_millis(500));
-        self.wait = (wait.replicas > 0).then_some(ReplicaWait {
+        let wait = ReplicaWait {
             replicas: wait.replicas,
             timeout: wait.timeout.clamp(Duration::from_millis(1), longest),
-        });
+        };
+        self.confirmer =
+            (wait.replicas > 0).then(|| Confirmer::new(self.redis.target().clone(), wait));
         self
     }
 
@@ -135,23 +132,24 @@ impl RedisMessages {
         invocation: &ScriptInvocation<'_>,
         write: bool,
     ) -> Result<Value, StoreError> {
-        let mut conn = self.redis.conn().await.map_err(unavailable)?;
-        let result = invocation.invoke_async(&mut conn).await;
-        let reply = self.redis.observe(result).await.map_err(unavailable)?;
-        let Some(wait) = self.wait.filter(|_| write) else {
-            return Ok(reply);
+        let Some(confirmer) = self.confirmer.as_ref().filter(|_| write) else {
+            let mut conn = self.redis.conn().await.map_err(unavailable)?;
+            let result = invocation.invoke_async(&mut conn).await;
+            return self.redis.observe(result).await.map_err(unavailable);
         };
-        // On the same connection as the write: WAIT covers the writes of the connection it is sent on.
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(wait.replicas).arg(wait.timeout.as_millis() as u64);
-        let result = cmd.query_async::<u64>(&mut conn).await;
-        let acked = self.redis.observe(result).await.map_err(unavailable)?;
-        if acked < u64::from(wait.replicas) {
-            return Err(StoreError::Unavailable(format!(
-                "{acked} of {} replicas confirmed the write within {:?}",
-                wait.replicas, wait.timeout
-            )));
-        }
+        let (generation, mut conn) = confirmer.conn().await.map_err(unavailable)?;
+        let reply = match invocation.invoke_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                confirmer.failed(generation).await;
+                return Err(unavailable(error));
+            }
+        };
+        let ticket = confirmer.completed(generation);
+        confirmer
+            .confirm(ticket)
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         Ok(reply)
     }
 
