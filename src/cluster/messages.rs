@@ -48,6 +48,8 @@ use crate::messages::{
 
 /// Most ids one script call marks; longer lists are split (each message's change stays atomic).
 pub const MAX_IDS_PER_CALL: usize = 256;
+/// Ids drawn for one message before giving up (a second one is already next to impossible).
+const ID_ATTEMPTS: usize = 3;
 /// Most messages one `pending` or `inbox` call returns.
 pub const MAX_PAGE: usize = 1000;
 /// Index entries (expiries plus records to forget) one sweep script handles.
@@ -154,7 +156,20 @@ impl RedisMessages {
     }
 
     async fn accept_message(&self, new: NewMessage) -> Result<Accepted, StoreError> {
-        let id = MessageId::generate(new.at_ms);
+        for _ in 0..ID_ATTEMPTS {
+            if let Some(accepted) = self.accept_as(&new, MessageId::generate(new.at_ms)).await? {
+                return Ok(accepted);
+            }
+        }
+        Err(StoreError::Unavailable("no free message id".into()))
+    }
+
+    /// Accepts `new` under `id`; `None` when that id is taken.
+    async fn accept_as(
+        &self,
+        new: &NewMessage,
+        id: MessageId,
+    ) -> Result<Option<Accepted>, StoreError> {
         let from = new.from.as_deref().unwrap_or_default();
         let expires_at = new.at_ms.saturating_add(new.ttl_ms);
         let mut invocation = self.scripts.accept.prepare_invoke();
@@ -203,21 +218,22 @@ impl RedisMessages {
             [Value::Int(1), seq] => {
                 let seq = reply::number(seq).ok_or_else(|| malformed(reply::Malformed("seq")))?;
                 metrics::counter!("tidings_dm_accepted_total", "store" => "redis").increment(1);
-                Ok(Accepted {
-                    message: Message::from_new(new, id, seq),
+                Ok(Some(Accepted {
+                    message: Message::from_new(new.clone(), id, seq),
                     status: Status::Accepted,
                     fresh: true,
-                })
+                }))
             }
             [Value::Int(0), fields] => {
                 let state = reply::record(fields.clone()).map_err(malformed)?;
-                Ok(Accepted {
+                Ok(Some(Accepted {
                     message: state.message,
                     status: state.status,
                     fresh: false,
-                })
+                }))
             }
             [Value::Int(-1)] => Err(StoreError::InboxFull),
+            [Value::Int(-2)] => Ok(None),
             _ => Err(malformed(reply::Malformed("accept reply"))),
         }
     }

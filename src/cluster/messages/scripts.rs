@@ -16,7 +16,7 @@ pub const MESSAGE_FIELDS: [&str; 9] = ["id", "seq", "to", "from", "ev", "data", 
 /// Stores a new message, or answers the one stored under the same sender and idempotency key.
 ///
 /// Replies `{0, <record fields>}` for a repeated key, `{-1}` when the inbox is full of undelivered messages,
-/// `{1, seq}` when stored. A full inbox lets its oldest delivered message go first (its record is kept for
+/// `{-2}` when the new id is taken (the caller draws another), `{1, seq}` when stored. A full inbox lets its oldest delivered message go first (its record is kept for
 /// the retention).
 ///
 /// KEYS: user counters, inbox, acked, expiry index, forget index, idempotency key (read only when ARGV[4] is
@@ -31,6 +31,9 @@ if ARGV[4] == '1' then
       return {0, fields}
     end
   end
+end
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  return {-2}
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[3], 0, 0)
