@@ -385,4 +385,15 @@ async fn the_replica_wait_refuses_writes_no_replica_confirmed() {
         .await
         .unwrap();
     assert_eq!((again.fresh, again.message.id), (false, first.message.id));
+
+    // The master gone: writes that wait for replicas fail too, none is reported confirmed.
+    let mut master = master;
+    let _ = master.child.kill();
+    let _ = master.child.wait();
+    for result in concurrent(200).await {
+        assert!(
+            matches!(&result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+    }
 }
