@@ -50,7 +50,7 @@ async fn keeps_the_store_contract_and_forgets_what_it_swept() {
     let keys = Keys::new(&prefix);
     let mut conn = redis.conn().await;
     for key in [
-        keys.dm_user("c-erin"),
+        keys.dm_counters("c-erin"),
         keys.dm_inbox("c-erin"),
         keys.dm_acked("c-erin"),
     ] {

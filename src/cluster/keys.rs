@@ -84,10 +84,11 @@ impl Keys {
         format!("{}:ingested:{}", self.prefix, id)
     }
 
-    /// The root of every direct-message key, `<prefix>:dm:`. The message scripts build the per-user and
-    /// per-message names below from it (`msg:`, `user:`, `inbox:`, `acked:`, `key:`), so the two must agree.
+    /// The root of every key of the Redis message store, `<prefix>:dm:store:` (apart from the routing keys
+    /// above). The message scripts build the per-user and per-message names below from it (`msg:`, `seq:`,
+    /// `inbox:`, `acked:`, `key:`), so the two must agree.
     pub fn dm_root(&self) -> String {
-        format!("{}:dm:", self.prefix)
+        format!("{}:dm:store:", self.prefix)
     }
 
     /// A direct message's record: a hash of its fields, status, timestamps and per-device receipts.
@@ -97,8 +98,8 @@ impl Keys {
 
     /// A user's inbox counters: a hash of `seq` (last sequence given) and `n` (records of the inbox still
     /// kept).
-    pub fn dm_user(&self, user: &str) -> String {
-        format!("{}user:{user}", self.dm_root())
+    pub fn dm_counters(&self, user: &str) -> String {
+        format!("{}seq:{user}", self.dm_root())
     }
 
     /// A user's inbox: a sorted set of message ids scored by their sequence.
@@ -144,11 +145,14 @@ mod tests {
     fn message_keys_share_one_root() {
         let keys = Keys::new("t1");
         let root = keys.dm_root();
-        assert_eq!(root, "t1:dm:");
+        assert_eq!(root, "t1:dm:store:");
         assert_eq!(keys.dm_message("m1"), format!("{root}msg:m1"));
         assert_eq!(keys.dm_inbox("bob"), format!("{root}inbox:bob"));
         assert_eq!(keys.dm_acked("bob"), format!("{root}acked:bob"));
-        assert_eq!(keys.dm_user("bob"), format!("{root}user:bob"));
+        assert_eq!(keys.dm_counters("bob"), format!("{root}seq:bob"));
+        // Apart from the routing keys of direct messages.
+        assert!(!keys.direct_user("bob").starts_with(&root));
+        assert!(!keys.direct_channel("n1").starts_with(&root));
         assert_eq!(keys.dm_idempotency("", "k"), format!("{root}key:\0k"));
     }
 }

@@ -1,12 +1,13 @@
 //! Direct messages in Redis (cluster mode): every node reads and changes the same records and inboxes, each
 //! state transition in one Lua script, so two nodes never give one sequence twice or move a status backwards.
 //!
-//! Layout, all under `<prefix>:dm:` ([`Keys::dm_root`]):
+//! Layout, all under `<prefix>:dm:store:` ([`Keys::dm_root`]; the routing keys of direct messages, `dm:user:`
+//! and `dm:node:`, lie beside it):
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `msg:<id>` | hash | the record: fields, status, timestamps, per-device receipts |
-//! | `user:<user>` | hash | `seq` (the inbox's last sequence) and `n` (records of this inbox still kept) |
+//! | `seq:<user>` | hash | `seq` (the inbox's last sequence) and `n` (records of this inbox still kept) |
 //! | `inbox:<user>` | sorted set | ids in the inbox, scored by sequence |
 //! | `acked:<user>` | sorted set | the delivered ones among them (what a full inbox may let go), by sequence |
 //! | `key:<from>\0<key>` | string | the id a sender's idempotency key was first used for |
@@ -174,7 +175,7 @@ impl RedisMessages {
         let expires_at = new.at_ms.saturating_add(new.ttl_ms);
         let mut invocation = self.scripts.accept.prepare_invoke();
         invocation
-            .key(self.keys.dm_user(&new.to))
+            .key(self.keys.dm_counters(&new.to))
             .key(self.keys.dm_inbox(&new.to))
             .key(self.keys.dm_acked(&new.to))
             .key(self.keys.dm_expiry())
@@ -317,7 +318,7 @@ impl RedisMessages {
     ) -> Result<Pending, StoreError> {
         let mut invocation = self.scripts.pending.prepare_invoke();
         invocation
-            .key(self.keys.dm_user(user))
+            .key(self.keys.dm_counters(user))
             .key(self.keys.dm_inbox(user))
             .arg(self.keys.dm_root())
             .arg(device)

@@ -212,7 +212,7 @@ for _, id in ipairs(forgotten) do
         redis.call('DEL', idem)
       end
     end
-    local user = root .. 'user:' .. r[1]
+    local user = root .. 'seq:' .. r[1]
     if redis.call('HINCRBY', user, 'n', -1) <= 0 and redis.call('ZCARD', root .. 'inbox:' .. r[1]) == 0 then
       redis.call('DEL', user)
     end
