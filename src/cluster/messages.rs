@@ -120,11 +120,10 @@ impl RedisMessages {
     ) -> Result<Value, StoreError> {
         let started = Instant::now();
         let result = self.run_once(invocation, write).await;
-        metrics::histogram!("tidings_dm_store_seconds", "store" => "redis", "op" => op)
+        metrics::histogram!("tidings_store_redis_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());
         if let Err(error) = &result {
-            metrics::counter!("tidings_dm_store_errors_total", "store" => "redis", "op" => op)
-                .increment(1);
+            metrics::counter!("tidings_store_redis_errors_total", "op" => op).increment(1);
             tracing::debug!(op, %error, "message store call failed");
         }
         result
@@ -218,7 +217,6 @@ impl RedisMessages {
         match reply.as_slice() {
             [Value::Int(1), seq] => {
                 let seq = reply::number(seq).ok_or_else(|| malformed(reply::Malformed("seq")))?;
-                metrics::counter!("tidings_dm_accepted_total", "store" => "redis").increment(1);
                 Ok(Some(Accepted {
                     message: Message::from_new(new.clone(), id, seq),
                     status: Status::Accepted,
@@ -370,7 +368,7 @@ impl RedisMessages {
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(self.keys.dm_message(id.as_str()));
         let result = self.redis.run::<Value>(&cmd).await;
-        metrics::histogram!("tidings_dm_store_seconds", "store" => "redis", "op" => "get")
+        metrics::histogram!("tidings_store_redis_seconds", "op" => "get")
             .record(started.elapsed().as_secs_f64());
         let reply = result.map_err(unavailable)?;
         match reply::array(reply).map_err(malformed)? {
