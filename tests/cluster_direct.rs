@@ -46,13 +46,23 @@ async fn devices_on_other_nodes_get_messages_and_the_sender_every_status() {
     }
 
     let reply = alice
-        .emit_with_ack(1, "dm", &[json!({ "to": "bob", "event": "chat", "data": "hi" })])
+        .emit_with_ack(
+            1,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "data": "hi" })],
+        )
         .await;
     assert_eq!(reply[0]["ok"], true, "{reply}");
     let id = reply[0]["id"].as_str().unwrap().to_owned();
     let on_phone = next_named(&mut phone, "chat", WAIT).await;
     let on_laptop = next_named(&mut laptop, "chat", WAIT).await;
-    assert_eq!((on_phone.args[1]["id"].as_str(), on_laptop.args[1]["id"].as_str()), (Some(id.as_str()), Some(id.as_str())));
+    assert_eq!(
+        (
+            on_phone.args[1]["id"].as_str(),
+            on_laptop.args[1]["id"].as_str()
+        ),
+        (Some(id.as_str()), Some(id.as_str()))
+    );
     assert_eq!(next_status(&mut alice, "sent").await["id"], id.as_str());
     ack(&phone, &on_phone);
     ack(&laptop, &on_laptop);
@@ -68,12 +78,20 @@ async fn devices_on_other_nodes_get_messages_and_the_sender_every_status() {
 
     // A message while a third device is away; it connects to the first node and reads it from the inbox.
     let second = alice
-        .emit_with_ack(3, "dm", &[json!({ "to": "bob", "event": "chat", "data": "again" })])
+        .emit_with_ack(
+            3,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "data": "again" })],
+        )
         .await;
     let second_id = second[0]["id"].as_str().unwrap().to_owned();
     let mut tablet = device(addr(0), "bob", &[], "tablet").await;
     let got = next_named(&mut tablet, "chat", WAIT).await;
-    assert_eq!(got.args[1]["id"], second_id.as_str(), "only the unread message");
+    assert_eq!(
+        got.args[1]["id"],
+        second_id.as_str(),
+        "only the unread message"
+    );
     assert_none(&mut tablet, "chat", Duration::from_millis(300)).await;
     for node in nodes {
         node.shutdown(Duration::from_secs(1)).await;
