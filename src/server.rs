@@ -27,6 +27,7 @@ use crate::cluster::forward::Forwarder;
 use crate::cluster::keys::Keys;
 use crate::cluster::registry::{NodeInfo, Registry};
 use crate::cluster::{Redis, RedisTarget};
+use crate::cluster::{RedisMessages, ReplicaWait};
 use crate::config::Config;
 use crate::engineio::address_limits::AddressLimits;
 use crate::engineio::client_addr::TrustedProxies;
@@ -402,8 +403,18 @@ fn disk_direct(config: &Config, dir: &std::path::Path) -> anyhow::Result<Arc<Dir
 
 /// The direct message layer of a cluster node: messages handed over between nodes through Redis.
 fn cluster_direct(config: &Config, cluster: &Arc<ClusterBackend>, node: &str) -> Arc<Direct> {
-    let store: Arc<dyn MessageStore> =
-        Arc::new(MemoryMessages::new(config.messages.inbox_limits()));
+    let mut store = RedisMessages::new(
+        cluster.redis.clone(),
+        cluster.keys.clone(),
+        config.messages.inbox_limits(),
+    );
+    if config.redis.wait_replicas > 0 {
+        store = store.with_replica_wait(ReplicaWait {
+            replicas: config.redis.wait_replicas,
+            timeout: Duration::from_millis(config.redis.wait_timeout_ms),
+        });
+    }
+    let store: Arc<dyn MessageStore> = Arc::new(store);
     let fanout = RedisFanout::new(cluster.redis.clone(), cluster.keys.clone(), node);
     let direct = Direct::with_webhook(
         store,

@@ -365,6 +365,11 @@ pub struct RedisConfig {
     pub url: String,
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
+    /// Replicas that must have a direct message (or status change) before it is acknowledged (`WAIT`);
+    /// 0 acknowledges once the master ran it.
+    pub wait_replicas: u32,
+    /// Longest wait for those replicas, in milliseconds; past it the write is answered `unavailable`.
+    pub wait_timeout_ms: u64,
 }
 
 impl Default for RedisConfig {
@@ -372,6 +377,8 @@ impl Default for RedisConfig {
         Self {
             url: String::new(),
             key_prefix: "tidings".to_owned(),
+            wait_replicas: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }

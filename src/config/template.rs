@@ -144,6 +144,12 @@ drain_secs = 10
 url = ""
 # Prefix of every Redis key and channel.
 key_prefix = "tidings"
+# Replicas that must hold a direct message or status change before it is acknowledged (Redis WAIT); 0 = the
+# master's reply is enough. See the README on Redis persistence for what makes an acknowledged message durable.
+wait_replicas = 0
+# Longest wait for those replicas, in milliseconds (at most 2500); past it the sender gets "unavailable" and may
+# retry with the same id.
+wait_timeout_ms = 1000
 
 [storage]
 # Directory of the embedded store (TIDINGS_DATA_DIR, --data-dir): direct messages, their statuses and inbox

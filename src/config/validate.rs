@@ -155,6 +155,12 @@ impl Config {
         if let Err(error) = TrustedProxies::parse(&l.trusted_proxies) {
             return invalid("limits.trusted_proxies", error.to_string());
         }
+        if self.redis.wait_replicas > 0 && !(1..=2500).contains(&self.redis.wait_timeout_ms) {
+            return invalid(
+                "redis.wait_timeout_ms",
+                "must be 1 to 2500 (below the Redis command timeout) while wait_replicas is set",
+            );
+        }
         let m = &self.messages;
         if !m.namespace.starts_with('/') {
             return invalid(
