@@ -1,8 +1,33 @@
 // Direct messages with the stock socket.io-client: `dm` with an ack, the message handler's third argument as
 // the delivery receipt, `message:status` on the sender's devices, the offline inbox on reconnect.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { startRedis, uniquePrefix } from './cluster-helpers.mjs';
 import { api, awaitConnect, client, closeAllClients, startServer, token, uid, waitForArgs } from './helpers.mjs';
+
+/** The three stores a node can keep messages in; every test below runs against each. */
+const STORES = [
+  ['in memory', async () => ({ server: await startServer(), cleanup: () => {} })],
+  [
+    'on disk (--data-dir)',
+    async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), 'tidings-dm-'));
+      const server = await startServer({ args: ['--data-dir', dir] });
+      return { server, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+    },
+  ],
+  [
+    'in Redis (cluster mode)',
+    async () => {
+      const redis = await startRedis();
+      const server = await startServer({ args: ['--redis', redis.url], config: `[redis]\nkey_prefix = "${uniquePrefix()}"\n` });
+      return { server, cleanup: () => redis.kill() };
+    },
+  ],
+];
 
 /** A connected device of `sub`, allowed to message `dm`. */
 async function device(server, sub, name, { dm = [], reconnection = false } = {}) {
@@ -30,14 +55,16 @@ async function until(fn, what, timeoutMs = 5000) {
   }
 }
 
-describe('direct messages (socket.io-client)', () => {
+for (const [store, setup] of STORES) describe(`direct messages ${store} (socket.io-client)`, () => {
   let server;
+  let cleanup = () => {};
   before(async () => {
-    server = await startServer();
+    ({ server, cleanup } = await setup());
   });
   after(async () => {
     closeAllClients();
     await server?.stop();
+    cleanup();
   });
 
   test('dm → every device of the recipient; the ack callback is the receipt; statuses reach the sender', async () => {
