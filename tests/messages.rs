@@ -296,3 +296,103 @@ async fn ten_thousand_messages_from_one_sender_arrive_in_order() {
     assert_none(&mut bob, "chat", Duration::from_millis(200)).await;
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_inbox_refuses_its_sender_and_nobody_else() {
+    let node = start(|config| {
+        config.messages.inbox_max_messages = 5;
+        config.limits.client_packets_per_sec = 10_000;
+    })
+    .await;
+    let addr = node.local_addr();
+    let mut spammer = device(addr, "mallory", &["*"], "m").await;
+    for n in 0..5 {
+        let reply = spammer
+            .emit_with_ack(
+                n,
+                "dm",
+                &[json!({ "to": "victim", "event": "spam", "data": n })],
+            )
+            .await;
+        assert_eq!(reply[0]["ok"], true);
+    }
+    let refused = spammer
+        .emit_with_ack(9, "dm", &[json!({ "to": "victim", "event": "spam" })])
+        .await;
+    assert_eq!(refused[0]["error"], "inbox_full", "{refused}");
+    // Others are untouched: another user's inbox takes messages, and the spammer is still connected.
+    let mut alice = device(addr, "alice", &["bob"], "a").await;
+    let mut bob = device(addr, "bob", &[], "b").await;
+    let ok = alice
+        .emit_with_ack(
+            1,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "data": "hi" })],
+        )
+        .await;
+    assert_eq!(ok[0]["ok"], true);
+    assert_eq!(next_named(&mut bob, "chat", WAIT).await.args[0], "hi");
+    // The victim's device drains its inbox; once delivered, room is made again.
+    let mut victim = device(addr, "victim", &[], "v").await;
+    for _ in 0..5 {
+        let got = next_named(&mut victim, "spam", WAIT).await;
+        ack(&victim, &got);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = spammer
+            .emit_with_ack(20, "dm", &[json!({ "to": "victim", "event": "spam" })])
+            .await;
+        if reply[0]["ok"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!spammer.is_closed());
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_device_names_and_oversized_acks_are_refused_alone() {
+    let node = start(|_| {}).await;
+    let addr = node.local_addr();
+    let mut bad = common::WsClient::handshake(addr).await;
+    let auth = json!({ "token": common::dm::dm_token("eve", &[]), "device": "a b" });
+    bad.send_text(&format!("40{auth}"));
+    let reply = bad
+        .recv_until(|f| f.text().is_some_and(|t| t.starts_with("44")), WAIT)
+        .await;
+    assert!(
+        reply.text().unwrap().contains("invalid device"),
+        "{reply:?}"
+    );
+    let long = json!({ "token": common::dm::dm_token("eve", &[]), "device": "d".repeat(65) });
+    let mut bad = common::WsClient::handshake(addr).await;
+    bad.send_text(&format!("40{long}"));
+    let reply = bad
+        .recv_until(|f| f.text().is_some_and(|t| t.starts_with("44")), WAIT)
+        .await;
+    assert!(
+        reply.text().unwrap().contains("invalid device"),
+        "{reply:?}"
+    );
+
+    let mut bob = device(addr, "bob", &[], "b").await;
+    let ids: Vec<String> = (0..1001).map(|n| format!("id{n}")).collect();
+    let too_many = bob.emit_with_ack(1, "ack", &[json!({ "ids": ids })]).await;
+    assert_eq!(too_many[0]["error"], "invalid");
+    let (status, body) = Api::new(addr)
+        .post(
+            "/v1/users/bob/messages",
+            json!({ "event": "chat", "data": 7, "from": "alice" }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        next_named(&mut bob, "chat", WAIT).await.args[0],
+        7,
+        "the device still works"
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}
