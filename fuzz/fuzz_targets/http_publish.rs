@@ -1,8 +1,9 @@
-//! The HTTP publish API (`POST /v1/publish`, `/v1/publish/batch`, `/v1/broadcast`) through the router that
+//! The HTTP publish API (`POST /v1/publish`, `/v1/publish/batch`, `/v1/broadcast`) and the direct-message send
+//! (`POST /v1/users/{user}/messages`) through the router that
 //! `tidings::server::build` assembles for an embedded node, in memory, with a valid API key and an arbitrary
 //! body. Never panics, never answers 5xx: in embedded mode every refusal is the client's fault (4xx).
 //!
-//! Input: the first byte picks the route (modulo 3), the rest is the body.
+//! Input: the first byte picks the route (modulo 4), the rest is the body.
 #![no_main]
 
 use axum::body::Body;
@@ -12,7 +13,12 @@ use tower::ServiceExt;
 
 tidings_fuzz::cap_allocations!();
 
-const ROUTES: [&str; 3] = ["/v1/publish", "/v1/publish/batch", "/v1/broadcast"];
+const ROUTES: [&str; 4] = [
+    "/v1/publish",
+    "/v1/publish/batch",
+    "/v1/broadcast",
+    "/v1/users/bob/messages",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else {
