@@ -165,7 +165,7 @@ impl DmReport {
 }
 
 /// Header of the table (two lines).
-pub const TABLE_HEADER: &str = "| nodes | senders→users×devices | target msg/s | sent | accepted/s | accepted p50 / p99 ms | delivered to device p50 / p99 / max ms | `delivered` status p50 / p99 ms | lost | dup | out of order | refused | conn failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| nodes | senders → users×devices | target msg/s | sent | accepted/s | accepted p50 / p99 ms | delivered to device p50 / p99 / max ms | `delivered` status p50 / p99 ms | lost | dup | out of order | refused | conn failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 impl fmt::Display for DmReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
