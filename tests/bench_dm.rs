@@ -31,12 +31,24 @@ async fn every_message_reaches_every_device_and_its_sender_hears_delivered() {
 
     assert_eq!(report.connections, 4 + 5 * 2, "{report}");
     assert!(report.connect_failures.is_empty(), "{report}");
-    assert_eq!((report.sent, report.accepted, report.unanswered), (200, 200, 0), "{report}");
+    assert_eq!(
+        (report.sent, report.accepted, report.unanswered),
+        (200, 200, 0),
+        "{report}"
+    );
     assert!(report.refused.is_empty(), "{report}");
-    assert_eq!((report.receipts, report.expected_receipts), (400, 400), "{report}");
+    assert_eq!(
+        (report.receipts, report.expected_receipts),
+        (400, 400),
+        "{report}"
+    );
     assert_eq!((report.lost, report.missing_receipts), (0, 0), "{report}");
     assert_eq!((report.duplicates, report.out_of_order), (0, 0), "{report}");
-    assert_eq!((report.no_delivered_status, report.unparsed), (0, 0), "{report}");
+    assert_eq!(
+        (report.no_delivered_status, report.unparsed),
+        (0, 0),
+        "{report}"
+    );
     assert!(report.accept_ms[0] > 0.0 && report.deliver_ms[2] >= report.deliver_ms[1]);
     assert!(report.delivered_status_ms[1] > 0.0, "{report}");
     node.shutdown(Duration::from_secs(1)).await;
@@ -53,10 +65,16 @@ async fn refused_connections_are_reported_and_nothing_is_sent() {
         .expect("the bench ends by itself")
         .unwrap();
     assert_eq!(
-        report.connect_failures.get("socket.io connect error: unauthorized"),
+        report
+            .connect_failures
+            .get("socket.io connect error: unauthorized"),
         Some(&14),
         "{report}"
     );
-    assert_eq!((report.sent, report.accepted, report.receipts), (0, 0, 0), "{report}");
+    assert_eq!(
+        (report.sent, report.accepted, report.receipts),
+        (0, 0, 0),
+        "{report}"
+    );
     node.shutdown(Duration::from_secs(1)).await;
 }

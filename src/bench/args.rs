@@ -8,7 +8,7 @@ use super::dm::DmArgs;
 #[derive(Debug, Clone, Subcommand)]
 pub enum BenchMode {
     /// Direct messages: senders emit `dm` at a steady rate to recipients whose devices acknowledge each one.
-    Dm(DmArgs),
+    Dm(Box<DmArgs>),
 }
 
 /// Flags of `tidings bench`: N Socket.IO clients subscribe, then events are published at a steady rate and
