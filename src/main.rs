@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use tidings::bench::args::BenchMode;
+use tidings::bench::dm::{DmArgs, DmBench};
 use tidings::bench::{Bench, BenchArgs};
 use tidings::cli::{Cli, Command, ServeArgs};
 use tidings::config::DEFAULT_CONFIG_TOML;
@@ -31,8 +33,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Runs `tidings bench dm`, writing its table to the benchmarks file when asked.
+fn bench_dm(args: &DmArgs) -> anyhow::Result<()> {
+    let bench = DmBench::new(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tidings-bench")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = runtime.block_on(bench.run())?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(title) = &args.write_benchmarks {
+        let body = format!(
+            "`tidings bench dm`, {} node(s), {} senders, {} users × {} devices, {} s at {} msg/s.\n\n{report}",
+            report.nodes, report.senders, report.recipients, report.devices, args.duration, args.rate
+        );
+        tidings::bench::dm::report::write_section(&args.benchmarks_file, title, &body)
+            .with_context(|| format!("cannot write {}", args.benchmarks_file.display()))?;
+    }
+    let text = if args.json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.to_string()
+    };
+    print_stdout(&text)
+}
+
 /// Runs `tidings bench` (or one of its worker processes, which re-run this command line with worker flags).
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchMode::Dm(dm)) = &args.mode {
+        return bench_dm(dm);
+    }
     let program = std::env::current_exe().context("cannot find the tidings binary")?;
     let argv = std::env::args_os().skip(1).collect();
     let bench = Bench::new(args)?.with_worker_command(program, argv);

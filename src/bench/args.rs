@@ -1,6 +1,15 @@
 //! Flags of `tidings bench`.
 
-use clap::Args;
+use clap::{Args, Subcommand};
+
+use super::dm::DmArgs;
+
+/// Other load shapes than room broadcasts.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchMode {
+    /// Direct messages: senders emit `dm` at a steady rate to recipients whose devices acknowledge each one.
+    Dm(Box<DmArgs>),
+}
 
 /// Flags of `tidings bench`: N Socket.IO clients subscribe, then events are published at a steady rate and
 /// every delivery is timed.
@@ -98,6 +107,9 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Another load shape (the flags above are then not used).
+    #[command(subcommand)]
+    pub mode: Option<BenchMode>,
     /// Internal: this process is worker i of a multi-process run.
     #[arg(long, hide = true, requires = "worker_count")]
     pub worker_index: Option<usize>,
@@ -137,6 +149,7 @@ impl BenchArgs {
             quiet: false,
             worker_index: None,
             worker_count: None,
+            mode: None,
         }
     }
 }

@@ -376,7 +376,7 @@ fn close_reason(payload: &[u8]) -> String {
 }
 
 /// A short, low-cardinality description of an I/O error (the error map groups by it).
-pub(super) fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(_) => e.to_string(),
         None => format!("{:?}", e.kind()),

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod client;
+pub mod dm;
 pub mod plan;
 pub mod polling;
 pub mod publisher;

@@ -304,7 +304,7 @@ fn parse_ramp(text: &str) -> Result<f64, BenchError> {
 }
 
 /// Parses a client URL (`http://`, `ws://`) into a target, refusing non-loopback hosts unless allowed.
-fn parse_target(url: &str, allow_remote: bool) -> Result<Target, BenchError> {
+pub(crate) fn parse_target(url: &str, allow_remote: bool) -> Result<Target, BenchError> {
     let uri: Uri = url
         .parse()
         .map_err(|e| invalid(format!("--url {url:?}: {e}")))?;
