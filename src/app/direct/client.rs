@@ -47,6 +47,8 @@ pub fn handle(
     });
     if event.name != "dm" {
         tokio::spawn(job);
+    } else if !socket.is_connected() {
+        // Gone meanwhile: no queue is kept for a closed connection.
     } else if !direct.enqueue(socket.id(), job) {
         let busy = DmError::Busy;
         metrics::counter!("tidings_message_requests_refused_total", "event" => "dm", "reason" => busy.code())
