@@ -519,7 +519,9 @@ impl Direct {
             {
                 Ok(page) => page,
                 Err(error) => {
-                    tracing::warn!(%error, user = %device.user, "could not read an inbox; retrying");
+                    // Every device retries while the store is down: counted, logged at debug only.
+                    metrics::counter!("tidings_message_inbox_read_failures_total").increment(1);
+                    tracing::debug!(%error, user = %device.user, "could not read an inbox; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -572,7 +574,10 @@ impl Direct {
                 metrics::counter!("tidings_messages_expired_total").increment(expired as u64);
                 self.notify(changes);
             }
-            Err(error) => tracing::warn!(%error, "message sweep failed"),
+            Err(error) => {
+                // Once a second while the store is down: the store's own errors are counted.
+                tracing::debug!(%error, "message sweep failed");
+            }
         }
     }
 }
