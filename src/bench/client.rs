@@ -346,7 +346,7 @@ struct Outgoing {
 }
 
 /// Reads the answer to the upgrade request; returns the bytes that followed it.
-async fn read_upgrade(stream: &mut TcpStream, key: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_upgrade(stream: &mut TcpStream, key: &str) -> Result<Vec<u8>, String> {
     use tokio::io::AsyncReadExt as _;
     let mut buf = Vec::with_capacity(512);
     loop {

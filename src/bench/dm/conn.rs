@@ -11,10 +11,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::bench::client::io_reason;
+use crate::bench::client::{io_reason, read_upgrade};
 use crate::bench::plan::Target;
 use crate::bench::sys::connect_from;
-use crate::bench::ws::{encode_masked, parse_frame, parse_upgrade_response, upgrade_request};
+use crate::bench::ws::{encode_masked, parse_frame, upgrade_request};
 use crate::engineio::ws_frame::OpCode;
 
 /// Bytes read from the socket at a time.
@@ -67,22 +67,7 @@ pub async fn open(
         .write_all(&request)
         .await
         .map_err(|e| format!("upgrade write: {}", io_reason(&e)))?;
-    let mut buf = Vec::new();
-    let header = loop {
-        let mut chunk = [0u8; 2048];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("upgrade read: {}", io_reason(&e)))?;
-        if n == 0 {
-            return Err("upgrade: connection closed".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(len) = parse_upgrade_response(&buf, &key).map_err(|e| e.to_string())? {
-            break len;
-        }
-    };
-    buf.drain(..header);
+    let buf = read_upgrade(&mut stream, &key).await?;
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
     let outbox = Outbox(tx);
