@@ -227,48 +227,34 @@ async fn control_flood(addr: SocketAddr, frame: Vec<u8>) -> Option<u16> {
     victim.expect_closed(WAIT).await
 }
 
-#[tokio::test]
-async fn websocket_ping_frame_flood() {
-    let frame = RawWs::frame(9, b"are you there");
+/// Sends `frame` past a packet rate of 10/s and expects the flood close (1008).
+async fn assert_flood_closes(frame: Vec<u8>) {
     let code = case(
         |c| c.limits.client_packets_per_sec = 10,
         |a| control_flood(a, frame),
     )
     .await;
     assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn websocket_ping_frame_flood() {
+    assert_flood_closes(RawWs::frame(9, b"are you there")).await;
 }
 
 #[tokio::test]
 async fn websocket_pong_frame_flood() {
-    let frame = RawWs::frame(10, b"");
-    let code = case(
-        |c| c.limits.client_packets_per_sec = 10,
-        |a| control_flood(a, frame),
-    )
-    .await;
-    assert_eq!(code, Some(1008));
+    assert_flood_closes(RawWs::frame(10, b"")).await;
 }
 
 #[tokio::test]
 async fn engineio_pong_flood() {
-    let frame = RawWs::frame(1, b"3");
-    let code = case(
-        |c| c.limits.client_packets_per_sec = 10,
-        |a| control_flood(a, frame),
-    )
-    .await;
-    assert_eq!(code, Some(1008));
+    assert_flood_closes(RawWs::frame(1, b"3")).await;
 }
 
 #[tokio::test]
 async fn engineio_noop_flood() {
-    let frame = RawWs::frame(1, b"6");
-    let code = case(
-        |c| c.limits.client_packets_per_sec = 10,
-        |a| control_flood(a, frame),
-    )
-    .await;
-    assert_eq!(code, Some(1008));
+    assert_flood_closes(RawWs::frame(1, b"6")).await;
 }
 
 /// The same over long-polling: one POST of 200 noops closes the session.
