@@ -8,6 +8,8 @@ mod memory;
 
 pub use memory::MemoryHistory;
 
+use futures_util::future::BoxFuture;
+
 use crate::hub::{EventPackets, RoomKey};
 
 /// One stored event.
@@ -31,6 +33,11 @@ pub enum HistoryError {
     #[error("history no longer covers the requested offset")]
     Evicted,
 }
+
+/// Why events could not be made durable: the journal of a disk-backed history failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("history journal unavailable: {0}")]
+pub struct JournalError(pub String);
 
 /// Totals for metrics and the API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +117,16 @@ pub trait HistoryStore: Send + Sync + 'static {
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool);
     /// Current totals.
     fn stats(&self) -> HistoryStats;
+    /// Resolves once every event up to `seq` is durable in this store (at once for a memory store); fails when
+    /// the store can no longer make it durable.
+    fn durable(&self, _seq: u64) -> BoxFuture<'static, Result<(), JournalError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    /// The sequence numbering continues after (0 for a fresh store): a reopened disk store starts past
+    /// everything it handed out before.
+    fn resume_seq(&self) -> u64 {
+        0
+    }
 }
 
 /// A page of history as the API and the `history` client event return it.

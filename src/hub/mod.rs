@@ -75,13 +75,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// An empty hub recording events in `history`.
+    /// An empty hub recording events in `history`, numbering them after the history's
+    /// [`HistoryStore::resume_seq`].
     pub fn new(history: Arc<dyn HistoryStore>) -> Hub {
+        let resume = history.resume_seq();
         Hub {
             rooms: Rooms::new(),
             history,
             order: Mutex::new(()),
-            seq: AtomicU64::new(0),
+            seq: AtomicU64::new(resume),
         }
     }
 

@@ -76,6 +76,11 @@ pub trait SessionStore: Send + Sync + 'static {
     fn take(&self, pid: &Sid, owner: &Owner<'_>) -> Result<SessionRecord, TakeRefused>;
     /// Drops expired records.
     fn sweep(&self);
+    /// Keeps the current state of a connected socket, so that its client can still resume it if this process
+    /// dies without parking it (a no-op where records do not outlive the process).
+    fn save_live(&self, _record: &SessionRecord) {}
+    /// Forgets a session for good (a deliberate disconnect).
+    fn forget(&self, _pid: &Sid) {}
     /// Records held.
     fn len(&self) -> usize;
     /// True when no record is held.
