@@ -289,9 +289,9 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     );
     let redis = cluster_redis(config)?;
     let hub = Arc::new(Hub::new(memory_history(config)));
-    let sessions = Arc::new(MemorySessionStore::new());
-    let backend = match &redis {
-        Some(redis) => Backend::Cluster(ClusterBackend::new(
+    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+    let cluster = redis.as_ref().map(|redis| {
+        ClusterBackend::new(
             redis.clone(),
             Keys::new(&config.redis.key_prefix),
             hub.clone(),
@@ -304,28 +304,31 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
                 .max_age()
                 .max(config.recovery.max_disconnection())
                 + Duration::from_secs(60),
-        )),
-        None => Backend::Memory {
-            sessions: sessions.clone(),
-        },
-    };
-    if redis.is_none() {
-        match config.storage.data_dir() {
-            None => tracing::info!(
-                "no data directory: messages, history and sessions are kept in memory only"
-            ),
-            Some(dir) => tracing::info!(
-                dir = %dir.display(),
-                "direct messages are kept on disk; room history and recovery sessions in memory"
-            ),
+        )
+    });
+    let (backend, direct) = match &cluster {
+        Some(cluster) => (
+            Backend::redis(cluster.clone(), config.recovery.max_disconnection()),
+            cluster_direct(config, cluster, node_tag.as_str()),
+        ),
+        None => {
+            let direct = match config.storage.data_dir() {
+                None => {
+                    tracing::info!(
+                        "no data directory: messages, history and sessions are kept in memory only"
+                    );
+                    memory_direct(config)
+                }
+                Some(dir) => {
+                    tracing::info!(
+                        dir = %dir.display(),
+                        "direct messages are kept on disk; room history and recovery sessions in memory"
+                    );
+                    disk_direct(config, dir)?
+                }
+            };
+            (Backend::local(hub.clone(), sessions.clone()), direct)
         }
-    }
-    let direct = match &backend {
-        Backend::Cluster(cluster) => cluster_direct(config, cluster, node_tag.as_str()),
-        Backend::Memory { .. } => match config.storage.data_dir() {
-            Some(dir) => disk_direct(config, dir)?,
-            None => memory_direct(config),
-        },
     };
     let app = Tidings::new(app_parts(config, hub.clone(), backend, direct)?);
     tokio::spawn(sweep_loop(Arc::downgrade(&hub), Arc::downgrade(&sessions)));
@@ -333,7 +336,14 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         engine_config(config, node_tag),
         SocketIo::new(app.clone(), client_limits),
     );
-    if let Backend::Cluster(cluster) = app.backend() {
+    if let Some(cluster) = &cluster {
+        let weak_app = Arc::downgrade(&app);
+        let weak_cluster = Arc::downgrade(cluster);
+        cluster.subscriber.set_ingest(Arc::new(move |raw| {
+            if let (Some(app), Some(cluster)) = (weak_app.upgrade(), weak_cluster.upgrade()) {
+                tokio::spawn(crate::app::ingest(app, cluster, raw));
+            }
+        }));
         let engine = Arc::downgrade(&engine);
         let weak_cluster = Arc::downgrade(cluster);
         cluster.subscriber.set_reset(Arc::new(move || {
@@ -585,7 +595,7 @@ fn engine_route(
 }
 
 /// Once a second: expire history and parked sessions. Ends when the node is dropped.
-async fn sweep_loop(hub: std::sync::Weak<Hub>, sessions: std::sync::Weak<MemorySessionStore>) {
+async fn sweep_loop(hub: std::sync::Weak<Hub>, sessions: std::sync::Weak<dyn SessionStore>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -58,9 +58,7 @@ pub fn app() -> Arc<Tidings> {
         let _guard = runtime().enter();
         let config = config();
         let hub = Arc::new(Hub::new(tidings::server::memory_history(&config)));
-        let backend = Backend::Memory {
-            sessions: Arc::new(MemorySessionStore::new()),
-        };
+        let backend = Backend::local(hub.clone(), Arc::new(MemorySessionStore::new()));
         let direct = tidings::server::memory_direct(&config);
         let parts =
             tidings::server::app_parts(&config, hub, backend, direct).expect("the default config");

@@ -73,27 +73,15 @@ pub(super) async fn history(
     validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
     let key = RoomKey::new(&nsp, &room);
     let budget = state.app.history_reply_bytes();
-    let page = match state.app.backend() {
-        crate::app::Backend::Memory { .. } => crate::history::read_page(
-            state.app.hub().history().as_ref(),
-            &key,
-            query.epoch,
-            query.since.unwrap_or(0),
-            crate::history::ReadLimit {
-                events: query.limit.unwrap_or(100),
-                bytes: budget,
-            },
-        ),
-        crate::app::Backend::Cluster(cluster) => crate::cluster::history::read_page(
-            &cluster.redis,
-            &cluster.keys,
-            &key,
-            query.since.unwrap_or(0),
-            crate::history::ReadLimit {
-                events: query.limit.unwrap_or(100),
-                bytes: budget,
-            },
-        )
+    let limit = crate::history::ReadLimit {
+        events: query.limit.unwrap_or(100),
+        bytes: budget,
+    };
+    let page = state
+        .app
+        .backend()
+        .log
+        .page(key, query.epoch, query.since.unwrap_or(0), limit)
         .await
         .map_err(|e| {
             ApiError::new(
@@ -101,8 +89,7 @@ pub(super) async fn history(
                 "unavailable",
                 format!("history unavailable: {e}"),
             )
-        })?,
-    };
+        })?;
     page.count_truncated("api");
     let mut body = serde_json::to_value(page).unwrap_or_default();
     body["namespace"] = nsp.into();

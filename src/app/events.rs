@@ -121,20 +121,21 @@ fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcom
     if let Err(refusal) = room_cap(app, socket, &room) {
         return Outcome::Now(Err(refusal));
     }
-    if !app.is_cluster() {
-        app.join(socket, &room);
-        return Outcome::Now(Ok(OK.to_vec()));
-    }
     let (Some(app), socket) = (app.arc(), socket.clone()) else {
         return Outcome::Now(Err(Refusal::Unavailable));
     };
-    Outcome::Later(Box::pin(async move {
-        app.join_cluster(&socket, std::slice::from_ref(&room))
+    let mut joining = Box::pin(async move {
+        app.join_rooms(&socket, std::slice::from_ref(&room))
             .await
             .map_err(|_| Refusal::Unavailable)?;
         app.save_room_joined(&socket, &room);
         Ok(OK.to_vec())
-    }))
+    });
+    // An embedded node joins at once, so the client's next event already finds it in the room.
+    match futures_util::FutureExt::now_or_never(&mut joining) {
+        Some(joined) => Outcome::Now(joined),
+        None => Outcome::Later(joining),
+    }
 }
 
 /// Refuses a join that would put the socket in more rooms than `limits.max_rooms_per_socket`.
@@ -315,39 +316,17 @@ fn history(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
         reply["ok"] = true.into();
         reply.to_string().into_bytes()
     };
-    let budget = app.history_reply_bytes();
-    match app.backend() {
-        super::Backend::Memory { .. } => {
-            let page = crate::history::read_page(
-                app.hub.history().as_ref(),
-                &key,
-                since.1,
-                since.0,
-                crate::history::ReadLimit {
-                    events: limit,
-                    bytes: budget,
-                },
-            );
-            Outcome::Now(Ok(with_ok(page)))
-        }
-        super::Backend::Cluster(cluster) => {
-            let cluster = cluster.clone();
-            Outcome::Later(Box::pin(async move {
-                let page = crate::cluster::history::read_page(
-                    &cluster.redis,
-                    &cluster.keys,
-                    &key,
-                    since.0,
-                    crate::history::ReadLimit {
-                        events: limit,
-                        bytes: budget,
-                    },
-                )
-                .await
-                .map_err(|_| Refusal::Unavailable)?;
-                Ok(with_ok(page))
-            }))
-        }
+    let limit = crate::history::ReadLimit {
+        events: limit,
+        bytes: app.history_reply_bytes(),
+    };
+    let mut reading = app.backend().log.page(key, since.1, since.0, limit);
+    match futures_util::FutureExt::now_or_never(&mut reading) {
+        Some(page) => Outcome::Now(page.map(with_ok).map_err(|_| Refusal::Unavailable)),
+        None => Outcome::Later(Box::pin(async move {
+            let page = reading.await.map_err(|_| Refusal::Unavailable)?;
+            Ok(with_ok(page))
+        })),
     }
 }
 

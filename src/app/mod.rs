@@ -1,14 +1,17 @@
 //! The tidings rules on top of Socket.IO: JWT-authenticated connects, rooms the token allows, listen-only
 //! clients, and publishing only where a claim or a room policy says so.
 
+pub mod backend;
 mod cluster;
+mod connect;
 pub mod direct;
 mod events;
 pub mod expiry;
 mod recover;
 mod request;
 
-pub use cluster::ClusterBackend;
+pub use backend::Backend;
+pub use cluster::{ingest, ClusterBackend};
 pub use events::validate_event_name;
 pub use request::{check_data, CheckedPublish, PublishFields, PublishLimits, RequestError};
 
@@ -17,10 +20,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::auth::{user_room, Authenticator, RoomPattern};
+use crate::auth::{Authenticator, RoomPattern};
 use crate::engineio::session::Sid;
-use crate::hub::{Hub, RoomKey, BROADCAST_ROOM};
-use crate::recovery::{Membership, Owner, SessionRecord, SessionStore, TakeRefused};
+use crate::hub::{Hub, RoomKey};
+use crate::recovery::{Membership, Owner, SessionRecord, TakeRefused};
 use crate::socketio::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
 
 /// Per-namespace settings.
@@ -56,17 +59,6 @@ pub const RESERVED_EVENTS: &[&str] = &[
     expiry::EXPIRED_EVENT,
     direct::STATUS_EVENT,
 ];
-
-/// Where events are sequenced and sessions kept.
-pub enum Backend {
-    /// Everything in this process (the embedded default).
-    Memory {
-        /// Disconnected sessions waiting for recovery.
-        sessions: Arc<dyn SessionStore>,
-    },
-    /// Several nodes sharing Redis.
-    Cluster(Arc<ClusterBackend>),
-}
 
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +130,7 @@ pub struct TidingsParts {
     pub auth: Authenticator,
     /// Rooms and fan-out.
     pub hub: Arc<Hub>,
-    /// Sequencing and session storage.
+    /// Sequencing, history, room subscriptions and session records.
     pub backend: Backend,
     /// `/` plus the configured namespaces.
     pub namespaces: HashMap<String, NamespacePolicy>,
@@ -183,15 +175,7 @@ impl Tidings {
         });
         let _ = app.self_ref.set(Arc::downgrade(&app));
         tokio::spawn(expiry_loop(Arc::downgrade(&app)));
-        if let Backend::Cluster(cluster) = &app.backend {
-            let weak = Arc::downgrade(&app);
-            cluster.subscriber.set_ingest(Arc::new(move |raw| {
-                if let Some(app) = weak.upgrade() {
-                    tokio::spawn(app.ingest(raw));
-                }
-            }));
-            app.spawn_record_refresh();
-        }
+        app.spawn_record_refresh();
         app
     }
 
@@ -200,17 +184,12 @@ impl Tidings {
         self.self_ref.get().and_then(std::sync::Weak::upgrade)
     }
 
-    /// True when nodes share Redis.
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.backend, Backend::Cluster(_))
-    }
-
     /// The direct message layer.
     pub fn direct(&self) -> &Arc<direct::Direct> {
         &self.direct
     }
 
-    /// The sequencing backend.
+    /// Sequencing, history, room subscriptions and session records.
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
@@ -221,28 +200,10 @@ impl Tidings {
     }
 
     /// Publishes an event: sequenced, stored in history and queued for every member (embedded mode), or made
-    /// durable in Redis and published to the nodes serving its rooms (cluster mode). Returns once that is done.
+    /// durable in Redis and published to the nodes serving its rooms (cluster mode). Returns once that is done,
+    /// and the event is durable where the configuration keeps history.
     pub async fn publish(&self, event: &crate::hub::Event<'_>) -> Result<Receipt, PublishError> {
-        match &self.backend {
-            Backend::Memory { .. } => {
-                let published = self.hub.publish(event);
-                Ok(Receipt {
-                    seq: published.seq,
-                    recipients: published.recipients as u64,
-                })
-            }
-            Backend::Cluster(cluster) => {
-                let published = cluster
-                    .broker
-                    .publish(event)
-                    .await
-                    .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-                Ok(Receipt {
-                    seq: published.seq,
-                    recipients: published.receivers,
-                })
-            }
-        }
+        self.backend.log.publish(event).await
     }
 
     /// Publishes a message of the Redis ingest channel (`{room|rooms, event, data, namespace?}`) after the
@@ -296,24 +257,6 @@ impl Tidings {
         first_matching(&self.room_policies, room).is_some_and(|policy| policy.client_publish)
     }
 
-    fn join(&self, socket: &Arc<Socket>, room: &str) -> bool {
-        self.hub.with_order(|seq| self.join_at(socket, room, seq))
-    }
-
-    /// Joins with the hub's ordering lock held (`seq` = last assigned sequence).
-    fn join_at(&self, socket: &Arc<Socket>, room: &str, seq: u64) -> bool {
-        let key = RoomKey::new(socket.nsp(), room);
-        let joined = self.hub.join(&key, socket.id(), socket.session());
-        if joined {
-            socket.rooms.lock().push(Membership {
-                room: room.into(),
-                epoch: self.hub.history().epoch(&key),
-                joined_seq: seq,
-            });
-        }
-        joined
-    }
-
     /// Removes a socket from all its rooms and returns what recovery needs to restore it.
     fn detach(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
         if let Some(user) = socket.user() {
@@ -324,8 +267,7 @@ impl Tidings {
         for membership in &rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);
             self.hub.leave(&key, socket.id());
-            self.hub.history().epoch(&key);
-            self.release_room(socket.nsp(), &membership.room);
+            self.backend.feed.release(&key);
         }
         self.record_with(socket, rooms)
     }
@@ -410,9 +352,7 @@ impl Tidings {
         let left = self.hub.leave(&key, socket.id());
         if left {
             socket.rooms.lock().retain(|m| &*m.room != room);
-            // Keep the stream's epoch alive for a while after the last member leaves.
-            self.hub.history().epoch(&key);
-            self.release_room(socket.nsp(), room);
+            self.backend.feed.release(&key);
             self.save_room_left(socket, room);
         }
         left
@@ -480,51 +420,26 @@ impl Application for Tidings {
                 return Connecting::Ready(Err(format!("invalid device: {error}")));
             }
         }
-        if let Backend::Cluster(_) = &self.backend {
-            let Some(app) = self.arc() else {
-                return Connecting::Ready(Err("server shutting down".into()));
-            };
-            let resume = payload.pid.map(|pid| (pid, payload.offset));
-            return Connecting::Pending(Box::pin(app.connect_cluster(
-                request.session.clone(),
-                request.nsp.to_owned(),
-                claims,
-                policy.recovery,
-                resume,
-                payload.device,
-            )));
-        }
-        if policy.recovery {
-            if let Some(pid) = payload.pid.as_deref() {
-                if let Some(socket) =
-                    self.recover(&request, &claims, pid, payload.offset.as_deref())
-                {
-                    self.track(&socket, payload.device.as_deref());
-                    return Connecting::Ready(Ok(socket));
-                }
-            }
-        }
-        let pid = policy.recovery.then(Sid::random);
-        let socket = Socket::new(
+        let Some(app) = self.arc() else {
+            return Connecting::Ready(Err("server shutting down".into()));
+        };
+        let resume = payload
+            .pid
+            .filter(|_| policy.recovery)
+            .map(|pid| (pid, payload.offset));
+        let mut connecting = Box::pin(app.connect_socket(
             request.session.clone(),
-            request.nsp,
-            None,
-            pid,
-            Some(claims.clone()),
-        );
-        if let Err(error) = socket.send_connect_reply() {
-            return Connecting::Ready(Err(error.to_string()));
+            request.nsp.to_owned(),
+            claims,
+            policy.recovery,
+            resume,
+            payload.device,
+        ));
+        // An embedded node decides at once; a cluster node usually waits for Redis.
+        match futures_util::FutureExt::now_or_never(&mut connecting) {
+            Some(decided) => Connecting::Ready(decided),
+            None => Connecting::Pending(connecting),
         }
-        self.hub.with_order(|seq| {
-            self.join_at(&socket, BROADCAST_ROOM, seq);
-            self.join_at(&socket, &user_room(claims.sub()), seq);
-            for room in claims.auto_join() {
-                self.join_at(&socket, room, seq);
-            }
-        });
-        self.track(&socket, payload.device.as_deref());
-        metrics::counter!("tidings_sockets_connected_total").increment(1);
-        Connecting::Ready(Ok(socket))
     }
 
     fn on_event(&self, socket: &Arc<Socket>, event: ClientEvent) {
@@ -548,13 +463,11 @@ impl Application for Tidings {
         let record = self.detach(socket);
         // A transport loss keeps the session for recovery; a deliberate client disconnect does not.
         let record = record.filter(|_| session_closed);
-        match &self.backend {
-            Backend::Memory { sessions } => {
-                if let Some(record) = record {
-                    sessions.park(record);
-                }
-            }
-            Backend::Cluster(_) => self.park_cluster(record, socket),
+        let version = socket.next_record_version();
+        match (record, socket.pid()) {
+            (Some(record), _) => self.backend.sessions.park(record, version),
+            (None, Some(pid)) => self.backend.sessions.forget(pid),
+            (None, None) => {}
         }
     }
 }

@@ -1,0 +1,147 @@
+//! Where the application keeps what outlives a call, one capability per trait, each with an implementation for
+//! the embedded node (memory, or the data directory behind the history and session stores) and one for a
+//! cluster over Redis. [`Backend`] holds the three, chosen once at start; the application never asks which.
+//!
+//! - [`EventLog`]: sequencing and history — a publish gets its offset, is kept, and reaches the members; a
+//!   recovering session reads what it missed.
+//! - [`RoomFeed`]: whether this node hears a room's events (a cluster node subscribes before a socket joins).
+//! - [`Sessions`]: recovery records of connected and disconnected sockets.
+
+mod local;
+mod redis;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+pub use local::{LocalFeed, LocalLog, LocalSessions};
+pub use redis::{RedisFeed, RedisLog, RedisSessions};
+
+use super::{PublishError, Receipt};
+use crate::engineio::session::Sid;
+use crate::history::{HistoryError, HistoryPage, ReadLimit};
+use crate::hub::{Event, EventPackets, RoomKey};
+use crate::recovery::{Membership, Owner, SessionRecord};
+
+/// Why a store could not answer now (a Redis outage); the caller refuses the request rather than guess.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// Why the events a session missed in one room cannot be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MissedError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// The history cannot cover the gap.
+    #[error("{0}")]
+    History(#[from] HistoryError),
+}
+
+/// Why a session record was not handed over.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TakeError {
+    /// No such record (never existed, expired, or already taken).
+    #[error("unknown or expired session")]
+    Unknown,
+    /// The record belongs to another namespace or user; it was left in place.
+    #[error("session belongs to another namespace or user")]
+    Mismatch,
+    /// The store could not be reached.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// Sequencing and history.
+pub trait EventLog: Send + Sync + 'static {
+    /// Publishes an event: numbered, kept in its rooms' history and handed to their members; resolves once it
+    /// is durable where the configuration keeps history.
+    fn publish<'a>(&'a self, event: &'a Event<'a>) -> BoxFuture<'a, Result<Receipt, PublishError>>;
+    /// A page of a room's history after `since` (and in `epoch`, when given), within `limit`.
+    fn page(
+        &self,
+        room: RoomKey,
+        epoch: Option<u64>,
+        since: u64,
+        limit: ReadLimit,
+    ) -> BoxFuture<'static, Result<HistoryPage, Unavailable>>;
+    /// The epoch a socket joining `room` now records in its membership.
+    fn epoch<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<u64, Unavailable>>;
+    /// The events of `room` after `after` (at most `max`, one more to tell a longer gap) for a recovering
+    /// membership, oldest first; fails when the history no longer covers the gap or its epoch changed.
+    fn missed<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        membership: &'a Membership,
+        after: u64,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, EventPackets)>, MissedError>>;
+}
+
+/// Whether this node hears a room's events.
+pub trait RoomFeed: Send + Sync + 'static {
+    /// Makes sure the room's events reach this node before a socket joins it; one reference per membership.
+    fn acquire<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<(), Unavailable>>;
+    /// Drops a reference taken by [`RoomFeed::acquire`] (a socket left the room).
+    fn release(&self, room: &RoomKey);
+    /// The last sequence a socket joining `room` now has seen (it is owed the events after it), given the hub's
+    /// last sequence; called under the hub's ordering lock.
+    fn joined_seq(&self, room: &RoomKey, hub_seq: u64) -> u64;
+}
+
+/// Recovery records. Writes are fire-and-forget: a lost write costs a recovery, never a connection.
+pub trait Sessions: Send + Sync + 'static {
+    /// The whole state of a connected socket (after its CONNECT or recovery); `version` orders a socket's writes.
+    fn save(&self, record: SessionRecord, version: u64);
+    /// A connected socket joined a room (`record` is its whole state, with the room).
+    fn room_joined(&self, record: SessionRecord, membership: Membership, version: u64);
+    /// A connected socket left a room (`record` is its whole state, without the room).
+    fn room_left(&self, record: SessionRecord, room: &str, version: u64);
+    /// A socket's transport was lost: keep its record for the recovery window.
+    fn park(&self, record: SessionRecord, version: u64);
+    /// A socket disconnected deliberately: its record is not wanted any more.
+    fn forget(&self, pid: Sid);
+    /// Removes and returns the record of `pid`, once, only for its owner.
+    fn take<'a>(
+        &'a self,
+        pid: &'a Sid,
+        owner: Owner<'a>,
+    ) -> BoxFuture<'a, Result<SessionRecord, TakeError>>;
+    /// Keeps the records of sockets still connected here alive (called every third of the recovery window).
+    fn refresh(&self, pids: Vec<Sid>) -> BoxFuture<'static, ()>;
+}
+
+/// The three capabilities of a node, chosen once at start.
+#[derive(Clone)]
+pub struct Backend {
+    /// Sequencing and history.
+    pub log: Arc<dyn EventLog>,
+    /// Room subscriptions.
+    pub feed: Arc<dyn RoomFeed>,
+    /// Recovery records.
+    pub sessions: Arc<dyn Sessions>,
+}
+
+impl Backend {
+    /// The embedded node: events numbered by `hub` and kept in its history, records kept by `sessions`.
+    pub fn local(
+        hub: Arc<crate::hub::Hub>,
+        sessions: Arc<dyn crate::recovery::SessionStore>,
+    ) -> Backend {
+        Backend {
+            log: Arc::new(LocalLog::new(hub.clone())),
+            feed: Arc::new(LocalFeed::new(hub)),
+            sessions: Arc::new(LocalSessions::new(sessions)),
+        }
+    }
+
+    /// A cluster node over `cluster`, whose parked records stay recoverable for `window`.
+    pub fn redis(cluster: Arc<super::ClusterBackend>, window: std::time::Duration) -> Backend {
+        Backend {
+            log: Arc::new(RedisLog::new(cluster.clone())),
+            feed: Arc::new(RedisFeed::new(cluster.clone())),
+            sessions: Arc::new(RedisSessions::new(cluster, window)),
+        }
+    }
+}
