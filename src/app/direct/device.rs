@@ -52,6 +52,10 @@ pub struct Device {
     /// Its name (the `device` of the CONNECT auth payload, or one made up for the connection).
     pub name: Arc<str>,
     pub(super) stream: Mutex<Stream>,
+    /// Messages written to this device, waiting to be marked sent.
+    pub(super) sent: super::batch::Batch<crate::messages::MessageId>,
+    /// Messages this device acknowledged with the ack callback, waiting for their receipts to be stored.
+    pub(super) receipts: super::batch::Batch<crate::messages::MessageId>,
 }
 
 impl Device {
@@ -62,6 +66,8 @@ impl Device {
             user: user.into(),
             name: name.into(),
             stream: Mutex::new(Stream::default()),
+            sent: Default::default(),
+            receipts: Default::default(),
         })
     }
 }

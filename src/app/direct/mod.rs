@@ -6,6 +6,7 @@
 //! The store ([`MessageStore`]) and the way messages reach other nodes ([`Fanout`]) are capabilities chosen
 //! once at start; nothing here knows which ones.
 
+mod batch;
 pub mod client;
 mod device;
 mod fanout;
@@ -397,11 +398,7 @@ impl Direct {
             let id = message.id.clone();
             Box::new(move |_reply| {
                 if let (Some(direct), Some(device)) = (direct.upgrade(), device.upgrade()) {
-                    tokio::spawn(async move {
-                        if let Err(error) = direct.acknowledge(&device, vec![id]).await {
-                            tracing::warn!(%error, "could not store a delivery receipt");
-                        }
-                    });
+                    direct.receipt(&device, id);
                 }
             })
         };
@@ -426,29 +423,56 @@ impl Direct {
         }
     }
 
+    /// Marks messages written to a device sent, coalesced with the device's other sent marks (see [`batch`]).
     fn mark_sent(&self, device: &Arc<Device>, ids: Vec<MessageId>) {
         let Some(direct) = self.arc() else {
             return;
         };
-        let user = device.user.clone();
+        if !device.sent.push(ids) {
+            return;
+        }
+        let device = device.clone();
         tokio::spawn(async move {
-            match direct.store.mark_sent(&user, &ids, now_ms()).await {
-                Ok(changes) => direct.notify(changes),
-                Err(error) => tracing::warn!(%error, "could not mark messages sent"),
+            while let Some(ids) = device.sent.take() {
+                match direct.store.mark_sent(&device.user, &ids, now_ms()).await {
+                    Ok(changes) => direct.notify(changes),
+                    Err(error) => tracing::warn!(%error, "could not mark messages sent"),
+                }
             }
         });
     }
 
-    /// A device acknowledged messages (the ack of the emitted event, or the `ack` event): the window moves on,
-    /// and once the receipts are stored the sender's devices hear of them. Returns the receipts stored.
-    pub async fn acknowledge(
-        &self,
-        device: &Arc<Device>,
-        ids: Vec<MessageId>,
-    ) -> Result<usize, StoreError> {
+    /// A device acknowledged a message with the ack callback: its window moves on at once, and its receipt is
+    /// stored with the device's other receipts waiting (see [`batch`]), then the sender's devices hear of it.
+    fn receipt(&self, device: &Arc<Device>, id: MessageId) {
+        let Some(direct) = self.arc() else {
+            return;
+        };
+        self.release_window(device, std::slice::from_ref(&id));
+        if !device.receipts.push([id]) {
+            return;
+        }
+        let device = device.clone();
+        tokio::spawn(async move {
+            while let Some(ids) = device.receipts.take() {
+                match direct
+                    .store
+                    .mark_delivered(&device.user, &device.name, &ids, now_ms())
+                    .await
+                {
+                    Ok(changes) => direct.notify(changes),
+                    Err(error) => tracing::warn!(%error, "could not store delivery receipts"),
+                }
+            }
+        });
+    }
+
+    /// Takes acknowledged messages out of a device's window, and resumes its catch-up when the window had held
+    /// it back.
+    fn release_window(&self, device: &Arc<Device>, ids: &[MessageId]) {
         let resume = {
             let mut stream = device.stream.lock();
-            for id in &ids {
+            for id in ids {
                 stream.unacked.remove(id);
             }
             !stream.closed
@@ -459,6 +483,16 @@ impl Direct {
         if resume {
             self.catch_up(device);
         }
+    }
+
+    /// A device acknowledged messages with the `ack` event: the window moves on, and once the receipts are
+    /// stored the sender's devices hear of them. Returns the receipts stored.
+    pub async fn acknowledge(
+        &self,
+        device: &Arc<Device>,
+        ids: Vec<MessageId>,
+    ) -> Result<usize, StoreError> {
+        self.release_window(device, &ids);
         let changes = self
             .store
             .mark_delivered(&device.user, &device.name, &ids, now_ms())

@@ -1,0 +1,95 @@
+//! Coalescing store writes of one device: the first id queued starts a flush, and ids queued while that flush
+//! waits for the store go together in the next one. At a low rate every receipt is written on its own, as soon
+//! as it comes; under load one write carries many, so the store does a few large writes instead of one per
+//! message (each a transaction on disk, a script in Redis).
+
+use parking_lot::Mutex;
+
+/// Most ids in one flush (one store call).
+pub const MAX_FLUSH: usize = 256;
+
+/// Ids waiting for a store write, and whether a flush is under way.
+pub struct Batch<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Batch {
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+struct State<T> {
+    waiting: Vec<T>,
+    flushing: bool,
+}
+
+impl<T> Default for State<T> {
+    fn default() -> Self {
+        State {
+            waiting: Vec::new(),
+            flushing: false,
+        }
+    }
+}
+
+impl<T> Batch<T> {
+    /// Queues `items`; true when no flush is under way and the caller must start one (with [`Batch::take`]).
+    pub fn push(&self, items: impl IntoIterator<Item = T>) -> bool {
+        let mut state = self.state.lock();
+        state.waiting.extend(items);
+        if state.flushing || state.waiting.is_empty() {
+            return false;
+        }
+        state.flushing = true;
+        true
+    }
+
+    /// The next ids to write (at most [`MAX_FLUSH`]), or `None` — and the flush is over — when none wait.
+    pub fn take(&self) -> Option<Vec<T>> {
+        let mut state = self.state.lock();
+        if state.waiting.is_empty() {
+            state.flushing = false;
+            return None;
+        }
+        let cut = state.waiting.len().min(MAX_FLUSH);
+        let rest = state.waiting.split_off(cut);
+        Some(std::mem::replace(&mut state.waiting, rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_flush_at_a_time_takes_everything_queued_meanwhile() {
+        let batch = Batch::default();
+        assert!(batch.push([1]), "the first id starts a flush");
+        assert_eq!(batch.take(), Some(vec![1]));
+        assert!(!batch.push([2, 3]), "a flush is under way");
+        assert!(!batch.push([4]));
+        assert_eq!(batch.take(), Some(vec![2, 3, 4]));
+        assert_eq!(batch.take(), None, "nothing left: the flush ends");
+        assert!(batch.push([5]), "the next id starts a new flush");
+        assert!(!batch.push(std::iter::empty()));
+    }
+
+    #[test]
+    fn a_flush_carries_at_most_max_flush_ids() {
+        let batch = Batch::default();
+        assert!(batch.push(0..MAX_FLUSH + 10));
+        assert_eq!(batch.take().map(|ids| ids.len()), Some(MAX_FLUSH));
+        assert_eq!(batch.take(), Some((MAX_FLUSH..MAX_FLUSH + 10).collect()));
+        assert_eq!(batch.take(), None);
+    }
+
+    #[test]
+    fn nothing_queued_starts_nothing() {
+        let batch: Batch<u8> = Batch::default();
+        assert!(!batch.push(std::iter::empty()));
+        assert_eq!(batch.take(), None);
+    }
+}
