@@ -18,5 +18,7 @@ pub mod hub;
 pub mod messages;
 pub mod process;
 pub mod recovery;
+pub mod rooms_disk;
 pub mod server;
 pub mod socketio;
+pub mod sqlite;

@@ -8,6 +8,7 @@
 //! still holds it, plus a slot per room that holds it: that is the memory it really pins.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -41,6 +42,15 @@ struct Shared {
     holders: usize,
 }
 
+/// Told what the memory store lets go of, so that a copy kept elsewhere (the disk journal) follows it. Called
+/// under the store's lock: an implementation must never block.
+pub trait Evictions: Send + Sync {
+    /// Events of `room` up to `through` left its stream (count, age or byte limit).
+    fn evicted(&self, room: &RoomKey, through: u64);
+    /// The (empty, idle) stream of `room` was dropped; a later one gets a new epoch.
+    fn dropped(&self, room: &RoomKey);
+}
+
 #[derive(Default)]
 struct State {
     streams: HashMap<RoomKey, Stream>,
@@ -51,6 +61,7 @@ struct State {
     shared: HashMap<u64, Shared>,
     events: usize,
     bytes: usize,
+    observer: Option<Arc<dyn Evictions>>,
 }
 
 /// Bytes of one event counted once however many rooms hold it.
@@ -101,6 +112,9 @@ impl State {
             self.fronts.insert((next, room.clone()));
         }
         self.release(event.seq);
+        if let Some(observer) = &self.observer {
+            observer.evicted(room, event.seq);
+        }
     }
 
     /// Evicts the globally oldest event.
@@ -140,8 +154,72 @@ impl MemoryHistory {
         }
     }
 
+    /// Tells `observer` of every event and stream this store lets go of from now on.
+    pub fn observed_by(self, observer: Arc<dyn Evictions>) -> MemoryHistory {
+        self.state.lock().observer = Some(observer);
+        self
+    }
+
+    /// The most events kept per room (0: history is off and appends keep nothing).
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The epoch of `room`'s stream, and whether this call created the stream.
+    pub fn open_stream(&self, room: &RoomKey) -> (u64, bool) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let mut created = false;
+        let stream = state.streams.entry(room.clone()).or_insert_with(|| {
+            created = true;
+            new_stream(now)
+        });
+        stream.last_used = now;
+        (stream.epoch, created)
+    }
+
+    /// Puts back a stream kept elsewhere, with its epoch and eviction mark, as if just used; an existing
+    /// stream of the room is left as it is.
+    pub fn restore_stream(&self, room: &RoomKey, epoch: u64, evicted_through: u64) {
+        let now = Instant::now();
+        self.state
+            .lock()
+            .streams
+            .entry(room.clone())
+            .or_insert_with(|| Stream {
+                epoch,
+                events: VecDeque::new(),
+                evicted_through,
+                last_used: now,
+            });
+    }
+
+    /// Appends an event published at `at_ms` (ms since the Unix epoch): its age counts from then, so an event
+    /// restored from disk keeps its place in the age limit. Limits apply as for [`HistoryStore::append`].
+    pub fn insert(&self, room: &RoomKey, seq: u64, at_ms: u64, packets: &EventPackets) {
+        let now = Instant::now();
+        let age = Duration::from_millis(now_ms().saturating_sub(at_ms));
+        // Just after boot the monotonic clock may not reach back that far: the event then counts as published
+        // at boot, kept at most its max age from there.
+        let at = now.checked_sub(age).unwrap_or(now);
+        self.append_stamped(room, seq, at_ms, packets, at, now);
+    }
+
     /// [`HistoryStore::append`] at a given instant (tests drive the clock).
     fn append_at(&self, room: &RoomKey, seq: u64, packets: &EventPackets, now: Instant) {
+        self.append_stamped(room, seq, now_ms(), packets, now, now);
+    }
+
+    /// Appends an event published at `at` (`at_ms` on the wall clock), the stream used at `now`.
+    fn append_stamped(
+        &self,
+        room: &RoomKey,
+        seq: u64,
+        at_ms: u64,
+        packets: &EventPackets,
+        at: Instant,
+        now: Instant,
+    ) {
         if self.max_events == 0 {
             return;
         }
@@ -155,10 +233,10 @@ impl MemoryHistory {
         stream.events.push_back((
             StoredEvent {
                 seq,
-                at_ms: now_ms(),
+                at_ms,
                 packets: packets.clone(),
             },
-            now,
+            at,
         ));
         let over_count = stream.events.len() > self.max_events;
         if was_empty {
@@ -188,10 +266,15 @@ impl MemoryHistory {
             state.pop_front(&room);
         }
         let keep_idle = self.keep_idle;
+        let observer = state.observer.clone();
         state.streams.retain(|room, stream| {
-            !stream.events.is_empty()
+            let keep = !stream.events.is_empty()
                 || now.saturating_duration_since(stream.last_used) < keep_idle
-                || in_use(room)
+                || in_use(room);
+            if let (false, Some(observer)) = (keep, &observer) {
+                observer.dropped(room);
+            }
+            keep
         });
     }
 }

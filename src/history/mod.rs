@@ -2,11 +2,12 @@
 //!
 //! Every event of a room is stored under its sequence (the offset clients see), in publish order. A stream
 //! has an epoch that changes when the stream is lost and recreated, so a stale position is detected rather
-//! than misread. [`HistoryStore`] is the capability; [`MemoryHistory`] is the embedded implementation.
+//! than misread. [`HistoryStore`] is the capability; [`MemoryHistory`] is the embedded implementation, and
+//! [`crate::rooms_disk::DiskHistory`] keeps it on disk too.
 
 mod memory;
 
-pub use memory::MemoryHistory;
+pub use memory::{Evictions, MemoryHistory};
 
 use futures_util::future::BoxFuture;
 

@@ -20,6 +20,11 @@ impl MemorySessionStore {
     pub fn new() -> MemorySessionStore {
         MemorySessionStore::default()
     }
+
+    /// Removes a record whoever it belongs to; true when there was one.
+    pub fn remove(&self, pid: &Sid) -> bool {
+        self.records.lock().remove(pid).is_some()
+    }
 }
 
 impl SessionStore for MemorySessionStore {

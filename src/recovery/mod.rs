@@ -1,7 +1,8 @@
 //! Connection state recovery: what is kept of a disconnected socket so that its client, reconnecting with
 //! the private id (`pid`) and last offset it got, resumes the same session and receives what it missed.
 //!
-//! [`SessionStore`] is the capability; [`MemorySessionStore`] keeps records in this process.
+//! [`SessionStore`] is the capability; [`MemorySessionStore`] keeps records in this process, and
+//! [`crate::rooms_disk::DiskSessions`] keeps them on disk too.
 
 mod memory;
 

@@ -22,6 +22,8 @@ use rusqlite::Connection;
 pub use schema::{OpenError, SCHEMA_VERSION};
 pub use writer::{MAX_BATCH, QUEUE_CAPACITY};
 
+use crate::sqlite::LockError;
+
 use super::model::{Accepted, Change, InboxLimits, MessageId, MessageState, NewMessage, Pending};
 use super::{MessageStore, StoreError};
 use reads::Readers;
@@ -88,25 +90,12 @@ impl DiskMessages {
     }
 }
 
-/// Takes an exclusive `flock` on `dir/messages.lock`, so two processes never write one store. The lock goes
-/// with the process, however it ends.
+/// Takes the lock on `dir/messages.lock`, so two processes never write one store.
 fn lock_directory(dir: &Path) -> Result<File, OpenError> {
-    use std::os::fd::AsRawFd;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("messages.lock"))
-        .map_err(|source| OpenError::Directory {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        return Err(OpenError::InUse(dir.display().to_string()));
-    }
-    Ok(file)
+    crate::sqlite::lock_directory(dir, "messages.lock").map_err(|error| match error {
+        LockError::Directory { path, source } => OpenError::Directory { path, source },
+        LockError::InUse(path) => OpenError::InUse(path),
+    })
 }
 
 impl MessageStore for DiskMessages {

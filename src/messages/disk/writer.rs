@@ -1,13 +1,12 @@
-//! Group commit: one thread owns the writing connection, takes every change waiting in its queue, applies them
-//! all in one transaction and commits once (one sync of the log), then answers each caller. N callers waiting
-//! together cost about one sync, and no caller hears back before its change is on disk.
+//! The message store's side of group commit ([`crate::sqlite::commit`]): callers queue a change and wait for
+//! its answer, which comes once the transaction holding it has committed (or failed). The queue is bounded:
+//! a caller past it waits for room.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::schema;
 use crate::messages::model::InboxLimits;
 use crate::messages::StoreError;
+use crate::sqlite::commit::{self, Work};
 
 /// Changes waiting for the writer at most. A caller past it waits for room (the queue's bound is memory, not
 /// a refusal): callers are already bounded by the connections and API requests that make them.
@@ -79,25 +79,11 @@ impl Writer {
         tune: fn(&Connection) -> rusqlite::Result<()>,
     ) -> std::io::Result<Writer> {
         let (queue, jobs) = mpsc::channel(QUEUE_CAPACITY);
-        let commits = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&commits);
-        let thread = std::thread::Builder::new()
-            .name("tidings-store".into())
-            .spawn(move || {
-                Committer {
-                    conn: Some(conn),
-                    _lock: lock,
-                    path,
-                    limits,
-                    tune,
-                    commits: counted,
-                }
-                .run(jobs)
-            })?;
+        let running = commit::spawn(conn, lock, path, Messages { limits, tune }, jobs, MAX_BATCH)?;
         Ok(Writer {
             queue: Some(queue),
-            commits,
-            thread: Some(thread),
+            commits: running.commits,
+            thread: Some(running.thread),
         })
     }
 
@@ -142,88 +128,34 @@ impl Drop for Writer {
     }
 }
 
-/// The writer thread's state.
-struct Committer {
-    /// `None` after a failed batch until it is opened again.
-    conn: Option<Connection>,
-    /// The data directory's lock, released when the thread ends, after the connection closed.
-    _lock: File,
-    path: PathBuf,
+/// How the writer thread applies message jobs.
+struct Messages {
     limits: InboxLimits,
     tune: fn(&Connection) -> rusqlite::Result<()>,
-    commits: Arc<AtomicU64>,
 }
 
-impl Committer {
-    fn run(mut self, mut jobs: mpsc::Receiver<Box<dyn Job>>) {
-        let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = jobs.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let started = Instant::now();
-            let failure = self.commit(&mut batch).err();
-            metrics::histogram!("tidings_store_commit_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("tidings_store_batch_size").record(batch.len() as f64);
-            if failure.is_some() {
-                metrics::counter!("tidings_store_commit_failures_total").increment(1);
-            } else {
-                metrics::counter!("tidings_store_commits_total").increment(1);
-                self.commits.fetch_add(1, Ordering::Relaxed);
-            }
-            for job in batch.drain(..) {
-                job.answer(failure.clone());
-            }
+impl Work for Messages {
+    type Job = Box<dyn Job>;
+    const STORE: &'static str = "messages";
+
+    fn reopen(&mut self, path: &Path) -> Result<Connection, String> {
+        let conn = schema::open_writer(path).map_err(|e| e.to_string())?;
+        (self.tune)(&conn).map_err(|e| e.to_string())?;
+        Ok(conn)
+    }
+
+    fn apply(&mut self, conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+        for job in batch.iter_mut() {
+            job.apply(conn, &self.limits)?;
         }
-        tracing::debug!(path = %self.path.display(), "message store writer closed");
+        Ok(())
     }
 
-    /// Applies every job in one transaction and commits it. On any error the transaction is rolled back and
-    /// the connection dropped: after a failed sync the kernel may have dropped the dirty pages it could not
-    /// write, so the next batch starts from a fresh connection that reads the file as it really is.
-    fn commit(&mut self, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-        let conn = match self.conn.take() {
-            Some(conn) => conn,
-            None => schema::open_writer(&self.path)
-                .map_err(|e| self.fail(e.to_string()))
-                .and_then(|conn| {
-                    (self.tune)(&conn).map_err(|e| self.fail(e.to_string()))?;
-                    Ok(conn)
-                })?,
-        };
-        match apply(&conn, &self.limits, batch) {
-            Ok(()) => {
-                self.conn = Some(conn);
-                Ok(())
-            }
-            Err(error) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
-                Err(self.fail(error.to_string()))
-            }
+    fn settle(&mut self, batch: &mut Vec<Box<dyn Job>>, failure: Option<&str>) -> bool {
+        let failure = failure.map(|error| StoreError::Unavailable(error.to_owned()));
+        for job in batch.drain(..) {
+            job.answer(failure.clone());
         }
+        true
     }
-
-    fn fail(&self, error: String) -> StoreError {
-        tracing::error!(path = %self.path.display(), %error, "message store write failed");
-        StoreError::Unavailable(error)
-    }
-}
-
-fn apply(
-    conn: &Connection,
-    limits: &InboxLimits,
-    batch: &mut [Box<dyn Job>],
-) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    for job in batch.iter_mut() {
-        job.apply(conn, limits)?;
-    }
-    conn.execute_batch("COMMIT")
 }
