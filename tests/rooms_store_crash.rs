@@ -222,16 +222,19 @@ async fn durable_events_and_sessions_survive_kill_9() {
             .read_after(&key, Some(epoch), 0, usize::MAX)
             .unwrap();
         let held: Vec<u64> = held.iter().map(|e| e.seq).collect();
-        assert!(
-            held.windows(2).all(|w| w[0] < w[1]),
-            "{name}: out of order"
-        );
+        assert!(held.windows(2).all(|w| w[0] < w[1]), "{name}: out of order");
         for seq in want {
-            assert!(held.binary_search(seq).is_ok(), "{name}: durable {seq} lost");
+            assert!(
+                held.binary_search(seq).is_ok(),
+                "{name}: durable {seq} lost"
+            );
         }
     }
     for (pid, user, joined_seq) in &printed.sessions {
-        let owner = Owner { nsp: "/", sub: user };
+        let owner = Owner {
+            nsp: "/",
+            sub: user,
+        };
         let record = sessions
             .take(&Sid::parse(pid).unwrap(), &owner)
             .unwrap_or_else(|e| panic!("session {pid}: {e}"));

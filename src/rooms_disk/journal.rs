@@ -321,6 +321,10 @@ impl Work for Writer {
         Ok(conn)
     }
 
+    fn writes(&self, batch: &[Job]) -> bool {
+        !self.lost.is_empty() || batch.iter().any(|job| !matches!(job, Job::Sync { .. }))
+    }
+
     fn apply(&mut self, conn: &Connection, batch: &mut [Job]) -> rusqlite::Result<()> {
         let lost: Vec<(RoomKey, (u64, u64))> =
             self.lost.iter().map(|(r, m)| (r.clone(), *m)).collect();

@@ -24,6 +24,12 @@ pub trait Work: Send + 'static {
     const STORE: &'static str;
     /// Opens the writing connection again after a failed batch.
     fn reopen(&mut self, path: &std::path::Path) -> Result<Connection, String>;
+    /// False when the batch changes nothing (it only waits for earlier jobs, all settled by now): it is then
+    /// settled as committed without a transaction or a sync.
+    fn writes(&self, batch: &[Self::Job]) -> bool {
+        let _ = batch;
+        true
+    }
     /// Applies a batch inside its open transaction; an error aborts (rolls back) the whole batch.
     fn apply(&mut self, conn: &Connection, batch: &mut [Self::Job]) -> rusqlite::Result<()>;
     /// Learns the batch's fate (`None`: committed, durable) and empties it; returns false to end the thread.
@@ -121,6 +127,13 @@ impl<W: Work> Committer<W> {
                     Some(job) => batch.push(job),
                     None => break,
                 }
+            }
+            if !self.work.writes(&batch) {
+                if !self.work.settle(&mut batch, None) {
+                    break;
+                }
+                batch.clear();
+                continue;
             }
             let started = Instant::now();
             let size = batch.len();
