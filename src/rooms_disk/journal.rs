@@ -172,7 +172,7 @@ impl Writer {
         let id = match found {
             Some((id, stored)) if stored as u64 == epoch => id,
             Some((id, _)) => {
-                delete_slots(conn, id, i64::MAX)?;
+                self.delete_slots(conn, id, i64::MAX)?;
                 conn.prepare_cached(
                     "UPDATE streams SET epoch = ?2, evicted_through = 0 WHERE id = ?1",
                 )?
@@ -227,7 +227,7 @@ impl Writer {
         let Some(id) = id else {
             return Ok(());
         };
-        delete_slots(conn, id, through as i64)?;
+        self.delete_slots(conn, id, through as i64)?;
         conn.prepare_cached(
             "UPDATE streams SET evicted_through = max(evicted_through, ?2) WHERE id = ?1",
         )?
@@ -242,7 +242,25 @@ impl Writer {
             .query_row([room.as_str()], |row| row.get(0))
             .optional()?;
         if let Some(id) = id {
-            delete_slots(conn, id, i64::MAX)?;
+            self.delete_slots(conn, id, i64::MAX)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the slots of stream `id` up to `through`, and the events no stream holds any more.
+    fn delete_slots(&mut self, conn: &Connection, id: i64, through: i64) -> rusqlite::Result<()> {
+        let seqs: Vec<i64> = conn
+            .prepare_cached("DELETE FROM slots WHERE stream = ?1 AND seq <= ?2 RETURNING seq")?
+            .query_map(params![id, through], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut orphan = conn.prepare_cached(
+            "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM slots WHERE seq = ?1)",
+        )?;
+        for seq in seqs {
+            if orphan.execute([seq])? > 0 && seq as u64 == self.last_event {
+                // Its remaining rooms' appends (still to come) must write the packets again.
+                self.last_event = 0;
+            }
         }
         Ok(())
     }
@@ -294,21 +312,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// Deletes the slots of stream `id` up to `through`, and the events no stream holds any more.
-fn delete_slots(conn: &Connection, id: i64, through: i64) -> rusqlite::Result<()> {
-    let seqs: Vec<i64> = conn
-        .prepare_cached("DELETE FROM slots WHERE stream = ?1 AND seq <= ?2 RETURNING seq")?
-        .query_map(params![id, through], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut orphan = conn.prepare_cached(
-        "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM slots WHERE seq = ?1)",
-    )?;
-    for seq in seqs {
-        orphan.execute([seq])?;
-    }
-    Ok(())
 }
 
 impl Work for Writer {

@@ -415,3 +415,25 @@ fn a_second_process_is_kept_out() {
     runtime.block_on(history.close()).unwrap();
     drop(open(&dir.0, limits(10, 1 << 20)).unwrap());
 }
+
+/// An event whose packets left the file with its first room (a sweep between two rooms' appends of one
+/// publish) is written again for the next room.
+#[tokio::test]
+async fn a_shared_event_evicted_from_its_first_room_is_still_kept_for_the_next() {
+    let dir = TempDir::new("shared");
+    let (a, b) = (RoomKey::new("/", "a"), RoomKey::new("/", "b"));
+    let mut aging = limits(10, 1 << 20);
+    aging.max_age = Duration::from_millis(1);
+    let (history, _) = open(&dir.0, aging).unwrap();
+    history.append(&a, 5, &packets("five"));
+    history.durable(5).await.unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    history.sweep(&|_| true);
+    history.durable(5).await.unwrap();
+    assert_eq!(count(&dir.0, "events"), 0, "5 left with a's slot");
+    history.append(&b, 5, &packets("five"));
+    history.durable(5).await.unwrap();
+    assert_eq!(count(&dir.0, "slots"), 1);
+    assert_eq!(count(&dir.0, "events"), 1, "b's slot has its packets");
+    history.close().await.unwrap();
+}
