@@ -35,10 +35,11 @@ use crate::engineio::cors::CorsPolicy;
 use crate::engineio::polling_conn::{self, PollingRoutes};
 use crate::engineio::session::NodeTag;
 use crate::engineio::{CloseReason, Engine, EngineConfig, OutboxLimits};
-use crate::history::MemoryHistory;
+use crate::history::{HistoryStore, MemoryHistory};
 use crate::hub::Hub;
 use crate::messages::{DiskMessages, MemoryMessages, MessageStore};
 use crate::recovery::{MemorySessionStore, SessionStore};
+use crate::rooms_disk::DiskHistory;
 use crate::socketio::{ClientLimits, SocketIo};
 
 /// Path of the Socket.IO endpoint.
@@ -112,6 +113,12 @@ impl RunningNode {
         }
         // Give the last close frames a moment on the wire.
         tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+        if let Some(rooms) = &self.node.rooms_store {
+            // After the sessions were parked: their records are in the last batch before the clean mark.
+            if let Err(error) = rooms.close().await {
+                tracing::warn!(%error, "closing the room history store failed");
+            }
+        }
         tracing::info!(remaining = self.node.open_sessions(), "stopped");
     }
 }
@@ -172,6 +179,8 @@ pub struct Node {
     pub polling: Arc<PollingRoutes>,
     /// This node's entry in the cluster's node registry; `None` when it runs alone.
     pub registry: Option<Arc<Registry>>,
+    /// Room history and sessions kept in the data directory, closed (drained, marked clean) at shutdown.
+    pub rooms_store: Option<Arc<DiskHistory>>,
 }
 
 impl Node {
@@ -280,6 +289,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             admin: None,
             polling: Arc::new(polling),
             registry: None,
+            rooms_store: None,
         });
     }
     let me = NodeInfo::new(
@@ -288,8 +298,19 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         config.limits.max_connections,
     );
     let redis = cluster_redis(config)?;
-    let hub = Arc::new(Hub::new(memory_history(config)));
-    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+    let data_dir = config.storage.data_dir().filter(|_| redis.is_none());
+    let rooms_store = match data_dir {
+        Some(dir) => Some(
+            crate::rooms_disk::open(dir, rooms_limits(config))
+                .with_context(|| format!("cannot open the room store in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let (history, sessions): (Arc<dyn HistoryStore>, Arc<dyn SessionStore>) = match &rooms_store {
+        Some((history, sessions)) => (history.clone(), sessions.clone()),
+        None => (memory_history(config), Arc::new(MemorySessionStore::new())),
+    };
+    let hub = Arc::new(Hub::new(history));
     let cluster = redis.as_ref().map(|redis| {
         ClusterBackend::new(
             redis.clone(),
@@ -312,7 +333,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             cluster_direct(config, cluster, node_tag.as_str()),
         ),
         None => {
-            let direct = match config.storage.data_dir() {
+            let direct = match data_dir {
                 None => {
                     tracing::info!(
                         "no data directory: messages, history and sessions are kept in memory only"
@@ -322,7 +343,8 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
                 Some(dir) => {
                     tracing::info!(
                         dir = %dir.display(),
-                        "direct messages are kept on disk; room history and recovery sessions in memory"
+                        resume_seq = hub.last_seq(),
+                        "direct messages, room history and recovery sessions are kept on disk"
                     );
                     disk_direct(config, dir)?
                 }
@@ -382,7 +404,22 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         admin,
         polling: Arc::new(polling),
         registry,
+        rooms_store: rooms_store.map(|(history, _)| history),
     })
+}
+
+/// The bounds of the room history and sessions kept in the data directory (those of the memory history).
+fn rooms_limits(config: &Config) -> crate::rooms_disk::Limits {
+    crate::rooms_disk::Limits {
+        max_events: config.history.max_events,
+        max_age: config.history.max_age(),
+        max_bytes: usize::try_from(config.history.max_bytes).unwrap_or(usize::MAX),
+        keep_idle: config
+            .history
+            .max_age()
+            .max(config.recovery.max_disconnection()),
+        max_disconnection: config.recovery.max_disconnection(),
+    }
 }
 
 /// The embedded room history with the configured bounds.
