@@ -1,9 +1,15 @@
 //! `tidings bench dm` against an in-process node: 4 senders, 5 users with 2 devices each, 200 messages a second
 //! for one second; every message accepted, received by both devices of its recipient, and reported delivered to
-//! its sender.
+//! its sender. Then against a `tidings serve --data-dir` process killed with SIGKILL during the run and
+//! restarted on the same port: every connection comes back, nothing accepted is lost, nothing acknowledged comes
+//! again, nothing is stored twice or out of order.
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tidings::bench::dm::{DmArgs, DmBench};
@@ -43,7 +49,15 @@ async fn every_message_reaches_every_device_and_its_sender_hears_delivered() {
         "{report}"
     );
     assert_eq!((report.lost, report.missing_receipts), (0, 0), "{report}");
-    assert_eq!((report.duplicates, report.out_of_order), (0, 0), "{report}");
+    assert_eq!(
+        (
+            report.duplicated_after_ack,
+            report.stored_twice,
+            report.out_of_order
+        ),
+        (0, 0, 0),
+        "{report}"
+    );
     assert_eq!(
         (report.no_delivered_status, report.unparsed),
         (0, 0),
@@ -77,4 +91,110 @@ async fn refused_connections_are_reported_and_nothing_is_sent() {
         "{report}"
     );
     node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A `tidings serve --data-dir` process with the bench's limits, stopped by its pid (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts a node on `listen` (port 0 for any) keeping its messages in `dir`.
+    fn start(listen: &str, dir: &Path) -> Node {
+        let limits = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dm-limits.toml");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["serve", "--listen", listen, "--jwt-secret", common::SECRET])
+            .args(["--api-key", common::API_KEY, "--config"])
+            .arg(limits)
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("TIDINGS_CONFIG")
+            .env_remove("TIDINGS_REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("tidings listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Node { child, addr }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_and_restart_during_the_run_loses_and_duplicates_nothing() {
+    let dir = std::env::temp_dir().join(format!("tidings-bench-dm-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let node = Node::start("127.0.0.1:0", &dir);
+    let addr = node.addr;
+    let mut a = args(format!("http://{addr}"));
+    a.rate = 300.0;
+    a.duration = 6.0;
+    a.drain = 15.0;
+    let bench = DmBench::new(&a).unwrap();
+    let killer = {
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            // A third of the way through the sending, then back after a second on the same port and data.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            node.kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::task::spawn_blocking(move || Node::start(&addr.to_string(), &dir))
+                .await
+                .unwrap()
+        })
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), bench.run())
+        .await
+        .expect("the bench ends by itself")
+        .unwrap();
+    let restarted = killer.await.unwrap();
+    eprintln!("{report}");
+
+    assert!(report.connect_failures.is_empty(), "{report}");
+    assert!(
+        report.reconnects >= report.connections,
+        "every connection came back: {report}"
+    );
+    assert_eq!(
+        (report.sent, report.accepted, report.unanswered),
+        (1800, 1800, 0),
+        "{report}"
+    );
+    assert!(report.refused.is_empty(), "{report}");
+    assert_eq!((report.lost, report.missing_receipts), (0, 0), "{report}");
+    assert_eq!(report.receipts, report.expected_receipts, "{report}");
+    assert_eq!(
+        (
+            report.duplicated_after_ack,
+            report.stored_twice,
+            report.out_of_order
+        ),
+        (0, 0, 0),
+        "{report}"
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&dir);
 }

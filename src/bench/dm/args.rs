@@ -137,6 +137,8 @@ pub struct DmPlan {
     pub json: bool,
     /// No progress lines.
     pub quiet: bool,
+    /// Prefix of this run's idempotency keys, so a rerun against the same store is not taken for a resend.
+    pub run_tag: String,
 }
 
 impl DmPlan {
@@ -187,6 +189,7 @@ impl DmPlan {
             source_ips: args.source_ips,
             json: args.json,
             quiet: args.quiet,
+            run_tag: format!("r{}", crate::bench::sys::unix_micros()),
         })
     }
 
@@ -213,7 +216,19 @@ impl DmPlan {
 
     /// Node of `role`.
     pub fn target_of(&self, role: Role) -> &Target {
-        &self.targets[self.index_of(role) % self.targets.len()]
+        self.target_at(role, 0)
+    }
+
+    /// Node of `role` for its connection attempt `attempt` (0 the first): each attempt goes to the next node of
+    /// `--url`, round-robin.
+    pub fn target_at(&self, role: Role, attempt: u64) -> &Target {
+        let n = self.targets.len() as u64;
+        &self.targets[((self.index_of(role) as u64 + attempt % n) % n) as usize]
+    }
+
+    /// The idempotency key of message `n` of a sender: the same for every resend of that message.
+    pub fn message_key(&self, n: u64) -> String {
+        format!("{}-{n}", self.run_tag)
     }
 
     /// Source address of `role`, if spread over several.
@@ -278,6 +293,11 @@ mod tests {
             .map(|&role| plan.target_of(role).addr.port())
             .collect();
         assert_eq!(ports, [1, 2, 1]);
+        let next: Vec<u16> = (0..3)
+            .map(|a| plan.target_at(Role::Device(1, 1), a).addr.port())
+            .collect();
+        assert_eq!(next, [2, 1, 2], "each reconnect goes to the next node");
+        assert!(plan.message_key(7).ends_with("-7") && plan.message_key(7).len() <= 64);
         assert_eq!(plan.roles().len(), 7);
         assert_eq!(plan.messages(), 250);
         assert_eq!(plan.global_index(2, 4), 14);

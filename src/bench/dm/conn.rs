@@ -129,6 +129,12 @@ impl Reader {
         }
     }
 
+    /// Whether a packet has already been read off the socket, so [`Reader::next`] will not wait for the network:
+    /// a device acknowledges what it has in one `ack` event once this turns false.
+    pub fn has_buffered(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     fn pong(&self, ping: &[u8]) {
         let mut pong = String::from_utf8_lossy(ping).into_owned();
         pong.replace_range(..1, "3");

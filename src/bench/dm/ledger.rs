@@ -1,6 +1,6 @@
 //! What the direct-message bench measures, shared by every connection task: each message by (sender, counter)
-//! with the devices that received it, the three latency histograms, the refusals by error code, and the
-//! per-device checks (duplicates after an ack, order per sender).
+//! with the devices that received it, the three latency histograms, the refusals by error code, the per-device
+//! checks (redeliveries, duplicates after an ack, order per sender) and the reconnections.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +10,17 @@ use crate::bench::stats::{new_hist, Hist};
 
 /// A message of the run: sender index and that sender's counter.
 pub type Key = (u32, u64);
+
+/// What a device's receipt of a message was, as its device book judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// The first time this device got the message.
+    First,
+    /// Again, before the server confirmed the device's acknowledgement: at-least-once delivery allows it.
+    Redelivered,
+    /// Again, after the server confirmed the device's acknowledgement: an error.
+    AfterAck,
+}
 
 /// What became of one message.
 #[derive(Debug, Default, Clone, Copy)]
@@ -33,12 +44,24 @@ pub struct Counts {
     pub accepted: u64,
     /// Refusals by `error` code (`timeout`-free: an unanswered `dm` is just not answered).
     pub refused: BTreeMap<String, u64>,
+    /// `dm` events written again, with the same idempotency key, after their answer was lost with a connection.
+    pub resent: u64,
     /// First receipts of a message by a device.
     pub receipts: u64,
-    /// Receipts of a message a device had already received and acknowledged.
-    pub duplicates: u64,
-    /// Receipts older (lower counter) than one already received from the same sender by the same device.
+    /// Receipts of a message a device had received before without its acknowledgement being confirmed.
+    pub redelivered: u64,
+    /// Receipts of a message whose acknowledgement by the same device the server had confirmed.
+    pub duplicated_after_ack: u64,
+    /// Receipts of a message (sender, counter) under a second message id: the server stored it twice.
+    pub stored_twice: u64,
+    /// Receipts out of the order in which the sender's messages were accepted (see the device book).
     pub out_of_order: u64,
+    /// `ack` events the server refused (their ids are acknowledged again).
+    pub ack_refusals: u64,
+    /// Connections opened again after one dropped.
+    pub reconnects: u64,
+    /// Failed attempts to open a connection again, by reason.
+    pub reconnect_failures: BTreeMap<String, u64>,
     /// Messages whose first `delivered` status reached the sender.
     pub delivered_statuses: u64,
     /// Events and acks that did not parse as the bench's.
@@ -60,9 +83,15 @@ impl Default for Counts {
             answered: 0,
             accepted: 0,
             refused: BTreeMap::new(),
+            resent: 0,
             receipts: 0,
-            duplicates: 0,
+            redelivered: 0,
+            duplicated_after_ack: 0,
+            stored_twice: 0,
             out_of_order: 0,
+            ack_refusals: 0,
+            reconnects: 0,
+            reconnect_failures: BTreeMap::new(),
             delivered_statuses: 0,
             unparsed: 0,
             accept_us: new_hist(),
@@ -86,6 +115,8 @@ pub struct Tick {
     pub receipts: u64,
     /// First `delivered` statuses at the senders.
     pub delivered_statuses: u64,
+    /// Connections opened again.
+    pub reconnects: u64,
 }
 
 #[derive(Default)]
@@ -124,22 +155,54 @@ impl Ledger {
         *inner.counts.refused.entry(code.to_owned()).or_default() += 1;
     }
 
-    /// Device `device` (index within its user) received message `key`, sent at `sent_us`, at `now_us`; `again`
-    /// when it had received (and acknowledged) it before.
-    pub fn received(&self, key: Key, device: u32, sent_us: u64, now_us: u64, again: bool) {
+    /// `count` unanswered `dm` events were written again on a new connection.
+    pub fn resent(&self, count: u64) {
+        self.inner.lock().counts.resent += count;
+    }
+
+    /// Device `device` (index within its user) received message `key`, sent at `sent_us`, at `now_us`; `kind`
+    /// says whether it had received it before. Only first receipts count towards delivery and its latency.
+    pub fn received(&self, key: Key, device: u32, sent_us: u64, now_us: u64, kind: Receipt) {
         let mut inner = self.inner.lock();
-        if again {
-            inner.counts.duplicates += 1;
-            return;
+        match kind {
+            Receipt::First => {
+                inner.messages.entry(key).or_default().devices |= 1 << device;
+                inner.counts.receipts += 1;
+                record(&mut inner.counts.deliver_us, now_us.saturating_sub(sent_us));
+            }
+            Receipt::Redelivered => inner.counts.redelivered += 1,
+            Receipt::AfterAck => inner.counts.duplicated_after_ack += 1,
         }
-        inner.messages.entry(key).or_default().devices |= 1 << device;
-        inner.counts.receipts += 1;
-        record(&mut inner.counts.deliver_us, now_us.saturating_sub(sent_us));
+    }
+
+    /// A device got a message it already had under another message id.
+    pub fn stored_twice(&self) {
+        self.inner.lock().counts.stored_twice += 1;
     }
 
     /// A device got a message from a sender out of that sender's order.
     pub fn out_of_order(&self) {
         self.inner.lock().counts.out_of_order += 1;
+    }
+
+    /// The server refused a device's `ack` event.
+    pub fn ack_refused(&self) {
+        self.inner.lock().counts.ack_refusals += 1;
+    }
+
+    /// A connection was opened again after it dropped.
+    pub fn reconnected(&self) {
+        self.inner.lock().counts.reconnects += 1;
+    }
+
+    /// An attempt to open a connection again failed for `reason`.
+    pub fn reconnect_failed(&self, reason: &str) {
+        let mut inner = self.inner.lock();
+        *inner
+            .counts
+            .reconnect_failures
+            .entry(reason.to_owned())
+            .or_default() += 1;
     }
 
     /// A `delivered` status for message `key` (sent at `sent_us`) reached its sender at `now_us`; only the first
@@ -169,6 +232,7 @@ impl Ledger {
             accepted: c.accepted,
             receipts: c.receipts,
             delivered_statuses: c.delivered_statuses,
+            reconnects: c.reconnects,
         }
     }
 
@@ -213,18 +277,19 @@ mod tests {
         ledger.accepted((0, 0), 10, 20);
         ledger.accepted((0, 1), 10, 20);
         ledger.refused("busy");
-        ledger.received((0, 0), 0, 10, 30, false);
-        ledger.received((0, 0), 1, 10, 40, false);
-        ledger.received((0, 0), 1, 10, 50, true);
-        ledger.received((0, 1), 1, 10, 30, false);
+        ledger.received((0, 0), 0, 10, 30, Receipt::First);
+        ledger.received((0, 0), 1, 10, 40, Receipt::First);
+        ledger.received((0, 0), 1, 10, 50, Receipt::AfterAck);
+        ledger.received((0, 0), 0, 10, 50, Receipt::Redelivered);
+        ledger.received((0, 1), 1, 10, 30, Receipt::First);
+        // Neither a redelivery nor a duplicate makes up for a device that never got the message.
+        ledger.received((0, 1), 1, 10, 60, Receipt::Redelivered);
         // A receipt of a message whose answer never came is not a loss.
-        ledger.received((1, 0), 0, 10, 30, false);
+        ledger.received((1, 0), 0, 10, 30, Receipt::First);
         assert_eq!(ledger.lost(2), (1, 1));
         let c = ledger.snapshot();
-        assert_eq!(
-            (c.accepted, c.answered, c.receipts, c.duplicates),
-            (2, 3, 4, 1)
-        );
+        assert_eq!((c.accepted, c.answered, c.receipts), (2, 3, 4));
+        assert_eq!((c.redelivered, c.duplicated_after_ack), (2, 1));
         assert_eq!(c.refused.get("busy"), Some(&1));
         ledger.delivered_status((0, 0), 10, 60);
         ledger.delivered_status((0, 0), 10, 70);

@@ -1,20 +1,27 @@
 //! `tidings bench dm`: direct messages under load. Recipient devices connect first, then sender connections emit
-//! `dm` events at a steady aggregate rate, each with the send time and the sender's counter in its data; every
-//! device acknowledges every message with the ack callback. Measured: the accepted rate and latency, send →
-//! device latency, send → `delivered` status at the sender, losses, duplicates, order, refusals.
+//! `dm` events at a steady aggregate rate, each with an idempotency key and the send time and the sender's
+//! counter in its data; every device acknowledges every message with the `ack` event. A connection that drops
+//! (a node killed, restarted) is opened again, on the next node, and picks up where it was: a sender writes its
+//! unanswered messages again, a device gets what it has not acknowledged replayed. Measured: the accepted rate
+//! and latency, send → device latency, send → `delivered` status at the sender, losses, redeliveries,
+//! duplicates after an ack, order, refusals, reconnections.
 //!
-//! Data path: [`args`] (checked flags) → [`roles`] (one task per connection over [`conn`]) → [`ledger`] →
-//! [`report`].
+//! Data path: [`args`] (checked flags) → [`sender`] and [`device`] (one task per role over [`conn`], opened
+//! again by [`reconnect`]) → [`ledger`] → [`report`].
 
 pub mod args;
 pub mod conn;
+pub mod device;
 pub mod ledger;
+pub mod reconnect;
 pub mod report;
-pub mod roles;
+pub mod sender;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -24,10 +31,17 @@ pub use report::DmReport;
 use super::sys::unix_micros;
 use super::BenchError;
 use args::Role;
+use conn::Conn;
 use ledger::Ledger;
+use reconnect::Redial;
+use sender::Sender;
 
 /// Connections opened at once while connecting.
 const CONNECT_PARALLELISM: usize = 64;
+/// After connections dropped, how long the drain waits for `delivered` statuses once nothing else is missing
+/// and none came: statuses are written to the sender's connections of the moment, so those emitted while a
+/// sender was reconnecting never come (the node keeps them; `GET /v1/messages/{id}` has them).
+const STATUS_GRACE: Duration = Duration::from_secs(2);
 
 /// A direct-message bench run, ready to go.
 pub struct DmBench {
@@ -52,49 +66,13 @@ impl DmBench {
     pub async fn run(&self) -> Result<DmReport, BenchError> {
         let plan = self.plan.clone();
         let ledger = Arc::new(Ledger::default());
-        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-        let mut failures = std::collections::BTreeMap::<String, u64>::new();
-        let mut senders = Vec::new();
         let roles = plan.roles();
-        for batch in roles.chunks(CONNECT_PARALLELISM) {
-            let opening: Vec<_> = batch
-                .iter()
-                .map(|&role| {
-                    let plan = plan.clone();
-                    tokio::spawn(async move {
-                        let auth = plan.auth_of(role).map_err(|e| format!("token: {e}"))?;
-                        let open = conn::open(plan.target_of(role), plan.source_of(role), &auth);
-                        match tokio::time::timeout(plan.connect_timeout, open).await {
-                            Ok(result) => result.map(|c| (role, c)),
-                            Err(_) => Err("connect timeout".to_owned()),
-                        }
-                    })
-                })
-                .collect();
-            for task in opening {
-                match task.await {
-                    Ok(Ok((role, conn))) => {
-                        tasks.push(conn.writer);
-                        match role {
-                            Role::Device(_, d) => tasks.push(tokio::spawn(roles::device(
-                                d,
-                                conn.reader,
-                                conn.outbox,
-                                ledger.clone(),
-                            ))),
-                            Role::Sender(i) => senders.push((i, conn.reader, conn.outbox)),
-                        }
-                    }
-                    Ok(Err(reason)) => *failures.entry(reason).or_default() += 1,
-                    Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
-                }
-            }
-        }
-        let connected = roles.len() as u64 - failures.values().sum::<u64>();
+        let (opened, failures) = self.open_all(&roles).await;
         progress(
             &plan,
             &format!(
-                "{connected} of {} connections open; sending {} messages at {}/s",
+                "{} of {} connections open; sending {} messages at {}/s",
+                opened.len(),
                 roles.len(),
                 plan.messages(),
                 plan.rate
@@ -102,27 +80,26 @@ impl DmBench {
         );
         let start = Instant::now() + Duration::from_millis(100);
         let start_us = unix_micros() + 100_000;
-        let mut send_loops = Vec::new();
-        for (i, reader, outbox) in senders {
-            let book = Arc::new(roles::SenderBook::default());
-            tasks.push(tokio::spawn(roles::sender_reader(
-                i,
-                reader,
-                book.clone(),
-                ledger.clone(),
-            )));
-            send_loops.push(tokio::spawn(roles::send_loop(
-                i,
-                plan.clone(),
-                start,
-                outbox,
-                book,
-                ledger.clone(),
-            )));
+        // Connections are opened again until the drain is over.
+        let until = start + plan.duration + plan.drain;
+        let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut all_sent = Vec::new();
+        for (role, conn) in opened {
+            let redial = Redial::new(role, until);
+            let (plan, ledger) = (plan.clone(), ledger.clone());
+            tasks.push(match role {
+                Role::Device(_, d) => tokio::spawn(device::run(d, plan, conn, redial, ledger)),
+                Role::Sender(i) => {
+                    let (tell, heard) = oneshot::channel();
+                    all_sent.push(heard);
+                    tokio::spawn(Sender::new(i, plan, ledger, start, tell).run(conn, redial))
+                }
+            });
         }
         let ticker = Progress::start(&plan, ledger.clone());
-        for task in send_loops {
-            let _ = task.await;
+        for heard in all_sent {
+            // An error: the sender gave up (its connection never came back); nothing more to wait for.
+            let _ = heard.await;
         }
         let sent_done = Instant::now();
         self.drain(&ledger).await;
@@ -145,17 +122,52 @@ impl DmBench {
         ))
     }
 
+    /// Opens every role's first connection, `CONNECT_PARALLELISM` at a time; a role whose first connection
+    /// fails takes no part in the run, its failure counted by reason.
+    async fn open_all(&self, roles: &[Role]) -> (Vec<(Role, Conn)>, BTreeMap<String, u64>) {
+        let mut opened = Vec::new();
+        let mut failures = BTreeMap::<String, u64>::new();
+        for batch in roles.chunks(CONNECT_PARALLELISM) {
+            let opening: Vec<_> = batch
+                .iter()
+                .map(|&role| {
+                    let plan = self.plan.clone();
+                    tokio::spawn(async move {
+                        let auth = plan.auth_of(role).map_err(|e| format!("token: {e}"))?;
+                        let open = conn::open(plan.target_of(role), plan.source_of(role), &auth);
+                        match tokio::time::timeout(plan.connect_timeout, open).await {
+                            Ok(result) => result.map(|c| (role, c)),
+                            Err(_) => Err("connect timeout".to_owned()),
+                        }
+                    })
+                })
+                .collect();
+            for task in opening {
+                match task.await {
+                    Ok(Ok(open)) => opened.push(open),
+                    Ok(Err(reason)) => *failures.entry(reason).or_default() += 1,
+                    Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+                }
+            }
+        }
+        (opened, failures)
+    }
+
     /// Waits until every `dm` is answered, every accepted message reached every device and its sender heard
-    /// `delivered`, or the drain time is over.
+    /// `delivered` (or, after reconnections, no status came for [`STATUS_GRACE`]), or the drain time is over.
     async fn drain(&self, ledger: &Ledger) {
         let deadline = Instant::now() + self.plan.drain;
         let devices = u64::from(self.plan.devices);
+        let mut statuses = (u64::MAX, Instant::now());
         while Instant::now() < deadline {
             let c = ledger.snapshot_counts();
-            if c.answered >= c.sent
-                && c.receipts >= c.accepted * devices
-                && c.delivered_statuses >= c.accepted
-            {
+            if c.delivered_statuses != statuses.0 {
+                statuses = (c.delivered_statuses, Instant::now());
+            }
+            let settled = c.answered >= c.sent && c.receipts >= c.accepted * devices;
+            let statuses_done = c.delivered_statuses >= c.accepted
+                || (c.reconnects > 0 && statuses.1.elapsed() >= STATUS_GRACE);
+            if settled && statuses_done {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -179,13 +191,14 @@ impl Progress {
                 tick.tick().await;
                 let c = ledger.snapshot_counts();
                 eprintln!(
-                    "[{:>5.1} s] sent {} | accepted {} | refused {} | device receipts {} | delivered statuses {}",
+                    "[{:>5.1} s] sent {} | accepted {} | refused {} | device receipts {} | delivered statuses {} | reconnects {}",
                     started.elapsed().as_secs_f64(),
                     c.sent,
                     c.accepted,
                     c.answered - c.accepted,
                     c.receipts,
-                    c.delivered_statuses
+                    c.delivered_statuses,
+                    c.reconnects
                 );
             }
         })))

@@ -68,10 +68,22 @@ pub struct DmReport {
     pub lost: u64,
     /// Receipts missing over those.
     pub missing_receipts: u64,
-    /// A device got a message again after having acknowledged it.
-    pub duplicates: u64,
-    /// Receipts older than one already received from the same sender on the same device.
+    /// `dm` events written again with the same idempotency key after their connection dropped unanswered.
+    pub resent: u64,
+    /// Receipts of a message the device had received before without its acknowledgement confirmed (allowed).
+    pub redelivered: u64,
+    /// Receipts of a message whose acknowledgement by the same device the node had confirmed (an error).
+    pub duplicated_after_ack: u64,
+    /// Messages a device received under two message ids: stored twice (an error).
+    pub stored_twice: u64,
+    /// Receipts out of the order the sender's messages were accepted in.
     pub out_of_order: u64,
+    /// Connections opened again after one dropped.
+    pub reconnects: u64,
+    /// Failed attempts to open a connection again, by reason.
+    pub reconnect_failures: BTreeMap<String, u64>,
+    /// `ack` events the node refused.
+    pub ack_refusals: u64,
     /// Accepted messages without a `delivered` status at their sender.
     pub no_delivered_status: u64,
     /// Answers and events that did not parse.
@@ -115,8 +127,14 @@ impl DmReport {
             expected_receipts: c.accepted * u64::from(plan.devices),
             lost: outcome.lost,
             missing_receipts: outcome.missing,
-            duplicates: c.duplicates,
+            resent: c.resent,
+            redelivered: c.redelivered,
+            duplicated_after_ack: c.duplicated_after_ack,
+            stored_twice: c.stored_twice,
             out_of_order: c.out_of_order,
+            reconnects: c.reconnects,
+            reconnect_failures: c.reconnect_failures.clone(),
+            ack_refusals: c.ack_refusals,
             no_delivered_status: c.accepted.saturating_sub(c.delivered_statuses),
             unparsed: c.unparsed,
         }
@@ -140,7 +158,7 @@ impl DmReport {
         };
         let failed: u64 = self.connect_failures.values().sum();
         format!(
-            "| {} | {} → {}×{} | {:.0} | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {} | {} | {} | {} | {} |",
+            "| {} | {} → {}×{} | {:.0} | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} | {} | {} / {} | {} | {} | {} / {} | {} | {} |",
             self.nodes,
             self.senders,
             self.recipients,
@@ -156,8 +174,12 @@ impl DmReport {
             self.delivered_status_ms[0],
             self.delivered_status_ms[1],
             self.lost,
-            self.duplicates,
+            self.duplicated_after_ack,
+            self.stored_twice,
+            self.redelivered,
             self.out_of_order,
+            self.reconnects,
+            self.resent,
             refused,
             failed,
         )
@@ -165,7 +187,7 @@ impl DmReport {
 }
 
 /// Header of the table (two lines).
-pub const TABLE_HEADER: &str = "| nodes | senders → users×devices | target msg/s | sent | accepted/s | accepted p50 / p99 ms | delivered to device p50 / p99 / max ms | `delivered` status p50 / p99 ms | lost | dup | out of order | refused | conn failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| nodes | senders → users×devices | target msg/s | sent | accepted/s | accepted p50 / p99 ms | delivered to device p50 / p99 / max ms | `delivered` status p50 / p99 ms | lost | dup after ack / stored twice | redelivered | out of order | reconnects / resent | refused | conn failed |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 impl fmt::Display for DmReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,6 +206,12 @@ impl fmt::Display for DmReport {
         }
         for (reason, n) in &self.connect_failures {
             writeln!(f, "connection failed ×{n}: {reason}")?;
+        }
+        for (reason, n) in &self.reconnect_failures {
+            writeln!(f, "reconnect attempt failed ×{n}: {reason}")?;
+        }
+        if self.ack_refusals > 0 {
+            writeln!(f, "ack events refused: {}", self.ack_refusals)?;
         }
         Ok(())
     }
