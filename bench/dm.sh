@@ -82,7 +82,8 @@ record() {
   row=$(sed -n '3p' "$out")
   [ -n "$label" ] && row=$(printf '%s\n' "$row" | sed "s/^| \([0-9]*\) |/| \1, $label |/")
   printf '%s\n' "$row" >> "$WORK/rows"
-  sed -n '4,$p' "$out" | sed '/^$/d' | sed "s/^/($(printf '%s\n' "$row" | cut -d'|' -f2,4 | tr -s ' ')) /" >> "$WORK/notes"
+  sed -n '4,$p' "$out" | sed '/^$/d' \
+    | sed "s/^/($(printf '%s\n' "$row" | awk -F'|' '{ gsub(/ /, "", $4); sub(/^ +/, "", $2); sub(/ +$/, "", $2); print "nodes " $2 "; " $4 " msg\\/s" }')) /" >> "$WORK/notes"
 }
 
 # bench_args URLS RATE: the `tidings bench dm` command line of one run.
