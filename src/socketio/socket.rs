@@ -207,14 +207,27 @@ impl Socket {
     }
 
     /// Emits an event asking for an ack; `on_ack` runs when the client answers (never, if the socket goes
-    /// first: it is then dropped unrun).
+    /// first or [`Socket::forget_ack`] drops it: it is then dropped unrun). Returns the ack id.
     pub fn emit_with_callback(
         &self,
         event: &str,
         args: &[&[u8]],
         on_ack: Box<dyn FnOnce(AckReply) + Send>,
-    ) -> Result<(), PushError> {
+    ) -> Result<u64, PushError> {
         self.emit_waiting(event, args, AckWaiter::Callback(on_ack))
+    }
+
+    /// Stops waiting for the ack `id` (the client acknowledged the same thing another way); a later ACK with
+    /// that id is ignored.
+    pub fn forget_ack(&self, id: u64) {
+        if let Some(map) = self.pending_acks.lock().as_mut() {
+            map.remove(&id);
+        }
+    }
+
+    /// Acks this socket still waits for.
+    pub fn pending_acks(&self) -> usize {
+        self.pending_acks.lock().as_ref().map_or(0, HashMap::len)
     }
 
     fn emit_waiting(
@@ -222,7 +235,7 @@ impl Socket {
         event: &str,
         args: &[&[u8]],
         waiter: AckWaiter,
-    ) -> Result<(), PushError> {
+    ) -> Result<u64, PushError> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         self.pending_acks
             .lock()
@@ -231,12 +244,10 @@ impl Socket {
         let mut out = BytesMut::new();
         encode_event(&self.nsp, Some(id), event, args, &mut out);
         if let Err(error) = self.send(Outgoing::Text(out.freeze())) {
-            if let Some(map) = self.pending_acks.lock().as_mut() {
-                map.remove(&id);
-            }
+            self.forget_ack(id);
             return Err(error);
         }
-        Ok(())
+        Ok(id)
     }
 
     /// Routes an ACK from the client to the emit waiting for it; unknown ids are ignored.

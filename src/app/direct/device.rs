@@ -2,7 +2,7 @@
 //! the messages written and not acknowledged yet (a bounded window), and whether it is caught up with the
 //! inbox (then new messages are written as they come) or reading it back.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -31,8 +31,9 @@ pub fn validate_device(name: &str, max_bytes: usize) -> Result<(), String> {
 pub(super) struct Stream {
     /// Last inbox sequence written to the device (or skipped as already acknowledged or gone).
     pub cursor: u64,
-    /// Messages written and not acknowledged yet.
-    pub unacked: HashSet<MessageId>,
+    /// Messages written and not acknowledged yet, with the ack id of their emit (its callback is dropped when
+    /// the `ack` event acknowledges the message instead, so callbacks never pile up on the socket).
+    pub unacked: HashMap<MessageId, u64>,
     /// Caught up: a message with the next sequence is written as it comes.
     pub live: bool,
     /// A read of the inbox is running.

@@ -408,9 +408,9 @@ impl Direct {
             on_ack,
         );
         match sent {
-            Ok(()) => {
+            Ok(ack_id) => {
                 stream.cursor = message.seq;
-                stream.unacked.insert(message.id.clone());
+                stream.unacked.insert(message.id.clone(), ack_id);
                 metrics::counter!("tidings_messages_written_total").increment(1);
                 true
             }
@@ -473,7 +473,9 @@ impl Direct {
         let resume = {
             let mut stream = device.stream.lock();
             for id in ids {
-                stream.unacked.remove(id);
+                if let Some(ack_id) = stream.unacked.remove(id) {
+                    device.socket.forget_ack(ack_id);
+                }
             }
             !stream.closed
                 && !stream.live
@@ -635,5 +637,71 @@ async fn sweep_loop(direct: Weak<Direct>) {
             return;
         };
         direct.sweep().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::session::TransportKind;
+    use crate::engineio::{OutboxLimits, Session};
+    use crate::messages::{InboxLimits, MemoryMessages};
+
+    fn socket(sub: &str) -> Arc<Socket> {
+        let claims: crate::auth::Claims =
+            serde_json::from_value(serde_json::json!({ "sub": sub })).unwrap();
+        let claims = Arc::new(crate::auth::VerifiedClaims::from_claims(claims).unwrap());
+        let limits = OutboxLimits {
+            max_messages: 1024,
+            max_bytes: 1 << 20,
+        };
+        let session = Session::new(TransportKind::WebSocket, limits, 10);
+        Socket::new(session, "/", None, None, Some(claims))
+    }
+
+    fn message(n: u64) -> NewMessage {
+        NewMessage {
+            from: Some("alice".into()),
+            to: "bob".into(),
+            event: "chat".into(),
+            data: Arc::from(n.to_string().as_str()),
+            key: None,
+            at_ms: now_ms(),
+            ttl_ms: 60_000,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ack_event_drops_the_callbacks_of_what_it_acknowledges() {
+        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
+        let fanout = LocalFanout::new();
+        let direct = Direct::new(store, fanout.clone(), "/", DirectLimits::default());
+        fanout.bind(&direct);
+        let bob = socket("bob");
+        let device = direct.attach(&bob, "bob", "phone");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while device.stream.lock().catching_up || !device.stream.lock().live {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the device never went live"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for n in 0..5 {
+            direct.send(message(n)).await.unwrap();
+        }
+        while bob.pending_acks() < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} written",
+                bob.pending_acks()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The device acknowledges with the `ack` event instead of the callbacks: they must not stay behind.
+        let ids: Vec<MessageId> = device.stream.lock().unacked.keys().cloned().collect();
+        assert_eq!(direct.acknowledge(&device, ids).await.unwrap(), 5);
+        assert_eq!(bob.pending_acks(), 0);
+        assert!(device.stream.lock().unacked.is_empty());
     }
 }
