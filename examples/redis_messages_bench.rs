@@ -56,10 +56,13 @@ struct Args {
     redis: Option<String>,
 }
 
-/// A `redis-server` this program started, killed by its pid when dropped.
+/// A `redis-server` this program started, killed by its pid when dropped. It works in a scratch directory of
+/// its own (`--dir`, unless `extra` names another), so a replica's copy of the data never lands in the
+/// directory the program was started from.
 struct Server {
     child: Child,
     port: u16,
+    _scratch: TempDir,
 }
 
 impl Server {
@@ -67,6 +70,12 @@ impl Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        let scratch = std::env::temp_dir().join(format!(
+            "tidings-dm-bench-{}-redis-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&scratch)?;
+        let scratch = TempDir(scratch);
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -76,12 +85,19 @@ impl Server {
                 "--save",
                 "",
             ])
+            .arg("--dir")
+            .arg(&scratch.0)
+            .current_dir(&scratch.0)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("cannot run redis-server")?;
-        Ok(Server { child, port })
+        Ok(Server {
+            child,
+            port,
+            _scratch: scratch,
+        })
     }
 
     fn url(&self) -> String {

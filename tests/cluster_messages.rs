@@ -170,10 +170,15 @@ async fn a_redis_crash_gives_unavailable_and_the_store_comes_back() {
 struct OwnRedis {
     child: Child,
     port: u16,
+    /// Its working directory (`--dir` unless `extra` names another): nothing lands in the repository.
+    _scratch: DataDir,
 }
 
 impl OwnRedis {
     fn start(port: u16, extra: &[&str]) -> OwnRedis {
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch = DataDir::new(&format!("redis-{port}-{n}"));
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -183,12 +188,19 @@ impl OwnRedis {
                 "--save",
                 "",
             ])
+            .arg("--dir")
+            .arg(&scratch.0)
+            .current_dir(&scratch.0)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("cannot run redis-server");
-        OwnRedis { child, port }
+        OwnRedis {
+            child,
+            port,
+            _scratch: scratch,
+        }
     }
 
     fn url(&self) -> String {
