@@ -61,7 +61,8 @@ for rate in $RATES; do
   [ -e "$ready" ] || { echo "crosscheck: wsload did not connect" >&2; exit 1; }
   "$T" bench --url "http://127.0.0.1:$port" --clients "$CLIENTS" --rooms 1 --room-prefix bench \
     --rate "$rate" --duration "$SECS" --jwt-secret "$SECRET" --api-key "$KEY" --json -q \
-    > "$OUT/tidings-bench-$rate.json" 2> "$OUT/tidings-bench-$rate.err"
+    > "$OUT/tidings-bench-$rate.json" 2> "$OUT/tidings-bench-$rate.err" \
+    || echo "tidings bench fell short at $rate/s (exit $?); its numbers are in the table" >&2
   wait "$wsload_pid" || true
   stop_node
 done

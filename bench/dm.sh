@@ -99,7 +99,8 @@ run_rates() {
   for rate in "$@"; do
     echo "== bench dm: $urls at $rate msg/s" >&2
     bench_args "$urls" "$rate"
-    "${BENCH[@]}" --quiet > "$WORK/out"
+    "${BENCH[@]}" --quiet > "$WORK/out" \
+      || echo "bench dm fell short at $rate msg/s (exit $?); its numbers are in the table" >&2
     record "$WORK/out" ""
   done
 }
@@ -125,7 +126,8 @@ run_kill() {
   sleep 1
   $restart
   echo "   node back as pid $NODE_PID" >&2
-  wait "$bench_pid" || { cat "$WORK/progress" >&2; exit 1; }
+  wait "$bench_pid" || echo "bench dm fell short during the kill run (exit $?); its numbers are in the table" >&2
+  [ -s "$WORK/out" ] || { cat "$WORK/progress" >&2; exit 1; }
   forget_pid "$bench_pid"
   record "$WORK/out" "kill -9"
 }

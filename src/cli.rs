@@ -26,7 +26,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (log filter: TIDINGS_LOG, default "info").
+    /// Run the server (log filter: TIDINGS_LOG, default "info", e.g. TIDINGS_LOG=debug or "info,tidings=debug").
     Serve(ServeArgs),
     /// Print an HS256 JWT for development and tests.
     Gentoken(GentokenArgs),
@@ -40,11 +40,12 @@ pub enum Command {
 /// Flags of `tidings serve`. Precedence: defaults < config file < `TIDINGS_*` environment < these flags.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// TOML config file.
-    #[arg(long, value_name = "FILE", env = "TIDINGS_CONFIG")]
+    /// TOML config file (`tidings genconfig` prints one with every option). Any option can also be set with
+    /// TIDINGS__<SECTION>__<KEY>, e.g. TIDINGS__LIMITS__MAX_CONNECTIONS=5000.
+    #[arg(long, value_name = "FILE", env = "TIDINGS_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
-    /// Address to listen on, IP:port [env: TIDINGS_LISTEN].
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on: IP:port, e.g. 0.0.0.0:3000, or localhost:port [env: TIDINGS_LISTEN].
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]
     pub listen: Option<SocketAddr>,
     /// HS256 secret for client tokens [env: TIDINGS_JWT_SECRET].
     #[arg(long, value_name = "S", conflicts_with = "jwt_public_key")]
@@ -62,12 +63,23 @@ pub struct ServeArgs {
     /// restart [env: TIDINGS_DATA_DIR].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// URL other nodes and clients reach this node at, http:// only (https is not supported: terminate TLS in
+    /// front of the nodes) [env: TIDINGS_PUBLIC_URL].
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Prefix of every Redis key and channel; one cluster per prefix [env: TIDINGS_REDIS_KEY_PREFIX].
+    #[arg(long, value_name = "PREFIX")]
+    pub redis_key_prefix: Option<String>,
+    /// Most connections this node accepts [env: TIDINGS_MAX_CONNECTIONS].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Development only: accept an HS256 secret shorter than 32 bytes and API keys shorter than 16
     /// [env: TIDINGS_INSECURE_DEV_SECRETS].
     #[arg(long)]
     pub insecure_dev_secrets: bool,
-    /// Protocol conformance mode for the official Socket.IO / Engine.IO test suites.
-    #[arg(long, hide = true)]
+    /// Testing only: serve the echo handlers the official Socket.IO / Engine.IO test suites and the Autobahn
+    /// WebSocket suite expect (/ws-echo), instead of the application.
+    #[arg(long)]
     pub conformance: bool,
 }
 
@@ -81,6 +93,9 @@ impl ServeArgs {
             api_key: self.api_key.clone(),
             redis_url: self.redis.clone(),
             data_dir: self.data_dir.clone(),
+            public_url: self.public_url.clone(),
+            redis_key_prefix: self.redis_key_prefix.clone(),
+            max_connections: self.max_connections,
             insecure_dev_secrets: self.insecure_dev_secrets.then_some(true),
             conformance: self.conformance,
         }
@@ -96,7 +111,7 @@ impl ServeArgs {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::load(self.config.as_deref())?;
+        let mut config = Config::load_with_env(self.config.as_deref(), &env)?;
         config.apply(&Overrides::from_env_with(env)?);
         config.apply(&self.overrides());
         config.validate()?;
@@ -228,13 +243,19 @@ mod tests {
         assert!(a.conformance);
         assert!(parse(&["serve", "--jwt-secret", "s", "--jwt-public-key", "k.pem"]).is_err());
         assert!(parse(&["serve", "--listen", "localhost"]).is_err());
+        assert_eq!(
+            serve_args(&["--listen", "localhost:4000"]).listen,
+            Some("127.0.0.1:4000".parse().unwrap())
+        );
         let help = Cli::command()
             .find_subcommand_mut("serve")
             .unwrap()
             .render_long_help()
             .to_string();
-        assert!(!help.contains("conformance"), "--conformance is hidden");
+        assert!(help.contains("--conformance"));
         assert!(help.contains("TIDINGS_LISTEN"));
+        assert!(help.contains("TIDINGS_PUBLIC_URL") && help.contains("TIDINGS_REDIS_KEY_PREFIX"));
+        assert!(!help.contains("=]"), "no empty `NAME=` env hints: {help}");
     }
 
     #[test]

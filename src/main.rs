@@ -56,7 +56,16 @@ fn bench_dm(args: &DmArgs) -> anyhow::Result<()> {
     } else {
         report.to_string()
     };
-    print_stdout(&text)
+    print_stdout(&text)?;
+    fail_on_shortfalls(&report.shortfalls())
+}
+
+/// An error (non-zero exit) naming every shortfall of a bench run, after its report was printed.
+fn fail_on_shortfalls(shortfalls: &[String]) -> anyhow::Result<()> {
+    if shortfalls.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!("the run fell short: {}", shortfalls.join("; "))
 }
 
 /// Runs `tidings bench` (or one of its worker processes, which re-run this command line with worker flags).
@@ -83,6 +92,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             report.to_string()
         };
         print_stdout(&text)?;
+        runtime.shutdown_timeout(Duration::from_millis(100));
+        return fail_on_shortfalls(&report.shortfalls(args.min_delivered));
     }
     // Client tasks are aborted already; this only bounds stray blocking work (the worker's stdin reader).
     runtime.shutdown_timeout(Duration::from_millis(100));

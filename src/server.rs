@@ -382,6 +382,13 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     let registry = redis
         .as_ref()
         .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()));
+    if let Some(redis) = &redis {
+        let namespaces = std::iter::once("/".to_owned())
+            .chain(config.namespaces.iter().map(|ns| ns.name.clone()))
+            .collect();
+        let keys = Keys::new(&config.redis.key_prefix);
+        crate::cluster::room_counts::spawn_publisher(redis.clone(), keys, me.id.as_str().to_owned(), &hub, namespaces);
+    }
     let api_state = crate::api::ApiState {
         app,
         engine: engine.clone(),

@@ -28,13 +28,9 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// 401: missing or wrong API key.
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid API key",
-        )
+    /// 401: missing or wrong API key; `message` says which.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
     /// 404: no such thing.
@@ -54,6 +50,17 @@ impl ApiError {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The same error about the event at `index` of a batch: `events[index]: <message>`.
+    pub fn at_index(mut self, index: usize) -> ApiError {
+        self.message = format!("events[{index}]: {}", self.message);
+        self
+    }
+
+    /// The machine-readable code (`invalid_body`, `not_found`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 

@@ -4,11 +4,12 @@
 //! A send is answered only once the message is durable in the configured store.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::extract::{check_limit, parse_json, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::app::direct::request::{check_message, check_user, DmError, SendFields};
 use crate::messages::MessageId;
@@ -43,8 +44,8 @@ pub(super) async fn send(
     let body = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| ApiError::too_large(state.max_body))?;
-    let fields: SendFields<'_> = serde_json::from_slice(&body)
-        .map_err(|e| dm_error(DmError::Invalid(format!("invalid request body: {e}"))))?;
+    let fields: SendFields<'_> =
+        parse_json(&body).map_err(|e| dm_error(DmError::Invalid(e.to_string())))?;
     if fields.to.is_some() {
         return Err(dm_error(DmError::Invalid(
             "the recipient is in the path, not in `to`".into(),
@@ -120,11 +121,11 @@ pub(super) struct InboxQuery {
 pub(super) async fn inbox(
     State(state): State<ApiState>,
     Path(user): Path<String>,
-    Query(query): Query<InboxQuery>,
+    ApiQuery(query): ApiQuery<InboxQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     user_arg(&user)?;
     let since = query.since.unwrap_or(0);
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let limit = check_limit(query.limit, 100)?.min(MAX_LIST);
     let messages = state
         .app
         .direct()

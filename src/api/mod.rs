@@ -2,6 +2,7 @@
 //! endpoints (`/metrics`, `/stats`), on the client port or on a separate admin listener.
 
 mod error;
+mod extract;
 mod keys;
 mod messages;
 mod nodes;
@@ -45,8 +46,9 @@ pub struct ApiState {
     pub node: NodeInfo,
 }
 
-/// The routes of the client port: `/v1/*` (needs `Authorization: Bearer <key>`) and `/healthz`, plus `/metrics`
-/// and `/stats` when `with_admin` (no separate admin listener).
+/// The routes of the client port: `/v1/*` (needs `Authorization: Bearer <key>`, except `/v1/nodes/pick`, which
+/// clients call) and `/healthz`, plus `/metrics` and `/stats` when `with_admin` (no separate admin listener).
+/// Unknown paths and methods are answered with the API's JSON errors.
 pub fn router(state: ApiState, with_admin: bool) -> Router {
     let v1 = Router::new()
         .route("/v1/publish", post(publish::publish))
@@ -56,7 +58,6 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
         .route("/v1/rooms/{room}", get(rooms::show))
         .route("/v1/rooms/{room}/history", get(rooms::history))
         .route("/v1/nodes", get(nodes::list))
-        .route("/v1/nodes/pick", get(nodes::pick))
         .route("/v1/users/{user}", get(messages::presence))
         .route(
             "/v1/users/{user}/messages",
@@ -67,17 +68,28 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
             state.clone(),
             require_api_key,
         ));
-    let mut router = Router::new().merge(v1).route("/healthz", get(healthz));
+    let public = Router::new()
+        .route("/v1/nodes/pick", get(nodes::pick))
+        .with_state(nodes::PickState::new(state.clone()));
+    let mut router = Router::new()
+        .merge(v1)
+        .merge(public)
+        .route("/healthz", get(healthz));
     if with_admin {
         router = router.merge(admin_routes(&state));
     }
-    router.with_state(state)
+    router
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
+        .with_state(state)
 }
 
 /// The routes of the separate admin listener (`admin.listen`): `/metrics`, `/stats` and `/healthz`.
 pub fn admin_router(state: ApiState) -> Router {
     admin_routes(&state)
         .route("/healthz", get(healthz))
+        .fallback(extract::no_route)
+        .method_not_allowed_fallback(extract::wrong_method)
         .with_state(state)
 }
 
@@ -97,19 +109,37 @@ fn admin_routes(state: &ApiState) -> Router<ApiState> {
 }
 
 async fn require_api_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key) if state.keys.accepts(key) => next.run(request).await,
-        _ => {
-            metrics::counter!("tidings_api_unauthorized_total").increment(1);
-            ApiError::unauthorized().into_response()
+    let refused = match request.headers().get(axum::http::header::AUTHORIZATION) {
+        None => Some((
+            "missing",
+            "missing Authorization header: send `Authorization: Bearer <api key>`",
+        )),
+        Some(value) => match value.to_str().ok().and_then(bearer) {
+            None => Some((
+                "not_bearer",
+                "the Authorization header must be `Bearer <api key>`",
+            )),
+            Some(key) if state.keys.accepts(key) => None,
+            Some(_) => Some(("wrong_key", "invalid API key")),
+        },
+    };
+    match refused {
+        None => next.run(request).await,
+        Some((reason, message)) => {
+            let peer = request
+                .extensions()
+                .get::<std::net::SocketAddr>()
+                .map(|a| a.ip());
+            crate::auth::refusals::api_key_refused(reason, request.uri().path(), peer);
+            ApiError::unauthorized(message).into_response()
         }
     }
+}
+
+/// The key of an `Authorization: Bearer <key>` value (the scheme in any case, as RFC 9110 allows).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, key) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
 async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {

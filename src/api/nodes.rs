@@ -1,13 +1,20 @@
-//! The cluster's nodes: `GET /v1/nodes` lists the live ones and `GET /v1/nodes/pick` names the least-loaded
-//! one for a new client. Without Redis the node is alone and answers for itself.
+//! The cluster's nodes: `GET /v1/nodes` (API key) lists the live ones and `GET /v1/nodes/pick` (public, for
+//! clients, rate-limited per client address) names the least-loaded one for a new client. Without Redis the
+//! node is alone and answers for itself.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::ApiQuery;
 use super::{ApiError, ApiState};
 use crate::cluster::registry::{least_loaded, NodeEntry};
+use crate::engineio::address_limits::{AddressLimits, AddressTable};
 
 /// The live nodes, this one with its current connection count.
 async fn live_nodes(state: &ApiState) -> Result<Vec<NodeEntry>, ApiError> {
@@ -44,16 +51,77 @@ pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, A
     ))
 }
 
-/// `GET /v1/nodes/pick`: `{id,url,connections}` of the least-loaded node with room; 503 when every node is full.
-pub(super) async fn pick(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let nodes = live_nodes(&state).await?;
+/// What `GET /v1/nodes/pick` needs: the API's state and its own per-address rate limit.
+#[derive(Clone)]
+pub(super) struct PickState {
+    api: ApiState,
+    limit: Arc<AddressTable>,
+}
+
+impl PickState {
+    /// Picks answered at the per-address handshake rate (`limits.handshakes_per_sec_per_ip` after
+    /// `limits.handshake_burst_per_ip`), counted apart from the handshakes themselves: a client picks, then
+    /// connects, and neither uses up the other's budget.
+    pub(super) fn new(api: ApiState) -> PickState {
+        let handshakes = api.engine.config().address_limits;
+        let limits = AddressLimits {
+            max_sessions: 0,
+            ..handshakes
+        };
+        let limit = AddressTable::new(limits, api.engine.config().max_sessions);
+        PickState { api, limit }
+    }
+}
+
+/// `?exclude=id1,id2`: nodes the client could not reach (the registry lists a dead node until its entry
+/// expires).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PickQuery {
+    exclude: Option<String>,
+}
+
+/// `GET /v1/nodes/pick[?exclude=ids]`: `{id,url,connections}` of the least-loaded node with room, other than the
+/// excluded ones; 503 when there is none; 429 past the per-address rate.
+pub(super) async fn pick(
+    State(state): State<PickState>,
+    ApiQuery(query): ApiQuery<PickQuery>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let peer = request.extensions().get::<SocketAddr>().copied();
+    if let Some(peer) = peer {
+        let config = state.api.engine.config();
+        let client = config.trusted_proxies.client(peer.ip(), request.headers());
+        if state.limit.admit(client).is_err() {
+            metrics::counter!("tidings_node_picks_refused_total").increment(1);
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many node picks from this address; retry in a second",
+            ));
+        }
+    }
+    let excluded: Vec<&str> = query
+        .exclude
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .collect();
+    let nodes: Vec<NodeEntry> = live_nodes(&state.api)
+        .await?
+        .into_iter()
+        .filter(|n| !excluded.contains(&n.id.as_str()))
+        .collect();
     let node = least_loaded(&nodes).ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_node_available",
-            "every live node is at its max_connections",
+            "no live node with room for another connection (every other one is excluded or at its max_connections)",
         )
     })?;
+    metrics::counter!("tidings_node_picks_total").increment(1);
     Ok(Json(
         json!({ "id": node.id, "url": node.url, "connections": node.connections }),
     ))

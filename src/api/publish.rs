@@ -53,8 +53,7 @@ async fn read_body(state: &ApiState, body: Body) -> Result<bytes::Bytes, ApiErro
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid request body: {e}")))
+    super::extract::parse_json(body)
 }
 
 fn check<'a>(state: &ApiState, request: PublishRequest<'a>) -> Result<Checked<'a>, ApiError> {
@@ -103,8 +102,16 @@ async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Receipt, Api
     })
 }
 
-fn receipt(published: &Receipt) -> serde_json::Value {
-    serde_json::json!({ "offset": published.seq.to_string(), "recipients": published.recipients })
+/// `{offset, recipients}` on an embedded node: the connections the event was queued for. In cluster mode the
+/// publishing node cannot know that when it answers (other nodes deliver after), so the answer says what it
+/// knows under another name: `{offset, nodes}`, the nodes serving one of the event's rooms that received it.
+fn receipt(state: &ApiState, published: &Receipt) -> serde_json::Value {
+    let offset = published.seq.to_string();
+    if state.registry.is_some() {
+        serde_json::json!({ "offset": offset, "nodes": published.recipients })
+    } else {
+        serde_json::json!({ "offset": offset, "recipients": published.recipients })
+    }
 }
 
 pub(super) async fn publish(
@@ -114,7 +121,7 @@ pub(super) async fn publish(
     let body = read_body(&state, body).await?;
     let checked = check(&state, parse::<PublishRequest<'_>>(&body)?)?;
     let published = deliver(&state, &checked).await?;
-    let mut reply = receipt(&published);
+    let mut reply = receipt(&state, &published);
     reply["ok"] = true.into();
     Ok(Json(reply))
 }
@@ -135,12 +142,13 @@ pub(super) async fn publish_batch(
     let checked = batch
         .events
         .into_iter()
-        .map(|event| check(&state, event))
+        .enumerate()
+        .map(|(index, event)| check(&state, event).map_err(|e| e.at_index(index)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = Vec::with_capacity(checked.len());
     for (index, event) in checked.iter().enumerate() {
         match deliver(&state, event).await {
-            Ok(published) => results.push(receipt(&published)),
+            Ok(published) => results.push(receipt(&state, &published)),
             Err(_) if index > 0 => {
                 // Events before this one are accepted; say exactly how far the batch got.
                 return Err(ApiError::new(
@@ -174,7 +182,7 @@ pub(super) async fn broadcast(
         data,
     };
     let published = deliver(&state, &checked).await?;
-    let mut reply = receipt(&published);
+    let mut reply = receipt(&state, &published);
     reply["ok"] = true.into();
     Ok(Json(reply))
 }

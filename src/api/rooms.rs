@@ -1,11 +1,13 @@
 //! Room listings and history: `GET /v1/rooms`, `GET /v1/rooms/{room}` and `GET /v1/rooms/{room}/history`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::Json;
 use serde::Deserialize;
 
+use super::extract::{check_limit, ApiQuery};
 use super::{ApiError, ApiState};
 use crate::auth::validate_room_name;
+use crate::cluster::room_counts;
 use crate::hub::RoomKey;
 
 /// `?namespace=/chat` (default `/`).
@@ -25,34 +27,73 @@ pub(super) fn namespace_of(state: &ApiState, requested: Option<&str>) -> Result<
     Ok(nsp.to_owned())
 }
 
+/// `GET /v1/rooms`: `{namespace, scope, rooms:[{name, members}]}`. In cluster mode `members` counts every live
+/// node (other nodes' counts at most a heartbeat old) and each room also has `local_members`, this node's.
 pub(super) async fn list(
     State(state): State<ApiState>,
-    Query(query): Query<NamespaceQuery>,
+    ApiQuery(query): ApiQuery<NamespaceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
-    let rooms: Vec<_> = state
-        .app
-        .hub()
-        .list(&nsp)
-        .into_iter()
-        .map(|(name, members)| serde_json::json!({ "name": name, "members": members }))
-        .collect();
+    let hub = state.app.hub();
+    let rooms: Vec<_> = match &state.registry {
+        None => hub
+            .list(&nsp)
+            .into_iter()
+            .map(|(name, members)| serde_json::json!({ "name": name, "members": members }))
+            .collect(),
+        Some(registry) => room_counts::list(registry, hub, &nsp)
+            .await
+            .map_err(counts_unavailable)?
+            .into_iter()
+            .map(|(name, count)| {
+                serde_json::json!({ "name": name, "members": count.members, "local_members": count.local })
+            })
+            .collect(),
+    };
     Ok(Json(
-        serde_json::json!({ "namespace": nsp, "rooms": rooms }),
+        serde_json::json!({ "namespace": nsp, "scope": scope(&state), "rooms": rooms }),
     ))
 }
 
+/// `GET /v1/rooms/{room}`: `{namespace, scope, name, members}` (+ `local_members` in cluster mode).
 pub(super) async fn show(
     State(state): State<ApiState>,
     Path(room): Path<String>,
-    Query(query): Query<NamespaceQuery>,
+    ApiQuery(query): ApiQuery<NamespaceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
     validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
-    let members = state.app.hub().member_count(&RoomKey::new(&nsp, &room));
-    Ok(Json(
-        serde_json::json!({ "namespace": nsp, "name": room, "members": members }),
-    ))
+    let key = RoomKey::new(&nsp, &room);
+    let hub = state.app.hub();
+    let mut body = serde_json::json!({ "namespace": nsp, "scope": scope(&state), "name": room });
+    match &state.registry {
+        None => body["members"] = hub.member_count(&key).into(),
+        Some(registry) => {
+            let count = room_counts::show(registry, hub, &key)
+                .await
+                .map_err(counts_unavailable)?;
+            body["members"] = count.members.into();
+            body["local_members"] = count.local.into();
+        }
+    }
+    Ok(Json(body))
+}
+
+/// What `members` counts: `cluster` (every live node) or `node` (an embedded node, alone).
+fn scope(state: &ApiState) -> &'static str {
+    if state.registry.is_some() {
+        "cluster"
+    } else {
+        "node"
+    }
+}
+
+fn counts_unavailable(error: crate::cluster::registry::RegistryError) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "registry_unavailable",
+        format!("cannot read the cluster's room counts: {error}"),
+    )
 }
 
 /// `?since=&limit=&epoch=&namespace=` of a history read.
@@ -67,14 +108,15 @@ pub(super) struct HistoryQuery {
 pub(super) async fn history(
     State(state): State<ApiState>,
     Path(room): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
     validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let limit = check_limit(query.limit, 100)?;
     let key = RoomKey::new(&nsp, &room);
     let budget = state.app.history_reply_bytes();
     let limit = crate::history::ReadLimit {
-        events: query.limit.unwrap_or(100),
+        events: limit,
         bytes: budget,
     };
     let page = state

@@ -267,7 +267,7 @@ fn refresh(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<V
     let args: RefreshArgs = serde_json::from_slice(first)
         .map_err(|e| Refusal::BadRequest(format!("refresh needs {{token}}: {e}")))?;
     let claims = app.auth.verify(&args.token).map_err(|error| {
-        tracing::debug!(%error, detail = ?error, "refresh refused");
+        crate::auth::refusals::token_refused(&error);
         Refusal::Unauthorized(error.to_string())
     })?;
     let current = socket.user().ok_or(Refusal::Forbidden)?;

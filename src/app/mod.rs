@@ -400,15 +400,13 @@ impl Application for Tidings {
         let payload = AuthPayload::parse(request.auth);
         let token = payload.token.as_deref().or(request.query_token);
         let Some(token) = token else {
-            metrics::counter!("tidings_auth_failures_total", "reason" => "missing").increment(1);
+            crate::auth::refusals::client_refused("missing", "no token in the CONNECT payload or query");
             return Connecting::Ready(Err("unauthorized".into()));
         };
         let claims = match self.auth.verify(token) {
             Ok(claims) => Arc::new(claims),
             Err(error) => {
-                tracing::debug!(%error, detail = ?error, "connect refused");
-                metrics::counter!("tidings_auth_failures_total", "reason" => "invalid")
-                    .increment(1);
+                crate::auth::refusals::token_refused(&error);
                 return Connecting::Ready(Err(error.to_string()));
             }
         };
@@ -416,7 +414,7 @@ impl Application for Tidings {
             if let Err(error) =
                 direct::validate_device(device, self.direct.limits().max_device_bytes)
             {
-                metrics::counter!("tidings_auth_failures_total", "reason" => "device").increment(1);
+                crate::auth::refusals::client_refused("device", &error.to_string());
                 return Connecting::Ready(Err(format!("invalid device: {error}")));
             }
         }

@@ -8,6 +8,7 @@
 mod claims;
 mod key;
 mod pattern;
+pub mod refusals;
 mod token;
 
 use std::borrow::Cow;
@@ -33,6 +34,9 @@ pub enum AuthError {
     /// Malformed token, bad signature, wrong algorithm, not yet valid (`nbf`), or unusable claims.
     #[error("unauthorized")]
     Invalid {
+        /// The kind of failure, a metrics label: `too_long`, `malformed`, `bad_signature`, `wrong_algorithm`,
+        /// `not_yet_valid`, `no_exp` or `claims`.
+        reason: &'static str,
         /// What exactly was wrong, for logs; never sent to the client.
         detail: String,
     },
@@ -69,8 +73,19 @@ impl AuthError {
     pub fn detail(&self) -> Cow<'_, str> {
         match self {
             Self::Missing => Cow::Borrowed("no token"),
-            Self::Invalid { detail } => Cow::Borrowed(detail),
+            Self::Invalid { detail, .. } => Cow::Borrowed(detail),
             other => Cow::Owned(other.to_string()),
+        }
+    }
+
+    /// Why a client's token was refused, as a metrics label: `missing`, `expired`, one of the
+    /// [`AuthError::Invalid`] reasons, or `config` for the errors of key setup and minting.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Expired => "expired",
+            Self::Invalid { reason, .. } => reason,
+            _ => "config",
         }
     }
 }

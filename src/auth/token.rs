@@ -108,25 +108,43 @@ impl Authenticator {
         }
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid {
+                reason: "too_long",
                 detail: format!("token is {} bytes long", token.len()),
             });
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid {
+                kind => AuthError::Invalid {
+                    reason: invalid_reason(kind),
                     detail: e.to_string(),
                 },
             },
         )?;
         if self.require_exp && data.claims.exp.is_none() {
             return Err(AuthError::Invalid {
+                reason: "no_exp",
                 detail: "token has no exp and auth.require_exp is on".into(),
             });
         }
         VerifiedClaims::from_claims(data.claims).map_err(|e| AuthError::Invalid {
+            reason: "claims",
             detail: e.to_string(),
         })
+    }
+}
+
+/// The metrics label of a verification failure other than expiry.
+fn invalid_reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidSignature => "bad_signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "wrong_algorithm",
+        ErrorKind::ImmatureSignature => "not_yet_valid",
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidAudience
+        | ErrorKind::InvalidIssuer
+        | ErrorKind::InvalidSubject => "claims",
+        _ => "malformed",
     }
 }
 

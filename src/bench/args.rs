@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// failed, before publishing starts; for measuring a node's memory per idle connection (`bench/memory.sh`).
     #[arg(long, value_name = "S", default_value_t = 0.0)]
     pub hold: f64,
+    /// Least share of the expected deliveries (0.0 ..= 1.0) a run must see to exit 0; failed connections or
+    /// publishes also make it exit non-zero.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.0)]
+    pub min_delivered: f64,
     /// Allow targets that are not loopback addresses.
     #[arg(long)]
     pub allow_remote: bool,
@@ -144,6 +148,7 @@ impl BenchArgs {
             warmup: 0.0,
             drain: 10.0,
             hold: 0.0,
+            min_delivered: 1.0,
             allow_remote: false,
             json: false,
             quiet: false,

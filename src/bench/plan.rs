@@ -121,8 +121,22 @@ impl Plan {
         let auth = match (&args.token, &args.jwt_secret) {
             (Some(token), _) => Auth::Shared(token.clone()),
             (None, Some(secret)) if !secret.is_empty() => Auth::Minted(secret.clone()),
-            _ => Auth::None,
+            _ => {
+                return Err(invalid(
+                    "clients need tokens: give --jwt-secret (or TIDINGS_JWT_SECRET), the node's HS256 secret, \
+                     or --token",
+                ))
+            }
         };
+        if args.redis_ingest.is_none() && args.api_key.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "publishing through the HTTP API needs --api-key (or TIDINGS_API_KEY); or publish with \
+                 --redis-ingest",
+            ));
+        }
+        if !(0.0..=1.0).contains(&args.min_delivered) {
+            return Err(invalid("--min-delivered is a ratio from 0 to 1"));
+        }
         let publish = match &args.redis_ingest {
             Some(url) => {
                 check_redis_url(url, args.allow_remote)?;
@@ -412,6 +426,8 @@ mod tests {
 
     fn plan(edit: impl FnOnce(&mut BenchArgs)) -> Result<Plan, BenchError> {
         let mut args = BenchArgs::new("http://127.0.0.1:4001", 10);
+        args.jwt_secret = Some("plan-test-secret".into());
+        args.api_key = Some("plan-test-key".into());
         edit(&mut args);
         Plan::from_args(&args, 20_000)
     }
@@ -433,7 +449,7 @@ mod tests {
         match &p.publish {
             PublishVia::Http { uri, api_key } => {
                 assert_eq!(uri.to_string(), "http://127.0.0.1:4001/v1/publish");
-                assert!(api_key.is_none());
+                assert_eq!(api_key.as_deref(), Some("plan-test-key"));
             }
             other => panic!("{other:?}"),
         }
@@ -527,6 +543,19 @@ mod tests {
         assert_eq!((p.warmup_messages(), p.measured_messages()), (500, 2000));
         let shared = plan(|a| a.token = Some("t".into())).unwrap();
         assert_eq!(shared.token_for(1).unwrap().as_deref(), Some("t"));
-        assert_eq!(plan(|_| {}).unwrap().token_for(1).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_to_start_without_the_secrets_it_needs() {
+        let e = plan(|a| a.jwt_secret = None).unwrap_err().to_string();
+        assert!(e.contains("--jwt-secret"), "{e}");
+        let e = plan(|a| a.api_key = None).unwrap_err().to_string();
+        assert!(e.contains("--api-key"), "{e}");
+        assert!(plan(|a| {
+            a.api_key = None;
+            a.redis_ingest = Some("redis://127.0.0.1:6379".into());
+        })
+        .is_ok());
+        assert!(plan(|a| a.min_delivered = 1.5).is_err());
     }
 }

@@ -153,6 +153,29 @@ fn quantile_ms(hist: &Hist, q: f64) -> f64 {
 }
 
 impl Report {
+    /// What fell short of the plan, one sentence each; empty when the run did all it set out to do: every
+    /// client connected, every publish was sent and accepted, and at least `min_delivered` of the expected
+    /// deliveries arrived.
+    pub fn shortfalls(&self, min_delivered: f64) -> Vec<String> {
+        let mut short = Vec::new();
+        if self.failed > 0 {
+            short.push(format!("{} of {} clients did not connect", self.failed, self.clients));
+        }
+        if self.publish_failed > 0 {
+            short.push(format!("{} publishes failed", self.publish_failed));
+        }
+        if self.not_sent > 0 {
+            short.push(format!("{} planned publishes were not sent", self.not_sent));
+        }
+        if self.delivered_ratio < min_delivered {
+            short.push(format!(
+                "{} of {} expected deliveries arrived ({:.4}, below --min-delivered {min_delivered})",
+                self.deliveries, self.expected, self.delivered_ratio
+            ));
+        }
+        short
+    }
+
     /// Computes the report of a finished run.
     pub fn build(plan: &Plan, inputs: &Inputs<'_>) -> Report {
         let t = inputs.tally;

@@ -69,6 +69,11 @@ impl Keys {
         format!("{}:node:{id}", self.prefix)
     }
 
+    /// The member counts of a node's rooms (hash: `<nsp>\0<room>` → members), written with its heartbeat.
+    pub fn node_rooms(&self, id: &str) -> String {
+        format!("{}:node:{id}:rooms", self.prefix)
+    }
+
     /// Where a user's devices are: a hash of node id → devices on that node.
     pub fn direct_user(&self, user: &str) -> String {
         format!("{}:dm:user:{user}", self.prefix)

@@ -10,6 +10,7 @@ pub mod history;
 pub mod keys;
 pub mod messages;
 pub mod registry;
+pub mod room_counts;
 pub mod sessions;
 pub mod subscriber;
 

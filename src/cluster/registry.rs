@@ -234,6 +234,21 @@ impl Registry {
         Ok(())
     }
 
+    /// The cluster's key names.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Runs `pipe` on the registry's Redis connection and reads its replies.
+    pub async fn run_query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RegistryError> {
+        let mut conn = self.redis.conn().await?;
+        let result = pipe.query_async::<T>(&mut conn).await;
+        Ok(self.redis.observe(result).await?)
+    }
+
     async fn run_pipe(&self, pipe: &redis::Pipeline) -> Result<(), redis::RedisError> {
         let mut conn = self.redis.conn().await?;
         let result = pipe.query_async::<()>(&mut conn).await;

@@ -6,6 +6,8 @@
 //! `validate` (rules serde cannot express), `secrets` (generated secrets, redaction) and `template` (the
 //! `genconfig` file).
 
+mod address;
+pub mod env_table;
 mod overrides;
 mod secrets;
 mod sections;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use address::parse_listen;
 pub use overrides::Overrides;
 pub use secrets::GeneratedSecret;
 pub use sections::{
@@ -30,7 +33,8 @@ pub use template::DEFAULT_CONFIG_TOML;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the server listens on (Socket.IO and HTTP API).
+    /// Address the server listens on (Socket.IO and HTTP API): `IP:port` or `localhost:port`.
+    #[serde(deserialize_with = "address::deserialize_listen")]
     pub listen: SocketAddr,
     /// Tokio worker threads; 0 means one per core (see [`Config::worker_threads`]).
     pub workers: usize,
@@ -147,6 +151,28 @@ impl Config {
         Ok(config)
     }
 
+    /// Like [`Config::load`], with the options set by `TIDINGS__<SECTION>__<KEY>` variables (`get` reads the
+    /// environment) laid over the file; see [`env_table`].
+    pub fn load_with_env(
+        file: Option<&Path>,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let overlay = env_table::collect(get);
+        if overlay.is_empty() {
+            return Self::load(file);
+        }
+        match file {
+            None => env_table::load(None, overlay),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+                    path: path.to_owned(),
+                    error,
+                })?;
+                env_table::load(Some((&text, &path.display().to_string())), overlay)
+            }
+        }
+    }
+
     /// Parses TOML text over the defaults; `origin` names the text in errors.
     pub fn parse_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|error| ConfigError::Parse {
@@ -240,8 +266,9 @@ mod tests {
         );
         let e = check("[[rooms]]\nclient_publish = true\n").unwrap_err();
         assert!(e.contains("missing field `pattern`"), "{e}");
-        let e = check("listen = \"localhost:3000\"\n").unwrap_err();
-        assert!(e.contains("invalid socket address"), "{e}");
+        let e = check("listen = \"example.com:3000\"\n").unwrap_err();
+        assert!(e.contains("use IP:port"), "{e}");
+        assert!(check("listen = \"localhost:3000\"\n").is_ok());
         let e = check("conformance = true\n").unwrap_err();
         assert!(e.contains("unknown field `conformance`"), "{e}");
         let e = check("[engine]\nping_interval_ms = -1\n").unwrap_err();

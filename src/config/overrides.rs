@@ -19,6 +19,12 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     /// `TIDINGS_DATA_DIR` / `--data-dir`.
     pub data_dir: Option<String>,
+    /// `TIDINGS_PUBLIC_URL` / `--public-url`: sets `public_url`.
+    pub public_url: Option<String>,
+    /// `TIDINGS_REDIS_KEY_PREFIX` / `--redis-key-prefix`: sets `redis.key_prefix`.
+    pub redis_key_prefix: Option<String>,
+    /// `TIDINGS_MAX_CONNECTIONS` / `--max-connections`: sets `limits.max_connections`.
+    pub max_connections: Option<usize>,
     /// `TIDINGS_INSECURE_DEV_SECRETS` / `--insecure-dev-secrets`: sets `auth.insecure_dev_secrets`.
     pub insecure_dev_secrets: Option<bool>,
     /// `--conformance` (no environment variable).
@@ -35,9 +41,16 @@ impl Overrides {
     pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |var: &str| get(var).filter(|v| !v.is_empty());
         let listen = match get("TIDINGS_LISTEN") {
-            Some(text) => Some(text.parse().map_err(|e| ConfigError::Env {
+            Some(text) => Some(super::parse_listen(&text).map_err(|message| ConfigError::Env {
                 var: "TIDINGS_LISTEN",
-                message: format!("{text:?} is not an IP:port address ({e})"),
+                message,
+            })?),
+            None => None,
+        };
+        let max_connections = match get("TIDINGS_MAX_CONNECTIONS") {
+            Some(text) => Some(text.trim().parse().map_err(|_| ConfigError::Env {
+                var: "TIDINGS_MAX_CONNECTIONS",
+                message: format!("{text:?} is not a number of connections"),
             })?),
             None => None,
         };
@@ -55,6 +68,9 @@ impl Overrides {
             api_key: get("TIDINGS_API_KEY"),
             redis_url: get("TIDINGS_REDIS_URL"),
             data_dir: get("TIDINGS_DATA_DIR"),
+            public_url: get("TIDINGS_PUBLIC_URL"),
+            redis_key_prefix: get("TIDINGS_REDIS_KEY_PREFIX"),
+            max_connections,
             insecure_dev_secrets,
             conformance: false,
         };
@@ -93,6 +109,15 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             self.storage.data_dir.clone_from(dir);
+        }
+        if let Some(url) = &overrides.public_url {
+            self.public_url.clone_from(url);
+        }
+        if let Some(prefix) = &overrides.redis_key_prefix {
+            self.redis.key_prefix.clone_from(prefix);
+        }
+        if let Some(max) = overrides.max_connections {
+            self.limits.max_connections = max;
         }
         if let Some(insecure) = overrides.insecure_dev_secrets {
             self.auth.insecure_dev_secrets = insecure;

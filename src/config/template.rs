@@ -4,14 +4,19 @@
 /// [`Config::default`](super::Config::default).
 pub const DEFAULT_CONFIG_TOML: &str = r#"# tidings configuration: every option with its default value.
 # Precedence: defaults < this file (--config / TIDINGS_CONFIG) < TIDINGS_* environment < command-line flags.
+# Every option below can also be set from the environment as TIDINGS__<SECTION>__<KEY> (a TOML value, or plain
+# text), e.g. TIDINGS__LIMITS__MAX_CONNECTIONS=5000 or TIDINGS__PUBLIC_URL=http://10.0.0.5:3000.
+# Logging is not configured here: TIDINGS_LOG sets the filter (default "info"; e.g. "debug", or
+# "info,tidings::cluster=debug"), and logs go to stderr.
 
-# Address to listen on, IP:port (TIDINGS_LISTEN, --listen).
+# Address to listen on, IP:port or localhost:port (TIDINGS_LISTEN, --listen).
 listen = "127.0.0.1:3000"
 # Tokio worker threads; 0 = one per CPU core.
 workers = 0
 # Base URL at which this node is reached directly (cluster mode): other nodes forward requests for this node's
 # sessions to it over plain HTTP, so it must be an http:// URL they can reach (not a load balancer in front of
-# every node), and /v1/nodes/pick hands it to new clients. Empty = http://<listen address>.
+# every node), and /v1/nodes/pick hands it to new clients. https is not supported: terminate TLS in front of the
+# nodes. Empty = http://<listen address> (TIDINGS_PUBLIC_URL, --public-url).
 public_url = ""
 
 [auth]
@@ -73,7 +78,7 @@ write_interval_ms = 20
 write_interval_max_ms = 0
 
 [limits]
-# Concurrent connections accepted by this node.
+# Concurrent connections accepted by this node (TIDINGS_MAX_CONNECTIONS, --max-connections).
 max_connections = 100000
 # Messages queued per connection; a client past this is disconnected as a slow consumer.
 outbox_max_messages = 4096
@@ -142,7 +147,7 @@ drain_secs = 10
 [redis]
 # Redis URL to run several nodes as a cluster; empty = single node, in memory (TIDINGS_REDIS_URL, --redis).
 url = ""
-# Prefix of every Redis key and channel.
+# Prefix of every Redis key and channel; one cluster per prefix (TIDINGS_REDIS_KEY_PREFIX, --redis-key-prefix).
 key_prefix = "tidings"
 # Replicas that must hold a direct message or status change before it is acknowledged (Redis WAIT); 0 = the
 # master's reply is enough. See the README on Redis persistence for what makes an acknowledged message durable.

@@ -25,8 +25,12 @@ impl Config {
     }
 
     fn validate_top(&self) -> Result<(), ConfigError> {
-        if !self.public_url.is_empty() && !has_scheme(&self.public_url, &["http", "https"]) {
-            return invalid("public_url", "must be empty or an http:// or https:// URL");
+        if !self.public_url.is_empty() && !has_scheme(&self.public_url, &["http"]) {
+            return invalid(
+                "public_url",
+                "must be empty or an http:// URL: other nodes forward to it over plain HTTP (https is not \
+                 supported; terminate TLS in front of the nodes)",
+            );
         }
         if self.auth.secret().is_some() && self.auth.public_key_path().is_some() {
             return invalid(
@@ -314,7 +318,8 @@ mod tests {
     #[test]
     fn validation_errors() {
         let cases = [
-            ("public_url = \"example.com\"", "invalid config: public_url: must be empty or an http:// or https:// URL"),
+            ("public_url = \"example.com\"", "invalid config: public_url: must be empty or an http:// URL: other nodes forward to it over plain HTTP (https is not supported; terminate TLS in front of the nodes)"),
+            ("public_url = \"https://a.example\"", "invalid config: public_url: must be empty or an http:// URL: other nodes forward to it over plain HTTP (https is not supported; terminate TLS in front of the nodes)"),
             ("[auth]\njwt_secret = \"s\"\njwt_public_key = \"k.pem\"", "invalid config: auth: jwt_secret and jwt_public_key are both set; configure only one"),
             ("[api]\nkeys = [\"a b\"]", "invalid config: api.keys: keys must be non-empty and contain no whitespace or control characters"),
             ("[engine]\nping_timeout_ms = 0", "invalid config: engine.ping_timeout_ms: must be greater than 0"),
@@ -344,7 +349,7 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(check(text).unwrap_err(), expected, "for {text:?}");
         }
-        let ok = "public_url = \"https://a.example\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[limits]\nhandshakes_per_sec_per_ip = 0\nhandshake_burst_per_ip = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
+        let ok = "public_url = \"http://a.example:3000\"\n[engine]\nwrite_interval_max_ms = 1000\ncors_origins = [\"https://a.example\", \"*\"]\n[limits]\nhandshakes_per_sec_per_ip = 0\nhandshake_burst_per_ip = 0\ntrusted_proxies = [\"10.0.0.1\", \"fd00::/8\"]\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"";
         check(ok).unwrap();
         // The shortest accepted secrets, and short ones in development mode.
         let long_enough = "[auth]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n[api]\nkeys = [\"0123456789abcdef\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n[engine]\ncors_credentials = true\ncors_origins = [\"https://a.example\"]";

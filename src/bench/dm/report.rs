@@ -98,6 +98,23 @@ fn ms(hist: &Hist, q: f64) -> f64 {
 }
 
 impl DmReport {
+    /// What fell short, one sentence each: connections that failed, sends never answered, messages lost.
+    /// Refusals (`busy`, `inbox_full`) are the server's answer under load and stay in the table only.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut short = Vec::new();
+        let failed: u64 = self.connect_failures.values().sum();
+        if failed > 0 {
+            short.push(format!("{failed} connections failed"));
+        }
+        if self.unanswered > 0 {
+            short.push(format!("{} dm sends were never answered", self.unanswered));
+        }
+        if self.lost > 0 {
+            short.push(format!("{} accepted messages were lost", self.lost));
+        }
+        short
+    }
+
     /// Puts the numbers together.
     pub fn build(plan: &DmPlan, c: &Counts, outcome: Outcome) -> DmReport {
         let span_s = (c.last_accept_us.saturating_sub(outcome.start_us) as f64 / 1e6)
