@@ -25,7 +25,7 @@ cd "$ROOT"
 #   APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel nats-server:nats-server)
 APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++)
 # Tools the script itself relies on; Debian's packages are the fallback when absent.
-TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils)
+TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils curl:curl openssl:openssl)
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
