@@ -112,4 +112,4 @@ done
 python3 "$ROOT/bench/repeats.py" "$OUT" > "$OUT/summary.md"
 cat "$OUT/summary.md"
 [ "$BENCH_MD" = none ] || kit_write_section "$SECTION" "$OUT/summary.md" \
-  "Command: \`RUNS=$RUNS SETS=\"$SETS\" CADENCE_MAX_MS=$CADENCE_MAX_MS bench/repeats.sh\`; raw results in \`$OUT\`."
+  "Command: \`RUNS=$RUNS SETS=\"$SETS\" CADENCE_MAX_MS=$CADENCE_MAX_MS bench/repeats.sh\` (raw results stay on the measuring machine)."

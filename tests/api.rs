@@ -73,17 +73,21 @@ async fn requests_without_the_right_key_are_401() {
 async fn invalid_json_is_400_with_a_json_error() {
     let node = start(|_| {}).await;
     let api = Api::new(node.local_addr());
-    for body in [
-        "{",
-        "not json",
-        "",
-        "[]",
-        r#"{"room":"news"}"#,
-        r#"{"room":"news","event":"x","surprise":1}"#,
-        r#"{"room":5,"event":"x"}"#,
-    ] {
+    for body in ["{", "not json", ""] {
         let (status, reply) = api.post("/v1/publish", body).await;
         assert_error(status, &reply, 400, "invalid_json");
+    }
+    // JSON of the wrong shape: the message names the field.
+    for (body, field) in [
+        ("[]", "request body"),
+        (r#"{"room":"news"}"#, "missing field `event`"),
+        (r#"{"room":"news","event":"x","surprise":1}"#, "surprise"),
+        (r#"{"room":5,"event":"x"}"#, "room: invalid type"),
+    ] {
+        let (status, reply) = api.post("/v1/publish", body).await;
+        assert_error(status, &reply, 400, "invalid_body");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message}");
     }
     node.shutdown(Duration::from_millis(200)).await;
 }
@@ -267,7 +271,7 @@ async fn rooms_report_member_counts() {
     assert_eq!(status, 200);
     assert_eq!(
         news,
-        json!({ "namespace": "/", "name": "news", "members": 2 })
+        json!({ "namespace": "/", "scope": "node", "name": "news", "members": 2 })
     );
 
     bob.drop_connection();

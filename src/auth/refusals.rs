@@ -71,7 +71,7 @@ static API_KEYS: RefusalLog = RefusalLog::new(INTERVAL);
 pub fn client_refused(reason: &'static str, detail: &str) {
     metrics::counter!("tidings_auth_failures_total", "reason" => reason).increment(1);
     if let Some(held_back) = CLIENT_TOKENS.note(reason, Instant::now()) {
-        tracing::info!(reason, detail, held_back = %held_back, "client refused");
+        tracing::info!(reason = %reason, detail, held_back = %held_back, "client refused");
     }
 }
 
@@ -86,7 +86,7 @@ pub fn api_key_refused(reason: &'static str, path: &str, peer: Option<IpAddr>) {
     metrics::counter!("tidings_api_unauthorized_total", "reason" => reason).increment(1);
     if let Some(held_back) = API_KEYS.note(reason, Instant::now()) {
         let peer = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        tracing::info!(reason, path, %peer, held_back = %held_back, "API request refused");
+        tracing::info!(reason = %reason, path, %peer, held_back = %held_back, "API request refused");
     }
 }
 
