@@ -44,6 +44,7 @@ async fn bench_delivers_everything_to_every_client() {
     assert_eq!(report.deliveries, report.expected, "{report}");
     assert_eq!(report.delivered_ratio, 1.0);
     assert_eq!(report.recipients_total, Some(200));
+    assert_eq!(report.shortfalls(1.0), Vec::<String>::new(), "{report}");
     assert_eq!(
         (report.duplicates, report.out_of_order, report.disconnects),
         (0, 0, 0),
@@ -73,6 +74,11 @@ async fn bench_reports_refused_tokens() {
     args.api_key = Some(API_KEY.into());
     let report = Bench::new(&args).unwrap().run().await.unwrap();
     assert_eq!((report.connected, report.failed), (0, 3), "{report}");
+    let shortfalls = report.shortfalls(1.0);
+    assert!(
+        shortfalls[0].contains("3 of 3 clients did not connect"),
+        "{shortfalls:?}"
+    );
     assert_eq!(
         report.errors.get("socket.io connect error: unauthorized"),
         Some(&3),

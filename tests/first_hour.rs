@@ -257,3 +257,64 @@ async fn clients_pick_a_node_without_a_key_within_a_rate() {
     error(&reply, 503, "no_node_available");
     node.shutdown(Duration::from_millis(200)).await;
 }
+
+/// Runs the `tidings` binary with `args` (no `TIDINGS_*` from the test's environment); exit success, stdout,
+/// stderr.
+fn tidings(args: &[&str]) -> (bool, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"));
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TIDINGS_") {
+            command.env_remove(name);
+        }
+    }
+    let out = command.output().expect("cannot run tidings");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_refuses_to_start_without_secrets_and_fails_on_shortfalls() {
+    log();
+    let (ok, _, err) = tidings(&["bench", "--url", "http://127.0.0.1:9", "--clients", "1"]);
+    assert!(!ok && err.contains("--jwt-secret"), "{err}");
+    let (ok, _, err) = tidings(&[
+        "bench", "--url", "http://127.0.0.1:9", "--clients", "1", "--jwt-secret", "s",
+    ]);
+    assert!(!ok && err.contains("--api-key"), "{err}");
+
+    // Every client refused (wrong secret): the report is printed, and the exit status says it fell short.
+    let node = start(|_| {}).await;
+    let url = format!("http://{}", node.local_addr());
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        tidings(&[
+            "bench",
+            "--url",
+            &url,
+            "--clients",
+            "2",
+            "--rate",
+            "5",
+            "--duration",
+            "0.2",
+            "--drain",
+            "0.3",
+            "--workers",
+            "1",
+            "--quiet",
+            "--jwt-secret",
+            "a-different-secret-0123456789abcdef",
+            "--api-key",
+            API_KEY,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "exit 0 although no client connected\n{out}\n{err}");
+    assert!(out.contains("expected (ratio"), "the report is still printed: {out}");
+    assert!(err.contains("2 of 2 clients did not connect"), "{err}");
+    node.shutdown(Duration::from_millis(200)).await;
+}

@@ -399,7 +399,10 @@ mod tests {
 
     #[test]
     fn report_from_merged_parts() {
-        let plan = Plan::from_args(&BenchArgs::new("http://127.0.0.1:1", 4), 20_000).unwrap();
+        let mut args = BenchArgs::new("http://127.0.0.1:1", 4);
+        args.jwt_secret = Some("report-test-secret".into());
+        args.api_key = Some("report-test-key".into());
+        let plan = Plan::from_args(&args, 20_000).unwrap();
         let mut a = Tally::default();
         let mut b = Tally::default();
         for (tally, at) in [(&mut a, 1_000_000), (&mut b, 3_000_000)] {
@@ -444,6 +447,17 @@ mod tests {
             (4, 4, 4)
         );
         assert_eq!(report.delivered_ratio, 1.0);
+        // One publish failed: a shortfall even with every expected delivery there.
+        assert_eq!(report.shortfalls(1.0), vec!["1 publishes failed".to_owned()]);
+        let mut short = report.clone();
+        short.failed = 1;
+        short.publish_failed = 0;
+        short.delivered_ratio = 0.5;
+        let said = short.shortfalls(0.9);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("1 of 4 clients did not connect"), "{said:?}");
+        assert!(said[1].contains("below --min-delivered 0.9"), "{said:?}");
+        assert!(short.shortfalls(0.5).len() == 1, "0.5 delivered meets --min-delivered 0.5");
         assert!((report.active_s - 2.000001).abs() < 1e-9);
         assert!((report.p50_ms - 10.0).abs() < 0.1, "{}", report.p50_ms);
         assert!((report.max_ms - 30.0).abs() < 0.1);
