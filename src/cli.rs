@@ -42,7 +42,12 @@ pub enum Command {
 pub struct ServeArgs {
     /// TOML config file (`tidings genconfig` prints one with every option). Any option can also be set with
     /// TIDINGS__<SECTION>__<KEY>, e.g. TIDINGS__LIMITS__MAX_CONNECTIONS=5000.
-    #[arg(long, value_name = "FILE", env = "TIDINGS_CONFIG", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TIDINGS_CONFIG",
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
     /// Address to listen on: IP:port, e.g. 0.0.0.0:3000, or localhost:port [env: TIDINGS_LISTEN].
     #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen)]

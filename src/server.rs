@@ -387,7 +387,13 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             .chain(config.namespaces.iter().map(|ns| ns.name.clone()))
             .collect();
         let keys = Keys::new(&config.redis.key_prefix);
-        crate::cluster::room_counts::spawn_publisher(redis.clone(), keys, me.id.as_str().to_owned(), &hub, namespaces);
+        crate::cluster::room_counts::spawn_publisher(
+            redis.clone(),
+            keys,
+            me.id.as_str().to_owned(),
+            &hub,
+            namespaces,
+        );
     }
     let api_state = crate::api::ApiState {
         app,

@@ -36,7 +36,10 @@ async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value
 }
 
 fn room<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
-    listing["rooms"].as_array()?.iter().find(|r| r["name"] == name)
+    listing["rooms"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
 }
 
 #[tokio::test]
@@ -49,7 +52,11 @@ async fn room_counts_cover_every_node() {
 
     let (_alice, _) = WsClient::connect(a.local_addr(), &token("alice", &[], &["news"], &[])).await;
     let (_bob, _) = WsClient::connect(a.local_addr(), &token("bob", &[], &["news"], &[])).await;
-    let (_carol, _) = WsClient::connect(b.local_addr(), &token("carol", &[], &["news", "sports"], &[])).await;
+    let (_carol, _) = WsClient::connect(
+        b.local_addr(),
+        &token("carol", &[], &["news", "sports"], &[]),
+    )
+    .await;
 
     // B has one local member of news and none of alice's room, yet lists both with every node's members.
     let listing = wait_for(&api_b, "/v1/rooms", |l| {
@@ -57,14 +64,28 @@ async fn room_counts_cover_every_node() {
     })
     .await;
     assert_eq!(listing["scope"], "cluster");
-    assert_eq!(room(&listing, "news").unwrap()["local_members"], 1, "{listing}");
+    assert_eq!(
+        room(&listing, "news").unwrap()["local_members"],
+        1,
+        "{listing}"
+    );
     let alice = room(&listing, "user:alice").unwrap();
-    assert_eq!((alice["members"].as_u64(), alice["local_members"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (alice["members"].as_u64(), alice["local_members"].as_u64()),
+        (Some(1), Some(0))
+    );
     let (_, news) = api_a.get("/v1/rooms/news").await;
-    assert_eq!((news["members"].as_u64(), news["local_members"].as_u64()), (Some(3), Some(2)), "{news}");
+    assert_eq!(
+        (news["members"].as_u64(), news["local_members"].as_u64()),
+        (Some(3), Some(2)),
+        "{news}"
+    );
     assert_eq!(news["scope"], "cluster");
     let (_, sports) = api_a.get("/v1/rooms/sports").await;
-    assert_eq!((sports["members"].as_u64(), sports["local_members"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (sports["members"].as_u64(), sports["local_members"].as_u64()),
+        (Some(1), Some(0))
+    );
 
     // A publish in cluster mode says how many nodes it reached, not a per-connection count.
     let reply = api_b.publish("news", "update", serde_json::json!(1)).await;

@@ -80,12 +80,18 @@ async fn request(
 fn error(reply: &(u16, Value), status: u16, code: &str) -> String {
     assert_eq!(reply.0, status, "{}", reply.1);
     assert_eq!(reply.1["error"]["code"], code, "{}", reply.1);
-    let message = reply.1["error"]["message"].as_str().unwrap_or("").to_owned();
+    let message = reply.1["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     assert!(!message.is_empty(), "{}", reply.1);
     message
 }
 
-const KEY: (&str, &str) = ("authorization", "Bearer integration-test-api-key-0123456789");
+const KEY: (&str, &str) = (
+    "authorization",
+    "Bearer integration-test-api-key-0123456789",
+);
 
 #[tokio::test]
 async fn unknown_routes_methods_and_queries_are_json_errors() {
@@ -104,15 +110,50 @@ async fn unknown_routes_methods_and_queries_are_json_errors() {
     let reply = request(addr, Method::DELETE, "/healthz", &[], None).await;
     error(&reply, 405, "method_not_allowed");
 
-    let reply = request(addr, Method::GET, "/v1/rooms/news/history?limit=ten", &[KEY], None).await;
+    let reply = request(
+        addr,
+        Method::GET,
+        "/v1/rooms/news/history?limit=ten",
+        &[KEY],
+        None,
+    )
+    .await;
     assert!(error(&reply, 400, "invalid_query").contains("limit"));
-    let reply = request(addr, Method::GET, "/v1/rooms/news/history?limit=0", &[KEY], None).await;
+    let reply = request(
+        addr,
+        Method::GET,
+        "/v1/rooms/news/history?limit=0",
+        &[KEY],
+        None,
+    )
+    .await;
     assert!(error(&reply, 400, "invalid_query").contains("limit"));
-    let reply = request(addr, Method::GET, "/v1/users/bob/messages?limit=0", &[KEY], None).await;
+    let reply = request(
+        addr,
+        Method::GET,
+        "/v1/users/bob/messages?limit=0",
+        &[KEY],
+        None,
+    )
+    .await;
     error(&reply, 400, "invalid_query");
-    let reply = request(addr, Method::GET, "/v1/users/bob/messages?since=-1", &[KEY], None).await;
+    let reply = request(
+        addr,
+        Method::GET,
+        "/v1/users/bob/messages?since=-1",
+        &[KEY],
+        None,
+    )
+    .await;
     assert!(error(&reply, 400, "invalid_query").contains("since"));
-    let reply = request(addr, Method::GET, "/v1/rooms/news/history?limit=5", &[KEY], None).await;
+    let reply = request(
+        addr,
+        Method::GET,
+        "/v1/rooms/news/history?limit=5",
+        &[KEY],
+        None,
+    )
+    .await;
     assert_eq!(reply.0, 200, "{}", reply.1);
     node.shutdown(Duration::from_millis(200)).await;
 }
@@ -124,14 +165,31 @@ async fn batch_errors_name_the_event() {
     let addr = node.local_addr();
     let good = json!({ "room": "news", "event": "update", "data": 1 });
     let body = json!({ "events": [good, good, { "room": "bad room", "event": "update" }] });
-    let reply = request(addr, reqwest::Method::POST, "/v1/publish/batch", &[KEY], Some(body)).await;
+    let reply = request(
+        addr,
+        reqwest::Method::POST,
+        "/v1/publish/batch",
+        &[KEY],
+        Some(body),
+    )
+    .await;
     let message = error(&reply, 400, "invalid_room");
     assert!(message.starts_with("events[2]: "), "{message}");
 
     let body = json!({ "events": [good, { "room": 7, "event": "update" }] });
-    let reply = request(addr, reqwest::Method::POST, "/v1/publish/batch", &[KEY], Some(body)).await;
+    let reply = request(
+        addr,
+        reqwest::Method::POST,
+        "/v1/publish/batch",
+        &[KEY],
+        Some(body),
+    )
+    .await;
     let message = error(&reply, 400, "invalid_body");
-    assert!(message.starts_with("events[1].room: invalid type"), "{message}");
+    assert!(
+        message.starts_with("events[1].room: invalid type"),
+        "{message}"
+    );
     node.shutdown(Duration::from_millis(200)).await;
 }
 
@@ -148,7 +206,10 @@ async fn refused_api_keys_say_why_are_counted_by_reason_and_logged_without_the_k
     };
 
     let message = error(&post(&[]).await, 401, "unauthorized");
-    assert!(message.contains("missing Authorization header"), "{message}");
+    assert!(
+        message.contains("missing Authorization header"),
+        "{message}"
+    );
     let reply = post(&[("authorization", "integration-test-api-key-0123456789")]).await;
     assert!(error(&reply, 401, "unauthorized").contains("Bearer"));
     let reply = post(&[("authorization", "Basic dXNlcjpwYXNz")]).await;
@@ -159,7 +220,11 @@ async fn refused_api_keys_say_why_are_counted_by_reason_and_logged_without_the_k
         assert_eq!(error(&reply, 401, "unauthorized"), "invalid API key");
     }
     // The scheme's case does not matter.
-    let reply = post(&[("authorization", "bearer integration-test-api-key-0123456789")]).await;
+    let reply = post(&[(
+        "authorization",
+        "bearer integration-test-api-key-0123456789",
+    )])
+    .await;
     assert_eq!(reply.0, 200, "{}", reply.1);
 
     let after = process_metrics().await;
@@ -170,18 +235,30 @@ async fn refused_api_keys_say_why_are_counted_by_reason_and_logged_without_the_k
         )
     };
     assert_eq!(count(&after, "missing") - count(&before, "missing"), 1.0);
-    assert_eq!(count(&after, "not_bearer") - count(&before, "not_bearer"), 2.0);
-    assert_eq!(count(&after, "wrong_key") - count(&before, "wrong_key"), 20.0);
+    assert_eq!(
+        count(&after, "not_bearer") - count(&before, "not_bearer"),
+        2.0
+    );
+    assert_eq!(
+        count(&after, "wrong_key") - count(&before, "wrong_key"),
+        20.0
+    );
 
     let lines = log_lines("API request refused");
     assert!(!lines.is_empty(), "no INFO line for a refused key");
-    assert!(lines[0].contains("INFO") && lines[0].contains("reason=missing"), "{lines:?}");
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("reason=missing"),
+        "{lines:?}"
+    );
     assert!(
         lines.len() <= 5,
         "23 refusals within a few seconds make at most one line a second: {lines:?}"
     );
     let all = String::from_utf8_lossy(&log().0.lock().unwrap()).into_owned();
-    assert!(!all.contains("wrong-key-that-must-not-be-logged"), "the key was logged");
+    assert!(
+        !all.contains("wrong-key-that-must-not-be-logged"),
+        "the key was logged"
+    );
     node.shutdown(Duration::from_millis(200)).await;
 }
 
@@ -212,7 +289,9 @@ async fn refused_client_tokens_are_logged_and_counted_by_reason() {
     assert_eq!(metric(&after, series) - metric(&before, series), 1.0);
     let lines = log_lines("client refused");
     assert!(
-        lines.iter().any(|l| l.contains("INFO") && l.contains("reason=bad_signature")),
+        lines
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("reason=bad_signature")),
         "{lines:?}"
     );
     let all = String::from_utf8_lossy(&log().0.lock().unwrap()).into_owned();
@@ -282,7 +361,13 @@ async fn bench_refuses_to_start_without_secrets_and_fails_on_shortfalls() {
     let (ok, _, err) = tidings(&["bench", "--url", "http://127.0.0.1:9", "--clients", "1"]);
     assert!(!ok && err.contains("--jwt-secret"), "{err}");
     let (ok, _, err) = tidings(&[
-        "bench", "--url", "http://127.0.0.1:9", "--clients", "1", "--jwt-secret", "s",
+        "bench",
+        "--url",
+        "http://127.0.0.1:9",
+        "--clients",
+        "1",
+        "--jwt-secret",
+        "s",
     ]);
     assert!(!ok && err.contains("--api-key"), "{err}");
 
@@ -314,7 +399,10 @@ async fn bench_refuses_to_start_without_secrets_and_fails_on_shortfalls() {
     .await
     .unwrap();
     assert!(!ok, "exit 0 although no client connected\n{out}\n{err}");
-    assert!(out.contains("expected (ratio"), "the report is still printed: {out}");
+    assert!(
+        out.contains("expected (ratio"),
+        "the report is still printed: {out}"
+    );
     assert!(err.contains("2 of 2 clients did not connect"), "{err}");
     node.shutdown(Duration::from_millis(200)).await;
 }

@@ -37,8 +37,9 @@ fn query_message(text: &str) -> String {
 /// Parses a JSON request body. A body that is not JSON is `invalid_json`; JSON of the wrong shape is
 /// `invalid_body` with the path of the field at fault (`events[2].room: invalid type: …`).
 pub(super) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    let not_json =
-        |e: serde_json::Error| ApiError::bad_request("invalid_json", format!("request body is not JSON: {e}"));
+    let not_json = |e: serde_json::Error| {
+        ApiError::bad_request("invalid_json", format!("request body is not JSON: {e}"))
+    };
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -117,10 +118,7 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(text.starts_with("events[1].room: invalid type"), "{text}");
         let (_, text) = message(r#"{"events":[{"room":"a","x":1}]}"#);
-        assert!(
-            text.starts_with("events[0].x: unknown field `x`"),
-            "{text}"
-        );
+        assert!(text.starts_with("events[0].x: unknown field `x`"), "{text}");
         let (_, text) = message(r#"{}"#);
         assert!(text.contains("missing field `events`"), "{text}");
     }
@@ -129,7 +127,10 @@ mod tests {
     fn not_json_is_said_so() {
         for body in ["", "{", "nope", r#"{"events":[]} trailing"#] {
             let error = parse_json::<Outer>(body.as_bytes()).unwrap_err();
-            assert!(error.to_string().starts_with("request body is not JSON"), "{body:?}: {error}");
+            assert!(
+                error.to_string().starts_with("request body is not JSON"),
+                "{body:?}: {error}"
+            );
         }
         assert!(parse_json::<Outer>(br#"{"events":[]}"#).is_ok());
     }
@@ -137,7 +138,9 @@ mod tests {
     #[test]
     fn query_messages_drop_the_framework_prefix() {
         assert_eq!(
-            query_message("Failed to deserialize query string: limit: invalid digit found in string"),
+            query_message(
+                "Failed to deserialize query string: limit: invalid digit found in string"
+            ),
             "invalid query string: limit: invalid digit found in string"
         );
     }

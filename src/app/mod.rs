@@ -400,7 +400,10 @@ impl Application for Tidings {
         let payload = AuthPayload::parse(request.auth);
         let token = payload.token.as_deref().or(request.query_token);
         let Some(token) = token else {
-            crate::auth::refusals::client_refused("missing", "no token in the CONNECT payload or query");
+            crate::auth::refusals::client_refused(
+                "missing",
+                "no token in the CONNECT payload or query",
+            );
             return Connecting::Ready(Err("unauthorized".into()));
         };
         let claims = match self.auth.verify(token) {

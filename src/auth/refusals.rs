@@ -100,7 +100,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(log.note("expired", t0).as_deref(), Some("none"));
         assert_eq!(log.note("expired", t0 + Duration::from_millis(10)), None);
-        assert_eq!(log.note("bad_signature", t0 + Duration::from_millis(20)), None);
+        assert_eq!(
+            log.note("bad_signature", t0 + Duration::from_millis(20)),
+            None
+        );
         assert_eq!(log.note("expired", t0 + Duration::from_millis(30)), None);
         assert_eq!(
             log.note("missing", t0 + Duration::from_secs(1)).as_deref(),

@@ -159,7 +159,10 @@ impl Report {
     pub fn shortfalls(&self, min_delivered: f64) -> Vec<String> {
         let mut short = Vec::new();
         if self.failed > 0 {
-            short.push(format!("{} of {} clients did not connect", self.failed, self.clients));
+            short.push(format!(
+                "{} of {} clients did not connect",
+                self.failed, self.clients
+            ));
         }
         if self.publish_failed > 0 {
             short.push(format!("{} publishes failed", self.publish_failed));
@@ -448,16 +451,25 @@ mod tests {
         );
         assert_eq!(report.delivered_ratio, 1.0);
         // One publish failed: a shortfall even with every expected delivery there.
-        assert_eq!(report.shortfalls(1.0), vec!["1 publishes failed".to_owned()]);
+        assert_eq!(
+            report.shortfalls(1.0),
+            vec!["1 publishes failed".to_owned()]
+        );
         let mut short = report.clone();
         short.failed = 1;
         short.publish_failed = 0;
         short.delivered_ratio = 0.5;
         let said = short.shortfalls(0.9);
         assert_eq!(said.len(), 2, "{said:?}");
-        assert!(said[0].contains("1 of 4 clients did not connect"), "{said:?}");
+        assert!(
+            said[0].contains("1 of 4 clients did not connect"),
+            "{said:?}"
+        );
         assert!(said[1].contains("below --min-delivered 0.9"), "{said:?}");
-        assert!(short.shortfalls(0.5).len() == 1, "0.5 delivered meets --min-delivered 0.5");
+        assert!(
+            short.shortfalls(0.5).len() == 1,
+            "0.5 delivered meets --min-delivered 0.5"
+        );
         assert!((report.active_s - 2.000001).abs() < 1e-9);
         assert!((report.p50_ms - 10.0).abs() < 0.1, "{}", report.p50_ms);
         assert!((report.max_ms - 30.0).abs() < 0.1);

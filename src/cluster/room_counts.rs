@@ -24,7 +24,13 @@ pub struct RoomCount {
 
 /// Starts writing this node's room counts for the namespaces `namespaces` every heartbeat; the task ends when
 /// the hub is dropped.
-pub fn spawn_publisher(redis: Arc<Redis>, keys: Keys, node: String, hub: &Arc<Hub>, namespaces: Vec<String>) {
+pub fn spawn_publisher(
+    redis: Arc<Redis>,
+    keys: Keys,
+    node: String,
+    hub: &Arc<Hub>,
+    namespaces: Vec<String>,
+) {
     let hub = Arc::downgrade(hub);
     tokio::spawn(async move {
         let mut publisher = Publisher {
@@ -122,8 +128,12 @@ pub async fn list(
     })
     .await?
     .into_iter()
-    .map(|(node, value)| (node, redis::from_redis_value::<HashMap<String, usize>>(&value)))
-    {
+    .map(|(node, value)| {
+        (
+            node,
+            redis::from_redis_value::<HashMap<String, usize>>(&value),
+        )
+    }) {
         let counts = counts.map_err(|error| {
             tracing::debug!(%node, %error, "unreadable room counts");
             error
@@ -144,7 +154,11 @@ pub async fn list(
 }
 
 /// One room's members on every live node and here.
-pub async fn show(registry: &Registry, hub: &Hub, room: &RoomKey) -> Result<RoomCount, RegistryError> {
+pub async fn show(
+    registry: &Registry,
+    hub: &Hub,
+    room: &RoomKey,
+) -> Result<RoomCount, RegistryError> {
     let field = room.as_str().to_owned();
     let mut members = 0;
     for (_, value) in other_nodes(registry, |key, pipe| {

@@ -23,7 +23,9 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 /// Serde `deserialize_with` for a listen address (see [`parse_listen`]).
-pub fn deserialize_listen<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+pub fn deserialize_listen<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_listen(&text).map_err(serde::de::Error::custom)
 }
@@ -34,10 +36,25 @@ mod tests {
 
     #[test]
     fn ip_port_and_localhost_are_accepted_names_are_not() {
-        assert_eq!(parse_listen("0.0.0.0:4000").unwrap(), "0.0.0.0:4000".parse().unwrap());
-        assert_eq!(parse_listen("[::1]:4000").unwrap(), "[::1]:4000".parse().unwrap());
-        assert_eq!(parse_listen("localhost:3000").unwrap(), "127.0.0.1:3000".parse().unwrap());
-        for bad in ["localhost", "example.com:3000", "3000", "localhost:99999", ""] {
+        assert_eq!(
+            parse_listen("0.0.0.0:4000").unwrap(),
+            "0.0.0.0:4000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:4000").unwrap(),
+            "[::1]:4000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:3000").unwrap(),
+            "127.0.0.1:3000".parse().unwrap()
+        );
+        for bad in [
+            "localhost",
+            "example.com:3000",
+            "3000",
+            "localhost:99999",
+            "",
+        ] {
             let e = parse_listen(bad).unwrap_err();
             assert!(e.contains("use IP:port"), "{bad}: {e}");
         }

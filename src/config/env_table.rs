@@ -103,10 +103,13 @@ pub fn merge(base: &mut toml::Table, overlay: toml::Table) {
 /// Applies `overlay` to the file text `file` (or the defaults) and reads the result.
 pub fn load(file: Option<(&str, &str)>, overlay: toml::Table) -> Result<Config, ConfigError> {
     let mut table = match file {
-        Some((text, origin)) => text.parse::<toml::Table>().map_err(|error| ConfigError::Parse {
-            origin: origin.to_owned(),
-            error,
-        })?,
+        Some((text, origin)) => {
+            text.parse::<toml::Table>()
+                .map_err(|error| ConfigError::Parse {
+                    origin: origin.to_owned(),
+                    error,
+                })?
+        }
         None => toml::Table::new(),
     };
     merge(&mut table, overlay);
@@ -124,7 +127,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -142,9 +148,15 @@ mod tests {
             "TIDINGS__HISTORY__MAX_EVENTS",
             "TIDINGS__ENGINE__PING_INTERVAL_MS",
         ] {
-            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} in {names:?}"
+            );
         }
-        assert!(!names.iter().any(|n| n.contains("NAMESPACES")), "lists of tables stay in the file");
+        assert!(
+            !names.iter().any(|n| n.contains("NAMESPACES")),
+            "lists of tables stay in the file"
+        );
     }
 
     #[test]
@@ -159,14 +171,23 @@ mod tests {
         let file = "[limits]\nmax_connections = 10\nmax_sessions_per_ip = 7\n";
         let config = load(Some((file, "f.toml")), overlay).unwrap();
         assert_eq!(config.limits.max_connections, 5000);
-        assert_eq!(config.limits.max_sessions_per_ip, 7, "the rest of the section stays");
+        assert_eq!(
+            config.limits.max_sessions_per_ip, 7,
+            "the rest of the section stays"
+        );
         assert_eq!(config.limits.trusted_proxies, vec!["10.0.0.0/8".to_owned()]);
         assert_eq!(config.redis.key_prefix, "blue");
         assert_eq!(config.public_url, "http://10.0.0.5:3000");
-        assert_eq!(config.history.max_events, Config::default().history.max_events);
+        assert_eq!(
+            config.history.max_events,
+            Config::default().history.max_events
+        );
 
         let bad = collect(&env(&[("TIDINGS__LIMITS__MAX_CONNECTIONS", "lots")]));
         let e = load(None, bad).unwrap_err().to_string();
-        assert!(e.contains("max_connections") && e.contains("TIDINGS__"), "{e}");
+        assert!(
+            e.contains("max_connections") && e.contains("TIDINGS__"),
+            "{e}"
+        );
     }
 }

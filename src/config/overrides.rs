@@ -41,10 +41,12 @@ impl Overrides {
     pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |var: &str| get(var).filter(|v| !v.is_empty());
         let listen = match get("TIDINGS_LISTEN") {
-            Some(text) => Some(super::parse_listen(&text).map_err(|message| ConfigError::Env {
-                var: "TIDINGS_LISTEN",
-                message,
-            })?),
+            Some(text) => Some(
+                super::parse_listen(&text).map_err(|message| ConfigError::Env {
+                    var: "TIDINGS_LISTEN",
+                    message,
+                })?,
+            ),
             None => None,
         };
         let max_connections = match get("TIDINGS_MAX_CONNECTIONS") {

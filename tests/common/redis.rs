@@ -108,10 +108,7 @@ async fn ping(port: u16) -> bool {
 pub fn scratch_dir(port: u16) -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "tidings-redis-{}-{port}-{n}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("tidings-redis-{}-{port}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("cannot create a directory for redis-server");
     dir
