@@ -298,23 +298,6 @@ async fn ten_thousand_messages_from_one_sender_arrive_in_order() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Resends a `dm` to "victim" until it is accepted again (the victim acknowledged what filled its inbox), and
-/// checks the refused sender was never disconnected.
-async fn sends_again_once_delivered(spammer: &mut common::WsClient) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let reply = spammer
-            .emit_with_ack(20, "dm", &[json!({ "to": "victim", "event": "spam" })])
-            .await;
-        if reply[0]["ok"] == true {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{reply}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!spammer.is_closed());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooded_inbox_refuses_its_sender_and_nobody_else() {
     let node = start(|config| {
@@ -356,7 +339,18 @@ async fn a_flooded_inbox_refuses_its_sender_and_nobody_else() {
         let got = next_named(&mut victim, "spam", WAIT).await;
         ack(&victim, &got);
     }
-    sends_again_once_delivered(&mut spammer).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = spammer
+            .emit_with_ack(20, "dm", &[json!({ "to": "victim", "event": "spam" })])
+            .await;
+        if reply[0]["ok"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!spammer.is_closed());
     node.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -434,7 +428,18 @@ async fn one_sender_cannot_fill_an_inbox_for_everyone_else() {
     assert_eq!(next_named(&mut victim, "chat", WAIT).await.args[0], "hi");
     assert_eq!(next_named(&mut victim, "notice", WAIT).await.args[0], 2);
     // Delivered messages free the sender's share again; the spammer was never disconnected.
-    sends_again_once_delivered(&mut spammer).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let reply = spammer
+            .emit_with_ack(20, "dm", &[json!({ "to": "victim", "event": "spam" })])
+            .await;
+        if reply[0]["ok"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!spammer.is_closed());
     node.shutdown(Duration::from_secs(1)).await;
 }
 
