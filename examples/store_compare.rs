@@ -328,7 +328,6 @@ async fn run(engine: &str, clients: usize, length: Duration, dir: &Path) -> Stri
 fn limits() -> InboxLimits {
     InboxLimits {
         max_messages: 1_000_000,
-        max_per_sender: 1_000_000,
         ..InboxLimits::default()
     }
 }

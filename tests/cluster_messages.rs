@@ -35,7 +35,6 @@ fn message(to: &str, n: usize, key: Option<String>) -> NewMessage {
 fn roomy() -> InboxLimits {
     InboxLimits {
         max_messages: 10_000,
-        max_per_sender: 10_000,
         ..InboxLimits::default()
     }
 }

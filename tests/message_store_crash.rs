@@ -25,7 +25,6 @@ const MARK: &str = "@@ ";
 fn limits() -> InboxLimits {
     InboxLimits {
         max_messages: 1_000_000,
-        max_per_sender: 1_000_000,
         ..InboxLimits::default()
     }
 }

@@ -24,7 +24,7 @@ fn dm_error(error: DmError) -> ApiError {
     let status = match error {
         DmError::Forbidden => StatusCode::FORBIDDEN,
         DmError::Invalid(_) | DmError::NotADevice(_) => StatusCode::BAD_REQUEST,
-        DmError::InboxFull | DmError::SenderFull => StatusCode::TOO_MANY_REQUESTS,
+        DmError::InboxFull => StatusCode::TOO_MANY_REQUESTS,
         DmError::UnknownMessage => StatusCode::NOT_FOUND,
         DmError::Unavailable | DmError::Busy => StatusCode::SERVICE_UNAVAILABLE,
     };

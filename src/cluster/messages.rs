@@ -190,9 +190,7 @@ impl RedisMessages {
             .arg(if new.key.is_some() { "1" } else { "0" })
             .arg(id.as_str())
             .arg(new.at_ms)
-            .arg(expires_at)
-            .arg(self.limits.max_per_sender.max(1))
-            .arg(from);
+            .arg(expires_at);
         invocation
             .arg("id")
             .arg(id.as_str())
@@ -234,7 +232,6 @@ impl RedisMessages {
                 }))
             }
             [Value::Int(-1)] => Err(StoreError::InboxFull),
-            [Value::Int(-3)] => Err(StoreError::SenderFull),
             [Value::Int(-2)] => Ok(None),
             _ => Err(malformed(reply::Malformed("accept reply"))),
         }

@@ -422,9 +422,6 @@ pub struct MessagesConfig {
     /// Most messages one user's inbox holds; past it the oldest delivered one leaves, and if none was
     /// delivered a new message is refused (`inbox_full`).
     pub inbox_max_messages: usize,
-    /// Most undelivered messages from one sender in one user's inbox; past it that sender is refused with
-    /// `inbox_full` while other senders still get through (backend messages without `from` are not counted).
-    pub inbox_max_per_sender: usize,
     /// How long a message's status and receipts stay readable after it left the inbox, in seconds.
     pub retention_secs: u64,
     /// Most messages written to one device and not yet acknowledged; the rest wait in the inbox until the
@@ -455,7 +452,6 @@ impl Default for MessagesConfig {
             default_ttl_secs: 7 * 24 * 3600,
             max_ttl_secs: 30 * 24 * 3600,
             inbox_max_messages: 1000,
-            inbox_max_per_sender: 250,
             retention_secs: 24 * 3600,
             max_unacked_per_device: 256,
             max_memory_records: 1_000_000,
@@ -477,7 +473,6 @@ impl fmt::Debug for MessagesConfig {
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("max_ttl_secs", &self.max_ttl_secs)
             .field("inbox_max_messages", &self.inbox_max_messages)
-            .field("inbox_max_per_sender", &self.inbox_max_per_sender)
             .field("retention_secs", &self.retention_secs)
             .field("max_unacked_per_device", &self.max_unacked_per_device)
             .field("max_memory_records", &self.max_memory_records)
@@ -517,7 +512,6 @@ impl MessagesConfig {
     pub fn inbox_limits(&self) -> crate::messages::InboxLimits {
         crate::messages::InboxLimits {
             max_messages: self.inbox_max_messages,
-            max_per_sender: self.inbox_max_per_sender,
             retention_ms: self.retention_secs.saturating_mul(1000),
             max_records: self.max_memory_records,
         }

@@ -172,10 +172,6 @@ max_ttl_secs = 2592000
 # Most messages in one user's inbox. Past it the oldest delivered message leaves; if none was delivered, a new
 # message is refused with "inbox_full".
 inbox_max_messages = 1000
-# Most undelivered messages from one sender in one user's inbox: past it that sender's new messages are refused
-# with "inbox_full" while other senders still get through, so one sender cannot fill someone's inbox. Messages a
-# backend sends without `from` are not counted.
-inbox_max_per_sender = 250
 # How long a message's status and receipts stay readable (GET /v1/messages/{id}) after it left the inbox, in
 # seconds.
 retention_secs = 86400

@@ -9,7 +9,6 @@ use super::{MessageStore, StoreError};
 /// The bounds the contract expects the store under test to have.
 pub const CONTRACT_LIMITS: InboxLimits = InboxLimits {
     max_messages: 5,
-    max_per_sender: 4,
     retention_ms: 10_000,
     max_records: 1_000_000,
 };
@@ -178,12 +177,14 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let dave = format!("{prefix}dave");
     let mut dave_ids = Vec::new();
     for n in 0..5 {
-        let from = if n < 4 { &alice } else { &carol };
-        let accepted = store.accept(new(from, &dave, 10 + n, None)).await.unwrap();
+        let accepted = store
+            .accept(new(&alice, &dave, 10 + n, None))
+            .await
+            .unwrap();
         dave_ids.push(accepted.message.id);
     }
     assert_eq!(
-        store.accept(new(&carol, &dave, 20, None)).await,
+        store.accept(new(&alice, &dave, 20, None)).await,
         Err(StoreError::InboxFull)
     );
     store
@@ -204,39 +205,6 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
         store.get(&dave_ids[1]).await.unwrap().map(|s| s.status),
         Some(Status::Delivered),
         "a message pushed out of the inbox keeps its record"
-    );
-
-    // One sender's share: at most 4 undelivered messages from one sender in one inbox; others still get
-    // through, and a delivery frees a place.
-    let frank = format!("{prefix}frank");
-    let mut frank_ids = Vec::new();
-    for n in 0..4 {
-        let accepted = store
-            .accept(new(&alice, &frank, 60 + n, None))
-            .await
-            .unwrap();
-        frank_ids.push(accepted.message.id);
-    }
-    assert_eq!(
-        store.accept(new(&alice, &frank, 64, None)).await,
-        Err(StoreError::SenderFull)
-    );
-    let idem = store.accept(new(&alice, &frank, 65, Some("frank-k"))).await;
-    assert_eq!(
-        idem,
-        Err(StoreError::SenderFull),
-        "a key does not bypass the share"
-    );
-    store.accept(new(&carol, &frank, 66, None)).await.unwrap();
-    store
-        .mark_delivered(&frank, "d", &frank_ids[..1], T0 + 67)
-        .await
-        .unwrap();
-    let fifth = store.accept(new(&alice, &frank, 68, None)).await.unwrap();
-    assert_eq!(fifth.status, Status::Accepted);
-    assert_eq!(
-        store.accept(new(&alice, &frank, 69, None)).await,
-        Err(StoreError::SenderFull)
     );
 
     // Expiry: undelivered → expired (a change); delivered → out of the inbox silently; records forgotten

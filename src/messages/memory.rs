@@ -80,22 +80,6 @@ impl MemoryMessages {
             return Err(StoreError::Unavailable("message store full".into()));
         }
         let inbox = state.inboxes.entry(new.to.clone()).or_default();
-        // One sender's share, counted only once the inbox is that long (a short inbox cannot be over it).
-        if let Some(sender) = new.from.as_deref() {
-            if inbox.entries.len() >= self.limits.max_per_sender {
-                let undelivered = inbox
-                    .entries
-                    .values()
-                    .filter_map(|id| state.records.get(id))
-                    .filter(|r| {
-                        r.status < Status::Delivered && r.message.from.as_deref() == Some(sender)
-                    })
-                    .count();
-                if undelivered >= self.limits.max_per_sender {
-                    return Err(StoreError::SenderFull);
-                }
-            }
-        }
         if inbox.entries.len() >= self.limits.max_messages {
             // Make room by letting the oldest delivered message leave; undelivered ones are never pushed out.
             let delivered = inbox.entries.iter().find_map(|(seq, id)| {

@@ -35,10 +35,6 @@ pub enum StoreError {
     /// The recipient's inbox holds its maximum of messages none of which was delivered yet.
     #[error("the recipient's inbox is full")]
     InboxFull,
-    /// The recipient's inbox holds the most undelivered messages one sender may have there
-    /// ([`InboxLimits::max_per_sender`]); other senders still get through.
-    #[error("too many undelivered messages from this sender in the recipient's inbox")]
-    SenderFull,
     /// No such message, or not one of this user's.
     #[error("unknown message")]
     UnknownMessage,

@@ -300,10 +300,6 @@ pub struct InboxLimits {
     /// Most messages one inbox holds; past it the oldest delivered one leaves, and with none delivered a new
     /// message is refused.
     pub max_messages: usize,
-    /// Most undelivered messages from one sender in one inbox: past it that sender's new messages are refused
-    /// (`inbox_full`) while others still get through, so one sender cannot fill someone's inbox. Messages a
-    /// backend sends without `from` are not counted.
-    pub max_per_sender: usize,
     /// How long a message's record (status, receipts) is kept after it leaves the inbox, in milliseconds.
     pub retention_ms: u64,
     /// Most message records held at once (the in-memory store; the disk and Redis stores are bounded by
@@ -315,7 +311,6 @@ impl Default for InboxLimits {
     fn default() -> Self {
         InboxLimits {
             max_messages: 1000,
-            max_per_sender: 250,
             retention_ms: 24 * 3600 * 1000,
             max_records: 1_000_000,
         }

@@ -152,15 +152,7 @@ impl Direct {
     /// A repeated idempotency key returns the first message; it is offered again while undelivered (a crash
     /// may have come between storing and delivering it).
     pub async fn send(&self, message: NewMessage) -> Result<Accepted, StoreError> {
-        let accepted = self.store.accept(message).await.inspect_err(|error| {
-            let reason = match error {
-                StoreError::InboxFull => "inbox_full",
-                StoreError::SenderFull => "sender_share",
-                _ => return,
-            };
-            metrics::counter!("tidings_message_inbox_refusals_total", "reason" => reason)
-                .increment(1);
-        })?;
+        let accepted = self.store.accept(message).await?;
         if accepted.fresh {
             metrics::counter!("tidings_messages_accepted_total").increment(1);
             let m = &accepted.message;

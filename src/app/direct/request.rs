@@ -23,10 +23,6 @@ pub enum DmError {
     /// The recipient's inbox is full of undelivered messages.
     #[error("the recipient's inbox is full")]
     InboxFull,
-    /// The recipient's inbox holds the most undelivered messages one sender may have there (same code as
-    /// [`DmError::InboxFull`], its own detail).
-    #[error("too many undelivered messages from this sender in the recipient's inbox")]
-    SenderFull,
     /// No such message (or not one of this user's).
     #[error("unknown message")]
     UnknownMessage,
@@ -48,7 +44,7 @@ impl DmError {
         match self {
             DmError::Forbidden => "forbidden",
             DmError::Invalid(_) => "invalid",
-            DmError::InboxFull | DmError::SenderFull => "inbox_full",
+            DmError::InboxFull => "inbox_full",
             DmError::UnknownMessage => "unknown_message",
             DmError::Unavailable => "unavailable",
             DmError::Busy => "busy",
@@ -66,7 +62,6 @@ impl From<StoreError> for DmError {
     fn from(error: StoreError) -> DmError {
         match error {
             StoreError::InboxFull => DmError::InboxFull,
-            StoreError::SenderFull => DmError::SenderFull,
             StoreError::UnknownMessage => DmError::UnknownMessage,
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "message store unavailable");

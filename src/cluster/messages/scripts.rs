@@ -16,13 +16,12 @@ pub const MESSAGE_FIELDS: [&str; 9] = ["id", "seq", "to", "from", "ev", "data", 
 /// Stores a new message, or answers the one stored under the same sender and idempotency key.
 ///
 /// Replies `{0, <record fields>}` for a repeated key, `{-1}` when the inbox is full of undelivered messages,
-/// `{-3}` when the sender has its most undelivered messages there, `{-2}` when the new id is taken (the caller
-/// draws another), `{1, seq}` when stored. A full inbox lets its oldest delivered message go first (its record
-/// is kept for the retention). The sender's share is counted only once the inbox is at least that long.
+/// `{-2}` when the new id is taken (the caller draws another), `{1, seq}` when stored. A full inbox lets its oldest delivered message go first (its record is kept for
+/// the retention).
 ///
 /// KEYS: user counters, inbox, acked, expiry index, forget index, idempotency key (read only when ARGV[4] is
-/// `1`), the new record. ARGV: root, max messages, retention ms, has key, id, accepted at, expires at, most
-/// undelivered per sender, sender (empty for a backend: not counted), then the record's field/value pairs.
+/// `1`), the new record. ARGV: root, max messages, retention ms, has key, id, accepted at, expires at, then
+/// the record's field/value pairs.
 pub const ACCEPT_LUA: &str = r#"
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[6])
@@ -35,18 +34,6 @@ if ARGV[4] == '1' then
 end
 if redis.call('EXISTS', KEYS[7]) == 1 then
   return {-2}
-end
-local share = tonumber(ARGV[8])
-if ARGV[9] ~= '' and redis.call('ZCARD', KEYS[2]) >= share then
-  local undelivered = 0
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    if not redis.call('ZSCORE', KEYS[3], id) and redis.call('HGET', ARGV[1] .. 'msg:' .. id, 'from') == ARGV[9] then
-      undelivered = undelivered + 1
-    end
-  end
-  if undelivered >= share then
-    return {-3}
-  end
 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
   local oldest = redis.call('ZRANGE', KEYS[3], 0, 0)
@@ -61,7 +48,7 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HSET', KEYS[7], 'seq', seq, unpack(ARGV, 10))
+redis.call('HSET', KEYS[7], 'seq', seq, unpack(ARGV, 8))
 redis.call('ZADD', KEYS[2], seq, ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[5])
 if ARGV[4] == '1' then

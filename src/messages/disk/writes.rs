@@ -41,10 +41,6 @@ pub const READ_UP_TO: &str = "SELECT id FROM messages WHERE recipient = ?1 AND f
 pub const EXPIRY_DUE: &str = "SELECT id, recipient, sender, status, expires_at FROM messages \
      WHERE forget_at IS NULL AND expires_at <= ?1 ORDER BY expires_at, id";
 
-/// Undelivered inbox messages of a recipient from one sender.
-const SENDER_UNDELIVERED: &str = "SELECT COUNT(*) FROM messages \
-     WHERE recipient = ?1 AND forget_at IS NULL AND sender = ?2 AND status < ?3";
-
 /// Records out of the inbox past their retention.
 pub const FORGET_DUE: &str =
     "SELECT id, recipient FROM messages WHERE forget_at IS NOT NULL AND forget_at <= ?1";
@@ -87,17 +83,6 @@ pub fn accept(conn: &Connection, limits: &InboxLimits, new: NewMessage) -> Outco
         .query_row([&new.to], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?
         .unwrap_or((0, 0));
-    // One sender's share, counted only once the inbox is that long (a short inbox cannot be over it).
-    if let Some(sender) = new.from.as_deref() {
-        if entries >= limits.max_per_sender as u64 {
-            let undelivered: u64 = conn
-                .prepare_cached(SENDER_UNDELIVERED)?
-                .query_row(params![new.to, sender, DELIVERED], |row| row.get(0))?;
-            if undelivered >= limits.max_per_sender as u64 {
-                return Ok(Err(StoreError::SenderFull));
-            }
-        }
-    }
     if entries >= limits.max_messages as u64 {
         // Make room by letting the oldest delivered message leave; undelivered ones are never pushed out.
         let oldest: Option<String> = conn
