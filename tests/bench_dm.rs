@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::DataDirNode;
 use tidings::bench::dm::{DmArgs, DmBench};
 
 fn args(url: String) -> DmArgs {
@@ -93,61 +91,11 @@ async fn refused_connections_are_reported_and_nothing_is_sent() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
-/// A `tidings serve --data-dir` process with the bench's limits, stopped by its pid (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    /// Starts a node on `listen` (port 0 for any) keeping its messages in `dir`.
-    fn start(listen: &str, dir: &Path) -> Node {
-        let limits = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dm-limits.toml");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["serve", "--listen", listen, "--jwt-secret", common::SECRET])
-            .args(["--api-key", common::API_KEY, "--config"])
-            .arg(limits)
-            .arg("--data-dir")
-            .arg(dir)
-            .env_remove("TIDINGS_CONFIG")
-            .env_remove("TIDINGS_REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("tidings listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Node { child, addr }
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_and_restart_during_the_run_loses_and_duplicates_nothing() {
     let dir = std::env::temp_dir().join(format!("tidings-bench-dm-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let node = Node::start("127.0.0.1:0", &dir);
+    let node = start_node("127.0.0.1:0", &dir);
     let addr = node.addr;
     let mut a = args(format!("http://{addr}"));
     a.rate = 300.0;
@@ -161,7 +109,7 @@ async fn a_kill_9_and_restart_during_the_run_loses_and_duplicates_nothing() {
             tokio::time::sleep(Duration::from_secs(2)).await;
             node.kill();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            tokio::task::spawn_blocking(move || Node::start(&addr.to_string(), &dir))
+            tokio::task::spawn_blocking(move || start_node(&addr.to_string(), &dir))
                 .await
                 .unwrap()
         })
@@ -197,4 +145,10 @@ async fn a_kill_9_and_restart_during_the_run_loses_and_duplicates_nothing() {
     );
     drop(restarted);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `tidings serve --data-dir` process with the bench's limits (`bench/dm-limits.toml`).
+fn start_node(listen: &str, dir: &Path) -> DataDirNode {
+    let limits = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dm-limits.toml");
+    DataDirNode::start(listen, dir, &["--config".as_ref(), limits.as_os_str()])
 }

@@ -4,59 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Api, WsClient, API_KEY, SECRET, WAIT};
+use common::{Api, DataDirNode, WsClient, WAIT};
 use serde_json::{json, Value};
-
-/// A `tidings serve --data-dir` process, killed with SIGKILL when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Node {
-    fn start(dir: &std::path::Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(["--api-key", API_KEY, "--data-dir"])
-            .arg(dir)
-            .env_remove("TIDINGS_CONFIG")
-            .env_remove("TIDINGS_REDIS_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("tidings listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Node { child, addr }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no shutdown code runs.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn bob_token() -> String {
     common::token("bob", &[], &[], &[])
@@ -84,7 +35,7 @@ async fn accepted_messages_and_receipts_survive_kill_9() {
     let dir = std::env::temp_dir().join(format!("tidings-dm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
 
-    let node = Node::start(&dir);
+    let node = DataDirNode::start("127.0.0.1:0", &dir, &[]);
     let api = Api::new(node.addr);
     let mut ids = Vec::new();
     for n in 0..50 {
@@ -119,7 +70,7 @@ async fn accepted_messages_and_receipts_survive_kill_9() {
     phone.drop_connection();
     node.kill();
 
-    let node = Node::start(&dir);
+    let node = DataDirNode::start("127.0.0.1:0", &dir, &[]);
     let api = Api::new(node.addr);
     let (status, first) = api.get(&format!("/v1/messages/{}", ids[0])).await;
     assert_eq!((status, first["status"].as_str()), (200, Some("delivered")));

@@ -7,12 +7,14 @@
 
 pub mod dm;
 mod http;
+mod process;
 mod raw_ws;
 mod redis;
 mod ws;
 
 pub use self::redis::{unique_prefix, RedisServer};
 pub use http::{Api, Polling};
+pub use process::DataDirNode;
 pub use raw_ws::{RawWs, ServerFrame};
 pub use ws::{Frame, WsClient};
 
