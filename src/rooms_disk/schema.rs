@@ -77,38 +77,16 @@ pub enum SchemaError {
     },
 }
 
-/// Opens the writing connection: WAL journal, every commit synced before it returns (`synchronous = FULL`:
-/// a commit survives a power loss, not only the death of the process), schema up to date.
+/// Opens the writing connection (see [`crate::sqlite::open_durable`]: WAL, `synchronous = FULL`), schema up to
+/// date.
 pub fn open_writer(path: &Path) -> Result<Connection, SchemaError> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(SchemaError::NoWal(mode));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.set_prepared_statement_cache_capacity(32);
-    migrate(&mut conn)?;
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
-    loop {
-        let version: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(SchemaError::TooNew { found: version });
+    crate::sqlite::open_durable(path, BUSY_TIMEOUT, 32, MIGRATIONS, "rooms").map_err(|error| {
+        match error {
+            crate::sqlite::SetupError::Database(error) => SchemaError::Database(error),
+            crate::sqlite::SetupError::NoWal(mode) => SchemaError::NoWal(mode),
+            crate::sqlite::SetupError::TooNew(found) => SchemaError::TooNew { found },
         }
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = conn.transaction()?;
-        tx.execute_batch(MIGRATIONS[version as usize])?;
-        tx.pragma_update(None, "user_version", version + 1)?;
-        tx.commit()?;
-        tracing::info!(from = version, to = version + 1, "rooms database migrated");
-    }
+    })
 }
 
 #[cfg(test)]

@@ -85,7 +85,8 @@ pub enum OpenError {
     },
 }
 
-/// Opens the writing connection: WAL journal, every commit synced to disk before it returns, schema up to date.
+/// Opens the writing connection: WAL journal, every commit synced to disk before it returns, schema up to date
+/// (see [`crate::sqlite::open_durable`]).
 ///
 /// `synchronous = FULL` in WAL mode syncs the log on every commit, so a commit that returned survives a power
 /// loss or kernel crash, not only the death of this process. `NORMAL` would skip that sync (the log is synced
@@ -93,19 +94,13 @@ pub enum OpenError {
 /// the last commits could vanish with the machine — acknowledging them would claim durability that did not
 /// happen. Group commit is what keeps `FULL` affordable.
 pub fn open_writer(path: &Path) -> Result<Connection, OpenError> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::NoWal(mode));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Truncate the log back to this size after a checkpoint so a burst does not leave a large file behind.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    migrate(&mut conn)?;
-    Ok(conn)
+    crate::sqlite::open_durable(path, BUSY_TIMEOUT, 64, MIGRATIONS, "messages").map_err(|error| {
+        match error {
+            crate::sqlite::SetupError::Database(error) => OpenError::Database(error),
+            crate::sqlite::SetupError::NoWal(mode) => OpenError::NoWal(mode),
+            crate::sqlite::SetupError::TooNew(found) => OpenError::TooNew { found },
+        }
+    })
 }
 
 /// Opens a connection that only reads, beside the writer (WAL lets readers and one writer work at once).
@@ -117,27 +112,6 @@ pub fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), OpenError> {
-    loop {
-        let version: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(OpenError::TooNew { found: version });
-        }
-        if version == SCHEMA_VERSION {
-            return Ok(());
-        }
-        let tx = conn.transaction()?;
-        tx.execute_batch(MIGRATIONS[version as usize])?;
-        tx.pragma_update(None, "user_version", version + 1)?;
-        tx.commit()?;
-        tracing::info!(
-            from = version,
-            to = version + 1,
-            "message database migrated"
-        );
-    }
 }
 
 #[cfg(test)]
