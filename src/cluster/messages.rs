@@ -155,86 +155,123 @@ impl RedisMessages {
         Ok(reply)
     }
 
-    async fn accept_message(&self, new: NewMessage) -> Result<Accepted, StoreError> {
-        for _ in 0..ID_ATTEMPTS {
-            if let Some(accepted) = self.accept_as(&new, MessageId::generate(new.at_ms)).await? {
-                return Ok(accepted);
+    /// Accepts `messages` in order with one script call per attempt; a message whose new id is taken is tried
+    /// again, with the ones after it, under another id.
+    async fn accept_batch_now(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> Vec<Result<Accepted, StoreError>> {
+        let mut out: Vec<Result<Accepted, StoreError>> = Vec::with_capacity(messages.len());
+        let mut attempts = 0;
+        while out.len() < messages.len() {
+            let rest = &messages[out.len()..];
+            let ids: Vec<MessageId> = rest.iter().map(|m| MessageId::generate(m.at_ms)).collect();
+            let answers = match self.accept_as(rest, &ids).await {
+                Ok(answers) => answers,
+                Err(error) => {
+                    out.extend(rest.iter().map(|_| Err(error.clone())));
+                    break;
+                }
+            };
+            let taken = answers.iter().any(Option::is_none);
+            out.extend(answers.into_iter().flatten());
+            attempts += 1;
+            if taken && attempts >= ID_ATTEMPTS {
+                let error = StoreError::Unavailable("no free message id".into());
+                out.extend(messages[out.len()..].iter().map(|_| Err(error.clone())));
+            } else if !taken && out.len() < messages.len() {
+                let error = malformed(reply::Malformed("accept reply"));
+                out.extend(messages[out.len()..].iter().map(|_| Err(error.clone())));
             }
         }
-        Err(StoreError::Unavailable("no free message id".into()))
+        out
     }
 
-    /// Accepts `new` under `id`; `None` when that id is taken.
+    /// Accepts `messages` under `ids` in one script call: an answer per message tried, `None` for one whose id
+    /// was taken (the script stopped there).
     async fn accept_as(
         &self,
-        new: &NewMessage,
-        id: MessageId,
-    ) -> Result<Option<Accepted>, StoreError> {
-        let from = new.from.as_deref().unwrap_or_default();
-        let expires_at = new.at_ms.saturating_add(new.ttl_ms);
+        messages: &[NewMessage],
+        ids: &[MessageId],
+    ) -> Result<Vec<Option<Result<Accepted, StoreError>>>, StoreError> {
         let mut invocation = self.scripts.accept.prepare_invoke();
         invocation
-            .key(self.keys.dm_counters(&new.to))
-            .key(self.keys.dm_inbox(&new.to))
-            .key(self.keys.dm_acked(&new.to))
-            .key(self.keys.dm_expiry())
-            .key(self.keys.dm_forget())
-            .key(
-                self.keys
-                    .dm_idempotency(from, new.key.as_deref().unwrap_or_default()),
-            )
-            .key(self.keys.dm_message(id.as_str()))
             .arg(self.keys.dm_root())
             .arg(self.limits.max_messages.max(1))
-            .arg(self.limits.retention_ms)
-            .arg(if new.key.is_some() { "1" } else { "0" })
-            .arg(id.as_str())
-            .arg(new.at_ms)
-            .arg(expires_at);
-        invocation
-            .arg("id")
-            .arg(id.as_str())
-            .arg("to")
-            .arg(&new.to)
-            .arg("ev")
-            .arg(&new.event)
-            .arg("data")
-            .arg(new.data.as_ref())
-            .arg("at")
-            .arg(new.at_ms)
-            .arg("exp")
-            .arg(expires_at)
-            .arg("st")
-            .arg(Status::Accepted.as_str());
-        if let Some(from) = &new.from {
-            invocation.arg("from").arg(from);
-        }
-        if let Some(key) = &new.key {
-            invocation.arg("key").arg(key);
+            .arg(self.limits.retention_ms);
+        for (new, id) in messages.iter().zip(ids) {
+            let from = new.from.as_deref().unwrap_or_default();
+            let expires_at = new.at_ms.saturating_add(new.ttl_ms);
+            let pairs = 7 + usize::from(new.from.is_some()) + usize::from(new.key.is_some());
+            invocation
+                .arg(&new.to)
+                .arg(if new.key.is_some() { "1" } else { "0" })
+                .arg(
+                    self.keys
+                        .dm_idempotency(from, new.key.as_deref().unwrap_or_default()),
+                )
+                .arg(id.as_str())
+                .arg(new.at_ms)
+                .arg(expires_at)
+                .arg(pairs * 2);
+            invocation
+                .arg("id")
+                .arg(id.as_str())
+                .arg("to")
+                .arg(&new.to)
+                .arg("ev")
+                .arg(&new.event)
+                .arg("data")
+                .arg(new.data.as_ref())
+                .arg("at")
+                .arg(new.at_ms)
+                .arg("exp")
+                .arg(expires_at)
+                .arg("st")
+                .arg(Status::Accepted.as_str());
+            if let Some(from) = &new.from {
+                invocation.arg("from").arg(from);
+            }
+            if let Some(key) = &new.key {
+                invocation.arg("key").arg(key);
+            }
         }
         let reply =
             reply::array(self.run("accept", &invocation, true).await?).map_err(malformed)?;
-        match reply.as_slice() {
-            [Value::Int(1), seq] => {
-                let seq = reply::number(seq).ok_or_else(|| malformed(reply::Malformed("seq")))?;
-                Ok(Some(Accepted {
-                    message: Message::from_new(new.clone(), id, seq),
-                    status: Status::Accepted,
-                    fresh: true,
-                }))
-            }
-            [Value::Int(0), fields] => {
-                let state = reply::record(fields.clone()).map_err(malformed)?;
-                Ok(Some(Accepted {
-                    message: state.message,
-                    status: state.status,
-                    fresh: false,
-                }))
-            }
-            [Value::Int(-1)] => Err(StoreError::InboxFull),
-            [Value::Int(-2)] => Ok(None),
-            _ => Err(malformed(reply::Malformed("accept reply"))),
+        if reply.is_empty() || reply.len() > messages.len() {
+            return Err(malformed(reply::Malformed("accept reply")));
         }
+        let mut out = Vec::with_capacity(reply.len());
+        for ((answer, new), id) in reply.into_iter().zip(messages).zip(ids) {
+            let answer = reply::array(answer).map_err(malformed)?;
+            out.push(match answer.as_slice() {
+                [Value::Int(1), seq] => {
+                    let seq =
+                        reply::number(seq).ok_or_else(|| malformed(reply::Malformed("seq")))?;
+                    Some(Ok(Accepted {
+                        message: Message::from_new(new.clone(), id.clone(), seq),
+                        status: Status::Accepted,
+                        fresh: true,
+                    }))
+                }
+                [Value::Int(0), fields] => {
+                    let state = reply::record(fields.clone()).map_err(malformed)?;
+                    Some(Ok(Accepted {
+                        message: state.message,
+                        status: state.status,
+                        fresh: false,
+                    }))
+                }
+                [Value::Int(-1)] => Some(Err(StoreError::InboxFull)),
+                [Value::Int(-2)] => {
+                    // The script stopped at this message.
+                    out.push(None);
+                    break;
+                }
+                _ => return Err(malformed(reply::Malformed("accept reply"))),
+            });
+        }
+        Ok(out)
     }
 
     async fn mark_sent_now(
@@ -413,7 +450,20 @@ fn malformed(error: reply::Malformed) -> StoreError {
 
 impl MessageStore for RedisMessages {
     fn accept(&self, message: NewMessage) -> BoxFuture<'_, Result<Accepted, StoreError>> {
-        self.accept_message(message).boxed()
+        async move {
+            self.accept_batch_now(vec![message])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("no answer".into())))
+        }
+        .boxed()
+    }
+
+    fn accept_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, Vec<Result<Accepted, StoreError>>> {
+        self.accept_batch_now(messages).boxed()
     }
 
     fn mark_sent<'a>(

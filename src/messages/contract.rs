@@ -64,6 +64,48 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
     let to_carol = store.accept(new(&alice, &carol, 4, None)).await.unwrap();
     assert_eq!(to_carol.message.seq, 1, "each inbox has its own sequence");
 
+    // A batch: accepted in the given order, each as `accept` would (a repeated key inside the batch answers
+    // the first; a full inbox refuses one message and not the others).
+    let frank = format!("{prefix}frank");
+    let gina = format!("{prefix}gina");
+    let mut batch: Vec<NewMessage> = (0..5).map(|n| new(&alice, &gina, 100 + n, None)).collect();
+    batch.push(new(&alice, &frank, 110, Some("b1")));
+    batch.push(new(&alice, &gina, 111, None));
+    batch.push(new(&alice, &frank, 112, Some("b1")));
+    batch.push(new(&alice, &frank, 113, None));
+    let answers = store.accept_batch(batch).await;
+    assert_eq!(answers.len(), 9);
+    let seqs: Vec<_> = answers[..5]
+        .iter()
+        .map(|a| a.as_ref().unwrap().message.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let first = answers[5].as_ref().unwrap();
+    assert!(first.fresh && first.message.seq == 1);
+    assert_eq!(
+        answers[6].as_ref().unwrap_err(),
+        &StoreError::InboxFull,
+        "gina's inbox holds 5"
+    );
+    let repeated = answers[7].as_ref().unwrap();
+    assert!(!repeated.fresh && repeated.message.id == first.message.id);
+    assert_eq!(answers[8].as_ref().unwrap().message.seq, 2);
+    let data: Vec<_> = store
+        .pending(&gina, "g", 0, 10)
+        .await
+        .unwrap()
+        .messages
+        .iter()
+        .map(|m| m.data.to_string())
+        .collect();
+    assert_eq!(
+        data,
+        (100..105)
+            .map(|n| format!("{{\"n\":{n}}}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(store.accept_batch(Vec::new()).await.is_empty());
+
     // Pending per device, in order.
     let page = store.pending(&bob, "phone", 0, 10).await.unwrap();
     assert_eq!((ids(&page), page.last_seq), (vec![1, 2, 3], 3));

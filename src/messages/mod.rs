@@ -29,6 +29,9 @@ pub use model::{
 
 use futures_util::future::BoxFuture;
 
+/// Most messages one [`MessageStore::accept_batch`] call takes.
+pub const MAX_ACCEPT_BATCH: usize = 64;
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +55,34 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Stores a new message at the end of its recipient's inbox. A second message with the same sender and
     /// `key` is not stored again: the first one is returned, with `fresh` false.
     fn accept(&self, message: NewMessage) -> BoxFuture<'_, Result<Accepted, StoreError>>;
+
+    /// Accepts `messages` (at most [`MAX_ACCEPT_BATCH`]) in the given order, each as [`MessageStore::accept`]
+    /// would, with one answer per message in the same order. A refusal of one (a full inbox) does not stop the
+    /// others; once the store fails (`Unavailable`), that message and every later one are answered
+    /// `Unavailable` and none of them was stored, so what was stored keeps the order it was given in. Stores
+    /// make a whole batch durable with one write (one transaction, one script call): that is what lets one
+    /// connection send faster than one round trip to the store per message, its messages still in order.
+    fn accept_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, Vec<Result<Accepted, StoreError>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(messages.len());
+            let mut failed = None;
+            for message in messages {
+                if let Some(error) = &failed {
+                    out.push(Err(StoreError::Unavailable(String::clone(error))));
+                    continue;
+                }
+                let answer = self.accept(message).await;
+                if let Err(StoreError::Unavailable(error)) = &answer {
+                    failed = Some(error.clone());
+                }
+                out.push(answer);
+            }
+            out
+        })
+    }
 
     /// Marks messages of `user` sent (written to one of the user's connections) at `at_ms`; returns the
     /// changes (messages that were only accepted until now).

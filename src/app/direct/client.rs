@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::request::{check_message, check_user, DmError, SendFields};
-use super::Direct;
+use super::{Direct, QueuedSend};
 use crate::app::PublishLimits;
-use crate::messages::MessageId;
+use crate::messages::{Accepted, MessageId, NewMessage};
 use crate::socketio::{ClientEvent, Socket};
 
 /// A reply to come: the JSON text of the ack.
@@ -24,7 +24,7 @@ type Reply = Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 const MAX_ACK_IDS: usize = 1000;
 
 /// Handles `dm`, `ack` or `read` (true), answering its ack when it is done; false for any other event name.
-/// A connection's `dm` events are stored one after the other, in the order they came.
+/// A connection's `dm` events are stored in the order they came (see [`Direct::enqueue`]).
 pub fn handle(
     direct: &Arc<Direct>,
     socket: &Arc<Socket>,
@@ -32,32 +32,50 @@ pub fn handle(
     publish: &PublishLimits,
 ) -> bool {
     let result = match event.name.as_str() {
-        "dm" => dm(direct, socket, event, publish),
+        "dm" => {
+            let send = QueuedSend {
+                message: dm(direct, socket, event, publish),
+                ack: event.ack,
+            };
+            if socket.is_connected() && !direct.enqueue(socket, send) {
+                answer_send(socket, event.ack, Err(DmError::Busy));
+            }
+            // A connection gone meanwhile keeps no queue.
+            return true;
+        }
         "ack" => ack(direct, socket, event),
         "read" => read(direct, socket, event),
         _ => return false,
     };
     let reply = answer(&event.name, result);
     let (sock, ack) = (socket.clone(), event.ack);
-    let job: super::Job = Box::pin(async move {
+    tokio::spawn(async move {
         let reply = reply.await;
         if let Some(id) = ack {
             let _ = sock.ack(id, &[&reply]);
         }
     });
-    if event.name != "dm" {
-        tokio::spawn(job);
-    } else if !socket.is_connected() {
-        // Gone meanwhile: no queue is kept for a closed connection.
-    } else if !direct.enqueue(socket.id(), job) {
-        let busy = DmError::Busy;
-        metrics::counter!("tidings_message_requests_refused_total", "event" => "dm", "reason" => busy.code())
-            .increment(1);
-        if let Some(id) = event.ack {
-            let _ = socket.ack(id, &[busy.to_json().to_string().as_bytes()]);
-        }
-    }
     true
+}
+
+/// Answers a `dm` (to its ack, when it asked for one): `{ok: true, id, status, seq}` or the refusal, counted.
+pub fn answer_send(socket: &Socket, ack: Option<u64>, answer: Result<Accepted, DmError>) {
+    let reply = match answer {
+        Ok(accepted) => serde_json::json!({
+            "ok": true,
+            "id": accepted.message.id,
+            "status": accepted.status,
+            "seq": accepted.message.seq,
+        }),
+        Err(error) => {
+            metrics::counter!("tidings_message_requests_refused_total", "event" => "dm", "reason" => error.code())
+                .increment(1);
+            error.to_json()
+        }
+    };
+    if let Some(id) = ack {
+        let _ = socket.ack(id, &[reply.to_string().as_bytes()]);
+    }
 }
 
 fn answer(name: &str, result: Result<Pending, DmError>) -> Reply {
@@ -104,7 +122,7 @@ fn dm(
     socket: &Arc<Socket>,
     event: &ClientEvent,
     publish: &PublishLimits,
-) -> Result<Pending, DmError> {
+) -> Result<NewMessage, DmError> {
     const USAGE: &str = "dm {to, event, data?, id?, ttl?}";
     let raw = first_arg(event, USAGE)?;
     let fields: SendFields<'_> =
@@ -121,23 +139,13 @@ fn dm(
     if !user.may_dm(&to) {
         return Err(DmError::Forbidden);
     }
-    let message = check_message(
+    check_message(
         Some(user.sub().to_owned()),
         &to,
         &fields,
         direct.limits(),
         publish,
-    )?;
-    let direct = direct.clone();
-    Ok(Box::pin(async move {
-        let accepted = direct.send(message).await?;
-        Ok(serde_json::json!({
-            "ok": true,
-            "id": accepted.message.id,
-            "status": accepted.status,
-            "seq": accepted.message.seq,
-        }))
-    }))
+    )
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::engineio::session::Sid;
 use crate::messages::{
     now_ms, Accepted, Change, Message, MessageId, MessageStore, NewMessage, Status, StoreError,
+    MAX_ACCEPT_BATCH,
 };
 use crate::socketio::Socket;
 
@@ -72,7 +73,7 @@ pub struct Direct {
     devices: Mutex<HashMap<Arc<str>, Vec<Arc<Device>>>>,
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
-    queues: Mutex<HashMap<Sid, mpsc::Sender<Job>>>,
+    queues: Mutex<HashMap<Sid, mpsc::Sender<QueuedSend>>>,
     /// The backend's webhook, with how long a user may be offline with undelivered messages before it is
     /// told.
     webhook: Option<(webhook::Webhook, Duration)>,
@@ -81,8 +82,14 @@ pub struct Direct {
     self_ref: OnceLock<Weak<Direct>>,
 }
 
-/// Work queued for one connection.
-pub type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A `dm` event waiting in its connection's queue: the message, or why it was refused before reaching the
+/// store (answered in its turn, so a client's acks come in the order of its events), and the ack to answer.
+pub struct QueuedSend {
+    /// The checked message, or the refusal.
+    pub message: Result<NewMessage, request::DmError>,
+    /// The Socket.IO ack id the answer goes to.
+    pub ack: Option<u64>,
+}
 
 /// Most `dm` events of one connection waiting for the store; past it a `dm` is refused as unavailable.
 pub const MAX_QUEUED_SENDS: usize = 1024;
@@ -153,6 +160,23 @@ impl Direct {
     /// may have come between storing and delivering it).
     pub async fn send(&self, message: NewMessage) -> Result<Accepted, StoreError> {
         let accepted = self.store.accept(message).await?;
+        self.accepted(&accepted);
+        Ok(accepted)
+    }
+
+    /// Stores messages in the given order with one write to the store (see [`MessageStore::accept_batch`]),
+    /// then goes on with each as [`Direct::send`] does; one answer per message, in order.
+    pub async fn send_batch(&self, messages: Vec<NewMessage>) -> Vec<Result<Accepted, StoreError>> {
+        let answers = self.store.accept_batch(messages).await;
+        for accepted in answers.iter().flatten() {
+            self.accepted(accepted);
+        }
+        answers
+    }
+
+    /// What follows a durable accept: the sender's devices hear of it, and the recipient's are offered it
+    /// while it is undelivered.
+    fn accepted(&self, accepted: &Accepted) {
         if accepted.fresh {
             metrics::counter!("tidings_messages_accepted_total").increment(1);
             let m = &accepted.message;
@@ -171,26 +195,60 @@ impl Direct {
         if accepted.status < Status::Delivered {
             self.fanout.message(accepted.message.clone());
         }
-        Ok(accepted)
     }
 
-    /// Runs `job` after every job queued before it for the same connection; false when too many wait.
-    pub fn enqueue(&self, socket: Sid, job: Job) -> bool {
+    /// Queues a connection's `dm` for the store behind the ones it sent before; false when too many wait.
+    /// The connection's queue is worked in batches of what waits (up to [`MAX_ACCEPT_BATCH`]), each stored
+    /// with one write, so a client's messages are accepted in the order it sent them without waiting for one
+    /// round trip to the store each.
+    pub fn enqueue(&self, socket: &Arc<Socket>, send: QueuedSend) -> bool {
+        let Some(direct) = self.arc() else {
+            return false;
+        };
         let mut queues = self.queues.lock();
-        let sender = queues.entry(socket).or_insert_with(|| {
-            let (tx, mut rx) = mpsc::channel::<Job>(MAX_QUEUED_SENDS);
-            tokio::spawn(async move {
-                while let Some(job) = rx.recv().await {
-                    job.await;
-                }
-            });
+        let sender = queues.entry(socket.id()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<QueuedSend>(MAX_QUEUED_SENDS);
+            tokio::spawn(direct.work_queue(socket.clone(), rx));
             tx
         });
-        match sender.try_send(job) {
+        match sender.try_send(send) {
             Ok(()) => true,
             Err(_) => {
                 metrics::counter!("tidings_message_sends_queue_full_total").increment(1);
                 false
+            }
+        }
+    }
+
+    /// Works one connection's queue until the connection closed and the queue is empty.
+    async fn work_queue(
+        self: Arc<Self>,
+        socket: Arc<Socket>,
+        mut queue: mpsc::Receiver<QueuedSend>,
+    ) {
+        let mut waiting = Vec::with_capacity(MAX_ACCEPT_BATCH);
+        while queue.recv_many(&mut waiting, MAX_ACCEPT_BATCH).await > 0 {
+            let mut turns = Vec::with_capacity(waiting.len());
+            let mut messages = Vec::with_capacity(waiting.len());
+            for send in waiting.drain(..) {
+                match send.message {
+                    Ok(message) => {
+                        messages.push(message);
+                        turns.push((send.ack, None));
+                    }
+                    Err(refused) => turns.push((send.ack, Some(refused))),
+                }
+            }
+            let mut answers = self.send_batch(messages).await.into_iter();
+            for (ack, refused) in turns {
+                let answer = match refused {
+                    Some(refused) => Err(refused),
+                    None => answers
+                        .next()
+                        .unwrap_or_else(|| Err(StoreError::Unavailable("no answer".into())))
+                        .map_err(request::DmError::from),
+                };
+                client::answer_send(&socket, ack, answer);
             }
         }
     }

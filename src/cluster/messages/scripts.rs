@@ -13,48 +13,72 @@
 /// Fields of a record `PENDING_LUA` reads (it is given them after its other arguments), in this order.
 pub const MESSAGE_FIELDS: [&str; 9] = ["id", "seq", "to", "from", "ev", "data", "key", "at", "exp"];
 
-/// Stores a new message, or answers the one stored under the same sender and idempotency key.
+/// Stores new messages in the given order, each one at the end of its recipient's inbox, or answers the one
+/// stored under the same sender and idempotency key.
 ///
-/// Replies `{0, <record fields>}` for a repeated key, `{-1}` when the inbox is full of undelivered messages,
-/// `{-2}` when the new id is taken (the caller draws another), `{1, seq}` when stored. A full inbox lets its oldest delivered message go first (its record is kept for
-/// the retention).
+/// Replies one entry per message tried: `{0, <record fields>}` for a repeated key, `{-1}` when the inbox is
+/// full of undelivered messages, `{1, seq}` when stored, and `{-2}` when the message's new id is taken — then
+/// it stops, so the caller tries that message and the ones after it again under other ids and the order holds.
+/// A full inbox lets its oldest delivered message go first (its record is kept for the retention).
 ///
-/// KEYS: user counters, inbox, acked, expiry index, forget index, idempotency key (read only when ARGV[4] is
-/// `1`), the new record. ARGV: root, max messages, retention ms, has key, id, accepted at, expires at, then
-/// the record's field/value pairs.
+/// ARGV: root, max messages, retention ms, then per message: recipient, has key (`1`/`0`), idempotency key
+/// name (read only with a key), id, accepted at, expires at, the number of record field/value arguments, and
+/// those pairs. The keys are named from the root (see the module doc).
 pub const ACCEPT_LUA: &str = r#"
-if ARGV[4] == '1' then
-  local existing = redis.call('GET', KEYS[6])
-  if existing then
-    local fields = redis.call('HGETALL', ARGV[1] .. 'msg:' .. existing)
-    if #fields > 0 then
-      return {0, fields}
+local root, max, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function accept(user, has_key, idem, id, at, expires, first, last)
+  if has_key == '1' then
+    local existing = redis.call('GET', idem)
+    if existing then
+      local fields = redis.call('HGETALL', root .. 'msg:' .. existing)
+      if #fields > 0 then
+        return {0, fields}
+      end
     end
   end
-end
-if redis.call('EXISTS', KEYS[7]) == 1 then
-  return {-2}
-end
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
-  local oldest = redis.call('ZRANGE', KEYS[3], 0, 0)
-  if #oldest == 0 then
-    return {-1}
+  local record = root .. 'msg:' .. id
+  if redis.call('EXISTS', record) == 1 then
+    return {-2}
   end
-  local gone = oldest[1]
-  redis.call('ZREM', KEYS[2], gone)
-  redis.call('ZREM', KEYS[3], gone)
-  redis.call('ZREM', KEYS[4], gone)
-  redis.call('ZADD', KEYS[5], tonumber(ARGV[6]) + tonumber(ARGV[3]), gone)
+  local inbox, acked = root .. 'inbox:' .. user, root .. 'acked:' .. user
+  if redis.call('ZCARD', inbox) >= max then
+    local oldest = redis.call('ZRANGE', acked, 0, 0)
+    if #oldest == 0 then
+      return {-1}
+    end
+    local gone = oldest[1]
+    redis.call('ZREM', inbox, gone)
+    redis.call('ZREM', acked, gone)
+    redis.call('ZREM', root .. 'expiry', gone)
+    redis.call('ZADD', root .. 'forget', tonumber(at) + retention, gone)
+  end
+  local counters = root .. 'seq:' .. user
+  local seq = redis.call('HINCRBY', counters, 'seq', 1)
+  redis.call('HINCRBY', counters, 'n', 1)
+  redis.call('HSET', record, 'seq', seq, unpack(ARGV, first, last))
+  redis.call('ZADD', inbox, seq, id)
+  redis.call('ZADD', root .. 'expiry', expires, id)
+  if has_key == '1' then
+    redis.call('SET', idem, id)
+  end
+  return {1, seq}
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HINCRBY', KEYS[1], 'n', 1)
-redis.call('HSET', KEYS[7], 'seq', seq, unpack(ARGV, 8))
-redis.call('ZADD', KEYS[2], seq, ARGV[5])
-redis.call('ZADD', KEYS[4], ARGV[7], ARGV[5])
-if ARGV[4] == '1' then
-  redis.call('SET', KEYS[6], ARGV[5])
+
+local out = {}
+local i = 4
+while i <= #ARGV do
+  local count = tonumber(ARGV[i + 6])
+  local first = i + 7
+  local last = first + count - 1
+  local answer = accept(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], first, last)
+  out[#out + 1] = answer
+  if answer[1] == -2 then
+    break
+  end
+  i = last + 1
 end
-return {1, seq}
+return out
 "#;
 
 /// Marks messages of a user sent; replies one change `{id, from, to, status, device, at}` per message that

@@ -105,6 +105,27 @@ impl MessageStore for DiskMessages {
             .boxed()
     }
 
+    fn accept_batch(
+        &self,
+        messages: Vec<NewMessage>,
+    ) -> BoxFuture<'_, Vec<Result<Accepted, StoreError>>> {
+        let count = messages.len();
+        async move {
+            let stored = self
+                .writer
+                .submit(move |conn, limits| {
+                    let mut out = Vec::with_capacity(messages.len());
+                    for message in messages {
+                        out.push(writes::accept(conn, limits, message)?);
+                    }
+                    Ok(Ok(out))
+                })
+                .await;
+            stored.unwrap_or_else(|error| vec![Err(error); count])
+        }
+        .boxed()
+    }
+
     fn mark_sent<'a>(
         &'a self,
         user: &'a str,
