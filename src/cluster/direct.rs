@@ -28,6 +28,9 @@ enum Wire {
     /// A status change for one of the node's users (the sender).
     #[serde(rename = "s")]
     Status { user: String, change: WireChange },
+    /// A message hand-over for the user was lost: its devices on the node read their inboxes back.
+    #[serde(rename = "c")]
+    CatchUp { user: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -126,20 +129,102 @@ pub struct RedisFanout {
     node: String,
     direct: OnceLock<Weak<Direct>>,
     presence: mpsc::UnboundedSender<PresenceUpdate>,
+    /// Hand-overs waiting for the worker that publishes them, in the order they were made.
+    handovers: mpsc::Sender<Handover>,
+    lost: Lost,
 }
+
+/// A hand-over waiting to be published: the user whose nodes get it and the wire JSON.
+struct Handover {
+    user: String,
+    payload: String,
+    /// A message (or a catch-up) rather than a status change: if it is lost, the user's devices elsewhere must
+    /// be told to read their inboxes.
+    message: bool,
+}
+
+/// Users whose message hand-overs were lost (dropped or not published), to be sent a catch-up.
+type Lost = Arc<parking_lot::Mutex<std::collections::HashSet<String>>>;
+
+/// Users kept in [`Lost`] at most; past it a loss is only counted (those devices catch up at their next gap
+/// or reconnection).
+pub const MAX_LOST_USERS: usize = 65_536;
+
+/// How often the hand-over writer looks for catch-ups to send while nothing else is waiting.
+const LOST_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn lose(lost: &Lost, user: &str) {
+    let mut lost = lost.lock();
+    if lost.len() < MAX_LOST_USERS {
+        lost.insert(user.to_owned());
+    } else {
+        metrics::counter!("tidings_message_catch_ups_dropped_total").increment(1);
+    }
+}
+
+/// Hand-overs waiting at most; past it one is dropped and counted (`tidings_message_handovers_dropped_total`).
+/// Nothing is lost with it: a dropped message is in the inbox and a device reads it back at its next gap
+/// (at most [`crate::app::direct::GAP_WAIT`] after the next message); a dropped status change is only not
+/// pushed (`GET /v1/messages/{id}` has it).
+pub const MAX_WAITING_HANDOVERS: usize = 65_536;
+
+/// Hand-overs published with one script call at most.
+pub const HANDOVER_BATCH: usize = 2048;
+
+/// Publishes a batch of hand-overs: looks up each user's nodes (once per user) and sends every other node
+/// one message holding its hand-overs, one wire JSON per line, in the order given.
+///
+/// ARGV: this node, the user-hash key prefix, the channel prefix, then user/payload pairs. Replies the
+/// number of channel messages published.
+const HANDOVER_LUA: &str = r#"
+local me, users, channels = ARGV[1], ARGV[2], ARGV[3]
+local nodes_of, order, lines = {}, {}, {}
+for i = 4, #ARGV, 2 do
+  local user = ARGV[i]
+  local nodes = nodes_of[user]
+  if not nodes then
+    nodes = redis.call('HKEYS', users .. user)
+    nodes_of[user] = nodes
+  end
+  for _, node in ipairs(nodes) do
+    if node ~= me then
+      if not lines[node] then
+        lines[node] = {}
+        order[#order + 1] = node
+      end
+      local list = lines[node]
+      list[#list + 1] = ARGV[i + 1]
+    end
+  end
+end
+for _, node in ipairs(order) do
+  redis.call('PUBLISH', channels .. node, table.concat(lines[node], '\n'))
+end
+return #order
+"#;
 
 impl RedisFanout {
     /// The fan-out of node `node`; bind it to its [`Direct`] with [`RedisFanout::bind`].
     pub fn new(redis: Arc<Redis>, keys: Keys, node: &str) -> Arc<RedisFanout> {
         let (presence, rx) = mpsc::unbounded_channel();
+        let (handovers, waiting) = mpsc::channel(MAX_WAITING_HANDOVERS);
+        let lost = Lost::default();
         let fanout = Arc::new(RedisFanout {
+            lost: lost.clone(),
             redis: redis.clone(),
             keys: keys.clone(),
             node: node.to_owned(),
             direct: OnceLock::new(),
             presence,
+            handovers,
         });
-        tokio::spawn(presence_writer(redis, keys, node.to_owned(), rx));
+        tokio::spawn(presence_writer(
+            redis.clone(),
+            keys.clone(),
+            node.to_owned(),
+            rx,
+        ));
+        tokio::spawn(handover_writer(redis, keys, node.to_owned(), waiting, lost));
         fanout
     }
 
@@ -157,21 +242,24 @@ impl RedisFanout {
         self.direct.get().and_then(Weak::upgrade)
     }
 
-    /// A hand-over from another node (a message of this node's channel).
+    /// Hand-overs from another node (a message of this node's channel: one wire JSON per line).
     pub fn on_channel_message(&self, payload: &[u8]) {
         let Some(direct) = self.direct() else {
             return;
         };
-        match serde_json::from_slice::<Wire>(payload) {
-            Ok(Wire::Message(message)) => match message.into_message() {
-                Some(message) => direct.offer(&message),
-                None => tracing::warn!("undecodable direct message hand-over ignored"),
-            },
-            Ok(Wire::Status { user, change }) => match change.into_change() {
-                Some(change) => direct.status_to_devices(&user, &change),
-                None => tracing::warn!("undecodable status hand-over ignored"),
-            },
-            Err(error) => tracing::warn!(%error, "malformed direct hand-over ignored"),
+        for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Wire>(line) {
+                Ok(Wire::Message(message)) => match message.into_message() {
+                    Some(message) => direct.offer(&message),
+                    None => tracing::warn!("undecodable direct message hand-over ignored"),
+                },
+                Ok(Wire::Status { user, change }) => match change.into_change() {
+                    Some(change) => direct.status_to_devices(&user, &change),
+                    None => tracing::warn!("undecodable status hand-over ignored"),
+                },
+                Ok(Wire::CatchUp { user }) => direct.catch_up_user(&user),
+                Err(error) => tracing::warn!(%error, "malformed direct hand-over ignored"),
+            }
         }
     }
 
@@ -187,36 +275,81 @@ impl RedisFanout {
         direct.catch_up_all();
     }
 
-    /// Hands `wire` to every other node holding `user`'s devices (this node is served directly).
+    /// Hands `wire` to every other node holding `user`'s devices (this node is served directly), behind every
+    /// hand-over made before it.
     fn hand_over(&self, user: &str, wire: Wire) {
-        let redis = self.redis.clone();
-        let keys = self.keys.clone();
-        let node = self.node.clone();
-        let user = user.to_owned();
-        tokio::spawn(async move {
-            let Ok(payload) = serde_json::to_string(&wire) else {
-                return;
-            };
-            let nodes: Result<Vec<String>, _> = redis
-                .run(redis::cmd("HKEYS").arg(keys.direct_user(&user)))
-                .await;
-            let nodes = match nodes {
-                Ok(nodes) => nodes,
-                Err(error) => {
-                    // The inbox still holds messages; devices read them back after the reconnection.
-                    tracing::warn!(%error, "could not look up a user's nodes");
+        let message = !matches!(wire, Wire::Status { .. });
+        let Ok(payload) = serde_json::to_string(&wire) else {
+            return;
+        };
+        let handover = Handover {
+            user: user.to_owned(),
+            payload,
+            message,
+        };
+        if self.handovers.try_send(handover).is_err() {
+            metrics::counter!("tidings_message_handovers_dropped_total").increment(1);
+            if message {
+                lose(&self.lost, user);
+            }
+        }
+    }
+}
+
+/// Publishes hand-overs in the order they were made, a batch of what waits per script call; users whose
+/// message hand-overs were lost get a catch-up behind them.
+async fn handover_writer(
+    redis: Arc<Redis>,
+    keys: Keys,
+    node: String,
+    mut waiting: mpsc::Receiver<Handover>,
+    lost: Lost,
+) {
+    let script = redis::Script::new(HANDOVER_LUA);
+    let users = keys.direct_user("");
+    let channels = keys.direct_channel("");
+    let mut batch = Vec::with_capacity(HANDOVER_BATCH);
+    loop {
+        let retry = !lost.lock().is_empty();
+        tokio::select! {
+            taken = waiting.recv_many(&mut batch, HANDOVER_BATCH) => {
+                if taken == 0 {
                     return;
                 }
-            };
-            for other in nodes.into_iter().filter(|n| *n != node) {
-                let mut publish = redis::cmd("PUBLISH");
-                publish.arg(keys.direct_channel(&other)).arg(&payload);
-                if let Err(error) = redis.run::<i64>(&publish).await {
-                    tracing::warn!(%error, "could not hand a message over to another node");
-                }
             }
-            metrics::counter!("tidings_message_handovers_total").increment(1);
-        });
+            () = tokio::time::sleep(LOST_RETRY), if retry => {}
+        }
+        for user in std::mem::take(&mut *lost.lock()) {
+            let Ok(payload) = serde_json::to_string(&Wire::CatchUp { user: user.clone() }) else {
+                continue;
+            };
+            batch.push(Handover {
+                user,
+                payload,
+                message: true,
+            });
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&node).arg(&users).arg(&channels);
+        for handover in &batch {
+            invocation.arg(&handover.user).arg(&handover.payload);
+        }
+        match redis.run_script::<i64>(&invocation).await {
+            Ok(_) => {
+                metrics::counter!("tidings_message_handovers_total").increment(batch.len() as u64)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not hand messages over to other nodes");
+                for handover in batch.iter().filter(|h| h.message) {
+                    lose(&lost, &handover.user);
+                }
+                tokio::time::sleep(LOST_RETRY).await;
+            }
+        }
+        batch.clear();
     }
 }
 

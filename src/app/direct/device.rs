@@ -2,12 +2,12 @@
 //! the messages written and not acknowledged yet (a bounded window), and whether it is caught up with the
 //! inbox (then new messages are written as they come) or reading it back.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::messages::MessageId;
+use crate::messages::{Message, MessageId};
 use crate::socketio::Socket;
 
 /// Longest device name accepted in the CONNECT auth payload is a config value; these are the bytes allowed.
@@ -42,6 +42,13 @@ pub(super) struct Stream {
     pub again: bool,
     /// The device left; nothing more is written.
     pub closed: bool,
+    /// Messages that came live ahead of their turn (a message before them is still on its way from another
+    /// node or another connection), by sequence; written once the gap fills, or read back from the inbox if it
+    /// does not fill in time. At most [`super::MAX_PARKED`].
+    pub parked: BTreeMap<u64, Message>,
+    /// Counts the times messages started waiting in `parked`, so a gap's timer knows whether it is still that
+    /// gap.
+    pub gaps: u64,
 }
 
 /// A connected device.

@@ -35,6 +35,10 @@ pub const STATUS_EVENT: &str = "message:status";
 
 /// Most messages read from the inbox in one step of a catch-up.
 const PAGE: usize = 100;
+/// Most messages held back per device while it waits for an earlier one (see [`Stream::parked`]).
+pub const MAX_PARKED: usize = 64;
+/// How long messages that came early wait for the gap before them to fill before the device reads its inbox.
+pub const GAP_WAIT: Duration = Duration::from_millis(150);
 /// Pause before reading an inbox again after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -394,6 +398,13 @@ impl Direct {
             .collect()
     }
 
+    /// Every local device of `user` reads its inbox back (a hand-over for it may have been lost).
+    pub fn catch_up_user(&self, user: &str) {
+        for device in self.devices_of(user) {
+            self.catch_up(&device);
+        }
+    }
+
     /// Every local device reads its inbox back (after hand-overs may have been lost).
     pub fn catch_up_all(&self) {
         let devices: Vec<Arc<Device>> = self.devices.lock().values().flatten().cloned().collect();
@@ -412,31 +423,100 @@ impl Direct {
             .cloned()
     }
 
-    /// A message for one of this node's users: written at once to each caught-up device it is next for, and
-    /// read back from the inbox by the others.
+    /// A message for one of this node's users: written at once to each caught-up device it is next for, held
+    /// back briefly for a device it came early to (see [`Stream::parked`]), and read back from the inbox by
+    /// the others.
     pub fn offer(&self, message: &Message) {
         for device in self.devices_of(&message.to) {
-            let written = {
+            let mut written = Vec::new();
+            let mut gap = None;
+            let caught_up = {
                 let mut stream = device.stream.lock();
                 if stream.closed || message.seq <= stream.cursor {
                     continue;
                 }
-                let next = stream.live
-                    && message.seq == stream.cursor + 1
-                    && stream.unacked.len() < self.limits.max_unacked;
-                if next {
-                    self.write(&device, &mut stream, message)
+                let room = stream.unacked.len() < self.limits.max_unacked;
+                if stream.live && room && message.seq == stream.cursor + 1 {
+                    if self.write(&device, &mut stream, message) {
+                        written.push(message.id.clone());
+                        self.write_parked(&device, &mut stream, &mut written)
+                    } else {
+                        false
+                    }
+                } else if stream.live
+                    && message.seq > stream.cursor + 1
+                    && stream.parked.len() < MAX_PARKED
+                {
+                    if stream.parked.is_empty() {
+                        stream.gaps += 1;
+                        gap = Some(stream.gaps);
+                    }
+                    stream.parked.insert(message.seq, message.clone());
+                    true
                 } else {
-                    stream.live = false;
                     false
                 }
             };
-            if written {
-                self.mark_sent(&device, vec![message.id.clone()]);
-            } else {
+            if !written.is_empty() {
+                self.mark_sent(&device, written);
+            }
+            if let Some(gap) = gap {
+                self.watch_gap(&device, gap);
+            }
+            if !caught_up {
                 self.catch_up(&device);
             }
         }
+    }
+
+    /// Writes the parked messages that are next in turn (the stream's cursor just moved); false when the
+    /// device's window or connection stopped that (the caller starts a read-back).
+    fn write_parked(
+        &self,
+        device: &Arc<Device>,
+        stream: &mut Stream,
+        written: &mut Vec<MessageId>,
+    ) -> bool {
+        while let Some(entry) = stream.parked.first_entry() {
+            if *entry.key() <= stream.cursor {
+                entry.remove();
+                continue;
+            }
+            if *entry.key() != stream.cursor + 1 {
+                return true;
+            }
+            if stream.unacked.len() >= self.limits.max_unacked {
+                return false;
+            }
+            let next = entry.remove();
+            if !self.write(device, stream, &next) {
+                return false;
+            }
+            written.push(next.id);
+        }
+        true
+    }
+
+    /// After [`GAP_WAIT`], a device whose messages still wait for the same gap reads its inbox back: the
+    /// message it waits for was lost on the way (its node was cut off) or is slow; the inbox has it.
+    fn watch_gap(&self, device: &Arc<Device>, gap: u64) {
+        let (Some(direct), device) = (self.arc(), Arc::downgrade(device)) else {
+            return;
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(GAP_WAIT).await;
+            let Some(device) = device.upgrade() else {
+                return;
+            };
+            let open = {
+                let stream = device.stream.lock();
+                stream.gaps == gap && !stream.parked.is_empty()
+            };
+            if open {
+                metrics::counter!("tidings_message_gaps_read_back_total").increment(1);
+                direct.catch_up(&device);
+            }
+        });
     }
 
     /// Writes one message to a device (its stream locked); false if the connection would not take it.
@@ -576,6 +656,8 @@ impl Direct {
                 return;
             }
             stream.live = false;
+            // Everything parked is in the inbox: the read brings it in turn.
+            stream.parked.clear();
             if stream.catching_up {
                 stream.again = true;
                 return;
@@ -719,6 +801,59 @@ mod tests {
             at_ms: now_ms(),
             ttl_ms: 60_000,
         }
+    }
+
+    async fn live_device(direct: &Arc<Direct>, socket: &Arc<Socket>) -> Arc<Device> {
+        let device = direct.attach(socket, "bob", "phone");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while device.stream.lock().catching_up || !device.stream.lock().live {
+            assert!(tokio::time::Instant::now() < deadline, "never went live");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        device
+    }
+
+    #[tokio::test]
+    async fn a_message_that_comes_early_waits_for_the_one_before_it() {
+        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
+        let fanout = LocalFanout::new();
+        let direct = Direct::new(store.clone(), fanout.clone(), "/", DirectLimits::default());
+        fanout.bind(&direct);
+        let bob = socket("bob");
+        let device = live_device(&direct, &bob).await;
+        // Stored without being offered, as when they were accepted on other nodes.
+        let first = store.accept(message(1)).await.unwrap().message;
+        let second = store.accept(message(2)).await.unwrap().message;
+        direct.offer(&second);
+        {
+            let stream = device.stream.lock();
+            assert_eq!((stream.cursor, stream.parked.len()), (0, 1));
+            assert!(stream.live, "no read-back for a gap that may fill");
+        }
+        direct.offer(&first);
+        let stream = device.stream.lock();
+        assert_eq!((stream.cursor, stream.parked.len()), (2, 0));
+        assert!(stream.unacked.contains_key(&first.id) && stream.unacked.contains_key(&second.id));
+        assert_eq!(bob.pending_acks(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gap_that_does_not_fill_is_read_back_from_the_inbox() {
+        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
+        let fanout = LocalFanout::new();
+        let direct = Direct::new(store.clone(), fanout.clone(), "/", DirectLimits::default());
+        fanout.bind(&direct);
+        let bob = socket("bob");
+        let device = live_device(&direct, &bob).await;
+        // The first one's hand-over is lost; only the second comes.
+        let _lost = store.accept(message(1)).await.unwrap().message;
+        let second = store.accept(message(2)).await.unwrap().message;
+        direct.offer(&second);
+        assert_eq!(device.stream.lock().cursor, 0);
+        tokio::time::sleep(GAP_WAIT + std::time::Duration::from_millis(200)).await;
+        let stream = device.stream.lock();
+        assert_eq!((stream.cursor, stream.parked.len()), (2, 0));
+        assert_eq!(stream.unacked.len(), 2);
     }
 
     #[tokio::test]
