@@ -43,8 +43,8 @@ use super::connection::RESPONSE_TIMEOUT;
 use super::keys::Keys;
 use super::Redis;
 use crate::messages::{
-    Accepted, Change, InboxLimits, Message, MessageId, MessageState, MessageStore, NewMessage,
-    Pending, Status, StoreError,
+    Accepted, Change, InboxLimits, Marks, Message, MessageId, MessageState, MessageStore,
+    NewMessage, Pending, Status, StoreError,
 };
 
 /// Most ids one script call marks; longer lists are split (each message's change stays atomic).
@@ -280,17 +280,13 @@ impl RedisMessages {
         ids: &[MessageId],
         at_ms: u64,
     ) -> Result<Vec<Change>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(MAX_IDS_PER_CALL) {
-            let mut invocation = self.scripts.mark_sent.prepare_invoke();
-            invocation.arg(self.keys.dm_root()).arg(user).arg(at_ms);
-            for id in chunk {
-                invocation.arg(id.as_str());
-            }
-            let reply = self.run("mark_sent", &invocation, true).await?;
-            out.extend(reply::changes(reply).map_err(malformed)?);
-        }
-        Ok(out)
+        let marks = [Marks {
+            user: user.to_owned(),
+            device: None,
+            ids: ids.to_vec(),
+            at_ms,
+        }];
+        self.run_marks(&marks).await
     }
 
     async fn mark_delivered_now(
@@ -300,20 +296,63 @@ impl RedisMessages {
         ids: &[MessageId],
         at_ms: u64,
     ) -> Result<Vec<Change>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(MAX_IDS_PER_CALL) {
-            let mut invocation = self.scripts.mark_delivered.prepare_invoke();
-            invocation
-                .key(self.keys.dm_inbox(user))
-                .key(self.keys.dm_acked(user))
-                .arg(self.keys.dm_root())
-                .arg(user)
-                .arg(device)
-                .arg(at_ms);
-            for id in chunk {
-                invocation.arg(id.as_str());
+        let marks = [Marks {
+            user: user.to_owned(),
+            device: Some(device.to_owned()),
+            ids: ids.to_vec(),
+            at_ms,
+        }];
+        self.run_marks(&marks).await
+    }
+
+    async fn mark_batch_now(&self, marks: Vec<Marks>) -> (Vec<Change>, Option<StoreError>) {
+        let (sent, delivered): (Vec<Marks>, Vec<Marks>) =
+            marks.into_iter().partition(|mark| mark.device.is_none());
+        let mut changes = Vec::new();
+        for kind in [sent, delivered] {
+            match self.run_marks(&kind).await {
+                Ok(more) => changes.extend(more),
+                Err(error) => return (changes, Some(error)),
             }
-            let reply = self.run("mark_delivered", &invocation, true).await?;
+        }
+        (changes, None)
+    }
+
+    /// Runs marks of one kind (all sent, or all receipts), at most [`MAX_IDS_PER_CALL`] ids per script call.
+    async fn run_marks(&self, marks: &[Marks]) -> Result<Vec<Change>, StoreError> {
+        let Some(first) = marks.first() else {
+            return Ok(Vec::new());
+        };
+        let (script, op) = match first.device {
+            None => (&self.scripts.mark_sent, "mark_sent"),
+            Some(_) => (&self.scripts.mark_delivered, "mark_delivered"),
+        };
+        let mut out = Vec::new();
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(self.keys.dm_root());
+        let mut ids_in_call = 0;
+        for mark in marks {
+            for chunk in mark.ids.chunks(MAX_IDS_PER_CALL) {
+                if ids_in_call + chunk.len() > MAX_IDS_PER_CALL {
+                    let reply = self.run(op, &invocation, true).await?;
+                    out.extend(reply::changes(reply).map_err(malformed)?);
+                    invocation = script.prepare_invoke();
+                    invocation.arg(self.keys.dm_root());
+                    ids_in_call = 0;
+                }
+                invocation.arg(&mark.user);
+                if let Some(device) = &mark.device {
+                    invocation.arg(device);
+                }
+                invocation.arg(mark.at_ms).arg(chunk.len());
+                for id in chunk {
+                    invocation.arg(id.as_str());
+                }
+                ids_in_call += chunk.len();
+            }
+        }
+        if ids_in_call > 0 {
+            let reply = self.run(op, &invocation, true).await?;
             out.extend(reply::changes(reply).map_err(malformed)?);
         }
         Ok(out)
@@ -464,6 +503,10 @@ impl MessageStore for RedisMessages {
         messages: Vec<NewMessage>,
     ) -> BoxFuture<'_, Vec<Result<Accepted, StoreError>>> {
         self.accept_batch_now(messages).boxed()
+    }
+
+    fn mark_batch(&self, marks: Vec<Marks>) -> BoxFuture<'_, (Vec<Change>, Option<StoreError>)> {
+        self.mark_batch_now(marks).boxed()
     }
 
     fn mark_sent<'a>(

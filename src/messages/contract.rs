@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::model::{InboxLimits, MessageId, NewMessage, Status};
+use super::model::{InboxLimits, Marks, MessageId, NewMessage, Status};
 use super::{MessageStore, StoreError};
 
 /// The bounds the contract expects the store under test to have.
@@ -105,6 +105,47 @@ pub async fn check(store: &dyn MessageStore, prefix: &str) {
             .collect::<Vec<_>>()
     );
     assert!(store.accept_batch(Vec::new()).await.is_empty());
+
+    // Marks of several devices in one batch: each as mark_sent / mark_delivered would do it.
+    let f1 = answers[5].as_ref().unwrap().message.id.clone();
+    let f2 = answers[8].as_ref().unwrap().message.id.clone();
+    let mark = |user: &str, device: Option<&str>, id: &MessageId, at: u64| Marks {
+        user: user.to_owned(),
+        device: device.map(str::to_owned),
+        ids: vec![id.clone()],
+        at_ms: T0 + at,
+    };
+    let (changes, failure) = store
+        .mark_batch(vec![
+            mark(&frank, None, &f1, 5),
+            mark(&frank, Some("p"), &f2, 6),
+            mark(&frank, Some("q"), &f2, 7),
+            mark(&gina, Some("p"), &f2, 8),
+        ])
+        .await;
+    assert_eq!(failure, None);
+    let seen: Vec<_> = changes
+        .iter()
+        .map(|c| (c.id.clone(), c.status, c.device.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (f1.clone(), Status::Sent, None),
+            (f2.clone(), Status::Delivered, Some("p".to_owned())),
+            (f2.clone(), Status::Delivered, Some("q".to_owned())),
+        ]
+    );
+    let state = store.get(&f2).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            state.status,
+            state.sent_at,
+            state.delivered_at,
+            state.devices.len()
+        ),
+        (Status::Delivered, Some(T0 + 6), Some(T0 + 6), 2)
+    );
 
     // Pending per device, in order.
     let page = store.pending(&bob, "phone", 0, 10).await.unwrap();

@@ -23,8 +23,8 @@ mod model;
 pub use disk::{DiskMessages, OpenError};
 pub use memory::MemoryMessages;
 pub use model::{
-    Accepted, Change, DeviceReceipt, InboxLimits, Message, MessageId, MessageState, NewMessage,
-    Pending, Status,
+    Accepted, Change, DeviceReceipt, InboxLimits, Marks, Message, MessageId, MessageState,
+    NewMessage, Pending, Status,
 };
 
 use futures_util::future::BoxFuture;
@@ -103,6 +103,29 @@ pub trait MessageStore: Send + Sync + 'static {
         ids: &'a [MessageId],
         at_ms: u64,
     ) -> BoxFuture<'a, Result<Vec<Change>, StoreError>>;
+
+    /// Applies the sent marks and receipts of several devices, in one write where the store can (one
+    /// transaction, a script call per kind), and returns their changes. On a failure the changes already made
+    /// are returned with the error; marks are idempotent, so the caller may simply give the failed ones again.
+    fn mark_batch(&self, marks: Vec<Marks>) -> BoxFuture<'_, (Vec<Change>, Option<StoreError>)> {
+        Box::pin(async move {
+            let mut changes = Vec::new();
+            for mark in &marks {
+                let done = match &mark.device {
+                    None => self.mark_sent(&mark.user, &mark.ids, mark.at_ms).await,
+                    Some(device) => {
+                        self.mark_delivered(&mark.user, device, &mark.ids, mark.at_ms)
+                            .await
+                    }
+                };
+                match done {
+                    Ok(more) => changes.extend(more),
+                    Err(error) => return (changes, Some(error)),
+                }
+            }
+            (changes, None)
+        })
+    }
 
     /// Marks read every message from `from` to `user` up to and including `up_to` (in inbox order) that is not
     /// read or expired yet; read messages leave the inbox.

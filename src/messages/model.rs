@@ -351,3 +351,18 @@ mod tests {
         }
     }
 }
+
+/// One device's marks in a [`super::MessageStore::mark_batch`]: with a `device`, receipts as
+/// [`super::MessageStore::mark_delivered`] stores them; without, sent marks as
+/// [`super::MessageStore::mark_sent`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marks {
+    /// The recipient whose messages these are.
+    pub user: String,
+    /// The device that acknowledged them, or `None` for messages written to one of the user's connections.
+    pub device: Option<String>,
+    /// The messages.
+    pub ids: Vec<MessageId>,
+    /// When.
+    pub at_ms: u64,
+}

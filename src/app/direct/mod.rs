@@ -81,6 +81,9 @@ pub struct Direct {
     /// The backend's webhook, with how long a user may be offline with undelivered messages before it is
     /// told.
     webhook: Option<(webhook::Webhook, Duration)>,
+    /// Devices with sent marks or receipts waiting, for the mark writer (each at most once per kind while its
+    /// batch is flushing, so the queue is bounded by twice the devices).
+    marks: mpsc::UnboundedSender<(Arc<Device>, MarkKind)>,
     /// Users with an offline check pending.
     offline_checks: Mutex<std::collections::HashSet<String>>,
     self_ref: OnceLock<Weak<Direct>>,
@@ -119,7 +122,9 @@ impl Direct {
         limits: DirectLimits,
         webhook: Option<(webhook::WebhookConfig, Duration)>,
     ) -> Arc<Direct> {
+        let (marks, waiting) = mpsc::unbounded_channel();
         let direct = Arc::new(Direct {
+            marks,
             store,
             fanout,
             namespace: namespace.to_owned(),
@@ -132,6 +137,7 @@ impl Direct {
         });
         let _ = direct.self_ref.set(Arc::downgrade(&direct));
         tokio::spawn(sweep_loop(Arc::downgrade(&direct)));
+        tokio::spawn(mark_writer(Arc::downgrade(&direct), waiting));
         direct
     }
 
@@ -553,48 +559,22 @@ impl Direct {
         }
     }
 
-    /// Marks messages written to a device sent, coalesced with the device's other sent marks (see [`batch`]).
+    /// Marks messages written to a device sent, coalesced with the device's other sent marks (see [`batch`])
+    /// and written together with other devices' marks by the node's mark writer.
     fn mark_sent(&self, device: &Arc<Device>, ids: Vec<MessageId>) {
-        let Some(direct) = self.arc() else {
-            return;
-        };
-        if !device.sent.push(ids) {
-            return;
+        if device.sent.push(ids) {
+            let _ = self.marks.send((device.clone(), MarkKind::Sent));
         }
-        let device = device.clone();
-        tokio::spawn(async move {
-            while let Some(ids) = device.sent.take() {
-                match direct.store.mark_sent(&device.user, &ids, now_ms()).await {
-                    Ok(changes) => direct.notify(changes),
-                    Err(error) => tracing::warn!(%error, "could not mark messages sent"),
-                }
-            }
-        });
     }
 
     /// A device acknowledged a message with the ack callback: its window moves on at once, and its receipt is
-    /// stored with the device's other receipts waiting (see [`batch`]), then the sender's devices hear of it.
+    /// stored with the device's other receipts waiting (see [`batch`]) by the node's mark writer, then the
+    /// sender's devices hear of it.
     fn receipt(&self, device: &Arc<Device>, id: MessageId) {
-        let Some(direct) = self.arc() else {
-            return;
-        };
         self.release_window(device, std::slice::from_ref(&id));
-        if !device.receipts.push([id]) {
-            return;
+        if device.receipts.push([id]) {
+            let _ = self.marks.send((device.clone(), MarkKind::Delivered));
         }
-        let device = device.clone();
-        tokio::spawn(async move {
-            while let Some(ids) = device.receipts.take() {
-                match direct
-                    .store
-                    .mark_delivered(&device.user, &device.name, &ids, now_ms())
-                    .await
-                {
-                    Ok(changes) => direct.notify(changes),
-                    Err(error) => tracing::warn!(%error, "could not store delivery receipts"),
-                }
-            }
-        });
     }
 
     /// Takes acknowledged messages out of a device's window, and resumes its catch-up when the window had held
@@ -759,6 +739,74 @@ impl Direct {
 }
 
 use device::Stream;
+
+/// Which batch of a device the mark writer takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkKind {
+    Sent,
+    Delivered,
+}
+
+/// Ids written in one round of the mark writer at most (one store write).
+const MAX_MARKS_PER_ROUND: usize = 2048;
+
+/// Writes the sent marks and receipts of every device of the node: each round takes what the devices with
+/// waiting ids hold and stores it with one [`MessageStore::mark_batch`], then tells the senders. Devices whose
+/// batches still hold ids (more came during the round) stay for the next round.
+async fn mark_writer(
+    direct: Weak<Direct>,
+    mut waiting: mpsc::UnboundedReceiver<(Arc<Device>, MarkKind)>,
+) {
+    let mut flushing: Vec<(Arc<Device>, MarkKind)> = Vec::new();
+    loop {
+        if flushing.is_empty() && waiting.recv_many(&mut flushing, 1024).await == 0 {
+            return;
+        }
+        while let Ok(more) = waiting.try_recv() {
+            flushing.push(more);
+        }
+        let Some(direct) = direct.upgrade() else {
+            return;
+        };
+        let at_ms = now_ms();
+        let mut marks = Vec::new();
+        let mut taken = 0;
+        let mut next = Vec::with_capacity(flushing.len());
+        for (device, kind) in flushing.drain(..) {
+            if taken >= MAX_MARKS_PER_ROUND {
+                next.push((device, kind));
+                continue;
+            }
+            let batch = match kind {
+                MarkKind::Sent => &device.sent,
+                MarkKind::Delivered => &device.receipts,
+            };
+            // `None` ends the device's flush: its next id queues it again.
+            let Some(ids) = batch.take() else {
+                continue;
+            };
+            taken += ids.len();
+            marks.push(crate::messages::Marks {
+                user: device.user.to_string(),
+                device: (kind == MarkKind::Delivered).then(|| device.name.to_string()),
+                ids,
+                at_ms,
+            });
+            next.push((device, kind));
+        }
+        flushing = next;
+        if marks.is_empty() {
+            continue;
+        }
+        let (changes, failure) = direct.store.mark_batch(marks).await;
+        direct.notify(changes);
+        if let Some(error) = failure {
+            // Not retried: a device's read-back and its next acknowledgement give the marks again.
+            tracing::warn!(%error, "could not store sent marks or delivery receipts");
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
 
 async fn sweep_loop(direct: Weak<Direct>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -81,49 +81,59 @@ end
 return out
 "#;
 
-/// Marks messages of a user sent; replies one change `{id, from, to, status, device, at}` per message that
-/// was only accepted.
+/// Marks messages sent, for one or more users; replies one change `{id, from, to, status, device, at}` per
+/// message that was only accepted.
 ///
-/// ARGV: root, user, at, then the ids.
+/// ARGV: root, then per user: the user, at, the number of ids, the ids.
 pub const MARK_SENT_LUA: &str = r#"
 local out = {}
-for i = 4, #ARGV do
-  local key = ARGV[1] .. 'msg:' .. ARGV[i]
-  local r = redis.call('HMGET', key, 'to', 'st', 'from')
-  if r[1] == ARGV[2] and r[2] == 'accepted' then
-    redis.call('HSET', key, 'st', 'sent', 'sent', ARGV[3])
-    out[#out + 1] = {ARGV[i], r[3], r[1], 'sent', false, ARGV[3]}
+local i = 2
+while i <= #ARGV do
+  local user, at, last = ARGV[i], ARGV[i + 1], i + 2 + tonumber(ARGV[i + 2])
+  for j = i + 3, last do
+    local key = ARGV[1] .. 'msg:' .. ARGV[j]
+    local r = redis.call('HMGET', key, 'to', 'st', 'from')
+    if r[1] == user and r[2] == 'accepted' then
+      redis.call('HSET', key, 'st', 'sent', 'sent', at)
+      out[#out + 1] = {ARGV[j], r[3], r[1], 'sent', false, at}
+    end
   end
+  i = last + 1
 end
 return out
 "#;
 
-/// Records a device's receipts; replies one change per new receipt that moved or kept the message at
-/// `delivered` (a receipt for a read message is kept without a change; expired messages take none).
+/// Records devices' receipts, for one or more (user, device) pairs; replies one change per new receipt that
+/// moved or kept the message at `delivered` (a receipt for a read message is kept without a change; expired
+/// messages take none). A message still accepted or sent is in its inbox (only delivered ones are pushed
+/// out; expiry and reading change the status), so it joins the user's acked set under its own `seq`.
 ///
-/// KEYS: the user's inbox, the user's acked set. ARGV: root, user, device, at, then the ids.
+/// ARGV: root, then per device: the user, the device, at, the number of ids, the ids.
 pub const MARK_DELIVERED_LUA: &str = r#"
 local out = {}
-local field = 'd:' .. ARGV[3]
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local key = ARGV[1] .. 'msg:' .. id
-  local r = redis.call('HMGET', key, 'to', 'st', 'from', field)
-  if r[1] == ARGV[2] and r[2] ~= 'expired' and not r[4] then
-    local n = redis.call('HINCRBY', key, 'nd', 1)
-    redis.call('HSET', key, field, n .. ':' .. ARGV[4])
-    if r[2] ~= 'read' then
-      if r[2] ~= 'delivered' then
-        redis.call('HSETNX', key, 'sent', ARGV[4])
-        redis.call('HSET', key, 'st', 'delivered', 'dlv', ARGV[4])
-        local seq = redis.call('ZSCORE', KEYS[1], id)
-        if seq then
-          redis.call('ZADD', KEYS[2], seq, id)
-        end
+local i = 2
+while i <= #ARGV do
+  local user, device, at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local last = i + 3 + tonumber(ARGV[i + 3])
+  local field = 'd:' .. device
+  for j = i + 4, last do
+    local id = ARGV[j]
+    local key = ARGV[1] .. 'msg:' .. id
+    local r = redis.call('HMGET', key, 'to', 'st', 'from', field, 'nd', 'sent', 'seq')
+    if r[1] == user and r[2] ~= 'expired' and not r[4] then
+      local n = (tonumber(r[5]) or 0) + 1
+      if r[2] == 'accepted' or r[2] == 'sent' then
+        redis.call('HSET', key, field, n .. ':' .. at, 'nd', n, 'st', 'delivered', 'dlv', at, 'sent', r[6] or at)
+        redis.call('ZADD', ARGV[1] .. 'acked:' .. user, r[7], id)
+      else
+        redis.call('HSET', key, field, n .. ':' .. at, 'nd', n)
       end
-      out[#out + 1] = {id, r[3], r[1], 'delivered', ARGV[3], ARGV[4]}
+      if r[2] ~= 'read' then
+        out[#out + 1] = {id, r[3], r[1], 'delivered', device, at}
+      end
     end
   end
+  i = last + 1
 end
 return out
 "#;

@@ -24,7 +24,9 @@ pub use writer::{MAX_BATCH, QUEUE_CAPACITY};
 
 use crate::sqlite::LockError;
 
-use super::model::{Accepted, Change, InboxLimits, MessageId, MessageState, NewMessage, Pending};
+use super::model::{
+    Accepted, Change, InboxLimits, Marks, MessageId, MessageState, NewMessage, Pending,
+};
 use super::{MessageStore, StoreError};
 use reads::Readers;
 use writer::Writer;
@@ -122,6 +124,32 @@ impl MessageStore for DiskMessages {
                 })
                 .await;
             stored.unwrap_or_else(|error| vec![Err(error); count])
+        }
+        .boxed()
+    }
+
+    fn mark_batch(&self, marks: Vec<Marks>) -> BoxFuture<'_, (Vec<Change>, Option<StoreError>)> {
+        async move {
+            let applied = self
+                .writer
+                .submit(move |conn, _| {
+                    let mut changes = Vec::new();
+                    for mark in &marks {
+                        let more = match &mark.device {
+                            None => writes::mark_sent(conn, &mark.user, &mark.ids, mark.at_ms)?,
+                            Some(device) => writes::mark_delivered(
+                                conn, &mark.user, device, &mark.ids, mark.at_ms,
+                            )?,
+                        };
+                        changes.extend(more.unwrap_or_default());
+                    }
+                    Ok(Ok(changes))
+                })
+                .await;
+            match applied {
+                Ok(changes) => (changes, None),
+                Err(error) => (Vec::new(), Some(error)),
+            }
         }
         .boxed()
     }
