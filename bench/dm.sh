@@ -12,7 +12,8 @@
 #   bench/dm.sh --write "TITLE"     also replace (or append) the section TITLE of BENCHMARKS.md
 #
 # Environment: RATES (default "1000 5000 10000"), CLUSTER_RATES ("1000 5000"), DURATION (10 s), SENDERS (20),
-# RECIPIENTS (100), DEVICES (2), DRAIN (15 s), TIDINGS_BIN (default: cargo build --release).
+# RECIPIENTS (100), DEVICES (2), DRAIN (15 s), REDIS_AOF (yes: Redis logs every write, fsynced once a second,
+# as the README advises for cluster mode; no: memory only), TIDINGS_BIN (default: cargo build --release).
 # Every node, its data dir and redis-server are on loopback and random ports, started here and stopped by pid.
 # The nodes run with bench/dm-limits.toml: the per-connection packet rate limit and the per-address limits are
 # lifted, since a few dozen loopback connections carry the whole load.
@@ -30,6 +31,7 @@ SENDERS=${SENDERS:-20}
 RECIPIENTS=${RECIPIENTS:-100}
 DEVICES=${DEVICES:-2}
 DRAIN=${DRAIN:-15}
+REDIS_AOF=${REDIS_AOF:-yes}
 CLUSTER=0
 KILL=0
 TITLE=""
@@ -150,7 +152,9 @@ cleanup
 
 if [ "$CLUSTER" = 1 ]; then
   redis_port=$(kit_free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no > "$WORK/redis.log" 2>&1 &
+  mkdir -p "$WORK/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$WORK/redis" --save '' \
+    --appendonly "$REDIS_AOF" --appendfsync everysec > "$WORK/redis.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping > /dev/null 2>&1 && break; sleep 0.1; done
   node1_port=$(kit_free_port)
