@@ -352,7 +352,8 @@ async fn the_replica_wait_refuses_writes_no_replica_confirmed() {
     let prefix = unique_prefix("dm-wait");
     let messages = store(&master.url(), &prefix, roomy()).with_replica_wait(ReplicaWait {
         replicas: 1,
-        timeout: Duration::from_millis(300),
+        // Long enough for a replica on a busy 2-core machine; the refusals below wait this long each.
+        timeout: Duration::from_millis(1000),
     });
     let key = Some("k1".to_owned());
     let first = messages

@@ -337,7 +337,12 @@ async fn handover_writer(
         for handover in &batch {
             invocation.arg(&handover.user).arg(&handover.payload);
         }
-        match redis.run_script::<i64>(&invocation).await {
+        let started = std::time::Instant::now();
+        metrics::histogram!("tidings_message_handover_batch").record(batch.len() as f64);
+        let published = redis.run_script::<i64>(&invocation).await;
+        metrics::histogram!("tidings_message_handover_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match published {
             Ok(_) => {
                 metrics::counter!("tidings_message_handovers_total").increment(batch.len() as u64)
             }

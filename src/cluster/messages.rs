@@ -48,7 +48,7 @@ use crate::messages::{
 };
 
 /// Most ids one script call marks; longer lists are split (each message's change stays atomic).
-pub const MAX_IDS_PER_CALL: usize = 256;
+pub const MAX_IDS_PER_CALL: usize = 512;
 /// Ids drawn for one message before giving up (a second one is already next to impossible).
 const ID_ATTEMPTS: usize = 3;
 /// Most messages one `pending` or `inbox` call returns.
@@ -308,17 +308,22 @@ impl RedisMessages {
     async fn mark_batch_now(&self, marks: Vec<Marks>) -> (Vec<Change>, Option<StoreError>) {
         let (sent, delivered): (Vec<Marks>, Vec<Marks>) =
             marks.into_iter().partition(|mark| mark.device.is_none());
+        let (sent, delivered) =
+            futures_util::join!(self.run_marks(&sent), self.run_marks(&delivered));
         let mut changes = Vec::new();
-        for kind in [sent, delivered] {
-            match self.run_marks(&kind).await {
+        let mut failure = None;
+        for result in [sent, delivered] {
+            match result {
                 Ok(more) => changes.extend(more),
-                Err(error) => return (changes, Some(error)),
+                Err(error) => failure = Some(error),
             }
         }
-        (changes, None)
+        (changes, failure)
     }
 
-    /// Runs marks of one kind (all sent, or all receipts), at most [`MAX_IDS_PER_CALL`] ids per script call.
+    /// Runs marks of one kind (all sent, or all receipts), at most [`MAX_IDS_PER_CALL`] ids per script call;
+    /// the calls go out together (marks are independent of each other and idempotent, so their order does not
+    /// matter) and their round trips overlap.
     async fn run_marks(&self, marks: &[Marks]) -> Result<Vec<Change>, StoreError> {
         let Some(first) = marks.first() else {
             return Ok(Vec::new());
@@ -327,16 +332,14 @@ impl RedisMessages {
             None => (&self.scripts.mark_sent, "mark_sent"),
             Some(_) => (&self.scripts.mark_delivered, "mark_delivered"),
         };
-        let mut out = Vec::new();
+        let mut calls = Vec::new();
         let mut invocation = script.prepare_invoke();
         invocation.arg(self.keys.dm_root());
         let mut ids_in_call = 0;
         for mark in marks {
             for chunk in mark.ids.chunks(MAX_IDS_PER_CALL) {
                 if ids_in_call + chunk.len() > MAX_IDS_PER_CALL {
-                    let reply = self.run(op, &invocation, true).await?;
-                    out.extend(reply::changes(reply).map_err(malformed)?);
-                    invocation = script.prepare_invoke();
+                    calls.push(std::mem::replace(&mut invocation, script.prepare_invoke()));
                     invocation.arg(self.keys.dm_root());
                     ids_in_call = 0;
                 }
@@ -352,8 +355,13 @@ impl RedisMessages {
             }
         }
         if ids_in_call > 0 {
-            let reply = self.run(op, &invocation, true).await?;
-            out.extend(reply::changes(reply).map_err(malformed)?);
+            calls.push(invocation);
+        }
+        let replies =
+            futures_util::future::join_all(calls.iter().map(|call| self.run(op, call, true))).await;
+        let mut out = Vec::new();
+        for reply in replies {
+            out.extend(reply::changes(reply?).map_err(malformed)?);
         }
         Ok(out)
     }

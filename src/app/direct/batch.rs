@@ -24,6 +24,8 @@ impl<T> Default for Batch<T> {
 struct State<T> {
     waiting: Vec<T>,
     flushing: bool,
+    /// Items taken since the start: the position in the stream of pushed items the next take starts at.
+    taken: u64,
 }
 
 impl<T> Default for State<T> {
@@ -31,6 +33,7 @@ impl<T> Default for State<T> {
         State {
             waiting: Vec::new(),
             flushing: false,
+            taken: 0,
         }
     }
 }
@@ -38,17 +41,31 @@ impl<T> Default for State<T> {
 impl<T> Batch<T> {
     /// Queues `items`; true when no flush is under way and the caller must start one (with [`Batch::take`]).
     pub fn push(&self, items: impl IntoIterator<Item = T>) -> bool {
+        self.push_counted(items).0
+    }
+
+    /// [`Batch::push`], also giving the position just past the last item queued in the stream of everything
+    /// ever pushed: once takes reach it ([`Batch::take_counted`]), these items were taken.
+    pub fn push_counted(&self, items: impl IntoIterator<Item = T>) -> (bool, u64) {
         let mut state = self.state.lock();
         state.waiting.extend(items);
+        let end = state.taken + state.waiting.len() as u64;
         if state.flushing || state.waiting.is_empty() {
-            return false;
+            return (false, end);
         }
         state.flushing = true;
-        true
+        (true, end)
     }
 
     /// The next ids to write (at most [`MAX_FLUSH`]), or `None` — and the flush is over — when none wait.
+    #[cfg(test)]
     pub fn take(&self) -> Option<Vec<T>> {
+        self.take_counted().map(|(items, _)| items)
+    }
+
+    /// The next ids to write (at most [`MAX_FLUSH`]), or `None` — and the flush is over — when none wait;
+    /// with the position just past the last item taken (see [`Batch::push_counted`]).
+    pub fn take_counted(&self) -> Option<(Vec<T>, u64)> {
         let mut state = self.state.lock();
         if state.waiting.is_empty() {
             state.flushing = false;
@@ -56,7 +73,8 @@ impl<T> Batch<T> {
         }
         let cut = state.waiting.len().min(MAX_FLUSH);
         let rest = state.waiting.split_off(cut);
-        Some(std::mem::replace(&mut state.waiting, rest))
+        state.taken += cut as u64;
+        Some((std::mem::replace(&mut state.waiting, rest), state.taken))
     }
 }
 
@@ -84,6 +102,27 @@ mod tests {
         assert_eq!(batch.take().map(|ids| ids.len()), Some(MAX_FLUSH));
         assert_eq!(batch.take(), Some((MAX_FLUSH..MAX_FLUSH + 10).collect()));
         assert_eq!(batch.take(), None);
+    }
+
+    #[test]
+    fn positions_say_when_pushed_items_were_taken() {
+        let batch = Batch::default();
+        assert_eq!(batch.push_counted([1, 2]), (true, 2));
+        assert_eq!(batch.push_counted([3]), (false, 3));
+        assert_eq!(batch.take_counted(), Some((vec![1, 2, 3], 3)));
+        assert_eq!(
+            batch.push_counted(0..MAX_FLUSH as u64 + 1),
+            (false, MAX_FLUSH as u64 + 4)
+        );
+        assert_eq!(
+            batch.take_counted().map(|(_, end)| end),
+            Some(MAX_FLUSH as u64 + 3)
+        );
+        assert_eq!(
+            batch.take_counted().map(|(_, end)| end),
+            Some(MAX_FLUSH as u64 + 4)
+        );
+        assert_eq!(batch.take_counted(), None);
     }
 
     #[test]

@@ -62,8 +62,22 @@ pub struct Device {
     pub(super) stream: Mutex<Stream>,
     /// Messages written to this device, waiting to be marked sent.
     pub(super) sent: super::batch::Batch<crate::messages::MessageId>,
-    /// Messages this device acknowledged with the ack callback, waiting for their receipts to be stored.
+    /// Messages this device acknowledged, waiting for their receipts to be stored.
     pub(super) receipts: super::batch::Batch<crate::messages::MessageId>,
+    /// `ack` events waiting for their receipts to be stored, oldest first.
+    pub(super) ack_events: Mutex<std::collections::VecDeque<AckEvent>>,
+}
+
+/// An `ack` event of a device waiting for the mark writer to store its receipts.
+pub(super) struct AckEvent {
+    /// Its ids end at this position of the device's receipts (see [`super::batch::Batch::push_counted`]).
+    pub end: u64,
+    /// Its ids, to count the receipts that were new.
+    pub ids: std::collections::HashSet<MessageId>,
+    /// New receipts among them stored so far.
+    pub stored: usize,
+    /// Where the answer goes: how many receipts were new, or why they could not be stored.
+    pub reply: tokio::sync::oneshot::Sender<Result<usize, crate::messages::StoreError>>,
 }
 
 impl Device {
@@ -76,6 +90,7 @@ impl Device {
             stream: Mutex::new(Stream::default()),
             sent: Default::default(),
             receipts: Default::default(),
+            ack_events: Default::default(),
         })
     }
 }

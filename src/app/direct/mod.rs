@@ -597,21 +597,34 @@ impl Direct {
         }
     }
 
-    /// A device acknowledged messages with the `ack` event: the window moves on, and once the receipts are
-    /// stored the sender's devices hear of them. Returns the receipts stored.
+    /// A device acknowledged messages with the `ack` event: the window moves on, and once the mark writer
+    /// stored the receipts (with every other device's) the sender's devices hear of them. Returns the receipts
+    /// that were new.
     pub async fn acknowledge(
         &self,
         device: &Arc<Device>,
         ids: Vec<MessageId>,
     ) -> Result<usize, StoreError> {
         self.release_window(device, &ids);
-        let changes = self
-            .store
-            .mark_delivered(&device.user, &device.name, &ids, now_ms())
-            .await?;
-        let stored = changes.len();
-        self.notify(changes);
-        Ok(stored)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let flush = {
+            let mut waiting = device.ack_events.lock();
+            let set = ids.iter().cloned().collect();
+            let (flush, end) = device.receipts.push_counted(ids);
+            waiting.push_back(device::AckEvent {
+                end,
+                ids: set,
+                stored: 0,
+                reply,
+            });
+            flush
+        };
+        if flush {
+            let _ = self.marks.send((device.clone(), MarkKind::Delivered));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("message layer closed".into())))
     }
 
     /// `user` read every message from `from` up to `up_to`: stored, then the sender's devices hear of it.
@@ -747,6 +760,31 @@ enum MarkKind {
     Delivered,
 }
 
+/// Answers the `ack` events of `device` whose receipts the round that took its receipts up to `end` stored.
+fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Option<&StoreError>) {
+    let mut waiting = device.ack_events.lock();
+    if waiting.is_empty() {
+        return;
+    }
+    let new: Vec<&MessageId> = changes
+        .iter()
+        .filter(|c| c.device.as_deref() == Some(&*device.name) && c.to == *device.user)
+        .map(|c| &c.id)
+        .collect();
+    for event in waiting.iter_mut() {
+        event.stored += new.iter().filter(|id| event.ids.contains(**id)).count();
+    }
+    while waiting.front().is_some_and(|event| event.end <= end) {
+        if let Some(event) = waiting.pop_front() {
+            let answer = match failure {
+                Some(error) => Err(error.clone()),
+                None => Ok(event.stored),
+            };
+            let _ = event.reply.send(answer);
+        }
+    }
+}
+
 /// Ids written in one round of the mark writer at most (one store write).
 const MAX_MARKS_PER_ROUND: usize = 2048;
 
@@ -770,10 +808,13 @@ async fn mark_writer(
         };
         let at_ms = now_ms();
         let mut marks = Vec::new();
+        let mut receipts_of = Vec::new();
         let mut taken = 0;
         let mut next = Vec::with_capacity(flushing.len());
+        let mut served = Vec::with_capacity(flushing.len());
         for (device, kind) in flushing.drain(..) {
             if taken >= MAX_MARKS_PER_ROUND {
+                // Left for the next round, ahead of the ones served in this one.
                 next.push((device, kind));
                 continue;
             }
@@ -782,23 +823,34 @@ async fn mark_writer(
                 MarkKind::Delivered => &device.receipts,
             };
             // `None` ends the device's flush: its next id queues it again.
-            let Some(ids) = batch.take() else {
+            let Some((ids, end)) = batch.take_counted() else {
                 continue;
             };
             taken += ids.len();
+            if kind == MarkKind::Delivered {
+                receipts_of.push((device.clone(), end));
+            }
             marks.push(crate::messages::Marks {
                 user: device.user.to_string(),
                 device: (kind == MarkKind::Delivered).then(|| device.name.to_string()),
                 ids,
                 at_ms,
             });
-            next.push((device, kind));
+            served.push((device, kind));
         }
+        next.append(&mut served);
         flushing = next;
         if marks.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
+        metrics::histogram!("tidings_message_mark_round_ids").record(taken as f64);
         let (changes, failure) = direct.store.mark_batch(marks).await;
+        metrics::histogram!("tidings_message_mark_round_seconds")
+            .record(started.elapsed().as_secs_f64());
+        for (device, end) in receipts_of {
+            answer_ack_events(&device, end, &changes, failure.as_ref());
+        }
         direct.notify(changes);
         if let Some(error) = failure {
             // Not retried: a device's read-back and its next acknowledgement give the marks again.
