@@ -520,6 +520,7 @@ pub fn direct_limits(config: &Config) -> DirectLimits {
         default_ttl: Duration::from_secs(m.default_ttl_secs),
         max_ttl: Duration::from_secs(m.max_ttl_secs),
         max_unacked: m.max_unacked_per_device,
+        max_queued_sends: m.max_queued_sends_per_connection,
         max_device_bytes: m.max_device_bytes,
     }
 }

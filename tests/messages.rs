@@ -396,3 +396,85 @@ async fn bad_device_names_and_oversized_acks_are_refused_alone() {
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_its_send_queue_is_told_busy_and_nobody_else() {
+    let dir = std::env::temp_dir().join(format!("tidings-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data_dir = dir.display().to_string();
+    let node = start(move |config| {
+        // A store that syncs every batch and a queue of 2: a burst of sends outruns it.
+        config.storage.data_dir = data_dir;
+        config.messages.max_queued_sends_per_connection = 2;
+        config.limits.client_packets_per_sec = 100_000;
+    })
+    .await;
+    let addr = node.local_addr();
+    let mut flooder = device(addr, "mallory", &["*"], "m").await;
+    const BURST: u64 = 300;
+    let burst: String = (1..=BURST)
+        .map(|n| {
+            format!(
+                "42{n}{}",
+                json!(["dm", { "to": "victim", "event": "spam", "data": n }])
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for packet in burst.lines() {
+        flooder.send_text(packet);
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while ok + busy < BURST {
+        let frame = flooder
+            .recv_until(|f| f.text().is_some_and(|t| t.starts_with("43")), WAIT)
+            .await;
+        let text = frame.text().unwrap().to_owned();
+        let reply: serde_json::Value =
+            serde_json::from_str(&text[text.find('[').unwrap()..]).unwrap();
+        match (reply[0]["ok"].as_bool(), reply[0]["error"].as_str()) {
+            (Some(true), _) => ok += 1,
+            (_, Some("busy")) => busy += 1,
+            other => panic!("unexpected answer {other:?}: {text}"),
+        }
+    }
+    assert!(busy > 0, "the queue of 2 never filled ({ok} accepted)");
+    assert!(ok >= 2, "{ok} accepted");
+    // Nothing but the refusals: every accepted message reaches the victim, once, in order.
+    let mut victim = device(addr, "victim", &[], "v").await;
+    let mut seen = Vec::new();
+    for _ in 0..ok {
+        let got = next_named(&mut victim, "spam", WAIT).await;
+        seen.push(got.args[0].as_u64().unwrap());
+        ack(&victim, &got);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {seen:?}"
+    );
+    assert_none(&mut victim, "spam", Duration::from_millis(200)).await;
+    // Others are untouched, and so is the flooder's connection.
+    let mut alice = device(addr, "alice", &["bob"], "a").await;
+    let mut bob = device(addr, "bob", &[], "b").await;
+    let reply = alice
+        .emit_with_ack(
+            1,
+            "dm",
+            &[json!({ "to": "bob", "event": "chat", "data": "hi" })],
+        )
+        .await;
+    assert_eq!(reply[0]["ok"], true, "{reply}");
+    assert_eq!(next_named(&mut bob, "chat", WAIT).await.args[0], "hi");
+    let reply = flooder
+        .emit_with_ack(
+            9999,
+            "dm",
+            &[json!({ "to": "victim", "event": "spam", "data": 0 })],
+        )
+        .await;
+    assert_eq!(reply[0]["ok"], true, "{reply}");
+    let metrics = common::process_metrics().await;
+    assert!(common::metric(&metrics, "tidings_message_sends_queue_full_total") >= busy as f64);
+    node.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -427,6 +427,8 @@ pub struct MessagesConfig {
     /// Most messages written to one device and not yet acknowledged; the rest wait in the inbox until the
     /// device acknowledges.
     pub max_unacked_per_device: usize,
+    /// Most `dm` events of one connection waiting for the store; past it a `dm` is refused with `busy`.
+    pub max_queued_sends_per_connection: usize,
     /// Most message records the in-memory store holds (embedded mode without a data directory).
     pub max_memory_records: usize,
     /// Longest `device` name in a CONNECT auth payload, in bytes.
@@ -454,6 +456,7 @@ impl Default for MessagesConfig {
             inbox_max_messages: 1000,
             retention_secs: 24 * 3600,
             max_unacked_per_device: 256,
+            max_queued_sends_per_connection: 1024,
             max_memory_records: 1_000_000,
             max_device_bytes: 64,
             webhook_url: String::new(),
@@ -475,6 +478,10 @@ impl fmt::Debug for MessagesConfig {
             .field("inbox_max_messages", &self.inbox_max_messages)
             .field("retention_secs", &self.retention_secs)
             .field("max_unacked_per_device", &self.max_unacked_per_device)
+            .field(
+                "max_queued_sends_per_connection",
+                &self.max_queued_sends_per_connection,
+            )
             .field("max_memory_records", &self.max_memory_records)
             .field("max_device_bytes", &self.max_device_bytes)
             .field("webhook_url", &self.webhook_url)

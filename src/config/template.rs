@@ -177,6 +177,9 @@ inbox_max_messages = 1000
 retention_secs = 86400
 # Messages written to one device and not acknowledged yet; the rest wait in the inbox until it acknowledges.
 max_unacked_per_device = 256
+# Most `dm` events of one connection waiting for the store (they are stored in batches, in order); past it a `dm`
+# is answered `busy` and counted in tidings_message_sends_queue_full_total.
+max_queued_sends_per_connection = 1024
 # Most message records the in-memory store holds (no data_dir); past it new messages are refused.
 max_memory_records = 1000000
 # Longest `device` name in the CONNECT auth payload, in bytes.

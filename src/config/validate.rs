@@ -194,6 +194,10 @@ impl Config {
             "messages.max_unacked_per_device",
             m.max_unacked_per_device as u64,
         )?;
+        positive(
+            "messages.max_queued_sends_per_connection",
+            m.max_queued_sends_per_connection as u64,
+        )?;
         positive("messages.max_memory_records", m.max_memory_records as u64)?;
         positive("messages.max_device_bytes", m.max_device_bytes as u64)?;
         if !m.webhook_url.is_empty() {

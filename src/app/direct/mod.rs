@@ -51,6 +51,8 @@ pub struct DirectLimits {
     pub max_ttl: Duration,
     /// Most messages written to a device and not acknowledged.
     pub max_unacked: usize,
+    /// Most `dm` events of one connection waiting for the store; past it a `dm` is refused as `busy`.
+    pub max_queued_sends: usize,
     /// Longest device name.
     pub max_device_bytes: usize,
 }
@@ -61,6 +63,7 @@ impl Default for DirectLimits {
             default_ttl: Duration::from_secs(7 * 24 * 3600),
             max_ttl: Duration::from_secs(30 * 24 * 3600),
             max_unacked: 256,
+            max_queued_sends: 1024,
             max_device_bytes: 64,
         }
     }
@@ -97,9 +100,6 @@ pub struct QueuedSend {
     /// The Socket.IO ack id the answer goes to.
     pub ack: Option<u64>,
 }
-
-/// Most `dm` events of one connection waiting for the store; past it a `dm` is refused as unavailable.
-pub const MAX_QUEUED_SENDS: usize = 1024;
 
 impl Direct {
     /// The message layer over `store`, reaching other nodes through `fanout`; it sweeps expired messages once
@@ -217,7 +217,7 @@ impl Direct {
         };
         let mut queues = self.queues.lock();
         let sender = queues.entry(socket.id()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel::<QueuedSend>(MAX_QUEUED_SENDS);
+            let (tx, rx) = mpsc::channel::<QueuedSend>(self.limits.max_queued_sends.max(1));
             tokio::spawn(direct.work_queue(socket.clone(), rx));
             tx
         });
