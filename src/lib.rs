@@ -17,6 +17,7 @@ pub mod history;
 pub mod hub;
 pub mod messages;
 pub mod process;
+pub mod rate;
 pub mod recovery;
 pub mod rooms_disk;
 pub mod server;

@@ -554,6 +554,17 @@ pub fn app_parts(
         .map(|policy| RoomPolicy {
             pattern: policy.pattern.clone(),
             client_publish: policy.client_publish,
+            ephemeral: policy.ephemeral,
+            conflate: (policy.conflate_ms > 0)
+                .then(|| (policy.conflate_ms, policy.conflate_key.clone())),
+            publish_rate: (
+                policy.client_publish_per_sec,
+                if policy.client_publish_burst == 0 {
+                    policy.client_publish_per_sec
+                } else {
+                    policy.client_publish_burst
+                },
+            ),
         })
         .collect();
     Ok(TidingsParts {

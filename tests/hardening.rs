@@ -36,14 +36,8 @@ fn token_expiring(sub: &str, rooms: &[&str], exp: Option<u64>) -> String {
 async fn first_matching_room_policy_wins() {
     let node = start(|c| {
         c.rooms = vec![
-            RoomPolicy {
-                pattern: "chat:announce".parse().unwrap(),
-                client_publish: false,
-            },
-            RoomPolicy {
-                pattern: "chat:*".parse().unwrap(),
-                client_publish: true,
-            },
+            RoomPolicy::new("chat:announce".parse().unwrap(), false),
+            RoomPolicy::new("chat:*".parse().unwrap(), true),
         ];
     })
     .await;

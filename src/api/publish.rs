@@ -13,7 +13,7 @@ use super::rooms::namespace_of;
 use super::{ApiError, ApiState};
 use crate::app::{check_data, validate_event_name, CheckedPublish as Checked};
 use crate::app::{PublishFields, Receipt, RequestError};
-use crate::hub::{Event, BROADCAST_ROOM};
+use crate::hub::BROADCAST_ROOM;
 use axum::http::StatusCode;
 
 /// Most events in one batch.
@@ -28,6 +28,9 @@ struct PublishRequest<'a> {
     #[serde(borrow)]
     data: Option<&'a RawValue>,
     namespace: Option<String>,
+    /// No offset, history or replay, in every room (rooms whose policy says so are ephemeral anyway).
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +68,7 @@ fn check<'a>(state: &ApiState, request: PublishRequest<'a>) -> Result<Checked<'a
             rooms: request.rooms,
             event: request.event,
             data: request.data,
+            ephemeral: request.ephemeral,
         })
         .map_err(request_error)
 }
@@ -79,33 +83,29 @@ fn request_error(error: RequestError) -> ApiError {
     }
 }
 
-async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Receipt, ApiError> {
-    let with_offset = state
+async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Option<Receipt>, ApiError> {
+    state
         .app
-        .namespace(&checked.nsp)
-        .is_some_and(|ns| ns.recovery);
-    let event = Event {
-        nsp: &checked.nsp,
-        rooms: &checked.rooms,
-        name: &checked.event,
-        data: checked.data,
-        attachments: &[],
-        with_offset,
-    };
-    state.app.publish(&event).await.map_err(|error| {
-        metrics::counter!("tidings_publish_unavailable_total").increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            error.to_string(),
-        )
-    })
+        .publish_checked(checked, checked.ephemeral)
+        .await
+        .map_err(|error| {
+            metrics::counter!("tidings_publish_unavailable_total").increment(1);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                error.to_string(),
+            )
+        })
 }
 
 /// `{offset, recipients}` on an embedded node: the connections the event was queued for. In cluster mode the
 /// publishing node cannot know that when it answers (other nodes deliver after), so the answer says what it
 /// knows under another name: `{offset, nodes}`, the nodes serving one of the event's rooms that received it.
-fn receipt(state: &ApiState, published: &Receipt) -> serde_json::Value {
+/// An event that was ephemeral in all its rooms has no offset: `{ephemeral: true}`.
+fn receipt(state: &ApiState, published: &Option<Receipt>) -> serde_json::Value {
+    let Some(published) = published else {
+        return serde_json::json!({ "ephemeral": true });
+    };
     let offset = published.seq.to_string();
     if state.registry.is_some() {
         serde_json::json!({ "offset": offset, "nodes": published.recipients })
@@ -180,6 +180,7 @@ pub(super) async fn broadcast(
         rooms: vec![BROADCAST_ROOM.to_owned()],
         event: request.event,
         data,
+        ephemeral: false,
     };
     let published = deliver(&state, &checked).await?;
     let mut reply = receipt(&state, &published);

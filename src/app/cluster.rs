@@ -23,6 +23,8 @@ pub struct ClusterBackend {
     pub keys: Keys,
     /// Publishing.
     pub broker: Broker,
+    /// Publishing ephemeral events, in order.
+    pub ephemeral: crate::cluster::ephemeral::EphemeralPublisher,
     /// This node's room subscriptions.
     pub subscriber: Arc<Subscriber>,
     /// Session records.
@@ -42,6 +44,7 @@ impl ClusterBackend {
     ) -> Arc<ClusterBackend> {
         Arc::new(ClusterBackend {
             broker: Broker::new(redis.clone(), keys.clone(), max_events, stream_ttl),
+            ephemeral: crate::cluster::ephemeral::EphemeralPublisher::start(redis.clone()),
             subscriber: Subscriber::start(redis.clone(), keys.clone(), hub),
             sessions: ClusterSessions::new(redis.clone(), keys.clone(), node.to_owned()),
             redis,

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::backend::Ephemeral;
 use super::recover::still_allowed;
 use super::{check_data, Tidings, RESERVED_EVENTS};
 use crate::auth::validate_room_name;
-use crate::hub::{Event, RoomKey};
+use crate::hub::{Conflate, Event, RoomKey};
 use crate::socketio::{ClientEvent, Socket};
 
 const OK: &[u8] = br#"{"ok":true}"#;
@@ -84,6 +85,9 @@ enum Refusal {
     /// The socket is in as many rooms as it may be.
     #[error("too many rooms (at most {0} per connection)")]
     TooManyRooms(usize),
+    /// The room policy's publish rate for this connection is used up.
+    #[error("rate_limited")]
+    RateLimited,
 }
 
 impl Refusal {
@@ -95,6 +99,7 @@ impl Refusal {
             Refusal::Unavailable => "unavailable",
             Refusal::TooManyRooms(_) => "too_many_rooms",
             Refusal::Unauthorized(_) => "unauthorized",
+            Refusal::RateLimited => "rate_limited",
         }
     }
 }
@@ -163,6 +168,9 @@ struct PublishArgs<'a> {
     event: String,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    /// Ephemeral for this event even where the room's policy does not say so.
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 /// Checks an event name a publisher chose.
@@ -184,6 +192,23 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
         Ok(args) => args,
         Err(refusal) => return Outcome::Now(Err(refusal)),
     };
+    if args.ephemeral {
+        let key = RoomKey::new(socket.nsp(), &args.room);
+        let sent = app.backend().log.broadcast(
+            &key,
+            Ephemeral {
+                name: &args.event,
+                data: args.data.as_bytes(),
+                attachments: &event.attachments,
+                conflate: args.conflate,
+            },
+        );
+        return Outcome::Now(if sent {
+            Ok(OK.to_vec())
+        } else {
+            Err(Refusal::Unavailable)
+        });
+    }
     let Some(app) = app.arc() else {
         return Outcome::Now(Err(Refusal::Unavailable));
     };
@@ -213,11 +238,27 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
     Outcome::Later(Box::pin(publish))
 }
 
+/// The conflation key of an event: the value of `field` at the top of its data (a string as it is, anything
+/// else as its JSON text); `None` when the data is not an object or lacks the field.
+pub fn conflation_key(data: &RawValue, field: &str) -> Option<String> {
+    let object: std::collections::HashMap<String, &RawValue> =
+        serde_json::from_str(data.get()).ok()?;
+    let value = object.get(field)?;
+    Some(match serde_json::from_str::<String>(value.get()) {
+        Ok(text) => text,
+        Err(_) => value.get().to_owned(),
+    })
+}
+
 /// A checked client publish.
 struct OwnedPublish {
     room: String,
     event: String,
     data: String,
+    /// No offset, history or replay (the room's policy or the publish says so).
+    ephemeral: bool,
+    /// The room's conflation with this event's key.
+    conflate: Option<Conflate>,
 }
 
 fn publish_args(
@@ -244,10 +285,34 @@ fn publish_args(
     let data = args.data.map_or(b"null".as_slice(), |d| d.get().as_bytes());
     check_data(data, event.attachments.len(), app.publish_limits())
         .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    let policy = app.room_policy(&args.room);
+    if let Some((index, policy)) = policy {
+        let (per_sec, burst) = policy.publish_rate;
+        if per_sec > 0 {
+            let allowed = socket.publish_rates.lock().entry(index).or_default().take(
+                per_sec,
+                burst,
+                std::time::Instant::now(),
+            );
+            if !allowed {
+                return Err(Refusal::RateLimited);
+            }
+        }
+    }
+    let conflate = policy
+        .and_then(|(_, policy)| policy.conflate.as_ref())
+        .and_then(|(interval_ms, field)| {
+            Some(Conflate {
+                interval_ms: *interval_ms,
+                key: conflation_key(args.data?, field)?,
+            })
+        });
     Ok(OwnedPublish {
         data: args
             .data
             .map_or_else(|| "null".to_owned(), |d| d.get().to_owned()),
+        ephemeral: args.ephemeral || policy.is_some_and(|(_, p)| p.is_ephemeral()),
+        conflate,
         room: args.room,
         event: args.event,
     })

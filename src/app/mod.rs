@@ -40,11 +40,46 @@ pub struct RoomPolicy {
     pub pattern: RoomPattern,
     /// Members may publish to matching rooms.
     pub client_publish: bool,
+    /// Events are ephemeral (no offset, history or replay).
+    pub ephemeral: bool,
+    /// Conflation interval and key field, when the rooms conflate (they are then ephemeral too).
+    pub conflate: Option<(u64, String)>,
+    /// Client publishes per second and burst per connection into matching rooms (0: no limit of its own).
+    pub publish_rate: (u32, u32),
+}
+
+impl RoomPolicy {
+    /// A policy that only sets who may publish.
+    pub fn publishing(pattern: RoomPattern, client_publish: bool) -> RoomPolicy {
+        RoomPolicy {
+            pattern,
+            client_publish,
+            ephemeral: false,
+            conflate: None,
+            publish_rate: (0, 0),
+        }
+    }
+
+    /// Events of these rooms skip history and replay.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral || self.conflate.is_some()
+    }
 }
 
 /// The first policy whose pattern matches `room` (config order), the one that decides for it.
 pub fn first_matching<'a>(policies: &'a [RoomPolicy], room: &str) -> Option<&'a RoomPolicy> {
-    policies.iter().find(|policy| policy.pattern.matches(room))
+    first_matching_at(policies, room).map(|(_, policy)| policy)
+}
+
+/// [`first_matching`] with the policy's index in config order.
+pub fn first_matching_at<'a>(
+    policies: &'a [RoomPolicy],
+    room: &str,
+) -> Option<(usize, &'a RoomPolicy)> {
+    policies
+        .iter()
+        .enumerate()
+        .find(|(_, policy)| policy.pattern.matches(room))
 }
 
 /// Event names a server must never emit: the client library reserves them for its own life-cycle.
@@ -206,20 +241,72 @@ impl Tidings {
         self.backend.log.publish(event).await
     }
 
-    /// Publishes a message of the Redis ingest channel (`{room|rooms, event, data, namespace?}`) after the
-    /// same checks as an HTTP publish.
-    pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, IngestError> {
-        let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
+    /// Publishes a checked event (HTTP API, ingest): to the rooms whose policy makes them ephemeral — all of
+    /// them with `ephemeral` — as an ephemeral event (conflated where the room says so), to the others through
+    /// the event log. The log's receipt when any room got the event durably; `None` when all were ephemeral.
+    pub async fn publish_checked(
+        &self,
+        checked: &request::CheckedPublish<'_>,
+        ephemeral: bool,
+    ) -> Result<Option<Receipt>, PublishError> {
+        let mut durable = Vec::new();
+        for room in &checked.rooms {
+            let policy = first_matching(&self.room_policies, room);
+            if !ephemeral && !policy.is_some_and(RoomPolicy::is_ephemeral) {
+                durable.push(room.clone());
+                continue;
+            }
+            let conflate = policy.and_then(|policy| policy.conflate.as_ref()).and_then(
+                |(interval_ms, field)| {
+                    let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data);
+                    Some(crate::hub::Conflate {
+                        interval_ms: *interval_ms,
+                        key: events::conflation_key(data.ok()?, field)?,
+                    })
+                },
+            );
+            let sent = self.backend.log.broadcast(
+                &RoomKey::new(&checked.nsp, room),
+                backend::Ephemeral {
+                    name: &checked.event,
+                    data: checked.data,
+                    attachments: &[],
+                    conflate,
+                },
+            );
+            if !sent {
+                return Err(PublishError::Unavailable(
+                    "ephemeral publish queue full".into(),
+                ));
+            }
+        }
+        if durable.is_empty() {
+            return Ok(None);
+        }
         let with_offset = self.namespace(&checked.nsp).is_some_and(|ns| ns.recovery);
         let event = crate::hub::Event {
             nsp: &checked.nsp,
-            rooms: &checked.rooms,
+            rooms: &durable,
             name: &checked.event,
             data: checked.data,
             attachments: &[],
             with_offset,
         };
-        self.publish(&event).await.map_err(IngestError::Unavailable)
+        self.publish(&event).await.map(Some)
+    }
+
+    /// Publishes a message of the Redis ingest channel (`{room|rooms, event, data, namespace?}`) after the
+    /// same checks as an HTTP publish.
+    pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, IngestError> {
+        let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
+        let receipt = self
+            .publish_checked(&checked, checked.ephemeral)
+            .await
+            .map_err(IngestError::Unavailable)?;
+        Ok(receipt.unwrap_or(Receipt {
+            seq: 0,
+            recipients: 0,
+        }))
     }
 
     /// A snapshot of a socket's recoverable state.
@@ -249,6 +336,11 @@ impl Tidings {
     /// The hub behind the application.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The `[[rooms]]` policy deciding for `room`, with its index.
+    pub fn room_policy(&self, room: &str) -> Option<(usize, &RoomPolicy)> {
+        first_matching_at(&self.room_policies, room)
     }
 
     /// True when the first `[[rooms]]` policy matching `room` lets members publish: the first match wins, so a
@@ -478,10 +570,7 @@ mod tests {
     use super::*;
 
     fn policy(pattern: &str, client_publish: bool) -> RoomPolicy {
-        RoomPolicy {
-            pattern: pattern.parse().unwrap(),
-            client_publish,
-        }
+        RoomPolicy::publishing(pattern.parse().unwrap(), client_publish)
     }
 
     #[test]

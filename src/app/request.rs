@@ -43,6 +43,8 @@ pub struct PublishFields<'a> {
     pub event: String,
     /// `data`, raw; `null` when absent.
     pub data: Option<&'a RawValue>,
+    /// `ephemeral`: no offset, history or replay for this event in any of its rooms.
+    pub ephemeral: bool,
 }
 
 /// A publish that passed every check, ready for [`Tidings::publish`].
@@ -56,6 +58,8 @@ pub struct CheckedPublish<'a> {
     pub event: String,
     /// The JSON data.
     pub data: &'a [u8],
+    /// Ephemeral in every room, whatever the rooms' policies say.
+    pub ephemeral: bool,
 }
 
 /// Why a publish request was refused; [`RequestError::code`] is the API error code and the metric label.
@@ -157,6 +161,7 @@ impl Tidings {
             rooms,
             event: fields.event,
             data,
+            ephemeral: fields.ephemeral,
         })
     }
 
@@ -172,6 +177,8 @@ impl Tidings {
             #[serde(borrow)]
             data: Option<&'a RawValue>,
             namespace: Option<String>,
+            #[serde(default)]
+            ephemeral: bool,
         }
         if raw.len() > self.publish_limits.max_ingest_bytes {
             return Err(RequestError::TooLarge(self.publish_limits.max_ingest_bytes));
@@ -184,6 +191,7 @@ impl Tidings {
             rooms: message.rooms,
             event: message.event,
             data: message.data,
+            ephemeral: message.ephemeral,
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod connection;
 pub mod direct;
+pub mod ephemeral;
 pub mod forward;
 pub mod history;
 pub mod keys;

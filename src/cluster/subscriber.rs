@@ -389,6 +389,18 @@ async fn on_message(
     let Ok(text) = std::str::from_utf8(message.get_payload_bytes()) else {
         return;
     };
+    if let Some(ephemeral) = super::ephemeral::WireEphemeral::parse(text) {
+        let active = matches!(me.rooms.lock().get(&room), Some(state) if state.active);
+        match ephemeral {
+            Ok(wire) if active => {
+                let packets = wire.event.packets(room.nsp(), 0);
+                hub.deliver_ephemeral(&room, packets, wire.conflate());
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(channel, %error, "malformed ephemeral event ignored"),
+        }
+        return;
+    }
     let Some(parsed) = ChannelMessage::parse(text) else {
         tracing::warn!(channel, "malformed cluster message ignored");
         return;

@@ -273,5 +273,16 @@ mod tests {
         assert!(e.contains("unknown field `conformance`"), "{e}");
         let e = check("[engine]\nping_interval_ms = -1\n").unwrap_err();
         assert!(e.contains("ping_interval_ms"), "{e}");
+        let e = check("[[rooms]]\npattern = \"t:*\"\nconflate_ms = 1000\n").unwrap_err();
+        assert!(e.contains("rooms.conflate_key"), "{e}");
+        let e = check("[[rooms]]\npattern = \"t:*\"\nconflate_key = \"id\"\n").unwrap_err();
+        assert!(e.contains("rooms.conflate_key"), "{e}");
+        let e = check("[[rooms]]\npattern = \"t:*\"\nconflate_ms = 60001\nconflate_key = \"id\"\n")
+            .unwrap_err();
+        assert!(e.contains("rooms.conflate_ms"), "{e}");
+        let e = check("[[rooms]]\npattern = \"t:*\"\nclient_publish_burst = 5\n").unwrap_err();
+        assert!(e.contains("rooms.client_publish_burst"), "{e}");
+        check("[[rooms]]\npattern = \"t:*\"\nconflate_ms = 1000\nconflate_key = \"id\"\nclient_publish_per_sec = 4\n")
+            .unwrap();
     }
 }

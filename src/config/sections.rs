@@ -273,7 +273,44 @@ pub struct RoomPolicy {
     /// Members of a matching room may publish to it (besides what their token's `publish` claim allows).
     #[serde(default)]
     pub client_publish: bool,
+    /// Events of matching rooms are ephemeral: no offset, no history, no replay after a reconnect; a slow
+    /// member drops them instead of being disconnected (positions, typing indicators, cursors).
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Conflation interval in milliseconds (0: off; makes the room ephemeral): within each interval a member
+    /// gets at most the latest event per `conflate_key`.
+    #[serde(default)]
+    pub conflate_ms: u64,
+    /// The top-level field of the event data whose value is the conflation key (e.g. `worker_id`); events
+    /// without it are not conflated.
+    #[serde(default)]
+    pub conflate_key: String,
+    /// Client publishes per second one connection may make into matching rooms (0: only the connection's
+    /// packet limit, `limits.client_packets_per_sec`, applies).
+    #[serde(default)]
+    pub client_publish_per_sec: u32,
+    /// Client publishes a connection may save up for a burst into matching rooms (0: the per-second rate).
+    #[serde(default)]
+    pub client_publish_burst: u32,
 }
+
+impl RoomPolicy {
+    /// A policy that only says whether members may publish.
+    pub fn new(pattern: RoomPattern, client_publish: bool) -> RoomPolicy {
+        RoomPolicy {
+            pattern,
+            client_publish,
+            ephemeral: false,
+            conflate_ms: 0,
+            conflate_key: String::new(),
+            client_publish_per_sec: 0,
+            client_publish_burst: 0,
+        }
+    }
+}
+
+/// Longest conflation interval a room policy may set, in milliseconds.
+pub const MAX_CONFLATE_MS: u64 = 60_000;
 
 /// `[history]`: how much of each room's recent events is kept for recovery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -120,6 +120,11 @@ trusted_proxies = []
 # [[rooms]]
 # pattern = "chat:*" # exact room name, or a prefix followed by "*"
 # client_publish = true # members of a matching room may publish to it (default false)
+# client_publish_per_sec = 0 # publishes a second one connection may make into matching rooms (0: no own limit)
+# client_publish_burst = 0 # publishes a connection may save up (0: the per-second rate)
+# ephemeral = false # no offset, history or replay; a slow member drops these events instead of disconnecting
+# conflate_ms = 0 # conflation interval (0: off; makes the room ephemeral): the latest event per key only
+# conflate_key = "" # the top-level data field whose value is the conflation key, e.g. "worker_id"
 
 [history]
 # Events kept per room for recovery.

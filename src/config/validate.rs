@@ -21,6 +21,7 @@ impl Config {
         self.validate_admin()?;
         self.validate_engine_and_limits()?;
         self.validate_namespaces()?;
+        self.validate_rooms()?;
         self.validate_backends()
     }
 
@@ -239,6 +240,28 @@ impl Config {
             "recovery.max_disconnection_secs",
             self.recovery.max_disconnection_secs,
         )
+    }
+
+    fn validate_rooms(&self) -> Result<(), ConfigError> {
+        for policy in &self.rooms {
+            let conflates = policy.conflate_ms > 0;
+            if conflates == policy.conflate_key.is_empty() {
+                return invalid(
+                    "rooms.conflate_key",
+                    "conflate_ms and conflate_key go together (a room conflates by a field of its events)",
+                );
+            }
+            if policy.conflate_ms > super::sections::MAX_CONFLATE_MS {
+                return invalid(
+                    "rooms.conflate_ms",
+                    format!("must be at most {}", super::sections::MAX_CONFLATE_MS),
+                );
+            }
+            if policy.client_publish_burst > 0 && policy.client_publish_per_sec == 0 {
+                return invalid("rooms.client_publish_burst", "needs client_publish_per_sec");
+            }
+        }
+        Ok(())
     }
 
     fn validate_namespaces(&self) -> Result<(), ConfigError> {

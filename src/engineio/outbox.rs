@@ -177,6 +177,28 @@ impl Outbox {
         self.push_locked(state, packets, seq, write_now, false)
     }
 
+    /// Queues an ephemeral event (no offset, no replay): written like a room event, but while the queue holds
+    /// half of its limits or more the event is dropped (`Ok(false)`) instead of closing the session, so a slow
+    /// subscriber loses positions and typing indicators, not its connection, and keeps room for the events
+    /// that matter. Parked room events (a replay under way) do not hold it back: it has no place in that order.
+    pub fn push_ephemeral(
+        &self,
+        packets: &Arc<[Outgoing]>,
+        write_now: bool,
+    ) -> Result<bool, PushError> {
+        let state = self.state.lock();
+        if state.closing.is_some() {
+            return Err(PushError::Closed);
+        }
+        let size: usize = packets.iter().map(Outgoing::len).sum();
+        if (state.queue.len() + packets.len()) * 2 > self.limits.max_messages
+            || (state.bytes + size) * 2 > self.limits.max_bytes
+        {
+            return Ok(false);
+        }
+        self.push_locked(state, packets, 0, write_now, false)
+    }
+
     /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
     /// that arrive while it is being read.
     pub fn hold(&self) {

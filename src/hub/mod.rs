@@ -7,6 +7,7 @@
 //! to several rooms reaches a member of more than one of them once.
 
 mod encode;
+mod ephemeral;
 mod rooms;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use encode::encode_room_event;
+pub use ephemeral::{Conflate, MAX_KEYS_PER_ROOM};
 pub use rooms::RoomKey;
 use rooms::Rooms;
 
@@ -68,7 +70,8 @@ pub struct Published {
 
 /// Rooms and fan-out of one node.
 pub struct Hub {
-    rooms: Rooms,
+    rooms: Arc<Rooms>,
+    conflator: Arc<ephemeral::Conflator>,
     history: Arc<dyn HistoryStore>,
     order: Mutex<()>,
     seq: AtomicU64,
@@ -79,8 +82,10 @@ impl Hub {
     /// [`HistoryStore::resume_seq`].
     pub fn new(history: Arc<dyn HistoryStore>) -> Hub {
         let resume = history.resume_seq();
+        let rooms = Arc::new(Rooms::new());
         Hub {
-            rooms: Rooms::new(),
+            conflator: ephemeral::Conflator::new(&rooms),
+            rooms,
             history,
             order: Mutex::new(()),
             seq: AtomicU64::new(resume),
@@ -165,6 +170,23 @@ impl Hub {
         self.seq.fetch_max(seq, Ordering::AcqRel);
         metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
         recipients
+    }
+
+    /// Hands an ephemeral event (no sequence, no history; see [`ephemeral`]) to the members of one room on this
+    /// node: at once, or at the end of the room's conflation interval when `conflate` says so (call it from a
+    /// Tokio runtime then). Returns the members it was queued for now.
+    pub fn deliver_ephemeral(
+        &self,
+        key: &RoomKey,
+        packets: EventPackets,
+        conflate: Option<Conflate>,
+    ) -> usize {
+        if let Some(conflate) = conflate {
+            if self.conflator.offer(key, conflate, packets.clone()) {
+                return 0;
+            }
+        }
+        ephemeral::fan_out(&self.rooms, key, &packets)
     }
 
     /// Queues (or, for a small room, writes) one event for every local member of a room.

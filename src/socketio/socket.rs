@@ -42,6 +42,8 @@ pub struct Socket {
     /// Versions of the application's writes of this socket's state to a shared store.
     record_version: AtomicU64,
     pending_acks: Mutex<Option<HashMap<u64, AckWaiter>>>,
+    /// Client publish buckets of the room policies that limit them, by policy index.
+    pub publish_rates: Mutex<HashMap<usize, crate::rate::Bucket>>,
 }
 
 /// Who gets the client's answer to an emit with an ack id.
@@ -85,6 +87,7 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             record_version: AtomicU64::new(0),
             pending_acks: Mutex::new(None),
+            publish_rates: Mutex::new(HashMap::new()),
         })
     }
 

@@ -70,6 +70,23 @@ impl EventLog for LocalLog {
             .map_err(MissedError::History);
         ready(read).boxed()
     }
+
+    fn broadcast(&self, room: &RoomKey, event: super::Ephemeral<'_>) -> bool {
+        let rooms: [String; 0] = [];
+        let packets = crate::hub::encode_room_event(
+            &Event {
+                nsp: room.nsp(),
+                rooms: &rooms,
+                name: event.name,
+                data: event.data,
+                attachments: event.attachments,
+                with_offset: false,
+            },
+            0,
+        );
+        self.hub.deliver_ephemeral(room, packets, event.conflate);
+        true
+    }
 }
 
 /// Every room's events are published in this process: nothing to subscribe to.

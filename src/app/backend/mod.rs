@@ -77,6 +77,22 @@ pub trait EventLog: Send + Sync + 'static {
         after: u64,
         max: usize,
     ) -> BoxFuture<'a, Result<Vec<(u64, EventPackets)>, MissedError>>;
+    /// Hands an ephemeral event to the members of `room` on every node: no sequence, no history, no replay.
+    /// Returns once it is on its way (queued for the members here, or for publishing to the other nodes in the
+    /// order this node was given them); false when it was dropped (the node's publish queue is full).
+    fn broadcast(&self, room: &RoomKey, event: Ephemeral<'_>) -> bool;
+}
+
+/// An ephemeral event for one room (see [`crate::hub::Hub::deliver_ephemeral`]).
+pub struct Ephemeral<'a> {
+    /// Event name.
+    pub name: &'a str,
+    /// Raw JSON data.
+    pub data: &'a [u8],
+    /// Binary attachments (the data then holds placeholders).
+    pub attachments: &'a [bytes::Bytes],
+    /// The room's conflation and this event's key, when the room conflates.
+    pub conflate: Option<crate::hub::Conflate>,
 }
 
 /// Whether this node hears a room's events.

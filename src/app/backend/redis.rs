@@ -98,6 +98,33 @@ impl EventLog for RedisLog {
         }
         .boxed()
     }
+
+    fn broadcast(&self, room: &RoomKey, event: super::Ephemeral<'_>) -> bool {
+        let rooms: [String; 0] = [];
+        let wire = crate::cluster::broker::WireEvent::from_event(&Event {
+            nsp: room.nsp(),
+            rooms: &rooms,
+            name: event.name,
+            data: event.data,
+            attachments: event.attachments,
+            with_offset: false,
+        });
+        let Ok(wire) = wire else {
+            return false;
+        };
+        let (interval_ms, key) = match event.conflate {
+            Some(conflate) => (Some(conflate.interval_ms), Some(conflate.key)),
+            None => (None, None),
+        };
+        self.cluster.ephemeral.publish(
+            self.cluster.keys.channel(room),
+            &crate::cluster::ephemeral::WireEphemeral {
+                event: wire,
+                interval_ms,
+                key,
+            },
+        )
+    }
 }
 
 /// Room subscriptions of this node on the cluster's channels.
