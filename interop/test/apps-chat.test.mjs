@@ -1,0 +1,187 @@
+// The chat app (examples/chat) in headless Chromium: a tidings node with the app's config and a data
+// directory, the app's demo server, and pages for alice and bob (and carol, who comes later), checked
+// through their DOM: room messages, history on join, the typing indicator, direct messages with their
+// ticks, and a page that loses its connection catching up with nothing missed. Screenshots go to
+// target/screenshots/chat-alice.png and chat-bob.png.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { assertNoPageErrors, launchBrowser, newPage, screenshot, startApp } from './browser.mjs';
+import { REPO_ROOT, eventually, sleep, startServer } from './helpers.mjs';
+
+const APP = path.join(REPO_ROOT, 'examples', 'chat');
+const T = { timeout: 60_000 };
+// While a page is offline its reconnection attempts fail to load, which Chromium logs as console errors.
+const OFFLINE_LOADS = [/net::ERR_INTERNET_DISCONNECTED/];
+
+/** Texts of the messages the page shows, in order. */
+const texts = (page) => page.$$eval('#messages li.message .text', (els) => els.map((el) => el.textContent));
+
+async function login(p, url, user) {
+  await p.page.goto(url);
+  await p.page.fill('#login-user', user);
+  await p.page.click('#login-form button[type=submit]');
+  await p.page.waitForSelector('body[data-connection="connected"]');
+  await p.page.waitForSelector('#conversation-title:has-text("lobby")');
+}
+
+async function send(page, text) {
+  await page.fill('#composer-input', text);
+  await page.click('#composer button[type=submit]');
+}
+
+/** Open a conversation from the side lists by its key (`room:chat:lobby`, `dm:bob`). */
+async function openConversation(page, key) {
+  await page.click(`nav button[data-key="${key}"]`);
+  await page.waitForSelector(`#conversation[data-key="${key}"]`);
+}
+
+describe('chat app in Chromium', () => {
+  let server;
+  let app;
+  let browser;
+  let dataDir;
+  let alice;
+  let bob;
+  let carol;
+  const pages = () => [alice, bob, carol].filter(Boolean);
+
+  before(async () => {
+    dataDir = mkdtempSync(path.join(tmpdir(), 'tidings-chat-'));
+    server = await startServer({
+      config: readFileSync(path.join(APP, 'tidings.toml'), 'utf8'),
+      args: ['--data-dir', dataDir],
+    });
+    app = await startApp(path.join(APP, 'serve.mjs'), ['--port', '0', '--tidings-url', server.url], {
+      env: { TIDINGS_JWT_SECRET: server.secret },
+    });
+    browser = await launchBrowser();
+    alice = await newPage(browser);
+    bob = await newPage(browser, { allowConsole: OFFLINE_LOADS });
+    await login(alice, app.url, 'alice');
+    await login(bob, app.url, 'bob');
+  });
+
+  after(async () => {
+    await browser?.close();
+    await app?.stop();
+    await server?.stop();
+    if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test('a room message from alice shows on bob’s page', T, async () => {
+    await send(alice.page, 'hello from alice');
+    await bob.page.waitForSelector('#messages li.message[data-user="alice"] .text:text-is("hello from alice")');
+    // Alice's own message comes back from the node (it has an offset) and is drawn as hers.
+    await alice.page.waitForSelector('#messages li.message.mine[data-offset] .text:text-is("hello from alice")');
+    assert.deepEqual(await texts(bob.page), ['hello from alice']);
+    assertNoPageErrors(...pages());
+  });
+
+  test('a room joined by name, and a page that joins later reads its history in order', T, async () => {
+    for (const p of [alice, bob]) {
+      await p.page.fill('#join-room', 'history');
+      await p.page.click('#join-form button[type=submit]');
+      await p.page.waitForSelector('#conversation[data-key="room:chat:history"]');
+    }
+    for (const text of ['first', 'second', 'third']) await send(alice.page, text);
+    await eventually(async () => (await texts(bob.page)).length === 3, { what: 'bob sees the three messages' });
+    assert.deepEqual(await texts(bob.page), ['first', 'second', 'third']);
+
+    carol = await newPage(browser);
+    await login(carol, app.url, 'carol');
+    await eventually(async () => (await texts(carol.page)).includes('hello from alice'), {
+      what: 'the lobby history on carol’s page',
+    });
+    await carol.page.fill('#join-room', 'history');
+    await carol.page.click('#join-form button[type=submit]');
+    await eventually(async () => (await texts(carol.page)).length === 3, { what: 'chat:history on carol’s page' });
+    assert.deepEqual(await texts(carol.page), ['first', 'second', 'third']);
+    assertNoPageErrors(...pages());
+  });
+
+  test('a typing indicator shows while alice types, then goes away', T, async () => {
+    // The page sends at most one typing event per 2 s, so keep typing until bob's page shows it.
+    await alice.page.fill('#composer-input', '');
+    await eventually(
+      async () => {
+        await alice.page.type('#composer-input', 'x');
+        return (await bob.page.textContent('#typing')) === 'alice is typing…';
+      },
+      { timeoutMs: 10_000, intervalMs: 300, what: '"alice is typing…" on bob’s page' },
+    );
+    assert.equal(await alice.page.textContent('#typing'), '', 'nobody is shown typing to themselves');
+    await eventually(async () => (await bob.page.textContent('#typing')) === '', {
+      timeoutMs: 10_000,
+      what: 'the typing indicator to go away',
+    });
+    await alice.page.fill('#composer-input', '');
+    assertNoPageErrors(...pages());
+  });
+
+  test('a direct message reaches bob; alice sees it delivered, then read', T, async () => {
+    await openConversation(bob.page, 'room:chat:lobby');
+    await alice.page.fill('#dm-user', 'bob');
+    await alice.page.click('#dm-form button[type=submit]');
+    await alice.page.waitForSelector('#conversation[data-key="dm:bob"]');
+    await send(alice.page, 'psst, bob');
+
+    // Bob's page acknowledges it on arrival (delivered) but has the lobby open, so it is not read yet.
+    const mine = '#messages li.message.mine';
+    await alice.page.waitForSelector(`${mine}[data-status="delivered"] .ticks:text-is("✓✓")`);
+    await bob.page.waitForSelector('nav button[data-key="dm:alice"] .badge:text-is("1")');
+    await sleep(500);
+    assert.equal(await alice.page.getAttribute(mine, 'data-status'), 'delivered', 'not read while not shown');
+
+    await openConversation(bob.page, 'dm:alice');
+    await bob.page.waitForSelector('#messages li.message[data-user="alice"][data-id] .text:text-is("psst, bob")');
+    await alice.page.waitForSelector(`${mine}[data-status="read"] .ticks[data-status="read"]`);
+    const color = await alice.page.$eval(`${mine} .ticks`, (el) => getComputedStyle(el).color);
+    assert.equal(color, 'rgb(31, 111, 235)', 'read ticks are blue');
+
+    await send(bob.page, 'hi alice');
+    await alice.page.waitForSelector('#messages li.message[data-user="bob"] .text:text-is("hi alice")');
+    await bob.page.waitForSelector(`${mine}[data-status="read"]`);
+    assertNoPageErrors(...pages());
+  });
+
+  test('bob’s page loses its connection; what alice sent meanwhile shows once and in order', T, async () => {
+    await openConversation(alice.page, 'room:chat:lobby');
+    await openConversation(bob.page, 'room:chat:lobby');
+    const before = await texts(bob.page);
+
+    await bob.context.setOffline(true);
+    await bob.page.waitForSelector('body[data-connection="reconnecting"]');
+    assert.equal(await bob.page.textContent('#connection-banner'), 'reconnecting…');
+    assert.ok(await bob.page.isVisible('#connection-banner'));
+
+    const missed = ['while you were away 1', 'while you were away 2', 'while you were away 3'];
+    for (const text of missed) await send(alice.page, text);
+    await eventually(async () => (await texts(alice.page)).includes(missed[2]), { what: 'alice’s messages published' });
+    await sleep(1000);
+    assert.deepEqual(await texts(bob.page), before, 'nothing arrives while offline');
+
+    await bob.context.setOffline(false);
+    await bob.page.waitForSelector('body[data-connection="connected"]', { timeout: 20_000 });
+    assert.equal(await bob.page.getAttribute('body', 'data-recovered'), 'true', 'the session was recovered');
+    assert.ok(!(await bob.page.isVisible('#connection-banner')));
+    await eventually(async () => (await texts(bob.page)).length >= before.length + missed.length, {
+      what: 'the missed messages on bob’s page',
+    });
+    await send(alice.page, 'and now live');
+    await eventually(async () => (await texts(bob.page)).includes('and now live'), { what: 'a live message after' });
+    assert.deepEqual(await texts(bob.page), [...before, ...missed, 'and now live']);
+    assertNoPageErrors(...pages());
+  });
+
+  test('screenshots: alice’s direct messages with read ticks, bob’s lobby', T, async () => {
+    await openConversation(alice.page, 'dm:bob');
+    await alice.page.waitForSelector('#messages li.message.mine[data-status="read"]');
+    const files = [await screenshot(alice.page, 'chat-alice'), await screenshot(bob.page, 'chat-bob')];
+    for (const file of files) assert.ok(readFileSync(file).length > 1000, `${file} written`);
+    assertNoPageErrors(...pages());
+  });
+});
