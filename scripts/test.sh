@@ -21,9 +21,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # Debian packages the suite needs, as "command:package" pairs: a package is installed
-# only when its command is missing. Nothing is needed yet; for example, later:
-#   APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel nats-server:nats-server)
-APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++)
+# only when its command is missing. chromium is the headless browser of the apps' tests
+# (interop/test/apps-*.test.mjs, driven by playwright-core at /usr/bin/chromium).
+APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++ chromium:chromium)
 # Tools the script itself relies on; Debian's packages are the fallback when absent.
 TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils curl:curl openssl:openssl)
 
@@ -122,16 +122,27 @@ step_autobahn() { AUTOBAHN_IF_AVAILABLE=1 "$ROOT/scripts/autobahn.sh"; }
 # Every decoder's fuzz target from its seed corpus; a crash fails the step and its input path is printed.
 step_fuzz() { "$ROOT/scripts/fuzz.sh" "${TIDINGS_FUZZ_SECONDS:-45}"; }
 
-step_interop() {
-  local dir="$ROOT/interop"
+# npm_ci_if_stale DIR: npm ci in DIR when its node_modules is missing or older than its package files.
+npm_ci_if_stale() {
+  local dir=$1 name=${1#"$ROOT"/}
   if [[ ! -d $dir/node_modules || ! -f $dir/node_modules/.package-lock.json \
     || $dir/package-lock.json -nt $dir/node_modules/.package-lock.json \
     || $dir/package.json -nt $dir/node_modules/.package-lock.json ]]; then
-    echo "-- npm ci (interop/node_modules missing or stale)"
+    echo "-- npm ci ($name/node_modules missing or stale)"
     (cd "$dir" && npm ci --no-audit --no-fund)
   else
-    echo "-- interop/node_modules is up to date"
+    echo "-- $name/node_modules is up to date"
   fi
+}
+
+step_interop() {
+  local dir="$ROOT/interop"
+  npm_ci_if_stale "$dir"
+  # The apps the browser tests open serve socket.io-client from their own node_modules.
+  local app
+  for app in "$ROOT"/examples/*/package.json; do
+    if [[ -f $app ]]; then npm_ci_if_stale "$(dirname "$app")"; fi
+  done
 
   local bin="${TIDINGS_BIN:-$ROOT/target/release/tidings}"
   if [[ ! -x $bin ]]; then

@@ -177,7 +177,43 @@ describe('chat app in Chromium', () => {
     assertNoPageErrors(...pages());
   });
 
-  test('screenshots: alice’s direct messages with read ticks, bob’s lobby', T, async () => {
+  test('the node restarts on its data dir while bob is offline: nothing is lost', T, async () => {
+    const config = readFileSync(path.join(APP, 'tidings.toml'), 'utf8');
+    await openConversation(alice.page, 'dm:bob');
+    await bob.context.setOffline(true);
+    await bob.page.waitForSelector('body[data-connection="reconnecting"]');
+    await send(alice.page, 'sent while you were offline');
+    const waiting = '#messages li.message.mine:last-child';
+    await alice.page.waitForSelector(`${waiting}[data-status="accepted"]`);
+
+    const { port } = server;
+    await server.stop();
+    server = await startServer({ config, port, args: ['--data-dir', dataDir] });
+    await alice.page.waitForSelector('body[data-connection="connected"]', { timeout: 20_000 });
+    assert.equal(await alice.page.getAttribute('body', 'data-recovered'), 'true', 'alice’s session outlived the restart');
+    await openConversation(alice.page, 'room:chat:lobby');
+    await send(alice.page, 'after the restart');
+
+    await bob.context.setOffline(false);
+    await bob.page.waitForSelector('body[data-connection="connected"]', { timeout: 20_000 });
+    assert.equal(await bob.page.getAttribute('body', 'data-recovered'), 'true', 'bob’s session outlived the restart');
+    await eventually(async () => (await texts(bob.page)).at(-1) === 'after the restart', { what: 'the lobby message' });
+    assert.equal((await texts(bob.page)).filter((t) => t === 'after the restart').length, 1);
+    await bob.page.waitForSelector('nav button[data-key="dm:alice"] .badge:text-is("1")');
+    await openConversation(alice.page, 'dm:bob');
+    await alice.page.waitForSelector(`${waiting}[data-status="delivered"]`);
+
+    // A page opened now (no session to resume) reads the lobby's history from the restarted node.
+    await carol.page.reload();
+    await carol.page.waitForSelector('body[data-connection="connected"]');
+    await eventually(async () => (await texts(carol.page)).at(-1) === 'after the restart', {
+      what: 'the lobby history on carol’s reloaded page',
+    });
+    assert.deepEqual((await texts(carol.page)).slice(0, 2), ['hello from alice', 'while you were away 1']);
+    assertNoPageErrors(...pages());
+  });
+
+  test('screenshots: alice’s direct messages with their ticks, bob’s lobby', T, async () => {
     await openConversation(alice.page, 'dm:bob');
     await alice.page.waitForSelector('#messages li.message.mine[data-status="read"]');
     const files = [await screenshot(alice.page, 'chat-alice'), await screenshot(bob.page, 'chat-bob')];

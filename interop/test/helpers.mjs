@@ -126,11 +126,12 @@ process.on('exit', () => {
  * @param {object} [opts.env]     extra environment variables
  * @param {string} [opts.secret]  JWT secret (default SECRET)
  * @param {string} [opts.apiKey]  API key (default API_KEY)
+ * @param {number} [opts.port]    port to listen on (default: a free one), e.g. to restart a node where it was
  * @returns {Promise<{url:string, port:number, secret:string, apiKey:string, proc:import('node:child_process').ChildProcess,
  *   stderr:()=>string, exited:Promise<{code:number|null, signal:string|null}>, stop:()=>Promise<{code:number|null, signal:string|null}>}>}
  */
-export async function startServer({ config = '', args = [], env = {}, secret = SECRET, apiKey = API_KEY } = {}) {
-  const port = await freePort();
+export async function startServer({ config = '', args = [], env = {}, secret = SECRET, apiKey = API_KEY, port } = {}) {
+  port ??= await freePort();
   let tmp = null;
   const argv = ['serve', '--listen', `127.0.0.1:${port}`, '--jwt-secret', secret, '--api-key', apiKey];
   if (config) {
