@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { assertNoPageErrors, launchBrowser, newPage, screenshot, startApp } from './browser.mjs';
-import { REPO_ROOT, eventually, sleep, startServer } from './helpers.mjs';
+import { REPO_ROOT, api, ask, assertOk, collect, connect, eventually, sleep, startServer, token } from './helpers.mjs';
 
 const APP = path.join(REPO_ROOT, 'examples', 'chat');
 const T = { timeout: 60_000 };
@@ -78,6 +78,11 @@ describe('chat app in Chromium', () => {
     // Alice's own message comes back from the node (it has an offset) and is drawn as hers.
     await alice.page.waitForSelector('#messages li.message.mine[data-offset] .text:text-is("hello from alice")');
     assert.deepEqual(await texts(bob.page), ['hello from alice']);
+    const history = await api(server, 'GET', `/v1/rooms/${encodeURIComponent('chat:lobby')}/history`);
+    // (Typing events may be in the history too, until the room policy makes them ephemeral.)
+    const [{ data }] = history.json.events.filter((e) => e.event === 'message');
+    assert.deepEqual(Object.keys(data).sort(), ['at', 'room', 'text', 'user']);
+    assert.deepEqual({ ...data, at: typeof data.at }, { text: 'hello from alice', user: 'alice', room: 'chat:lobby', at: 'number' });
     assertNoPageErrors(...pages());
   });
 
@@ -114,6 +119,21 @@ describe('chat app in Chromium', () => {
       { timeoutMs: 10_000, intervalMs: 300, what: '"alice is typing…" on bob’s page' },
     );
     assert.equal(await alice.page.textContent('#typing'), '', 'nobody is shown typing to themselves');
+
+    // Typing without a pause for ~3 s sends at most 2 typing events (one per 2 s), each {user, room}.
+    const watcher = await connect(server, { token: token({ sub: 'watcher', rooms: ['chat:*'] }) });
+    assertOk(await ask(watcher, 'subscribe', 'chat:history'));
+    await sleep(300);
+    const typed = collect(watcher, 'typing');
+    const started = Date.now();
+    while (Date.now() - started < 3000) {
+      await alice.page.type('#composer-input', 'y');
+      await sleep(100);
+    }
+    await sleep(500);
+    watcher.close();
+    assert.ok(typed.items.length >= 1 && typed.items.length <= 2, `${typed.items.length} typing events in 3 s`);
+    for (const data of typed.items) assert.deepEqual(data, { user: 'alice', room: 'chat:history' });
     await eventually(async () => (await bob.page.textContent('#typing')) === '', {
       timeoutMs: 10_000,
       what: 'the typing indicator to go away',
