@@ -85,9 +85,11 @@ async function joinRoom(conv) {
       const page = await ask('history', since === undefined ? query : { ...query, since });
       if (!page?.ok) throw new Error(page?.error ?? 'history refused');
       if (since === undefined && conv.epoch !== page.epoch) {
-        if (conv.epoch !== null) conv.reset(); // a new stream: old offsets mean nothing now
+        if (conv.epoch !== null) {
+          conv.reset(); // a new stream: its offsets name other events than the ones shown
+          if (conv.key === active) view.showConversation(conv);
+        }
         conv.epoch = page.epoch;
-        if (conv.key === active) view.showConversation(conv);
       }
       for (const ev of page.events) {
         if (ev.event === 'message') addRoomMessage(conv, ev.data, ev.offset, ev.at, false);
@@ -133,9 +135,9 @@ async function sendRoomMessage(conv, text) {
   const data = { text, user: me, at: Date.now(), room: conv.name };
   try {
     const reply = await ask('publish', { room: conv.name, event: 'message', data });
-    if (!reply?.ok) view.showError('join-error', `not sent: ${reply?.error ?? 'refused'}`);
+    if (!reply?.ok) view.showError('composer-error', `not sent: ${reply?.error ?? 'refused'}`);
   } catch {
-    view.showError('join-error', 'not sent: no answer from the server');
+    view.showError('composer-error', 'not sent: no answer from the server');
   }
 }
 
@@ -217,6 +219,7 @@ function open(key) {
   active = key;
   conv.unread = 0;
   view.showError('join-error', '');
+  view.showError('composer-error', '');
   view.showConversation(conv);
   view.showLists(convs, active, open);
   view.showTyping(conv.kind === 'room' ? typing.text(conv.name) : '');
@@ -269,6 +272,7 @@ function wire() {
     const conv = convs.find(active);
     if (!text || !conv) return;
     input.value = '';
+    view.showError('composer-error', '');
     if (conv.kind === 'room') sendRoomMessage(conv, text);
     else sendDirect(conv, text);
   });
