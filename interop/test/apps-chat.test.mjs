@@ -1,8 +1,9 @@
 // The chat app (examples/chat) in headless Chromium: a tidings node with the app's config and a data
 // directory, the app's demo server, and pages for alice and bob (and carol, who comes later), checked
 // through their DOM: room messages, history on join, the typing indicator, direct messages with their
-// ticks, and a page that loses its connection catching up with nothing missed. Screenshots go to
-// target/screenshots/chat-alice.png and chat-bob.png.
+// ticks, a page that loses its connection catching up with nothing missed, and a node restart on its data
+// directory. Screenshots go to target/screenshots/chat-alice.png and chat-bob.png (chat-*-at-failure.png when a
+// test failed before that step).
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -47,6 +48,7 @@ describe('chat app in Chromium', () => {
   let alice;
   let bob;
   let carol;
+  let screenshotsTaken = false;
   const pages = () => [alice, bob, carol].filter(Boolean);
 
   before(async () => {
@@ -66,6 +68,12 @@ describe('chat app in Chromium', () => {
   });
 
   after(async () => {
+    // A run that failed before the screenshot step leaves pictures of where it stopped, for the log reader.
+    if (!screenshotsTaken) {
+      for (const [name, p] of [['alice', alice], ['bob', bob], ['carol', carol]]) {
+        if (p) await screenshot(p.page, `chat-${name}-at-failure`).catch(() => {});
+      }
+    }
     await browser?.close();
     await app?.stop();
     await server?.stop();
@@ -78,11 +86,17 @@ describe('chat app in Chromium', () => {
     // Alice's own message comes back from the node (it has an offset) and is drawn as hers.
     await alice.page.waitForSelector('#messages li.message.mine[data-offset] .text:text-is("hello from alice")');
     assert.deepEqual(await texts(bob.page), ['hello from alice']);
+    // The presence panel settles either way: the node answers `presence` (data-state="available", one
+    // #presence-list li[data-user] per user) or it does not ("unavailable"), and the page works on.
+    const settled = ':is([data-state="available"], [data-state="unavailable"])';
+    await bob.page.waitForSelector(`#presence[data-room="chat:lobby"]${settled}`);
     const history = await api(server, 'GET', `/v1/rooms/${encodeURIComponent('chat:lobby')}/history`);
     // (Typing events may be in the history too, until the room policy makes them ephemeral.)
     const [{ data }] = history.json.events.filter((e) => e.event === 'message');
-    assert.deepEqual(Object.keys(data).sort(), ['at', 'room', 'text', 'user']);
-    assert.deepEqual({ ...data, at: typeof data.at }, { text: 'hello from alice', user: 'alice', room: 'chat:lobby', at: 'number' });
+    assert.deepEqual(
+      { ...data, at: typeof data.at },
+      { text: 'hello from alice', user: 'alice', room: 'chat:lobby', at: 'number' },
+    );
     assertNoPageErrors(...pages());
   });
 
@@ -180,7 +194,7 @@ describe('chat app in Chromium', () => {
 
     const missed = ['while you were away 1', 'while you were away 2', 'while you were away 3'];
     for (const text of missed) await send(alice.page, text);
-    await eventually(async () => (await texts(alice.page)).includes(missed[2]), { what: 'alice’s messages published' });
+    await eventually(async () => (await texts(alice.page)).includes(missed[2]), { what: 'alice’s messages sent' });
     await sleep(1000);
     assert.deepEqual(await texts(bob.page), before, 'nothing arrives while offline');
 
@@ -210,7 +224,8 @@ describe('chat app in Chromium', () => {
     await server.stop();
     server = await startServer({ config, port, args: ['--data-dir', dataDir] });
     await alice.page.waitForSelector('body[data-connection="connected"]', { timeout: 20_000 });
-    assert.equal(await alice.page.getAttribute('body', 'data-recovered'), 'true', 'alice’s session outlived the restart');
+    const recovered = await alice.page.getAttribute('body', 'data-recovered');
+    assert.equal(recovered, 'true', 'alice’s session outlived the restart');
     await openConversation(alice.page, 'room:chat:lobby');
     await send(alice.page, 'after the restart');
 
@@ -238,6 +253,7 @@ describe('chat app in Chromium', () => {
     await alice.page.waitForSelector('#messages li.message.mine[data-status="read"]');
     const files = [await screenshot(alice.page, 'chat-alice'), await screenshot(bob.page, 'chat-bob')];
     for (const file of files) assert.ok(readFileSync(file).length > 1000, `${file} written`);
+    screenshotsTaken = true;
     assertNoPageErrors(...pages());
   });
 });

@@ -19,7 +19,7 @@ const OUTPUT_KEEP = 64 * 1024;
 /** Launch headless Chromium. */
 export async function launchBrowser() {
   if (!existsSync(CHROMIUM)) {
-    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install chromium (scripts/test.sh deps does), or set CHROMIUM_BIN`);
+    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install chromium (scripts/test.sh does), or set CHROMIUM_BIN`);
   }
   return chromium.launch({ executablePath: CHROMIUM });
 }
@@ -68,7 +68,10 @@ export async function startApp(script, args = [], { env = {} } = {}) {
   let out = '';
   const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
   const started = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${script} printed no URL within ${APP_START_TIMEOUT_MS} ms:\n${out}`)), APP_START_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reject(new Error(`${script} printed no URL within ${APP_START_TIMEOUT_MS} ms:\n${out}`)),
+      APP_START_TIMEOUT_MS,
+    );
     const keep = (chunk) => {
       out = (out + chunk).slice(-OUTPUT_KEEP);
       if (process.env.TIDINGS_TEST_VERBOSE) process.stderr.write(chunk);
