@@ -148,6 +148,13 @@ describe('chat app in Chromium', () => {
     watcher.close();
     assert.ok(typed.items.length >= 1 && typed.items.length <= 2, `${typed.items.length} typing events in 3 s`);
     for (const data of typed.items) assert.deepEqual(data, { user: 'alice', room: 'chat:history' });
+    // Typing is ephemeral: no offset on the wire, nothing in the room's history.
+    for (const args of typed.args) assert.equal(args.length, 1, `typing carried ${JSON.stringify(args)}`);
+    const reader = await connect(server, { token: token({ sub: 'reader', rooms: ['chat:*'] }) });
+    const page = await ask(reader, 'history', { room: 'chat:history' });
+    reader.close();
+    assert.ok(page.ok, JSON.stringify(page));
+    assert.equal(page.events.filter((e) => e.event === 'typing').length, 0, 'typing events in history');
     await eventually(async () => (await bob.page.textContent('#typing')) === '', {
       timeoutMs: 10_000,
       what: 'the typing indicator to go away',

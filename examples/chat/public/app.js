@@ -142,8 +142,14 @@ async function sendRoomMessage(conv, text) {
 }
 
 function sendTyping(conv) {
-  // volatile: a typing signal is worth nothing later, so it is dropped rather than queued while offline.
-  socket.volatile.emit('publish', { room: conv.name, event: 'typing', data: { user: me, room: conv.name } });
+  // volatile: a typing signal is worth nothing later, so it is dropped rather than queued while offline;
+  // ephemeral: the node keeps it out of the room's history and replay.
+  socket.volatile.emit('publish', {
+    room: conv.name,
+    event: 'typing',
+    data: { user: me, room: conv.name },
+    ephemeral: true,
+  });
 }
 
 // ---------------------------------------------------------------------------
