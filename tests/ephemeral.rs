@@ -259,3 +259,56 @@ async fn ephemeral_and_conflated_events_cross_nodes() {
     a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_member_drops_ephemeral_events_and_stays_connected() {
+    const SLOW_CLOSES: &str = r#"tidings_sessions_closed_total{reason="slow_consumer"}"#;
+    const DROPPED: &str = "tidings_ephemeral_dropped_total";
+    let node = start(|c| {
+        c.limits.outbox_max_messages = 256;
+        c.limits.outbox_max_bytes = 1024 * 1024;
+    })
+    .await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    // A client that stops reading: a tiny receive buffer so the kernel cannot absorb the stream for it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut slow = common::RawWs::handshake_on(stream, addr).await;
+    slow.socketio_connect(&token("slow", &["news"], &["news"], &[]))
+        .await;
+    let (mut healthy, _) = WsClient::connect(addr, &token("fast", &["news"], &["news"], &[])).await;
+    api.wait_connections(2, WAIT).await;
+    let before = common::process_metrics().await;
+
+    let pad = "x".repeat(8 * 1024);
+    for i in 0..1000 {
+        let body = json!({ "room": "news", "event": "pos", "data": { "i": i, "pad": pad }, "ephemeral": true });
+        let (status, reply) = api.post("/v1/publish", body.to_string()).await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let after = common::process_metrics().await;
+    assert!(
+        common::metric(&after, DROPPED) > common::metric(&before, DROPPED),
+        "nothing dropped for the slow member"
+    );
+    assert_eq!(
+        common::metric(&after, SLOW_CLOSES),
+        common::metric(&before, SLOW_CLOSES),
+        "a member was disconnected for ephemeral events"
+    );
+    // The healthy member got events; the slow one is still connected and gets the next durable event once it
+    // reads again.
+    assert_eq!(healthy.recv_event(WAIT).await.name, "pos");
+    api.publish("news", "final", json!({ "done": true })).await;
+    let last = tokio::time::timeout(
+        Duration::from_secs(20),
+        slow.recv_text_until(|t| t.contains("\"final\"")),
+    )
+    .await
+    .expect("the slow member never got the durable event");
+    assert!(last.contains("\"done\":true"), "{last}");
+    api.wait_connections(2, WAIT).await;
+    node.shutdown(Duration::from_secs(1)).await;
+}
