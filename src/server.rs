@@ -565,6 +565,7 @@ pub fn app_parts(
                     policy.client_publish_burst
                 },
             ),
+            presence_events: policy.presence_events,
         })
         .collect();
     Ok(TidingsParts {

@@ -57,6 +57,11 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{room}", get(rooms::show))
         .route("/v1/rooms/{room}/history", get(rooms::history))
+        .route("/v1/rooms/{room}/presence", get(rooms::presence))
+        .route(
+            "/v1/rooms/{room}/presence/stats",
+            get(rooms::presence_stats),
+        )
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/users/{user}", get(messages::presence))
         .route(

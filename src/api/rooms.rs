@@ -138,3 +138,64 @@ pub(super) async fn history(
     body["room"] = room.into();
     Ok(Json(body))
 }
+
+/// `?namespace=&cursor=&limit=` of a presence read.
+#[derive(Deserialize)]
+pub(super) struct PresenceQuery {
+    namespace: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+fn presence_unavailable(error: crate::app::backend::Unavailable) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("presence unavailable: {error}"),
+    )
+}
+
+/// `GET /v1/rooms/{room}/presence?cursor=&limit=`: a page of the room's users, by id.
+pub(super) async fn presence(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    ApiQuery(query): ApiQuery<PresenceQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let nsp = namespace_of(&state, query.namespace.as_deref())?;
+    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let limit = check_limit(query.limit, 100)?.min(crate::app::presence::MAX_PAGE);
+    let key = RoomKey::new(&nsp, &room);
+    let page = state
+        .app
+        .backend()
+        .presence
+        .page(&key, query.cursor.as_deref(), limit)
+        .await
+        .map_err(presence_unavailable)?;
+    let mut body = serde_json::to_value(page).unwrap_or_default();
+    body["namespace"] = nsp.into();
+    body["room"] = room.into();
+    Ok(Json(body))
+}
+
+/// `GET /v1/rooms/{room}/presence/stats`: `{users, connections}`.
+pub(super) async fn presence_stats(
+    State(state): State<ApiState>,
+    Path(room): Path<String>,
+    ApiQuery(query): ApiQuery<NamespaceQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let nsp = namespace_of(&state, query.namespace.as_deref())?;
+    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let key = RoomKey::new(&nsp, &room);
+    let stats = state
+        .app
+        .backend()
+        .presence
+        .stats(&key)
+        .await
+        .map_err(presence_unavailable)?;
+    let mut body = serde_json::to_value(stats).unwrap_or_default();
+    body["namespace"] = nsp.into();
+    body["room"] = room.into();
+    Ok(Json(body))
+}

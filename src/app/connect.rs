@@ -44,6 +44,7 @@ impl Tidings {
         self.hub.with_order(|seq| {
             for ((room, key), epoch) in rooms.iter().zip(&keys).zip(epochs) {
                 if self.hub.join(key, socket.id(), socket.session()) {
+                    self.presence_joined(socket, room);
                     socket.rooms.lock().push(Membership {
                         room: room.as_str().into(),
                         epoch,
@@ -63,7 +64,9 @@ impl Tidings {
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);
-            self.hub.leave(&key, socket.id());
+            if self.hub.leave(&key, socket.id()) {
+                self.presence_left(socket, &membership.room);
+            }
             self.backend.feed.release(&key);
         }
     }

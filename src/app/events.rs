@@ -32,6 +32,7 @@ pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
         "unsubscribe" => Outcome::Now(unsubscribe(app, socket, &event)),
         "publish" => publish(app, socket, &event),
         "history" => history(app, socket, &event),
+        "presence" => presence(app, socket, &event),
         "refresh" => Outcome::Now(refresh(app, socket, &event)),
         _ => Outcome::Now(Err(Refusal::UnknownEvent)),
     };
@@ -248,6 +249,51 @@ pub fn conflation_key(data: &RawValue, field: &str) -> Option<String> {
         Ok(text) => text,
         Err(_) => value.get().to_owned(),
     })
+}
+
+/// `presence` `{room, cursor?, limit?}` (members of the room only): a page of its users,
+/// `{ok:true, users:[{user, devices, joined_at}], cursor?}`; `cursor` (a user id) reads on.
+fn presence(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PresenceArgs {
+        room: String,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    }
+    let args = match event
+        .args
+        .first()
+        .ok_or_else(|| "presence needs {room, cursor?, limit?}".to_owned())
+        .and_then(|first| {
+            serde_json::from_slice::<PresenceArgs>(first)
+                .map_err(|e| format!("presence needs {{room, cursor?, limit?}}: {e}"))
+        }) {
+        Ok(args) => args,
+        Err(error) => return Outcome::Now(Err(Refusal::BadRequest(error))),
+    };
+    if let Err(error) = validate_room_name(&args.room) {
+        return Outcome::Now(Err(Refusal::BadRequest(error.to_string())));
+    }
+    let key = RoomKey::new(socket.nsp(), &args.room);
+    if !app.hub.is_member(&key, socket.id()) {
+        return Outcome::Now(Err(Refusal::Forbidden));
+    }
+    let Some(app) = app.arc() else {
+        return Outcome::Now(Err(Refusal::Unavailable));
+    };
+    let limit = args.limit.unwrap_or(100);
+    Outcome::Later(Box::pin(async move {
+        let page = app
+            .backend()
+            .presence
+            .page(&key, args.cursor.as_deref(), limit)
+            .await
+            .map_err(|_| Refusal::Unavailable)?;
+        let mut reply = serde_json::to_value(page).map_err(|_| Refusal::Unavailable)?;
+        reply["ok"] = true.into();
+        Ok(reply.to_string().into_bytes())
+    }))
 }
 
 /// A checked client publish.

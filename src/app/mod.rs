@@ -7,6 +7,7 @@ mod connect;
 pub mod direct;
 mod events;
 pub mod expiry;
+pub mod presence;
 mod recover;
 mod request;
 
@@ -46,6 +47,8 @@ pub struct RoomPolicy {
     pub conflate: Option<(u64, String)>,
     /// Client publishes per second and burst per connection into matching rooms (0: no limit of its own).
     pub publish_rate: (u32, u32),
+    /// Members hear `presence:join` / `presence:leave`.
+    pub presence_events: bool,
 }
 
 impl RoomPolicy {
@@ -57,6 +60,7 @@ impl RoomPolicy {
             ephemeral: false,
             conflate: None,
             publish_rate: (0, 0),
+            presence_events: false,
         }
     }
 
@@ -349,6 +353,28 @@ impl Tidings {
         first_matching(&self.room_policies, room).is_some_and(|policy| policy.client_publish)
     }
 
+    /// A connection of the socket's user is in `room` now (presence).
+    fn presence_joined(&self, socket: &Socket, room: &str) {
+        if let (Some(user), false) = (socket.user(), room == crate::hub::BROADCAST_ROOM) {
+            let announce =
+                first_matching(&self.room_policies, room).is_some_and(|p| p.presence_events);
+            self.backend
+                .presence
+                .joined(&RoomKey::new(socket.nsp(), room), user.sub(), announce);
+        }
+    }
+
+    /// A connection of the socket's user left `room` (presence).
+    fn presence_left(&self, socket: &Socket, room: &str) {
+        if let (Some(user), false) = (socket.user(), room == crate::hub::BROADCAST_ROOM) {
+            let announce =
+                first_matching(&self.room_policies, room).is_some_and(|p| p.presence_events);
+            self.backend
+                .presence
+                .left(&RoomKey::new(socket.nsp(), room), user.sub(), announce);
+        }
+    }
+
     /// Removes a socket from all its rooms and returns what recovery needs to restore it.
     fn detach(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
         if let Some(user) = socket.user() {
@@ -358,7 +384,9 @@ impl Tidings {
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in &rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);
-            self.hub.leave(&key, socket.id());
+            if self.hub.leave(&key, socket.id()) {
+                self.presence_left(socket, &membership.room);
+            }
             self.backend.feed.release(&key);
         }
         self.record_with(socket, rooms)
@@ -443,6 +471,7 @@ impl Tidings {
         let key = RoomKey::new(socket.nsp(), room);
         let left = self.hub.leave(&key, socket.id());
         if left {
+            self.presence_left(socket, room);
             socket.rooms.lock().retain(|m| &*m.room != room);
             self.backend.feed.release(&key);
             self.save_room_left(socket, room);

@@ -292,6 +292,10 @@ pub struct RoomPolicy {
     /// Client publishes a connection may save up for a burst into matching rooms (0: the per-second rate).
     #[serde(default)]
     pub client_publish_burst: u32,
+    /// Members of matching rooms get `presence:join` / `presence:leave` when a user's first connection joins
+    /// and their last one leaves (coalesced per room and second).
+    #[serde(default)]
+    pub presence_events: bool,
 }
 
 impl RoomPolicy {
@@ -305,6 +309,7 @@ impl RoomPolicy {
             conflate_key: String::new(),
             client_publish_per_sec: 0,
             client_publish_burst: 0,
+            presence_events: false,
         }
     }
 }

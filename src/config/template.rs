@@ -125,6 +125,7 @@ trusted_proxies = []
 # ephemeral = false # no offset, history or replay; a slow member drops these events instead of disconnecting
 # conflate_ms = 0 # conflation interval (0: off; makes the room ephemeral): the latest event per key only
 # conflate_key = "" # the top-level data field whose value is the conflation key, e.g. "worker_id"
+# presence_events = false # members get presence:join / presence:leave (coalesced per room and second)
 
 [history]
 # Events kept per room for recovery.

@@ -137,6 +137,8 @@ pub struct Backend {
     pub feed: Arc<dyn RoomFeed>,
     /// Recovery records.
     pub sessions: Arc<dyn Sessions>,
+    /// Who is in which room.
+    pub presence: Arc<dyn super::presence::Presence>,
 }
 
 impl Backend {
@@ -147,6 +149,7 @@ impl Backend {
     ) -> Backend {
         Backend {
             log: Arc::new(LocalLog::new(hub.clone())),
+            presence: super::presence::LocalPresence::new(&hub),
             feed: Arc::new(LocalFeed::new(hub)),
             sessions: Arc::new(LocalSessions::new(sessions)),
         }
@@ -158,6 +161,7 @@ impl Backend {
             log: Arc::new(RedisLog::new(cluster.clone())),
             feed: Arc::new(RedisFeed::new(cluster.clone())),
             sessions: Arc::new(RedisSessions::new(cluster, window)),
+            presence: Arc::new(super::presence::NoPresence),
         }
     }
 }

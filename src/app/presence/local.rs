@@ -1,0 +1,198 @@
+//! Presence of an embedded node: per room, a map of users by id (pages are ranges of it), with announcements
+//! coalesced per room and flushed once a [`super::FLUSH_EVERY`] to the room's members on this node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+
+use futures_util::future::{ready, BoxFuture, FutureExt};
+use parking_lot::Mutex;
+
+use super::{
+    PresencePage, PresenceStats, PresentUser, FLUSH_EVERY, MAX_CHANGES_PER_FLUSH, MAX_PAGE,
+};
+use crate::app::backend::Unavailable;
+use crate::hub::{encode_room_event, Event, Hub, RoomKey};
+
+#[derive(Default)]
+struct Room {
+    users: BTreeMap<String, (usize, u64)>,
+    connections: usize,
+}
+
+/// Users whose presence changed since the room's last flush: true for joined, false for left.
+type Changes = HashMap<RoomKey, HashMap<String, bool>>;
+
+/// Presence kept in this process.
+pub struct LocalPresence {
+    rooms: Mutex<HashMap<RoomKey, Room>>,
+    changes: Arc<Mutex<Changes>>,
+}
+
+impl LocalPresence {
+    /// Presence whose announcements go to the members of `hub`'s rooms; flushes while the hub lives (call
+    /// from a Tokio runtime).
+    pub fn new(hub: &Arc<Hub>) -> Arc<LocalPresence> {
+        let changes = Arc::new(Mutex::new(Changes::new()));
+        tokio::spawn(flush_loop(Arc::downgrade(hub), Arc::downgrade(&changes)));
+        Arc::new(LocalPresence {
+            rooms: Mutex::new(HashMap::new()),
+            changes,
+        })
+    }
+
+    fn announce(&self, room: &RoomKey, user: &str, joined: bool) {
+        let mut changes = self.changes.lock();
+        let room = changes.entry(room.clone()).or_default();
+        match room.get(user) {
+            // Left and came back (or the other way round) within one flush: nothing to say.
+            Some(&before) if before != joined => {
+                room.remove(user);
+            }
+            _ => {
+                room.insert(user.to_owned(), joined);
+            }
+        }
+    }
+}
+
+impl super::Presence for LocalPresence {
+    fn joined(&self, room: &RoomKey, user: &str, announce: bool) {
+        let first = {
+            let mut rooms = self.rooms.lock();
+            let entry = rooms.entry(room.clone()).or_default();
+            entry.connections += 1;
+            let present = entry
+                .users
+                .entry(user.to_owned())
+                .or_insert((0, crate::messages::now_ms()));
+            present.0 += 1;
+            present.0 == 1
+        };
+        if first && announce {
+            self.announce(room, user, true);
+        }
+    }
+
+    fn left(&self, room: &RoomKey, user: &str, announce: bool) {
+        let gone = {
+            let mut rooms = self.rooms.lock();
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
+            let Some(present) = entry.users.get_mut(user) else {
+                return;
+            };
+            entry.connections = entry.connections.saturating_sub(1);
+            present.0 -= 1;
+            let gone = present.0 == 0;
+            if gone {
+                entry.users.remove(user);
+            }
+            if entry.users.is_empty() {
+                rooms.remove(room);
+            }
+            gone
+        };
+        if gone && announce {
+            self.announce(room, user, false);
+        }
+    }
+
+    fn page<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        cursor: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresencePage, Unavailable>> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let rooms = self.rooms.lock();
+        let mut users = Vec::new();
+        let mut more = false;
+        if let Some(entry) = rooms.get(room) {
+            let after = cursor.map_or(std::ops::Bound::Unbounded, |c| {
+                std::ops::Bound::Excluded(c.to_owned())
+            });
+            for (user, (devices, joined_at)) in
+                entry.users.range((after, std::ops::Bound::Unbounded))
+            {
+                if users.len() == limit {
+                    more = true;
+                    break;
+                }
+                users.push(PresentUser {
+                    user: user.clone(),
+                    devices: *devices,
+                    joined_at: *joined_at,
+                });
+            }
+        }
+        let cursor = more.then(|| users.last().map(|u| u.user.clone())).flatten();
+        ready(Ok(PresencePage { users, cursor })).boxed()
+    }
+
+    fn stats<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<PresenceStats, Unavailable>> {
+        let rooms = self.rooms.lock();
+        let stats = rooms.get(room).map_or(
+            PresenceStats {
+                users: 0,
+                connections: 0,
+            },
+            |entry| PresenceStats {
+                users: entry.users.len(),
+                connections: entry.connections,
+            },
+        );
+        ready(Ok(stats)).boxed()
+    }
+}
+
+/// Sends each room's coalesced changes once a flush interval.
+async fn flush_loop(hub: Weak<Hub>, changes: Weak<Mutex<Changes>>) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(hub), Some(changes)) = (hub.upgrade(), changes.upgrade()) else {
+            return;
+        };
+        let pending = std::mem::take(&mut *changes.lock());
+        for (room, users) in pending {
+            if users.is_empty() {
+                continue;
+            }
+            let name = room.room().to_owned();
+            if users.len() > MAX_CHANGES_PER_FLUSH {
+                metrics::counter!("tidings_presence_resets_total").increment(1);
+                let data = serde_json::json!({ "room": name, "changed": users.len() }).to_string();
+                send(&hub, &room, "presence:reset", &data);
+                continue;
+            }
+            for (user, joined) in users {
+                let event = if joined {
+                    "presence:join"
+                } else {
+                    "presence:leave"
+                };
+                let data = serde_json::json!({ "room": name, "user": user }).to_string();
+                send(&hub, &room, event, &data);
+            }
+        }
+    }
+}
+
+fn send(hub: &Hub, room: &RoomKey, name: &str, data: &str) {
+    let rooms: [String; 0] = [];
+    let packets = encode_room_event(
+        &Event {
+            nsp: room.nsp(),
+            rooms: &rooms,
+            name,
+            data: data.as_bytes(),
+            attachments: &[],
+            with_offset: false,
+        },
+        0,
+    );
+    hub.deliver_ephemeral(room, packets, None);
+    metrics::counter!("tidings_presence_events_total").increment(1);
+}
