@@ -86,12 +86,17 @@ describe('chat app in Chromium', () => {
     // Alice's own message comes back from the node (it has an offset) and is drawn as hers.
     await alice.page.waitForSelector('#messages li.message.mine[data-offset] .text:text-is("hello from alice")');
     assert.deepEqual(await texts(bob.page), ['hello from alice']);
-    // The presence panel settles either way: the node answers `presence` (data-state="available", one
-    // #presence-list li[data-user] per user) or it does not ("unavailable"), and the page works on.
-    const settled = ':is([data-state="available"], [data-state="unavailable"])';
-    await bob.page.waitForSelector(`#presence[data-room="chat:lobby"]${settled}`);
+    // The presence panel lists both users (one entry per user, whatever their devices), from the `presence`
+    // event and the `presence:join` announcements.
+    await bob.page.waitForSelector('#presence[data-room="chat:lobby"][data-state="available"]');
+    await eventually(
+      async () => {
+        const users = await bob.page.$$eval('#presence-list li', (items) => items.map((li) => li.dataset.user));
+        return users.includes('alice') && users.includes('bob');
+      },
+      { timeoutMs: 10_000, intervalMs: 200, what: 'alice and bob in the presence panel' },
+    );
     const history = await api(server, 'GET', `/v1/rooms/${encodeURIComponent('chat:lobby')}/history`);
-    // (Typing events may be in the history too, until the room policy makes them ephemeral.)
     const [{ data }] = history.json.events.filter((e) => e.event === 'message');
     assert.deepEqual(
       { ...data, at: typeof data.at },

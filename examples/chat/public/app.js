@@ -54,6 +54,10 @@ async function start(user) {
   });
   socket.on('presence:join', (event) => presence.joined(event));
   socket.on('presence:leave', (event) => presence.left(event));
+  // Many users came and went at once: the node says so instead of naming them; read the list again.
+  socket.on('presence:reset', ({ room } = {}) => {
+    if (room === presence.room) presence.load(socket, room);
+  });
 
   const saved = JSON.parse(localStorage.getItem(savedRoomsKey()) ?? '[]');
   for (const room of new Set([...DEFAULT_ROOMS, ...saved])) convs.get('room', room);
