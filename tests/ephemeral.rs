@@ -256,6 +256,15 @@ async fn ephemeral_and_conflated_events_cross_nodes() {
     // Drain what else came, then the conflated stream.
     let _ = events_for(&mut manager, Duration::from_millis(300)).await;
     check_conflation(&mut worker, &mut manager, "track:t1").await;
+    // Presence is not shared over Redis yet: a cluster node says so rather than answer with its own share.
+    let (status, reply) = Api::new(b.local_addr())
+        .get("/v1/rooms/track:t1/presence/stats")
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{reply}"
+    );
     a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;
 }
