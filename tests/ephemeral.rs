@@ -321,3 +321,57 @@ async fn a_slow_member_drops_ephemeral_events_and_stays_connected() {
     api.wait_connections(2, WAIT).await;
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A client sends `n` durable publishes without waiting for their acks; `member` gets them in that order.
+async fn check_publish_order(publisher: &mut WsClient, member: &mut WsClient, room: &str) {
+    const SENT: u64 = 200;
+    for n in 0..SENT {
+        let packet = json!(["publish", { "room": room, "event": "chat", "data": { "n": n } }]);
+        publisher.send_text(&format!("42{}{packet}", 1000 + n));
+    }
+    let mut seen = Vec::new();
+    while seen.len() < SENT as usize {
+        let event = member.recv_event(WAIT).await;
+        if event.name == "chat" {
+            assert!(event.offset.is_some(), "durable events carry offsets");
+            seen.push(event.data["n"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..SENT).collect::<Vec<_>>(),
+        "publishes out of the order they were sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_durable_publishes_keep_their_order_on_one_node_and_across_nodes() {
+    let chat = |config: &mut Config| {
+        config.rooms = vec![RoomPolicy::new("chat:*".parse().unwrap(), true)];
+        config.limits.client_packets_per_sec = 1000;
+    };
+    let node = start(chat).await;
+    let claims = |user| token(user, &["chat:*"], &["chat:r"], &[]);
+    let (mut alice, _) = WsClient::connect(node.local_addr(), &claims("alice")).await;
+    let (mut bob, _) = WsClient::connect(node.local_addr(), &claims("bob")).await;
+    check_publish_order(&mut alice, &mut bob, "chat:r").await;
+    node.shutdown(Duration::from_secs(1)).await;
+
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("publish-order");
+    let cluster = |redis: &RedisServer| {
+        let (url, prefix) = (redis.url(), prefix.clone());
+        start(move |config| {
+            chat(config);
+            config.redis.url = url;
+            config.redis.key_prefix = prefix;
+        })
+    };
+    let a = cluster(&redis).await;
+    let b = cluster(&redis).await;
+    let (mut alice, _) = WsClient::connect(a.local_addr(), &claims("alice")).await;
+    let (mut bob, _) = WsClient::connect(b.local_addr(), &claims("bob")).await;
+    check_publish_order(&mut alice, &mut bob, "chat:r").await;
+    a.shutdown(Duration::from_secs(1)).await;
+    b.shutdown(Duration::from_secs(1)).await;
+}

@@ -19,6 +19,8 @@ const OK: &[u8] = br#"{"ok":true}"#;
 /// A reply now, or one that needs cluster I/O first.
 enum Outcome {
     Now(Result<Vec<u8>, Refusal>),
+    /// Handed to a queue that answers the ack itself.
+    Queued,
     Later(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, Refusal>> + Send>>),
 }
 
@@ -38,6 +40,7 @@ pub(super) fn handle(app: &Tidings, socket: &Arc<Socket>, event: ClientEvent) {
     };
     match outcome {
         Outcome::Now(result) => reply(socket, &event.name, event.ack, result),
+        Outcome::Queued => {}
         Outcome::Later(pending) => {
             let socket = socket.clone();
             tokio::spawn(async move {
@@ -210,6 +213,7 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
             Err(Refusal::Unavailable)
         });
     }
+    let queue_app = app;
     let Some(app) = app.arc() else {
         return Outcome::Now(Err(Refusal::Unavailable));
     };
@@ -236,7 +240,17 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
                 .into_bytes(),
         )
     };
-    Outcome::Later(Box::pin(publish))
+    // One connection's durable publishes are sequenced in the order it sent them: each waits for the one before.
+    let (sock, name, ack) = (socket.clone(), event.name.clone(), event.ack);
+    let job = Box::pin(async move {
+        let result = publish.await;
+        reply(&sock, &name, ack, result);
+    });
+    if queue_app.enqueue_publish(socket, job) {
+        Outcome::Queued
+    } else {
+        Outcome::Now(Err(Refusal::Unavailable))
+    }
 }
 
 /// The conflation key of an event: the value of `field` at the top of its data (a string as it is, anything

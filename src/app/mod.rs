@@ -158,10 +158,20 @@ pub struct Tidings {
     /// Connected sockets with a recovery id, so a client whose old connection is not known dead yet can
     /// still take its session over.
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
+    /// Per connection, the queue its durable `publish` events go through one after the other, so they are
+    /// sequenced in the order the client sent them (on this node and across the cluster).
+    publish_queues: parking_lot::Mutex<HashMap<Sid, tokio::sync::mpsc::Sender<PublishJob>>>,
     /// Direct messages.
     direct: Arc<direct::Direct>,
     self_ref: std::sync::OnceLock<std::sync::Weak<Tidings>>,
 }
+
+/// A connection's durable publish with its ack, waiting for the ones before it.
+type PublishJob = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Durable `publish` events of one connection waiting for the event log at most; past it a publish is refused
+/// as unavailable (the connection's packet rate bounds how fast it can get there).
+pub const MAX_QUEUED_PUBLISHES: usize = 256;
 
 /// Everything the application is built from.
 pub struct TidingsParts {
@@ -209,6 +219,7 @@ impl Tidings {
             history_reply_bytes: parts.history_reply_bytes,
             expiry: expiry::ExpiryClock::new(parts.expiry_notice, parts.expiry_leeway),
             live: parking_lot::Mutex::new(HashMap::new()),
+            publish_queues: parking_lot::Mutex::new(HashMap::new()),
             direct: parts.direct,
             self_ref: std::sync::OnceLock::new(),
         });
@@ -353,6 +364,22 @@ impl Tidings {
         first_matching(&self.room_policies, room).is_some_and(|policy| policy.client_publish)
     }
 
+    /// Runs `job` (a connection's durable publish and its ack) after the ones the connection queued before it;
+    /// false when [`MAX_QUEUED_PUBLISHES`] wait already.
+    fn enqueue_publish(&self, socket: &Socket, job: PublishJob) -> bool {
+        let mut queues = self.publish_queues.lock();
+        let queue = queues.entry(socket.id()).or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<PublishJob>(MAX_QUEUED_PUBLISHES);
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    job.await;
+                }
+            });
+            tx
+        });
+        queue.try_send(job).is_ok()
+    }
+
     /// A connection of the socket's user is in `room` now (presence).
     fn presence_joined(&self, socket: &Socket, room: &str) {
         if let (Some(user), false) = (socket.user(), room == crate::hub::BROADCAST_ROOM) {
@@ -381,6 +408,7 @@ impl Tidings {
             self.direct.detach(socket, user.sub());
         }
         self.direct.connection_closed(socket.id());
+        self.publish_queues.lock().remove(&socket.id());
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in &rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);
