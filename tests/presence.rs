@@ -87,6 +87,19 @@ async fn users_are_listed_once_with_their_devices_in_pages() {
         (reply[0]["ok"].clone(), names),
         (json!(true), vec!["alice", "bob"])
     );
+    // Nobody may forge an announcement: the names are the server's.
+    let (status, forged) = api
+        .post(
+            "/v1/publish",
+            json!({ "room": "team:1", "event": "presence:leave", "data": { "room": "team:1", "user": "bob" } })
+                .to_string(),
+        )
+        .await;
+    assert_eq!(
+        (status, forged["error"]["code"].as_str()),
+        (400, Some("invalid_event")),
+        "{forged}"
+    );
     let (mut stranger, _) = WsClient::connect(addr, &token("eve", &["team:*"], &[], &[])).await;
     let refused = stranger
         .emit_with_ack(1, "presence", &[json!({ "room": "team:1" })])

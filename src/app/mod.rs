@@ -86,7 +86,8 @@ pub fn first_matching_at<'a>(
         .find(|(_, policy)| policy.pattern.matches(room))
 }
 
-/// Event names a server must never emit: the client library reserves them for its own life-cycle.
+/// Event names no publisher may use: the client library reserves some for its own life-cycle, and the server
+/// sends the others itself (a publisher must not be able to forge a status change or a presence change).
 pub const RESERVED_EVENTS: &[&str] = &[
     "connect",
     "connect_error",
@@ -97,6 +98,9 @@ pub const RESERVED_EVENTS: &[&str] = &[
     expiry::EXPIRING_EVENT,
     expiry::EXPIRED_EVENT,
     direct::STATUS_EVENT,
+    presence::JOIN_EVENT,
+    presence::LEAVE_EVENT,
+    presence::RESET_EVENT,
 ];
 
 /// What a publish did.

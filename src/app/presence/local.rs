@@ -164,7 +164,7 @@ async fn flush_loop(hub: Weak<Hub>, changes: Weak<Mutex<Changes>>) {
             if users.len() > MAX_CHANGES_PER_FLUSH {
                 metrics::counter!("tidings_presence_resets_total").increment(1);
                 let data = serde_json::json!({ "room": name, "changed": users.len() }).to_string();
-                send(&hub, &room, "presence:reset", &data);
+                send(&hub, &room, super::RESET_EVENT, &data);
                 continue;
             }
             for (user, joined) in users {

@@ -19,6 +19,13 @@ use serde::Serialize;
 use super::backend::Unavailable;
 use crate::hub::RoomKey;
 
+/// A user's first connection joined a room: `{room, user}`.
+pub const JOIN_EVENT: &str = "presence:join";
+/// A user's last connection left a room: `{room, user}`.
+pub const LEAVE_EVENT: &str = "presence:leave";
+/// Too many users changed at once to name them: `{room, changed}`; read the list again.
+pub const RESET_EVENT: &str = "presence:reset";
+
 /// How often pending announcements of a room go out.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
