@@ -359,14 +359,7 @@ fn publish_args(
             }
         }
     }
-    let conflate = policy
-        .and_then(|(_, policy)| policy.conflate.as_ref())
-        .and_then(|(interval_ms, field)| {
-            Some(Conflate {
-                interval_ms: *interval_ms,
-                key: conflation_key(args.data?, field)?,
-            })
-        });
+    let conflate = policy.and_then(|(_, policy)| policy.conflate_for(args.data?));
     Ok(OwnedPublish {
         data: args
             .data

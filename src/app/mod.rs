@@ -64,6 +64,16 @@ impl RoomPolicy {
         }
     }
 
+    /// How an event with `data` is conflated in these rooms: `None` when they do not conflate or the data has
+    /// no key field (see [`events::conflation_key`]).
+    pub fn conflate_for(&self, data: &serde_json::value::RawValue) -> Option<crate::hub::Conflate> {
+        let (interval_ms, field) = self.conflate.as_ref()?;
+        Some(crate::hub::Conflate {
+            interval_ms: *interval_ms,
+            key: events::conflation_key(data, field)?,
+        })
+    }
+
     /// Events of these rooms skip history and replay.
     pub fn is_ephemeral(&self) -> bool {
         self.ephemeral || self.conflate.is_some()
@@ -275,15 +285,10 @@ impl Tidings {
                 durable.push(room.clone());
                 continue;
             }
-            let conflate = policy.and_then(|policy| policy.conflate.as_ref()).and_then(
-                |(interval_ms, field)| {
-                    let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data);
-                    Some(crate::hub::Conflate {
-                        interval_ms: *interval_ms,
-                        key: events::conflation_key(data.ok()?, field)?,
-                    })
-                },
-            );
+            let conflate = policy.and_then(|policy| {
+                let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data);
+                policy.conflate_for(data.ok()?)
+            });
             let sent = self.backend.log.broadcast(
                 &RoomKey::new(&checked.nsp, room),
                 backend::Ephemeral {
