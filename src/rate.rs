@@ -19,6 +19,14 @@ impl Default for Bucket {
 }
 
 impl Bucket {
+    /// A bucket holding `tokens` to begin with (the rate's burst caps them at the first take).
+    pub fn with_tokens(tokens: u32) -> Bucket {
+        Bucket {
+            tokens: f64::from(tokens),
+            last: Some(Instant::now()),
+        }
+    }
+
     /// Takes one token at `now`; false when none is left.
     pub fn take(&mut self, per_sec: u32, burst: u32, now: Instant) -> bool {
         let burst = f64::from(burst.max(1));

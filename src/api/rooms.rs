@@ -110,10 +110,8 @@ pub(super) async fn history(
     Path(room): Path<String>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let nsp = namespace_of(&state, query.namespace.as_deref())?;
-    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let (nsp, key) = room_key(&state, query.namespace.as_deref(), &room)?;
     let limit = check_limit(query.limit, 100)?;
-    let key = RoomKey::new(&nsp, &room);
     let budget = state.app.history_reply_bytes();
     let limit = crate::history::ReadLimit {
         events: limit,
@@ -155,16 +153,26 @@ fn presence_unavailable(error: crate::app::backend::Unavailable) -> ApiError {
     )
 }
 
+/// The namespace asked for and the key of `room` in it, both checked.
+fn room_key(
+    state: &ApiState,
+    namespace: Option<&str>,
+    room: &str,
+) -> Result<(String, RoomKey), ApiError> {
+    let nsp = namespace_of(state, namespace)?;
+    validate_room_name(room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let key = RoomKey::new(&nsp, room);
+    Ok((nsp, key))
+}
+
 /// `GET /v1/rooms/{room}/presence?cursor=&limit=`: a page of the room's users, by id.
 pub(super) async fn presence(
     State(state): State<ApiState>,
     Path(room): Path<String>,
     ApiQuery(query): ApiQuery<PresenceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let nsp = namespace_of(&state, query.namespace.as_deref())?;
-    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
+    let (nsp, key) = room_key(&state, query.namespace.as_deref(), &room)?;
     let limit = check_limit(query.limit, 100)?.min(crate::app::presence::MAX_PAGE);
-    let key = RoomKey::new(&nsp, &room);
     let page = state
         .app
         .backend()
@@ -184,9 +192,7 @@ pub(super) async fn presence_stats(
     Path(room): Path<String>,
     ApiQuery(query): ApiQuery<NamespaceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let nsp = namespace_of(&state, query.namespace.as_deref())?;
-    validate_room_name(&room).map_err(|e| ApiError::bad_request("invalid_room", e.to_string()))?;
-    let key = RoomKey::new(&nsp, &room);
+    let (nsp, key) = room_key(&state, query.namespace.as_deref(), &room)?;
     let stats = state
         .app
         .backend()

@@ -135,12 +135,6 @@ pub enum TransportKind {
     WebSocket = 2,
 }
 
-/// Token bucket limiting incoming messages.
-struct RateLimit {
-    tokens: f64,
-    last: Instant,
-}
-
 /// One Engine.IO session.
 pub struct Session {
     sid: Sid,
@@ -161,7 +155,8 @@ pub struct Session {
     /// When the pong of the last ping is due, in ms since [`clock_base`]; 0 when none is awaited.
     pong_due_ms: AtomicU64,
     handler: OnceLock<Arc<dyn SessionHandler>>,
-    rate: Mutex<RateLimit>,
+    /// Token bucket limiting incoming messages.
+    rate: Mutex<crate::rate::Bucket>,
     /// The session's place in its client address's count, given back when the session leaves the table.
     address: Mutex<Option<AddressSlot>>,
 }
@@ -192,10 +187,7 @@ impl Session {
             pong_signal: Notify::new(),
             pong_due_ms: AtomicU64::new(0),
             handler: OnceLock::new(),
-            rate: Mutex::new(RateLimit {
-                tokens: f64::from(burst),
-                last: Instant::now(),
-            }),
+            rate: Mutex::new(crate::rate::Bucket::with_tokens(burst)),
             address: Mutex::new(None),
         })
     }
@@ -288,21 +280,11 @@ impl Session {
 
     /// Takes one token for an incoming message; false when the client is flooding.
     pub(crate) fn admit_message(&self, per_sec: u32) -> bool {
-        if per_sec == 0 {
-            return true;
-        }
-        let mut rate = self.rate.lock();
-        let now = Instant::now();
-        let burst = f64::from(per_sec) * 2.0;
-        let refill = now.duration_since(rate.last).as_secs_f64() * f64::from(per_sec);
-        rate.tokens = (rate.tokens + refill).min(burst);
-        rate.last = now;
-        if rate.tokens >= 1.0 {
-            rate.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        per_sec == 0
+            || self
+                .rate
+                .lock()
+                .take(per_sec, per_sec.saturating_mul(2), Instant::now())
     }
 }
 

@@ -72,18 +72,7 @@ impl EventLog for LocalLog {
     }
 
     fn broadcast(&self, room: &RoomKey, event: super::Ephemeral<'_>) -> bool {
-        let rooms: [String; 0] = [];
-        let packets = crate::hub::encode_room_event(
-            &Event {
-                nsp: room.nsp(),
-                rooms: &rooms,
-                name: event.name,
-                data: event.data,
-                attachments: event.attachments,
-                with_offset: false,
-            },
-            0,
-        );
+        let packets = crate::hub::encode_room_event(&event.as_event(room), 0);
         self.hub.deliver_ephemeral(room, packets, event.conflate);
         true
     }

@@ -95,6 +95,20 @@ pub struct Ephemeral<'a> {
     pub conflate: Option<crate::hub::Conflate>,
 }
 
+impl Ephemeral<'_> {
+    /// The event as the hub encodes it for `room`: no offset.
+    pub fn as_event<'b>(&'b self, room: &'b RoomKey) -> Event<'b> {
+        Event {
+            nsp: room.nsp(),
+            rooms: &[],
+            name: self.name,
+            data: self.data,
+            attachments: self.attachments,
+            with_offset: false,
+        }
+    }
+}
+
 /// Whether this node hears a room's events.
 pub trait RoomFeed: Send + Sync + 'static {
     /// Makes sure the room's events reach this node before a socket joins it; one reference per membership.

@@ -100,15 +100,7 @@ impl EventLog for RedisLog {
     }
 
     fn broadcast(&self, room: &RoomKey, event: super::Ephemeral<'_>) -> bool {
-        let rooms: [String; 0] = [];
-        let wire = crate::cluster::broker::WireEvent::from_event(&Event {
-            nsp: room.nsp(),
-            rooms: &rooms,
-            name: event.name,
-            data: event.data,
-            attachments: event.attachments,
-            with_offset: false,
-        });
+        let wire = crate::cluster::broker::WireEvent::from_event(&event.as_event(room));
         let Ok(wire) = wire else {
             return false;
         };

@@ -903,6 +903,17 @@ mod tests {
         }
     }
 
+    /// A message layer over a memory store with bob's device connected and caught up.
+    async fn bob_live() -> (Arc<MemoryMessages>, Arc<Direct>, Arc<Socket>, Arc<Device>) {
+        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
+        let fanout = LocalFanout::new();
+        let direct = Direct::new(store.clone(), fanout.clone(), "/", DirectLimits::default());
+        fanout.bind(&direct);
+        let bob = socket("bob");
+        let device = live_device(&direct, &bob).await;
+        (store, direct, bob, device)
+    }
+
     async fn live_device(direct: &Arc<Direct>, socket: &Arc<Socket>) -> Arc<Device> {
         let device = direct.attach(socket, "bob", "phone");
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -915,12 +926,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_that_comes_early_waits_for_the_one_before_it() {
-        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
-        let fanout = LocalFanout::new();
-        let direct = Direct::new(store.clone(), fanout.clone(), "/", DirectLimits::default());
-        fanout.bind(&direct);
-        let bob = socket("bob");
-        let device = live_device(&direct, &bob).await;
+        let (store, direct, bob, device) = bob_live().await;
         // Stored without being offered, as when they were accepted on other nodes.
         let first = store.accept(message(1)).await.unwrap().message;
         let second = store.accept(message(2)).await.unwrap().message;
@@ -939,12 +945,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_gap_that_does_not_fill_is_read_back_from_the_inbox() {
-        let store = Arc::new(MemoryMessages::new(InboxLimits::default()));
-        let fanout = LocalFanout::new();
-        let direct = Direct::new(store.clone(), fanout.clone(), "/", DirectLimits::default());
-        fanout.bind(&direct);
-        let bob = socket("bob");
-        let device = live_device(&direct, &bob).await;
+        let (store, direct, _bob, device) = bob_live().await;
         // The first one's hand-over is lost; only the second comes.
         let _lost = store.accept(message(1)).await.unwrap().message;
         let second = store.accept(message(2)).await.unwrap().message;

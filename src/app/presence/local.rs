@@ -11,7 +11,7 @@ use super::{
     PresencePage, PresenceStats, PresentUser, FLUSH_EVERY, MAX_CHANGES_PER_FLUSH, MAX_PAGE,
 };
 use crate::app::backend::Unavailable;
-use crate::hub::{encode_room_event, Event, Hub, RoomKey};
+use crate::hub::{encode_room_event, Hub, RoomKey};
 
 #[derive(Default)]
 struct Room {
@@ -181,18 +181,12 @@ async fn flush_loop(hub: Weak<Hub>, changes: Weak<Mutex<Changes>>) {
 }
 
 fn send(hub: &Hub, room: &RoomKey, name: &str, data: &str) {
-    let rooms: [String; 0] = [];
-    let packets = encode_room_event(
-        &Event {
-            nsp: room.nsp(),
-            rooms: &rooms,
-            name,
-            data: data.as_bytes(),
-            attachments: &[],
-            with_offset: false,
-        },
-        0,
-    );
-    hub.deliver_ephemeral(room, packets, None);
+    let event = crate::app::backend::Ephemeral {
+        name,
+        data: data.as_bytes(),
+        attachments: &[],
+        conflate: None,
+    };
+    hub.deliver_ephemeral(room, encode_room_event(&event.as_event(room), 0), None);
     metrics::counter!("tidings_presence_events_total").increment(1);
 }
