@@ -84,18 +84,14 @@ fn request_error(error: RequestError) -> ApiError {
 }
 
 async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Option<Receipt>, ApiError> {
-    state
-        .app
-        .publish_checked(checked, checked.ephemeral)
-        .await
-        .map_err(|error| {
-            metrics::counter!("tidings_publish_unavailable_total").increment(1);
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                error.to_string(),
-            )
-        })
+    state.app.publish_checked(checked).await.map_err(|error| {
+        metrics::counter!("tidings_publish_unavailable_total").increment(1);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            error.to_string(),
+        )
+    })
 }
 
 /// `{offset, recipients}` on an embedded node: the connections the event was queued for. In cluster mode the

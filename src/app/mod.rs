@@ -8,6 +8,7 @@ pub mod direct;
 mod events;
 pub mod expiry;
 pub mod presence;
+mod queues;
 mod recover;
 mod request;
 
@@ -174,7 +175,7 @@ pub struct Tidings {
     live: parking_lot::Mutex<HashMap<Sid, std::sync::Weak<Socket>>>,
     /// Per connection, the queue its durable `publish` events go through one after the other, so they are
     /// sequenced in the order the client sent them (on this node and across the cluster).
-    publish_queues: parking_lot::Mutex<HashMap<Sid, tokio::sync::mpsc::Sender<PublishJob>>>,
+    publish_queues: queues::ConnectionQueues<PublishJob>,
     /// Direct messages.
     direct: Arc<direct::Direct>,
     self_ref: std::sync::OnceLock<std::sync::Weak<Tidings>>,
@@ -233,7 +234,7 @@ impl Tidings {
             history_reply_bytes: parts.history_reply_bytes,
             expiry: expiry::ExpiryClock::new(parts.expiry_notice, parts.expiry_leeway),
             live: parking_lot::Mutex::new(HashMap::new()),
-            publish_queues: parking_lot::Mutex::new(HashMap::new()),
+            publish_queues: queues::ConnectionQueues::new(MAX_QUEUED_PUBLISHES),
             direct: parts.direct,
             self_ref: std::sync::OnceLock::new(),
         });
@@ -271,24 +272,25 @@ impl Tidings {
     }
 
     /// Publishes a checked event (HTTP API, ingest): to the rooms whose policy makes them ephemeral — all of
-    /// them with `ephemeral` — as an ephemeral event (conflated where the room says so), to the others through
-    /// the event log. The log's receipt when any room got the event durably; `None` when all were ephemeral.
+    /// them when the request said `ephemeral` — as an ephemeral event (conflated where the room says so), to
+    /// the others through the event log. The log's receipt when any room got the event durably; `None` when all
+    /// were ephemeral.
     pub async fn publish_checked(
         &self,
         checked: &request::CheckedPublish<'_>,
-        ephemeral: bool,
     ) -> Result<Option<Receipt>, PublishError> {
+        // Parsed once for every room that conflates (the checks already proved it is JSON).
+        let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data).ok();
         let mut durable = Vec::new();
         for room in &checked.rooms {
             let policy = first_matching(&self.room_policies, room);
-            if !ephemeral && !policy.is_some_and(RoomPolicy::is_ephemeral) {
+            if !checked.ephemeral && !policy.is_some_and(RoomPolicy::is_ephemeral) {
                 durable.push(room.clone());
                 continue;
             }
-            let conflate = policy.and_then(|policy| {
-                let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data);
-                policy.conflate_for(data.ok()?)
-            });
+            let conflate = policy
+                .zip(data)
+                .and_then(|(policy, data)| policy.conflate_for(data));
             let sent = self.backend.log.broadcast(
                 &RoomKey::new(&checked.nsp, room),
                 backend::Ephemeral {
@@ -324,7 +326,7 @@ impl Tidings {
     pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, IngestError> {
         let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
         let receipt = self
-            .publish_checked(&checked, checked.ephemeral)
+            .publish_checked(&checked)
             .await
             .map_err(IngestError::Unavailable)?;
         Ok(receipt.unwrap_or(Receipt {
@@ -376,17 +378,12 @@ impl Tidings {
     /// Runs `job` (a connection's durable publish and its ack) after the ones the connection queued before it;
     /// false when [`MAX_QUEUED_PUBLISHES`] wait already.
     fn enqueue_publish(&self, socket: &Socket, job: PublishJob) -> bool {
-        let mut queues = self.publish_queues.lock();
-        let queue = queues.entry(socket.id()).or_insert_with(|| {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<PublishJob>(MAX_QUEUED_PUBLISHES);
-            tokio::spawn(async move {
-                while let Some(job) = rx.recv().await {
+        self.publish_queues
+            .push(socket.id(), job, |mut jobs| async move {
+                while let Some(job) = jobs.recv().await {
                     job.await;
                 }
-            });
-            tx
-        });
-        queue.try_send(job).is_ok()
+            })
     }
 
     /// A connection of the socket's user is in `room` now (presence).
@@ -417,7 +414,7 @@ impl Tidings {
             self.direct.detach(socket, user.sub());
         }
         self.direct.connection_closed(socket.id());
-        self.publish_queues.lock().remove(&socket.id());
+        self.publish_queues.close(&socket.id());
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in &rooms {
             let key = RoomKey::new(socket.nsp(), &membership.room);

@@ -80,7 +80,7 @@ pub struct Direct {
     devices: Mutex<HashMap<Arc<str>, Vec<Arc<Device>>>>,
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
-    queues: Mutex<HashMap<Sid, mpsc::Sender<QueuedSend>>>,
+    queues: super::queues::ConnectionQueues<QueuedSend>,
     /// The backend's webhook, with how long a user may be offline with undelivered messages before it is
     /// told.
     webhook: Option<(webhook::Webhook, Duration)>,
@@ -130,7 +130,7 @@ impl Direct {
             namespace: namespace.to_owned(),
             limits,
             devices: Mutex::new(HashMap::new()),
-            queues: Mutex::new(HashMap::new()),
+            queues: super::queues::ConnectionQueues::new(limits.max_queued_sends),
             webhook: webhook.map(|(config, after)| (webhook::Webhook::start(config), after)),
             offline_checks: Mutex::new(std::collections::HashSet::new()),
             self_ref: OnceLock::new(),
@@ -215,19 +215,13 @@ impl Direct {
         let Some(direct) = self.arc() else {
             return false;
         };
-        let mut queues = self.queues.lock();
-        let sender = queues.entry(socket.id()).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel::<QueuedSend>(self.limits.max_queued_sends.max(1));
-            tokio::spawn(direct.work_queue(socket.clone(), rx));
-            tx
+        let queued = self.queues.push(socket.id(), send, |queue| {
+            direct.work_queue(socket.clone(), queue)
         });
-        match sender.try_send(send) {
-            Ok(()) => true,
-            Err(_) => {
-                metrics::counter!("tidings_message_sends_queue_full_total").increment(1);
-                false
-            }
+        if !queued {
+            metrics::counter!("tidings_message_sends_queue_full_total").increment(1);
         }
+        queued
     }
 
     /// Works one connection's queue until the connection closed and the queue is empty.
@@ -265,7 +259,7 @@ impl Direct {
 
     /// A connection closed: its queue finishes what it holds, then ends.
     pub fn connection_closed(&self, socket: Sid) {
-        self.queues.lock().remove(&socket);
+        self.queues.close(&socket);
     }
 
     /// Status changes go to their sender's devices, wherever they are, and to the webhook.
