@@ -329,7 +329,11 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
     });
     let (backend, direct) = match &cluster {
         Some(cluster) => (
-            Backend::redis(cluster.clone(), config.recovery.max_disconnection()),
+            Backend::redis(
+                cluster.clone(),
+                config.recovery.max_disconnection(),
+                node_tag.as_str(),
+            ),
             cluster_direct(config, cluster, node_tag.as_str()),
         ),
         None => {

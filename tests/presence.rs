@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{start, token, Api, WsClient, WAIT};
-use serde_json::{json, Value};
+use serde_json::json;
 use tidings::config::{Config, RoomPolicy};
 use tokio::time::Instant;
 
@@ -21,24 +21,6 @@ async fn member(addr: std::net::SocketAddr, user: &str) -> WsClient {
     WsClient::connect(addr, &token(user, &["team:*"], &["team:1"], &[]))
         .await
         .0
-}
-
-/// The presence events `client` gets within `window`, as (name, data).
-async fn presence_events(client: &mut WsClient, window: Duration) -> Vec<(String, Value)> {
-    let deadline = Instant::now() + window;
-    let mut events = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Some(frame) = client.next_frame(left).await else {
-            break;
-        };
-        if let Some(event) = frame.text().and_then(common::parse_event) {
-            if event.name.starts_with("presence:") {
-                assert_eq!(event.offset, None, "presence events are ephemeral");
-                events.push((event.name, event.data));
-            }
-        }
-    }
-    events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,11 +108,11 @@ async fn joins_and_leaves_are_announced_once_per_user_and_coalesced() {
     let node = start(policies).await;
     let addr = node.local_addr();
     let mut watcher = member(addr, "watcher").await;
-    let _ = presence_events(&mut watcher, Duration::from_millis(1200)).await;
+    let _ = watcher.presence_events(Duration::from_millis(1200)).await;
 
     let dave_phone = member(addr, "dave").await;
     let dave_laptop = member(addr, "dave").await;
-    let got = presence_events(&mut watcher, Duration::from_millis(1500)).await;
+    let got = watcher.presence_events(Duration::from_millis(1500)).await;
     assert_eq!(
         got,
         vec![(
@@ -140,10 +122,10 @@ async fn joins_and_leaves_are_announced_once_per_user_and_coalesced() {
     );
 
     drop(dave_phone);
-    let got = presence_events(&mut watcher, Duration::from_millis(1500)).await;
+    let got = watcher.presence_events(Duration::from_millis(1500)).await;
     assert!(got.is_empty(), "dave still has a device: {got:?}");
     drop(dave_laptop);
-    let got = presence_events(&mut watcher, Duration::from_millis(1500)).await;
+    let got = watcher.presence_events(Duration::from_millis(1500)).await;
     assert_eq!(
         got,
         vec![(
@@ -154,10 +136,10 @@ async fn joins_and_leaves_are_announced_once_per_user_and_coalesced() {
 
     // Gone and back within one flush: nothing to announce.
     let erin = member(addr, "erin").await;
-    let _ = presence_events(&mut watcher, Duration::from_millis(1500)).await;
+    let _ = watcher.presence_events(Duration::from_millis(1500)).await;
     drop(erin);
     let _erin_again = member(addr, "erin").await;
-    let got = presence_events(&mut watcher, Duration::from_millis(1500)).await;
+    let got = watcher.presence_events(Duration::from_millis(1500)).await;
     // Either within one flush (nothing said) or across two (a leave, then a join): never a lone leave.
     let names: Vec<&str> = got.iter().map(|(name, _)| name.as_str()).collect();
     assert!(
@@ -177,12 +159,12 @@ async fn a_crowd_arriving_at_once_is_one_reset_not_a_flood() {
     .await;
     let addr = node.local_addr();
     let mut watcher = member(addr, "watcher").await;
-    let _ = presence_events(&mut watcher, Duration::from_millis(1200)).await;
+    let _ = watcher.presence_events(Duration::from_millis(1200)).await;
     let crowd: Vec<WsClient> = futures_util::future::join_all(
         (0..150).map(|n| async move { member(addr, &format!("u{n}")).await }),
     )
     .await;
-    let got = presence_events(&mut watcher, Duration::from_millis(2500)).await;
+    let got = watcher.presence_events(Duration::from_millis(2500)).await;
     let resets = got
         .iter()
         .filter(|(name, _)| name == "presence:reset")

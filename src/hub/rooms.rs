@@ -30,6 +30,12 @@ impl RoomKey {
         RoomKey(key.into())
     }
 
+    /// The key of [`RoomKey::as_str`]'s form back; `None` without the NUL.
+    pub fn parse(key: &str) -> Option<RoomKey> {
+        let (nsp, room) = key.split_once('\0')?;
+        Some(RoomKey::new(nsp, room))
+    }
+
     /// The key as one string: namespace, NUL, room.
     pub fn as_str(&self) -> &str {
         &self.0

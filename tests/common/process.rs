@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::{API_KEY, SECRET};
 
-/// A `tidings serve --data-dir` process, stopped by its pid (SIGKILL) when dropped.
+/// A `tidings serve` process (with `--data-dir`, or other arguments), stopped by its pid (SIGKILL) when dropped.
 pub struct DataDirNode {
     child: Child,
     /// The address it listens on.
@@ -18,11 +18,17 @@ pub struct DataDirNode {
 impl DataDirNode {
     /// Starts a node on `listen` (port 0 for any) keeping its data in `dir`, with `extra` serve arguments.
     pub fn start(listen: &str, dir: &Path, extra: &[&std::ffi::OsStr]) -> DataDirNode {
+        let mut args = vec![std::ffi::OsStr::new("--data-dir"), dir.as_os_str()];
+        args.extend_from_slice(extra);
+        DataDirNode::spawn(listen, &args)
+    }
+
+    /// Starts a node on `listen` with the serve arguments `args` (besides the test secret and API key).
+    pub fn spawn(listen: &str, args: &[&std::ffi::OsStr]) -> DataDirNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
             .args(["serve", "--listen", listen, "--jwt-secret", SECRET])
-            .args(["--api-key", API_KEY, "--data-dir"])
-            .arg(dir)
-            .args(extra)
+            .args(["--api-key", API_KEY])
+            .args(args)
             .env_remove("TIDINGS_CONFIG")
             .env_remove("TIDINGS_REDIS_URL")
             .stdout(Stdio::piped())

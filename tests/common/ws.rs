@@ -178,6 +178,34 @@ impl WsClient {
         }
     }
 
+    /// Every event this client gets within `window` (from now on).
+    pub async fn events_for(&mut self, window: Duration) -> Vec<EventFrame> {
+        let deadline = Instant::now() + window;
+        let mut events = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(frame) = self.next_frame(left).await else {
+                break;
+            };
+            if let Some(event) = frame.text().and_then(parse_event) {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    /// The presence events (`presence:*`) this client gets within `window`, as (name, data); panics if one
+    /// has an offset (they are ephemeral).
+    pub async fn presence_events(&mut self, window: Duration) -> Vec<(String, Value)> {
+        let mut presence = Vec::new();
+        for event in self.events_for(window).await {
+            if event.name.starts_with("presence:") {
+                assert_eq!(event.offset, None, "presence events are ephemeral");
+                presence.push((event.name, event.data));
+            }
+        }
+        presence
+    }
+
     /// The next text frame; panics on timeout or close.
     pub async fn recv_text(&mut self, timeout: Duration) -> String {
         let frame = self.recv_until(|f| f.text().is_some(), timeout).await;

@@ -169,13 +169,22 @@ impl Backend {
         }
     }
 
-    /// A cluster node over `cluster`, whose parked records stay recoverable for `window`.
-    pub fn redis(cluster: Arc<super::ClusterBackend>, window: std::time::Duration) -> Backend {
+    /// A cluster node `node` over `cluster`, whose parked records stay recoverable for `window`.
+    pub fn redis(
+        cluster: Arc<super::ClusterBackend>,
+        window: std::time::Duration,
+        node: &str,
+    ) -> Backend {
+        let presence = crate::cluster::presence::PresenceStore::new(
+            cluster.redis.clone(),
+            cluster.keys.clone(),
+            node,
+        );
         Backend {
             log: Arc::new(RedisLog::new(cluster.clone())),
             feed: Arc::new(RedisFeed::new(cluster.clone())),
             sessions: Arc::new(RedisSessions::new(cluster, window)),
-            presence: Arc::new(super::presence::NoPresence),
+            presence: super::presence::SharedPresence::start(presence),
         }
     }
 }

@@ -1,30 +1,23 @@
 //! Presence of an embedded node: per room, a map of users by id (pages are ranges of it), with announcements
 //! coalesced per room and flushed once a [`super::FLUSH_EVERY`] to the room's members on this node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use futures_util::future::{ready, BoxFuture, FutureExt};
 use parking_lot::Mutex;
 
-use super::{
-    PresencePage, PresenceStats, PresentUser, FLUSH_EVERY, MAX_CHANGES_PER_FLUSH, MAX_PAGE,
-};
+use super::counts::Counts;
+use super::{PresencePage, PresenceStats, FLUSH_EVERY, MAX_CHANGES_PER_FLUSH};
 use crate::app::backend::Unavailable;
 use crate::hub::{encode_room_event, Hub, RoomKey};
-
-#[derive(Default)]
-struct Room {
-    users: BTreeMap<String, (usize, u64)>,
-    connections: usize,
-}
 
 /// Users whose presence changed since the room's last flush: true for joined, false for left.
 type Changes = HashMap<RoomKey, HashMap<String, bool>>;
 
 /// Presence kept in this process.
 pub struct LocalPresence {
-    rooms: Mutex<HashMap<RoomKey, Room>>,
+    counts: Mutex<Counts>,
     changes: Arc<Mutex<Changes>>,
 }
 
@@ -35,7 +28,7 @@ impl LocalPresence {
         let changes = Arc::new(Mutex::new(Changes::new()));
         tokio::spawn(flush_loop(Arc::downgrade(hub), Arc::downgrade(&changes)));
         Arc::new(LocalPresence {
-            rooms: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             changes,
         })
     }
@@ -57,42 +50,14 @@ impl LocalPresence {
 
 impl super::Presence for LocalPresence {
     fn joined(&self, room: &RoomKey, user: &str, announce: bool) {
-        let first = {
-            let mut rooms = self.rooms.lock();
-            let entry = rooms.entry(room.clone()).or_default();
-            entry.connections += 1;
-            let present = entry
-                .users
-                .entry(user.to_owned())
-                .or_insert((0, crate::messages::now_ms()));
-            present.0 += 1;
-            present.0 == 1
-        };
+        let first = self.counts.lock().join(room, user, announce) == 1;
         if first && announce {
             self.announce(room, user, true);
         }
     }
 
     fn left(&self, room: &RoomKey, user: &str, announce: bool) {
-        let gone = {
-            let mut rooms = self.rooms.lock();
-            let Some(entry) = rooms.get_mut(room) else {
-                return;
-            };
-            let Some(present) = entry.users.get_mut(user) else {
-                return;
-            };
-            entry.connections = entry.connections.saturating_sub(1);
-            present.0 -= 1;
-            let gone = present.0 == 0;
-            if gone {
-                entry.users.remove(user);
-            }
-            if entry.users.is_empty() {
-                rooms.remove(room);
-            }
-            gone
-        };
+        let gone = self.counts.lock().leave(room, user) == Some(0);
         if gone && announce {
             self.announce(room, user, false);
         }
@@ -104,45 +69,11 @@ impl super::Presence for LocalPresence {
         cursor: Option<&'a str>,
         limit: usize,
     ) -> BoxFuture<'a, Result<PresencePage, Unavailable>> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let rooms = self.rooms.lock();
-        let mut users = Vec::new();
-        let mut more = false;
-        if let Some(entry) = rooms.get(room) {
-            let after = cursor.map_or(std::ops::Bound::Unbounded, |c| {
-                std::ops::Bound::Excluded(c.to_owned())
-            });
-            for (user, (devices, joined_at)) in
-                entry.users.range((after, std::ops::Bound::Unbounded))
-            {
-                if users.len() == limit {
-                    more = true;
-                    break;
-                }
-                users.push(PresentUser {
-                    user: user.clone(),
-                    devices: *devices,
-                    joined_at: *joined_at,
-                });
-            }
-        }
-        let cursor = more.then(|| users.last().map(|u| u.user.clone())).flatten();
-        ready(Ok(PresencePage { users, cursor })).boxed()
+        ready(Ok(self.counts.lock().page(room, cursor, limit))).boxed()
     }
 
     fn stats<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<PresenceStats, Unavailable>> {
-        let rooms = self.rooms.lock();
-        let stats = rooms.get(room).map_or(
-            PresenceStats {
-                users: 0,
-                connections: 0,
-            },
-            |entry| PresenceStats {
-                users: entry.users.len(),
-                connections: entry.connections,
-            },
-        );
-        ready(Ok(stats)).boxed()
+        ready(Ok(self.counts.lock().stats(room))).boxed()
     }
 }
 

@@ -2,16 +2,21 @@
 //! count and join time, listed in pages, counted, and optionally announced to the room's members.
 //!
 //! [`Presence`] is the capability, chosen once at start: [`LocalPresence`] keeps an embedded node's rooms in
-//! memory. Announcements (`presence:join` / `presence:leave` `{room, user}`, for rooms whose policy sets
+//! memory; [`SharedPresence`] keeps a cluster's in Redis (each node writes its own share; the share of a node
+//! that dies is removed by the others within [`EXPIRY_BOUND`]). Announcements (`presence:join` / `presence:leave` `{room, user}`, for rooms whose policy sets
 //! `presence_events`) are coalesced per room over [`FLUSH_EVERY`]: a user who leaves and comes back within it
 //! is not announced at all, and a room announces at most [`MAX_CHANGES_PER_FLUSH`] users per flush — past that
-//! its members get one `presence:reset` `{room, users}` and read the list again in pages. A reconnect storm in a
+//! its members get one `presence:reset` `{room, changed}` and read the list again in pages. A reconnect storm in a
 //! 10,000-member room therefore costs each member at most one event per changed user up to that bound, or one
-//! event, per second.
+//! event, per second. In a cluster the changes are coalesced per room in Redis and flushed by one node, so the
+//! bound holds cluster-wide.
 
+mod counts;
 mod local;
+mod shared;
 
 pub use local::LocalPresence;
+pub use shared::SharedPresence;
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -31,6 +36,13 @@ pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Users announced per room and flush at most; more changes become one `presence:reset`.
 pub const MAX_CHANGES_PER_FLUSH: usize = 100;
+
+/// How long a dead cluster node's users stay present at most: its registry entry expires
+/// ([`crate::cluster::registry::ENTRY_TTL`]), then the next sweep of a live node (every heartbeat) removes them.
+pub const EXPIRY_BOUND: std::time::Duration = std::time::Duration::from_millis(
+    crate::cluster::registry::ENTRY_TTL.as_millis() as u64
+        + crate::cluster::registry::HEARTBEAT_INTERVAL.as_millis() as u64,
+);
 
 /// Users in one page at most.
 pub const MAX_PAGE: usize = 1000;
@@ -80,28 +92,4 @@ pub trait Presence: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<PresencePage, Unavailable>>;
     /// The counts of `room`.
     fn stats<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<PresenceStats, Unavailable>>;
-}
-
-/// Presence where it is not kept yet (cluster mode, until presence is shared over Redis): every read is
-/// refused as unavailable rather than answered with this node's share only.
-pub struct NoPresence;
-
-impl Presence for NoPresence {
-    fn joined(&self, _: &RoomKey, _: &str, _: bool) {}
-    fn left(&self, _: &RoomKey, _: &str, _: bool) {}
-    fn page<'a>(
-        &'a self,
-        _: &'a RoomKey,
-        _: Option<&'a str>,
-        _: usize,
-    ) -> BoxFuture<'a, Result<PresencePage, Unavailable>> {
-        Box::pin(std::future::ready(Err(not_kept())))
-    }
-    fn stats<'a>(&'a self, _: &'a RoomKey) -> BoxFuture<'a, Result<PresenceStats, Unavailable>> {
-        Box::pin(std::future::ready(Err(not_kept())))
-    }
-}
-
-fn not_kept() -> Unavailable {
-    Unavailable("presence is not kept in cluster mode yet".into())
 }
