@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tidings::bench::args::BenchMode;
 use tidings::bench::dm::{DmArgs, DmBench};
+use tidings::bench::tracking::{TrackingArgs, TrackingBench};
 use tidings::bench::{Bench, BenchArgs};
 use tidings::cli::{Cli, Command, ServeArgs};
 use tidings::config::DEFAULT_CONFIG_TOML;
@@ -60,6 +61,25 @@ fn bench_dm(args: &DmArgs) -> anyhow::Result<()> {
     fail_on_shortfalls(&report.shortfalls())
 }
 
+/// Runs `tidings bench tracking` (case E).
+fn bench_tracking(args: &TrackingArgs) -> anyhow::Result<()> {
+    let bench = TrackingBench::new(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tidings-bench")
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = runtime.block_on(bench.run())?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    let text = if args.json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.to_string()
+    };
+    print_stdout(&text)?;
+    fail_on_shortfalls(&report.shortfalls())
+}
+
 /// An error (non-zero exit) naming every shortfall of a bench run, after its report was printed.
 fn fail_on_shortfalls(shortfalls: &[String]) -> anyhow::Result<()> {
     if shortfalls.is_empty() {
@@ -70,8 +90,10 @@ fn fail_on_shortfalls(shortfalls: &[String]) -> anyhow::Result<()> {
 
 /// Runs `tidings bench` (or one of its worker processes, which re-run this command line with worker flags).
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchMode::Dm(dm)) = &args.mode {
-        return bench_dm(dm);
+    match &args.mode {
+        Some(BenchMode::Dm(dm)) => return bench_dm(dm),
+        Some(BenchMode::Tracking(tracking)) => return bench_tracking(tracking),
+        None => {}
     }
     let program = std::env::current_exe().context("cannot find the tidings binary")?;
     let argv = std::env::args_os().skip(1).collect();

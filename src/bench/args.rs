@@ -9,6 +9,8 @@ use super::dm::DmArgs;
 pub enum BenchMode {
     /// Direct messages: senders emit `dm` at a steady rate to recipients whose devices acknowledge each one.
     Dm(Box<DmArgs>),
+    /// Client streams (case E): workers publish positions into team rooms watched by managers.
+    Tracking(Box<crate::bench::tracking::TrackingArgs>),
 }
 
 /// Flags of `tidings bench`: N Socket.IO clients subscribe, then events are published at a steady rate and

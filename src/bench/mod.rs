@@ -16,6 +16,7 @@ pub mod report;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod tracking;
 pub mod workers;
 pub mod ws;
 

@@ -35,13 +35,15 @@ impl Usage {
 
 /// User + system CPU seconds of this process, from fields 14 and 15 of `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    process_cpu_seconds("self").unwrap_or(0.0)
+}
+
+/// User + system CPU seconds of process `pid` (or `self`), from fields 14 and 15 of `/proc/<pid>/stat`;
+/// `None` when it cannot be read (no such process).
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its closing parenthesis start at field 3.
-    let Some(close) = stat.rfind(')') else {
-        return 0.0;
-    };
+    let close = stat.rfind(')')?;
     let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
     let ticks = |i: usize| {
         fields
@@ -56,7 +58,7 @@ fn cpu_seconds() -> f64 {
     } else {
         100.0
     };
-    (ticks(11) + ticks(12)) / per_second
+    Some((ticks(11) + ticks(12)) / per_second)
 }
 
 /// A `kB` field of `/proc/self/status`, 0 when absent.
