@@ -9,7 +9,7 @@ import { GRID, HEIGHT, WIDTH, blockKind, isAvenue, streetName } from './grid.js'
 
 const SVG = 'http://www.w3.org/2000/svg';
 /** Margin around the city, in metres. */
-const MARGIN = 30;
+const MARGIN = 40;
 /** Bounds of a marker's glide: an update after a long gap jumps quickly instead of crawling. */
 const MIN_GLIDE_MS = 150;
 const MAX_GLIDE_MS = 2000;
@@ -21,11 +21,14 @@ function el(name, attrs = {}, parent = null) {
   return node;
 }
 
-/** A colour of its own for each worker, stable across reloads. */
+/** A colour of its own for each worker, stable across reloads: hues a golden angle apart by the id's number. */
 export function colourOf(worker) {
-  let h = 0;
-  for (const c of worker) h = (h * 31 + c.charCodeAt(0)) >>> 0;
-  return `hsl(${h % 360} 70% 42%)`;
+  let n = Number(/(\d+)$/.exec(worker)?.[1]);
+  if (!Number.isFinite(n)) {
+    n = 0;
+    for (const c of worker) n = (n * 31 + c.charCodeAt(0)) % 1000;
+  }
+  return `hsl(${Math.round((n * 137.508 + 200) % 360)} 65% 42%)`;
 }
 
 export class CityMap {
@@ -94,6 +97,10 @@ export class CityMap {
     m.node.dataset.y = String(p.y);
     if (Number.isFinite(p.heading)) m.arrow.setAttribute('transform', `rotate(${p.heading})`);
     if (typeof p.name === 'string') m.label.textContent = p.name;
+    // Near the east edge the name goes on the marker's left, inside the map.
+    const west = p.x > WIDTH - 60;
+    m.label.setAttribute('x', west ? '-15' : '15');
+    m.label.setAttribute('text-anchor', west ? 'end' : 'start');
   }
 
   addMarker(p) {
@@ -102,10 +109,10 @@ export class CityMap {
     const title = el('title', {}, node);
     title.textContent = p.worker;
     const arrow = el('g', { class: 'arrow' }, node);
-    el('path', { d: 'M0,-17 L6,-8 L-6,-8 Z' }, arrow);
-    el('circle', { class: 'halo', r: 15 }, node);
-    el('circle', { class: 'dot', r: 8 }, node);
-    const label = el('text', { class: 'label', x: 12, y: 4 }, node);
+    el('path', { d: 'M0,-24 L8,-12 L-8,-12 Z' }, arrow);
+    el('circle', { class: 'halo', r: 20 }, node);
+    el('circle', { class: 'dot', r: 10 }, node);
+    const label = el('text', { class: 'label', x: 15, y: 6 }, node);
     node.addEventListener('click', () => this.onSelect(p.worker));
     this.layer.append(node);
     const m = { node, arrow, label, at: 0 };
