@@ -58,9 +58,10 @@ export async function screenshot(page, name) {
 
 /**
  * Start an app's demo server (`node script args…`) and wait for the line that says where to open it
- * (`open http://…/`). Returns `{url, proc, output(), stop()}`; stop() ends it by its pid.
+ * (`open http://…/`; another program's line with `ready`, whose first group is the URL). Returns
+ * `{url, proc, output(), stop()}`; stop() ends it by its pid.
  */
-export async function startApp(script, args = [], { env = {} } = {}) {
+export async function startApp(script, args = [], { env = {}, ready = /open (http:\/\/\S+)/ } = {}) {
   const proc = spawn(process.execPath, [script, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -75,7 +76,7 @@ export async function startApp(script, args = [], { env = {} } = {}) {
     const keep = (chunk) => {
       out = (out + chunk).slice(-OUTPUT_KEEP);
       if (process.env.TIDINGS_TEST_VERBOSE) process.stderr.write(chunk);
-      const m = /open (http:\/\/\S+)/.exec(out);
+      const m = ready.exec(out);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
