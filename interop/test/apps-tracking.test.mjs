@@ -1,11 +1,12 @@
 // The team-tracking app (examples/tracking) in headless Chromium: a tidings node with the app's config, the
 // app's demo server, and its simulator with 18 workers in 3 teams (alpha, bravo, charlie), each a socket.io
 // client of its own. A manager page of team alpha is checked through its DOM: its workers' markers move, no
-// other team's worker shows, workers the test sends offline are greyed out within seconds and come back, and
-// the page swaps its token before it expires. Raw socket.io clients check what the tokens allow and what the
-// rooms' policies do (ephemeral, conflated, rate-limited). Last, the one documented command
-// (serve.mjs --start-tidings --simulate) is run as it is. Screenshots: target/screenshots/tracking-manager.png
-// (workers moving, two offline and greyed out) and tracking-login.png (the login page of the one command).
+// other team's worker shows, workers the test sends offline are greyed out within seconds and come back, one
+// whose network goes silent is greyed out once the node's ping goes unanswered, and the page swaps its token
+// before it expires. Raw socket.io clients check what the tokens allow and what the rooms' policies do
+// (ephemeral, conflated, rate-limited). Last, the one documented command (serve.mjs --start-tidings --simulate)
+// is run as it is. Screenshots: target/screenshots/tracking-manager.png (workers moving, two offline and greyed
+// out) and tracking-login.png (the login page of the one command).
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { mintToken, workerClaims } from '../../examples/tracking/token.mjs';
 import { assertNoPageErrors, launchBrowser, newPage, screenshot, startApp } from './browser.mjs';
+import { startProxy } from './proxy.mjs';
 import {
   REPO_ROOT,
   api,
@@ -30,6 +32,8 @@ const APP = path.join(REPO_ROOT, 'examples', 'tracking');
 const T = { timeout: 90_000 };
 /** The page must show a worker offline this soon after its connection closed (presence is coalesced per second). */
 const OFFLINE_WITHIN_MS = 10_000;
+/** …and this soon after its network went silent: the app's ping interval + ping timeout (15 s), + 1 s, + slack. */
+const SILENT_OFFLINE_WITHIN_MS = 30_000;
 // The node tells a connection about its token's expiry 115 s ahead; with the page's 120 s tokens (the
 // shortest the demo server mints) the page has to refresh about 5 s after it connected.
 const CONFIG = `${readFileSync(path.join(APP, 'tidings.toml'), 'utf8')}\n[auth]\nexpiry_notice_secs = 115\n`;
@@ -177,6 +181,34 @@ describe('team-tracking app in Chromium', () => {
     assertNoPageErrors(manager);
   });
 
+  test('a worker whose network goes silent is greyed out once the node’s ping goes unanswered', T, async (t) => {
+    const { page } = manager;
+    // A worker of alpha of the test's own, connected through a proxy that can freeze its connection: no close
+    // reaches the node, as when a phone drives into a tunnel.
+    const worker = 'alpha-tunnel';
+    const proxy = await startProxy(server);
+    try {
+      const token = mintToken(workerClaims(worker, 'alpha'), server.secret, 300).token;
+      const phone = await connect(proxy, { token, transports: ['websocket'] });
+      const data = { worker, team: 'alpha', name: 'Tunnel', x: 600, y: 400, heading: 90, ts: Date.now() };
+      assertOk(await ask(phone, 'publish', { room: 'pos:alpha', event: 'position', data }));
+      await page.waitForSelector(`#markers .marker[data-worker="${worker}"][data-state="online"]`, { timeout: 10_000 });
+      await page.waitForSelector(`#workers li[data-worker="${worker}"][data-state="online"]`, { timeout: 10_000 });
+
+      const started = Date.now();
+      proxy.pause();
+      await page.waitForSelector(`#workers li[data-worker="${worker}"][data-state="offline"]`, {
+        timeout: SILENT_OFFLINE_WITHIN_MS,
+      });
+      await page.waitForSelector(`#markers .marker[data-worker="${worker}"][data-state="offline"]`, { timeout: 1000 });
+      t.diagnostic(`${worker} shown offline ${Date.now() - started} ms after its network went silent`);
+      phone.close();
+    } finally {
+      await proxy.close();
+    }
+    assertNoPageErrors(manager);
+  });
+
   test('the page swaps its token on the live connection before it expires', T, async () => {
     const { page } = manager;
     const exp = Number(await page.getAttribute('body', 'data-token-exp'));
@@ -185,8 +217,9 @@ describe('team-tracking app in Chromium', () => {
       what: 'a later expiry after the refresh',
     });
     assert.equal(await page.getAttribute('body', 'data-connection'), 'connected');
-    const first = await markers(page);
-    await allMoved(page, first, 'the markers to move on after the refresh');
+    const now = await markers(page);
+    const first = Object.fromEntries(alpha.map((w) => [w, now[w]]));
+    await allMoved(page, first, 'the simulated workers’ markers to move on after the refresh');
     assertNoPageErrors(manager);
   });
 
