@@ -61,7 +61,8 @@ class Worker {
     socket.on('disconnect', (reason) => {
       if (reason === 'io server disconnect') this.retry();
     });
-    socket.on('connect_error', () => {
+    socket.on('connect_error', (err) => {
+      this.opts.onRefused(this, `connection refused: ${err.message}`);
       if (!socket.active) this.retry();
     });
     this.socket = socket;
@@ -98,7 +99,7 @@ class Worker {
     this.socket.timeout(ACK_TIMEOUT_MS).emit('publish', publish, (err, reply) => {
       if (!err && reply?.ok) this.sent += 1;
       else this.refused += 1;
-      if (!err && !reply?.ok) this.opts.onRefused(this, reply?.error);
+      if (!err && !reply?.ok) this.opts.onRefused(this, `position refused: ${reply?.error}`);
     });
   }
 
@@ -130,7 +131,7 @@ export async function startSimulation(options) {
     onRefused: (worker, error) => {
       const n = (refusals.get(error) ?? 0) + 1;
       refusals.set(error, n);
-      if (n === 1) log(`simulate: ${worker.worker}'s position refused: ${error} (counted from now on)`);
+      if (n === 1) log(`simulate: ${worker.worker}: ${error} (the first; the summary counts them)`);
     },
   };
   const workers = new Map(roster({ workers: count, teams, seed }).map((spec) => [spec.worker, new Worker(spec, opts)]));
@@ -164,8 +165,8 @@ export async function startSimulation(options) {
         sent += w.sent;
         refused += w.refused;
       }
-      const why = [...refusals].map(([e, n]) => `${e} ${n}`).join(', ');
-      return `${online}/${workers.size} workers connected, ${sent} positions accepted, ${refused} not${why ? ` (${why})` : ''}`;
+      const problems = [...refusals].map(([e, n]) => `; ${e} (${n}×)`).join('');
+      return `${online}/${workers.size} workers connected, ${sent} positions accepted, ${refused} not${problems}`;
     },
     stop() {
       stopped = true;
@@ -264,7 +265,7 @@ async function main() {
   const running = await startSimulation(sim);
   const control = values.control === undefined ? null : await startControl(running, Number(values.control));
   console.log(
-    `simulate: ${sim.workers} workers in ${sim.teams} teams (${running.teams.slice(0, 8).join(', ')}${sim.teams > 8 ? ', …' : ''}), ` +
+    `simulate: ${sim.workers} worker${sim.workers === 1 ? '' : 's'} in ${sim.teams} team${sim.teams === 1 ? '' : 's'} (${running.teams.slice(0, 8).join(', ')}${sim.teams > 8 ? ', …' : ''}), ` +
       `${sim.rate} positions/s each, to ${sim.url}`,
   );
   if (control) console.log(`simulate: control ${control.url}/workers`);
