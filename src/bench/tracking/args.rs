@@ -173,7 +173,8 @@ impl TrackingPlan {
         if args.teams > args.workers {
             return Err(invalid("--teams must be at most --workers"));
         }
-        let connections = u64::from(args.workers) + u64::from(args.teams) * u64::from(args.managers);
+        let connections =
+            u64::from(args.workers) + u64::from(args.teams) * u64::from(args.managers);
         if connections > MAX_CONNECTIONS {
             return Err(invalid(&format!(
                 "{connections} connections: one bench process holds at most {MAX_CONNECTIONS} (open-files limit); run several processes"
@@ -235,7 +236,9 @@ impl TrackingPlan {
     pub fn roles(&self) -> Vec<Role> {
         let managers =
             (0..self.teams).flat_map(|t| (0..self.managers).map(move |k| Role::Manager(t, k)));
-        managers.chain((0..self.workers).map(Role::Worker)).collect()
+        managers
+            .chain((0..self.workers).map(Role::Worker))
+            .collect()
     }
 
     /// Connection number of `role`, which decides its node and source address.
@@ -307,7 +310,8 @@ mod tests {
 
     #[test]
     fn teams_rooms_and_tokens() {
-        let mut args = TrackingArgs::new("http://127.0.0.1:1", "secret-0123456789abcdef0123456789ab");
+        let mut args =
+            TrackingArgs::new("http://127.0.0.1:1", "secret-0123456789abcdef0123456789ab");
         args.urls.push("http://127.0.0.1:2".into());
         args.workers = 10;
         args.teams = 3;
@@ -329,7 +333,10 @@ mod tests {
         assert!(plan.auth_of(Role::Worker(1)).unwrap()["token"].is_string());
         args.no_auth = true;
         let open = TrackingPlan::from_args(&args).unwrap();
-        assert_eq!(open.auth_of(Role::Worker(1)).unwrap(), serde_json::json!({}));
+        assert_eq!(
+            open.auth_of(Role::Worker(1)).unwrap(),
+            serde_json::json!({})
+        );
         args.no_auth = false;
         args.jwt_secret = None;
         assert!(TrackingPlan::from_args(&args).is_err());

@@ -156,7 +156,9 @@ impl TrackingBench {
         }
         for (_, m) in &manager_tallies {
             if let Some(reason) = &m.dropped {
-                *failed.entry(format!("manager dropped: {reason}")).or_default() += 1;
+                *failed
+                    .entry(format!("manager dropped: {reason}"))
+                    .or_default() += 1;
             }
         }
         let ack_latency = roles::merged_ack_latency(&mut worker_tallies);

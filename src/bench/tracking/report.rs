@@ -213,7 +213,9 @@ impl TrackingReport {
             short.push(format!("{lost} deliveries lost"));
         }
         if let Some(stale) = self.stale.filter(|&n| n > 0) {
-            short.push(format!("{stale} managers' last positions are not the workers' last"));
+            short.push(format!(
+                "{stale} managers' last positions are not the workers' last"
+            ));
         }
         if self.foreign > 0 {
             short.push(format!("{} positions of another team", self.foreign));
@@ -253,7 +255,9 @@ impl fmt::Display for TrackingReport {
             self.ack_p99_ms
         )?;
         let completeness = match (self.expected, self.lost, self.stale) {
-            (Some(expected), Some(lost), _) => format!("expected {}, lost {}", n(expected), n(lost)),
+            (Some(expected), Some(lost), _) => {
+                format!("expected {}, lost {}", n(expected), n(lost))
+            }
             (_, _, Some(stale)) => format!("stale last positions {}", n(stale)),
             _ => String::new(),
         };
