@@ -79,7 +79,7 @@ start_redis() {
 
 # start_nodes PEER N: N nodes of PEER (sharing REDIS_URL when not none); sets URLS and NODE_PIDS.
 start_nodes() {
-  local peer=$1 n=$2 port pid
+  local peer=$1 n=$2 port pid prefix="track$RANDOM"
   URLS=""
   NODE_PIDS=()
   for ((i = 0; i < n; i++)); do
@@ -87,7 +87,7 @@ start_nodes() {
     case $peer in
       tidings)
         local flags=()
-        [ "$REDIS_URL" != none ] && flags=(--redis "$REDIS_URL" --redis-key-prefix "track$RANDOM")
+        [ "$REDIS_URL" != none ] && flags=(--redis "$REDIS_URL" --redis-key-prefix "$prefix")
         "$TIDINGS_BIN" serve --listen "127.0.0.1:$port" "${flags[@]}" > "$OUT/tidings-$port.log" 2>&1 &
         pid=$!
         kit_wait_http "http://127.0.0.1:$port/healthz"
