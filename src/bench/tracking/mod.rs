@@ -31,7 +31,7 @@ use super::stats::{merge_hist, new_hist};
 use super::sys::{process_cpu_seconds, Usage};
 use super::BenchError;
 use args::Role;
-use roles::{ManagerTally, Shared, WorkerTally};
+use roles::{ManagerTally, Shared};
 
 /// Connections opened at once while connecting.
 const CONNECT_PARALLELISM: usize = 128;
@@ -106,32 +106,35 @@ impl TrackingBench {
             ),
         );
 
-        let start = Instant::now() + Duration::from_millis(200);
+        // Time to spawn every worker before the first is due (a late start would make them all catch up at once).
+        let start = Instant::now() + Duration::from_millis(200 + u64::from(plan.workers / 10));
         let cpu_before = server_cpu(&plan);
         let own_before = Usage::now();
-        let workers: Vec<JoinHandle<WorkerTally>> = workers_conns
-            .into_iter()
-            .map(|(i, conn)| {
-                tokio::spawn(roles::worker(
-                    i,
-                    plan.clone(),
-                    conn,
-                    shared.clone(),
-                    start,
-                    stop.clone(),
-                ))
-            })
-            .collect();
+        let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(workers_conns.len());
+        let mut tallies = Vec::with_capacity(workers_conns.len());
+        for (i, conn) in workers_conns {
+            let (done, tally) = oneshot::channel();
+            tallies.push(tally);
+            workers.push(tokio::spawn(roles::worker(
+                i,
+                plan.clone(),
+                conn,
+                shared.clone(),
+                start,
+                stop.clone(),
+                done,
+            )));
+        }
         let ticker = Progress::start(&plan, shared.clone());
         let deadline = start + plan.duration + plan.drain;
         let mut worker_tallies = Vec::with_capacity(workers.len());
-        for mut task in workers {
-            let done = match tokio::time::timeout_at(deadline, &mut task).await {
+        for mut tally in tallies {
+            let done = match tokio::time::timeout_at(deadline, &mut tally).await {
                 Ok(done) => done,
                 Err(_) => {
                     // Past the drain: stop every worker and take what they have.
                     let _ = stop_tx.send(true);
-                    task.await
+                    tally.await
                 }
             };
             if let Ok(tally) = done {
@@ -143,6 +146,9 @@ impl TrackingBench {
         let own_after = Usage::now();
         let _ = stop_tx.send(true);
         ticker.stop();
+        for task in workers {
+            let _ = task.await;
+        }
 
         let mut manager_tallies = Vec::with_capacity(managers.len());
         for (team, task) in managers {
@@ -255,11 +261,13 @@ impl Progress {
             loop {
                 tick.tick().await;
                 eprintln!(
-                    "[{:>5.1} s] sent {} | accepted {} | delivered {}",
+                    "[{:>5.1} s] sent {} | accepted {} | delivered {} | later than 100 ms {} | worst this second {:.1} ms",
                     started.elapsed().as_secs_f64(),
                     shared.sent.load(Ordering::Relaxed),
                     shared.accepted.load(Ordering::Relaxed),
                     shared.delivered.load(Ordering::Relaxed),
+                    shared.late.load(Ordering::Relaxed),
+                    shared.worst_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
                 );
             }
         })))

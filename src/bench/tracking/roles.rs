@@ -26,6 +26,10 @@ pub struct Shared {
     pub accepted: AtomicU64,
     /// Managers' deliveries so far.
     pub delivered: AtomicU64,
+    /// Deliveries later than 100 ms so far.
+    pub late: AtomicU64,
+    /// The latest delivery since the progress line last read it, µs.
+    pub worst_us: AtomicU64,
     /// Per worker: accepted positions.
     pub accepted_by: Vec<AtomicU64>,
     /// Per worker: the highest accepted sequence + 1 (0: none).
@@ -40,6 +44,8 @@ impl Shared {
             sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            worst_us: AtomicU64::new(0),
             accepted_by: zeros(),
             last_accepted: zeros(),
         }
@@ -59,8 +65,9 @@ pub struct WorkerTally {
     pub max_lag_ms: u64,
 }
 
-/// Publishes worker `i`'s positions from `start` on, answers pings, counts answers; ends once every position
-/// is answered or `stop` turns true.
+/// Publishes worker `i`'s positions from `start` on, answers pings, counts answers; tells `done` its tally once
+/// every position is answered (or the connection ended, or `stop` turned true), and stays connected until
+/// `stop` turns true.
 pub async fn worker(
     i: u32,
     plan: Arc<TrackingPlan>,
@@ -68,7 +75,8 @@ pub async fn worker(
     shared: Arc<Shared>,
     start: Instant,
     mut stop: watch::Receiver<bool>,
-) -> WorkerTally {
+    done: tokio::sync::oneshot::Sender<WorkerTally>,
+) {
     let room = plan.room(plan.team_of(i));
     let period = Duration::from_secs_f64(1.0 / plan.rate);
     let phase = period.mul_f64(f64::from(i) / f64::from(plan.workers));
@@ -135,8 +143,16 @@ pub async fn worker(
         }
     }
     tally.unanswered = waiting.len() as u64 + (total - seq);
+    // Stay connected until the run ends: thousands of workers leaving together while the last positions are
+    // delivered would time the disconnection storm, not the stream.
+    let _ = done.send(tally);
+    while !*stop.borrow() {
+        tokio::select! {
+            packet = conn.reader.next() => if packet.is_err() { break },
+            changed = stop.changed() => if changed.is_err() { break },
+        }
+    }
     conn.writer.abort();
-    tally
 }
 
 /// The `error` of a refusal answer `[{"ok":false,"error":"…"}]`, or the answer itself, shortened.
@@ -250,7 +266,12 @@ fn record(plan: &TrackingPlan, team: u32, body: &[u8], tally: &mut ManagerTally,
     };
     tally.deliveries += 1;
     shared.delivered.fetch_add(1, Ordering::Relaxed);
-    let _ = tally.latency.record(now.saturating_sub(position.t).max(1));
+    let age = now.saturating_sub(position.t).max(1);
+    let _ = tally.latency.record(age);
+    if age > 100_000 {
+        shared.late.fetch_add(1, Ordering::Relaxed);
+    }
+    shared.worst_us.fetch_max(age, Ordering::Relaxed);
     if position.worker >= plan.workers || plan.team_of(position.worker) != team {
         tally.foreign += 1;
         return;
