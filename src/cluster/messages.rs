@@ -286,7 +286,7 @@ impl RedisMessages {
             ids: ids.to_vec(),
             at_ms,
         }];
-        self.run_marks(&marks).await
+        all_or_error(self.run_marks(&marks).await)
     }
 
     async fn mark_delivered_now(
@@ -302,31 +302,25 @@ impl RedisMessages {
             ids: ids.to_vec(),
             at_ms,
         }];
-        self.run_marks(&marks).await
+        all_or_error(self.run_marks(&marks).await)
     }
 
     async fn mark_batch_now(&self, marks: Vec<Marks>) -> (Vec<Change>, Option<StoreError>) {
         let (sent, delivered): (Vec<Marks>, Vec<Marks>) =
             marks.into_iter().partition(|mark| mark.device.is_none());
-        let (sent, delivered) =
+        let ((mut changes, sent_failure), (delivered, delivered_failure)) =
             futures_util::join!(self.run_marks(&sent), self.run_marks(&delivered));
-        let mut changes = Vec::new();
-        let mut failure = None;
-        for result in [sent, delivered] {
-            match result {
-                Ok(more) => changes.extend(more),
-                Err(error) => failure = Some(error),
-            }
-        }
-        (changes, failure)
+        changes.extend(delivered);
+        (changes, sent_failure.or(delivered_failure))
     }
 
     /// Runs marks of one kind (all sent, or all receipts), at most [`MAX_IDS_PER_CALL`] ids per script call;
     /// the calls go out together (marks are independent of each other and idempotent, so their order does not
-    /// matter) and their round trips overlap.
-    async fn run_marks(&self, marks: &[Marks]) -> Result<Vec<Change>, StoreError> {
+    /// matter) and their round trips overlap. Returns the changes of every call that succeeded, and the error
+    /// of one that failed, if any.
+    async fn run_marks(&self, marks: &[Marks]) -> (Vec<Change>, Option<StoreError>) {
         let Some(first) = marks.first() else {
-            return Ok(Vec::new());
+            return (Vec::new(), None);
         };
         let (script, op) = match first.device {
             None => (&self.scripts.mark_sent, "mark_sent"),
@@ -360,10 +354,15 @@ impl RedisMessages {
         let replies =
             futures_util::future::join_all(calls.iter().map(|call| self.run(op, call, true))).await;
         let mut out = Vec::new();
+        let mut failure = None;
         for reply in replies {
-            out.extend(reply::changes(reply?).map_err(malformed)?);
+            // One failed call does not hide the changes the others stored: their statuses still go out.
+            match reply.and_then(|r| reply::changes(r).map_err(malformed)) {
+                Ok(changes) => out.extend(changes),
+                Err(error) => failure = Some(error),
+            }
         }
-        Ok(out)
+        (out, failure)
     }
 
     async fn mark_read_now(
@@ -575,4 +574,11 @@ impl MessageStore for RedisMessages {
     fn sweep(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<Change>, StoreError>> {
         self.sweep_now(now_ms).boxed()
     }
+}
+
+/// The changes of a mark run, or its error when part of it failed (for callers that answer all or nothing).
+fn all_or_error(
+    (changes, failure): (Vec<Change>, Option<StoreError>),
+) -> Result<Vec<Change>, StoreError> {
+    failure.map_or(Ok(changes), Err)
 }
