@@ -15,6 +15,7 @@ pub mod conformance;
 pub mod engineio;
 pub mod history;
 pub mod hub;
+pub mod kafka;
 pub mod messages;
 pub mod process;
 pub mod rate;

@@ -23,9 +23,9 @@ pub use address::parse_listen;
 pub use overrides::Overrides;
 pub use secrets::GeneratedSecret;
 pub use sections::{
-    AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, LimitsConfig, MessagesConfig,
-    NamespaceConfig, RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig, StorageConfig,
-    MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES,
+    AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, KafkaConfig,
+    KafkaIngestConfig, LimitsConfig, MessagesConfig, NamespaceConfig, RecoveryConfig, RedisConfig,
+    RoomPolicy, ShutdownConfig, StorageConfig, MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES,
 };
 pub use template::DEFAULT_CONFIG_TOML;
 
@@ -68,6 +68,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Direct messages.
     pub messages: MessagesConfig,
+    /// Kafka topics the node publishes from.
+    pub kafka: KafkaConfig,
     /// Protocol conformance mode for the official Socket.IO / Engine.IO test suites; only set by the hidden
     /// `--conformance` flag, never from the file.
     #[serde(skip)]
@@ -93,6 +95,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             storage: StorageConfig::default(),
             messages: MessagesConfig::default(),
+            kafka: KafkaConfig::default(),
             conformance: false,
         }
     }

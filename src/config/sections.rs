@@ -432,6 +432,42 @@ impl RedisConfig {
     }
 }
 
+/// `[kafka]`: topics the node publishes from (and, later, produces to).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `[[kafka.ingest]]`: consumers whose records are published like `POST /v1/publish` bodies.
+    pub ingest: Vec<KafkaIngestConfig>,
+}
+
+/// One `[[kafka.ingest]]` entry: a consumer group on some topics of one cluster of brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaIngestConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topics read.
+    pub topics: Vec<String>,
+    /// Consumer group: every node of a cluster uses the same one, so each record is published once.
+    pub group: String,
+    /// Header whose value is the event name when the record's JSON has no `event`.
+    pub event_header: String,
+    /// Topic a record that cannot be published is copied to (with a `tidings-error` header); empty = none.
+    pub dead_letter_topic: String,
+}
+
+impl Default for KafkaIngestConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topics: Vec::new(),
+            group: "tidings".to_owned(),
+            event_header: "event".to_owned(),
+            dead_letter_topic: String::new(),
+        }
+    }
+}
+
 /// `[storage]`: where the embedded mode keeps its data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -205,6 +205,17 @@ webhook_timeout_ms = 5000
 webhook_max_attempts = 12
 # Events waiting at most while the receiver is down; past it new events are dropped and counted.
 webhook_queue = 10000
+
+[kafka]
+# Kafka topics whose records are published to rooms like POST /v1/publish bodies (none by default). Each
+# [[kafka.ingest]] is one consumer group; a record's offset is committed once its event was accepted. Example:
+ingest = []
+# [[kafka.ingest]]
+# brokers = "127.0.0.1:9092" # bootstrap brokers, host:port[,host:port...]
+# topics = ["events"]
+# group = "tidings" # every node of a cluster in the same group: each record is published once
+# event_header = "event" # header naming the event when the record's JSON has no "event"
+# dead_letter_topic = "" # where records that cannot be published are copied (empty: none)
 "#;
 
 #[cfg(test)]

@@ -22,7 +22,33 @@ impl Config {
         self.validate_engine_and_limits()?;
         self.validate_namespaces()?;
         self.validate_rooms()?;
-        self.validate_backends()
+        self.validate_backends()?;
+        self.validate_kafka()
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        for (i, ingest) in self.kafka.ingest.iter().enumerate() {
+            let field = |name: &str| format!("kafka.ingest[{i}].{name}");
+            if ingest.brokers.split(',').any(|b| b.trim().is_empty()) {
+                return invalid(&field("brokers"), "must list host:port[,host:port...]");
+            }
+            if ingest.topics.is_empty() || !ingest.topics.iter().all(|t| kafka_name(t)) {
+                return invalid(
+                    &field("topics"),
+                    "must name at least one topic, each 1-249 characters of A-Z a-z 0-9 . _ -",
+                );
+            }
+            if !ingest.dead_letter_topic.is_empty() && !kafka_name(&ingest.dead_letter_topic) {
+                return invalid(
+                    &field("dead_letter_topic"),
+                    "must be empty or 1-249 characters of A-Z a-z 0-9 . _ -",
+                );
+            }
+            if ingest.group.trim().is_empty() || ingest.event_header.trim().is_empty() {
+                return invalid(&field("group"), "group and event_header must not be empty");
+            }
+        }
+        Ok(())
     }
 
     fn validate_top(&self) -> Result<(), ConfigError> {
@@ -315,6 +341,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A topic name Kafka accepts.
+fn kafka_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn invalid<T>(field: &str, message: impl Into<String>) -> Result<T, ConfigError> {
