@@ -110,6 +110,8 @@ step_deps() {
     return 1
   fi
   echo "cargo $(cargo --version | cut -d' ' -f2), node $(node --version), npm $(npm --version 2>/dev/null)"
+  # The Kafka tests' broker and producer, cached outside the checkout (built once per machine).
+  "$ROOT/scripts/kafka-tools.sh"
 }
 
 step_fmt() {
@@ -151,6 +153,13 @@ step_interop() {
     return 1
   fi
   echo "-- server: $bin"
+
+  # The broker and producer of test/kafka.test.mjs.
+  local kafka_tools
+  kafka_tools=$("$ROOT/scripts/kafka-tools.sh")
+  export TANSU_BIN KAFKA_PYTHON
+  TANSU_BIN=$(sed -n 's/^TANSU_BIN=//p' <<<"$kafka_tools")
+  KAFKA_PYTHON=$(sed -n 's/^KAFKA_PYTHON=//p' <<<"$kafka_tools")
 
   local files=("$dir"/test/*.test.mjs)
   TIDINGS_BIN="$bin" timeout --kill-after=30 "${TIDINGS_INTEROP_TIMEOUT:-900}" \

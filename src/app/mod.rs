@@ -279,15 +279,76 @@ impl Tidings {
         &self,
         checked: &request::CheckedPublish<'_>,
     ) -> Result<Option<Receipt>, PublishError> {
+        self.publish_checked_once(checked, None)
+            .await
+            .map(|done| done.and_then(|receipt| receipt))
+    }
+
+    /// [`Tidings::publish_checked`], once per `claim` (a record id, kept `ttl` ms) when given: the durable
+    /// publish takes the claim in the same step (cluster mode), or the claim is taken first when all rooms
+    /// are ephemeral. `None` when the claim was taken before (nothing published).
+    async fn publish_checked_once(
+        &self,
+        checked: &request::CheckedPublish<'_>,
+        claim: Option<(&str, u64)>,
+    ) -> Result<Option<Option<Receipt>>, PublishError> {
+        let (ephemeral, durable) = self.split_rooms(checked);
+        if claim.is_none() {
+            // Without a claim the ephemeral rooms go first: a full queue refuses the whole publish before
+            // anything durable happened.
+            self.broadcast_ephemeral(checked, &ephemeral)?;
+        }
+        let mut receipt = None;
+        if !durable.is_empty() {
+            let with_offset = self.namespace(&checked.nsp).is_some_and(|ns| ns.recovery);
+            let event = crate::hub::Event {
+                nsp: &checked.nsp,
+                rooms: &durable,
+                name: &checked.event,
+                data: checked.data,
+                attachments: &[],
+                with_offset,
+            };
+            receipt = match claim {
+                None => Some(self.publish(&event).await?),
+                Some((id, ttl)) => match self.backend.log.publish_once(&event, id, ttl).await? {
+                    Some(receipt) => Some(receipt),
+                    None => return Ok(None),
+                },
+            };
+        } else if let Some((id, ttl)) = claim {
+            if !self.backend.log.claim(id, ttl).await? {
+                return Ok(None);
+            }
+        }
+        if claim.is_some() {
+            // With a claim they wait for it: a copy of the record delivered again must not reach them twice.
+            self.broadcast_ephemeral(checked, &ephemeral)?;
+        }
+        Ok(Some(receipt))
+    }
+
+    /// The rooms of `checked` that take it as an ephemeral event, and the others.
+    fn split_rooms(&self, checked: &request::CheckedPublish<'_>) -> (Vec<String>, Vec<String>) {
+        checked.rooms.iter().cloned().partition(|room| {
+            checked.ephemeral
+                || first_matching(&self.room_policies, room).is_some_and(RoomPolicy::is_ephemeral)
+        })
+    }
+
+    /// Hands `checked` to its ephemeral `rooms` (conflated where the room says so).
+    fn broadcast_ephemeral(
+        &self,
+        checked: &request::CheckedPublish<'_>,
+        rooms: &[String],
+    ) -> Result<(), PublishError> {
+        if rooms.is_empty() {
+            return Ok(());
+        }
         // Parsed once for every room that conflates (the checks already proved it is JSON).
         let data = serde_json::from_slice::<&serde_json::value::RawValue>(checked.data).ok();
-        let mut durable = Vec::new();
-        for room in &checked.rooms {
+        for room in rooms {
             let policy = first_matching(&self.room_policies, room);
-            if !checked.ephemeral && !policy.is_some_and(RoomPolicy::is_ephemeral) {
-                durable.push(room.clone());
-                continue;
-            }
             let conflate = policy
                 .zip(data)
                 .and_then(|(policy, data)| policy.conflate_for(data));
@@ -306,32 +367,36 @@ impl Tidings {
                 ));
             }
         }
-        if durable.is_empty() {
-            return Ok(None);
-        }
-        let with_offset = self.namespace(&checked.nsp).is_some_and(|ns| ns.recovery);
-        let event = crate::hub::Event {
-            nsp: &checked.nsp,
-            rooms: &durable,
-            name: &checked.event,
-            data: checked.data,
-            attachments: &[],
-            with_offset,
-        };
-        self.publish(&event).await.map(Some)
+        Ok(())
     }
 
     /// Publishes a message of the Redis ingest channel (`{room|rooms, event, data, namespace?}`) after the
     /// same checks as an HTTP publish.
     pub async fn publish_json(&self, raw: &[u8]) -> Result<Receipt, IngestError> {
-        let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
-        let receipt = self
-            .publish_checked(&checked)
-            .await
-            .map_err(IngestError::Unavailable)?;
+        let receipt = self.publish_json_once(raw, None).await?;
         Ok(receipt.unwrap_or(Receipt {
             seq: 0,
             recipients: 0,
+        }))
+    }
+
+    /// [`Tidings::publish_json`] once per `claim` (a record id, kept `ttl` ms), taken in the same step as the
+    /// publish where the event log shares claims (cluster mode): `Ok(None)` when it was published before.
+    pub async fn publish_json_once(
+        &self,
+        raw: &[u8],
+        claim: Option<(&str, u64)>,
+    ) -> Result<Option<Receipt>, IngestError> {
+        let checked = self.check_ingest(raw).map_err(IngestError::Refused)?;
+        let done = self
+            .publish_checked_once(&checked, claim)
+            .await
+            .map_err(IngestError::Unavailable)?;
+        Ok(done.map(|receipt| {
+            receipt.unwrap_or(Receipt {
+                seq: 0,
+                recipients: 0,
+            })
         }))
     }
 

@@ -36,6 +36,16 @@ return {seq, receivers}
 "#;
 
 /// Why a publish could not be made durable.
+/// [`PUBLISH_LUA`] behind a claim: KEYS as there plus the claim key last; ARGV as there plus the claim's
+/// lifetime (ms) last. Publishes nothing and answers `{0, 0}` when the claim was taken before.
+const PUBLISH_ONCE_LUA: &str = r#"
+local claim = table.remove(KEYS)
+local claim_ttl = table.remove(ARGV)
+if not redis.call('SET', claim, 1, 'NX', 'PX', claim_ttl) then
+  return {0, 0}
+end
+"#;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// Redis did not accept the event.
@@ -128,6 +138,7 @@ pub struct Broker {
     redis: Arc<Redis>,
     keys: Keys,
     script: Script,
+    once: Script,
     max_events: usize,
     stream_ttl_ms: u64,
 }
@@ -153,6 +164,7 @@ impl Broker {
             redis,
             keys,
             script: Script::new(PUBLISH_LUA),
+            once: Script::new(&format!("{PUBLISH_ONCE_LUA}{PUBLISH_LUA}")),
             max_events: max_events.max(1),
             stream_ttl_ms: stream_ttl.as_millis().max(1000) as u64,
         }
@@ -160,9 +172,37 @@ impl Broker {
 
     /// Makes the event durable in Redis and publishes it; returns once Redis answered.
     pub async fn publish(&self, event: &Event<'_>) -> Result<ClusterPublished, BrokerError> {
+        self.run_publish(&self.script, event, None)
+            .await
+            .map(|published| {
+                published.unwrap_or(ClusterPublished {
+                    seq: 0,
+                    receivers: 0,
+                })
+            })
+    }
+
+    /// Like [`Broker::publish`], in the same atomic step as taking `claim` (a key, kept `claim_ttl_ms`):
+    /// `None`, and nothing published, when the claim was taken before.
+    pub async fn publish_once(
+        &self,
+        event: &Event<'_>,
+        claim: &str,
+        claim_ttl_ms: u64,
+    ) -> Result<Option<ClusterPublished>, BrokerError> {
+        self.run_publish(&self.once, event, Some((claim, claim_ttl_ms)))
+            .await
+    }
+
+    async fn run_publish(
+        &self,
+        script: &Script,
+        event: &Event<'_>,
+        claim: Option<(&str, u64)>,
+    ) -> Result<Option<ClusterPublished>, BrokerError> {
         let payload = serde_json::to_string(&WireEvent::from_event(event).map_err(json_error)?)
             .map_err(json_error)?;
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation.key(self.keys.seq());
         for room in event.rooms {
             invocation.key(self.keys.stream(&RoomKey::new(event.nsp, room)));
@@ -175,9 +215,15 @@ impl Broker {
         for room in event.rooms {
             invocation.arg(self.keys.channel(&RoomKey::new(event.nsp, room)));
         }
+        if let Some((key, ttl_ms)) = claim {
+            invocation.key(key).arg(ttl_ms);
+        }
         let (seq, receivers): (u64, u64) = self.redis.run_script(&invocation).await?;
+        if seq == 0 {
+            return Ok(None);
+        }
         metrics::counter!("tidings_events_published_total").increment(1);
-        Ok(ClusterPublished { seq, receivers })
+        Ok(Some(ClusterPublished { seq, receivers }))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Which records were already published, so a record delivered again (after a crash before its offset was
 //! committed, or by a rebalance, or to two members at once) reaches its rooms once. A capability chosen once at
-//! start: [`RedisClaims`] in a cluster (the same claim keys as the Redis ingest channel, shared by all nodes),
-//! [`LocalClaims`] on an embedded node (the last [`LOCAL_CLAIMS`] ids in memory).
+//! start: [`RedisClaims`] in a cluster (the same claim keys as the Redis ingest channel, shared by all nodes,
+//! taken by the publish script itself so a crash cannot fall between claim and publish), [`LocalClaims`] on an
+//! embedded node (the last [`LOCAL_CLAIMS`] ids in memory; a crash loses them with the node's memory history).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,6 +26,11 @@ pub struct ClaimError(String);
 
 /// Claims on record ids.
 pub trait Claims: Send + Sync + 'static {
+    /// Whether the claims are the cluster's, kept in Redis: the publish then takes a record's claim itself,
+    /// in the same atomic step (see `EventLog::publish_once`), and [`Claims::claim`] is not used.
+    fn shared(&self) -> bool {
+        false
+    }
     /// Claims `id` for publishing: true when nobody had (publish it), false when it was claimed before.
     fn claim<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, ClaimError>>;
     /// Gives a claim back (its publish failed and will be tried again).
@@ -45,6 +51,10 @@ impl RedisClaims {
 }
 
 impl Claims for RedisClaims {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn claim<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, ClaimError>> {
         async move {
             let mut set = redis::cmd("SET");

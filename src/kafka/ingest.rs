@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dedup::Claims;
+use super::dedup::{Claims, CLAIM_TTL_MS};
 use super::record::{to_ingest, Record};
 use super::source::RecordSource;
 use crate::app::{IngestError, Tidings};
@@ -71,31 +71,39 @@ async fn handle(
     };
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match claims.claim(&ingest.id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                metrics::counter!("tidings_kafka_records_total", "result" => "duplicate")
-                    .increment(1);
-                return;
+        let outcome = if claims.shared() {
+            // The claim is taken in the same step as the publish: a node killed in between loses nothing.
+            app.publish_json_once(&ingest.body, Some((&ingest.id, CLAIM_TTL_MS)))
+                .await
+        } else {
+            match claims.claim(&ingest.id).await {
+                Ok(true) => app.publish_json(&ingest.body).await.map(Some),
+                Ok(false) => Ok(None),
+                Err(error) => {
+                    unavailable("claim", &error, &mut backoff).await;
+                    continue;
+                }
             }
-            Err(error) => {
-                unavailable("claim", &error, &mut backoff).await;
-                continue;
-            }
-        }
-        match app.publish_json(&ingest.body).await {
-            Ok(_) => {
+        };
+        match outcome {
+            Ok(Some(_)) => {
                 metrics::counter!("tidings_kafka_records_total", "result" => "published")
                     .increment(1);
                 return;
             }
+            Ok(None) => {
+                metrics::counter!("tidings_kafka_records_total", "result" => "duplicate")
+                    .increment(1);
+                return;
+            }
             Err(IngestError::Refused(error)) => {
-                // Never publishable: the claim stays, so a copy delivered again is not looked at twice.
                 return reject(source, record, error.code(), &error.to_string()).await;
             }
             Err(IngestError::Unavailable(error)) => {
-                if let Err(error) = claims.release(&ingest.id).await {
-                    tracing::debug!(%error, "kafka ingest: cannot release a claim");
+                if !claims.shared() {
+                    if let Err(error) = claims.release(&ingest.id).await {
+                        tracing::debug!(%error, "kafka ingest: cannot release a claim");
+                    }
                 }
                 unavailable("publish", &error, &mut backoff).await;
             }

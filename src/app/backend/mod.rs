@@ -81,6 +81,27 @@ pub trait EventLog: Send + Sync + 'static {
     /// Returns once it is on its way (queued for the members here, or for publishing to the other nodes in the
     /// order this node was given them); false when it was dropped (the node's publish queue is full).
     fn broadcast(&self, room: &RoomKey, event: Ephemeral<'_>) -> bool;
+    /// Publishes `event` only if nobody took `claim` (a record id) before, taking it in the same step, kept
+    /// `claim_ttl_ms`; `None` when it was taken. A node without shared claims publishes (its caller keeps
+    /// its own claims).
+    fn publish_once<'a>(
+        &'a self,
+        event: &'a Event<'a>,
+        claim: &'a str,
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, PublishError>> {
+        let _ = (claim, claim_ttl_ms);
+        Box::pin(async move { self.publish(event).await.map(Some) })
+    }
+    /// Takes `claim` for records published to ephemeral rooms only: false when it was taken before.
+    fn claim<'a>(
+        &'a self,
+        claim: &'a str,
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, PublishError>> {
+        let _ = (claim, claim_ttl_ms);
+        Box::pin(std::future::ready(Ok(true)))
+    }
 }
 
 /// An ephemeral event for one room (see [`crate::hub::Hub::deliver_ephemeral`]).

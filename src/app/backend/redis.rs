@@ -117,6 +117,51 @@ impl EventLog for RedisLog {
             },
         )
     }
+
+    fn publish_once<'a>(
+        &'a self,
+        event: &'a Event<'a>,
+        claim: &'a str,
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Receipt>, PublishError>> {
+        async move {
+            let claim = self.cluster.keys.ingest_seen(claim);
+            let published = self
+                .cluster
+                .broker
+                .publish_once(event, &claim, claim_ttl_ms)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            Ok(published.map(|p| Receipt {
+                seq: p.seq,
+                recipients: p.receivers,
+            }))
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        claim: &'a str,
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<bool, PublishError>> {
+        async move {
+            let mut set = redis::cmd("SET");
+            set.arg(self.cluster.keys.ingest_seen(claim))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(claim_ttl_ms);
+            let taken: Option<String> = self
+                .cluster
+                .redis
+                .run(&set)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            Ok(taken.is_some())
+        }
+        .boxed()
+    }
 }
 
 /// Room subscriptions of this node on the cluster's channels.

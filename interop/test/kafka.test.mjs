@@ -1,0 +1,124 @@
+// Kafka ingest against a real broker: tansu (a Kafka-wire-compatible broker, memory storage, on a loopback
+// port, stopped by pid) with records produced by an independent client (confluent-kafka in Python), received by
+// stock socket.io-client members. scripts/kafka-tools.sh provides both (TANSU_BIN, KAFKA_PYTHON); scripts/test.sh
+// sets them, so these tests always run in CI.
+
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { metricSum, metrics, startNode, startRedis, uniquePrefix } from './cluster-helpers.mjs';
+import { collect, connect, eventually, freePort, sleep, startServer, token, uid } from './helpers.mjs';
+
+const TANSU = process.env.TANSU_BIN;
+const PYTHON = process.env.KAFKA_PYTHON;
+const PRODUCE = path.join(path.dirname(new URL(import.meta.url).pathname), 'kafka_produce.py');
+const run = promisify(execFile);
+const T = { timeout: 120_000 };
+
+/** A tansu broker with memory storage on a free loopback port. */
+async function startBroker() {
+  const port = await freePort();
+  const url = `tcp://127.0.0.1:${port}`;
+  const proc = spawn(TANSU, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', 'memory://tansu/'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  proc.stderr.on('data', (chunk) => {
+    output = (output + chunk).slice(-8192);
+  });
+  await eventually(() => canConnect(port), { timeoutMs: 15_000, what: `tansu on :${port} (${output})` });
+  return {
+    brokers: `127.0.0.1:${port}`,
+    stop() {
+      proc.kill('SIGKILL');
+    },
+  };
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function produce(brokers, topic, args) {
+  const { stdout } = await run(PYTHON, [PRODUCE, '--brokers', brokers, '--topic', topic, ...args], { timeout: 60_000 });
+  return stdout.trim();
+}
+
+function ingestConfig(brokers, topic, group) {
+  return `[[kafka.ingest]]\nbrokers = "${brokers}"\ntopics = ["${topic}"]\ngroup = "${group}"\n`;
+}
+
+/** The `n` of every `update` a member got (a `collect`), in order. */
+const numbers = (events) => events.items.map((data) => data.n);
+
+describe('kafka ingest', { skip: !(TANSU && PYTHON) && 'no broker: run scripts/kafka-tools.sh and set TANSU_BIN, KAFKA_PYTHON' }, () => {
+  let broker;
+  before(async () => {
+    broker = await startBroker();
+  });
+  after(() => broker?.stop());
+
+  test('records reach room members in partition order, once; a bad record does not stop the partition', T, async () => {
+    const topic = uid('events');
+    assert.equal(await produce(broker.brokers, topic, ['--create', '1']), 'created');
+    const server = await startServer({ config: ingestConfig(broker.brokers, topic, uid('g')) });
+    const member = await connect(server, { token: token({ sub: 'm', rooms: ['news'], join: ['news'] }) });
+    const got = collect(member, 'update');
+    assert.equal(await produce(broker.brokers, topic, ['--raw', 'not json at all']), '1');
+    assert.equal(await produce(broker.brokers, topic, ['--first', '0', '--count', '30']), '30');
+    // The room from the record key, the same ids again (a producer retrying): published once.
+    assert.equal(await produce(broker.brokers, topic, ['--first', '30', '--count', '30', '--key-room']), '30');
+    assert.equal(await produce(broker.brokers, topic, ['--first', '20', '--count', '20']), '20');
+    await eventually(() => got.items.length >= 60, { timeoutMs: 30_000, what: `60 events` });
+    await sleep(500);
+    assert.deepEqual(numbers(got), Array.from({ length: 60 }, (_, n) => n));
+    const samples = await metrics(server);
+    assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="rejected"'), 1);
+    assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="published"'), 60);
+    assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="duplicate"'), 20);
+  });
+
+  test('the consuming node killed during ingest: the other resumes from the committed offsets, every record once', T, async () => {
+    const topic = uid('events');
+    await produce(broker.brokers, topic, ['--create', '1']);
+    const redis = await startRedis();
+    const prefix = uniquePrefix();
+    const config = ingestConfig(broker.brokers, topic, uid('g'));
+    const nodes = [
+      await startNode({ redisUrl: redis.url, prefix, name: 'kafka-a', config }),
+      await startNode({ redisUrl: redis.url, prefix, name: 'kafka-b', config }),
+    ];
+    try {
+      const got = [];
+      for (const node of nodes) {
+        const member = await connect(node, { token: token({ sub: 'm', rooms: ['news'], join: ['news'] }) });
+        got.push(collect(member, 'update'));
+      }
+      const producing = produce(broker.brokers, topic, ['--first', '0', '--count', '300']);
+      await eventually(() => got[0].items.length >= 50, { timeoutMs: 30_000, what: `50 events` });
+      // The partition is one node's: kill that one, without warning.
+      const published = [];
+      for (const node of nodes) published.push(metricSum(await metrics(node), 'tidings_kafka_records_total', 'result="published"'));
+      const victim = published[0] > 0 ? 0 : 1;
+      nodes[victim].kill('SIGKILL');
+      const survivor = got[1 - victim];
+      await producing;
+      await eventually(() => survivor.items.length >= 300, { timeoutMs: 60_000, what: `300 events` });
+      await sleep(1000);
+      assert.deepEqual(numbers(survivor), Array.from({ length: 300 }, (_, n) => n));
+    } finally {
+      for (const node of nodes) node.kill();
+      redis.kill();
+    }
+  });
+});
