@@ -37,13 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Runs `tidings bench dm`, writing its table to the benchmarks file when asked.
 fn bench_dm(args: &DmArgs) -> anyhow::Result<()> {
     let bench = DmBench::new(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("tidings-bench")
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let report = runtime.block_on(bench.run())?;
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    let report = block_on_bench(bench.run())?;
     if let Some(title) = &args.write_benchmarks {
         let body = format!(
             "`tidings bench dm`, {} node(s), {} senders, {} users × {} devices, {} s at {} msg/s.\n\n{report}",
@@ -61,16 +55,24 @@ fn bench_dm(args: &DmArgs) -> anyhow::Result<()> {
     fail_on_shortfalls(&report.shortfalls())
 }
 
-/// Runs `tidings bench tracking` (case E).
-fn bench_tracking(args: &TrackingArgs) -> anyhow::Result<()> {
-    let bench = TrackingBench::new(args)?;
+/// Runs a bench on a runtime of its own and returns its report.
+fn block_on_bench<T>(
+    run: impl std::future::Future<Output = Result<T, tidings::bench::BenchError>>,
+) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("tidings-bench")
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
-    let report = runtime.block_on(bench.run())?;
+    let report = runtime.block_on(run)?;
     runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(report)
+}
+
+/// Runs `tidings bench tracking` (case E).
+fn bench_tracking(args: &TrackingArgs) -> anyhow::Result<()> {
+    let bench = TrackingBench::new(args)?;
+    let report = block_on_bench(bench.run())?;
     let text = if args.json {
         format!("{}\n", report.to_json())
     } else {

@@ -32,20 +32,6 @@ async fn member(addr: std::net::SocketAddr, user: &str) -> WsClient {
         .0
 }
 
-/// Polls `GET path` until `done` holds for the answer; panics after `within`.
-async fn wait_for(api: &Api, path: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (status, reply) = api.get(path).await;
-        assert_eq!(status, 200, "{reply}");
-        if done(&reply) {
-            return reply;
-        }
-        assert!(Instant::now() < deadline, "{path}: still {reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn counts(stats: &Value) -> (u64, u64) {
     (
         stats["users"].as_u64().unwrap_or(0),
@@ -84,7 +70,8 @@ async fn presence_is_cluster_wide_and_per_user() {
 
     // Both nodes see three users (alice once, with her two devices) and four connections.
     for api in [&api_a, &api_b] {
-        wait_for(api, STATS, Duration::from_secs(5), |s| counts(s) == (3, 4)).await;
+        api.wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (3, 4))
+            .await;
     }
     let (_, first) = api_b.get("/v1/rooms/team:1/presence?limit=2").await;
     assert_eq!(
@@ -119,10 +106,9 @@ async fn presence_is_cluster_wide_and_per_user() {
 
     // alice leaving B keeps her present (her phone is on A); leaving A too takes her out, announced once.
     drop(alice_laptop);
-    wait_for(&api_a, STATS, Duration::from_secs(5), |s| {
-        counts(s) == (4, 4)
-    })
-    .await;
+    api_a
+        .wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (4, 4))
+        .await;
     drop(alice_phone);
     drop(dave);
     let got = carol.presence_events(Duration::from_millis(2500)).await;
@@ -135,10 +121,9 @@ async fn presence_is_cluster_wide_and_per_user() {
         .collect();
     left.sort();
     assert_eq!(left, ["alice", "dave"]);
-    wait_for(&api_b, STATS, Duration::from_secs(5), |s| {
-        counts(s) == (2, 2)
-    })
-    .await;
+    api_b
+        .wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (2, 2))
+        .await;
     a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;
 }
@@ -173,17 +158,16 @@ async fn a_killed_node_takes_its_users_with_it() {
     let mut carol = member(a.local_addr(), "carol").await;
     let _bob = member(b.addr, "bob").await;
     let _eve = member(b.addr, "eve").await;
-    wait_for(&api_a, STATS, Duration::from_secs(5), |s| {
-        counts(s) == (3, 3)
-    })
-    .await;
+    api_a
+        .wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (3, 3))
+        .await;
     let _ = carol.presence_events(Duration::from_millis(1200)).await;
 
     let killed = Instant::now();
     b.kill();
     // Nobody tells the cluster: the registry entry expires, and a sweep of A removes B's share.
     let bound = tidings::app::presence::EXPIRY_BOUND + Duration::from_secs(3);
-    wait_for(&api_a, STATS, bound, |s| counts(s) == (1, 1)).await;
+    api_a.wait_for(STATS, bound, |s| counts(s) == (1, 1)).await;
     let gone_after = killed.elapsed();
     let got = carol.presence_events(Duration::from_millis(2500)).await;
     let mut left: Vec<String> = got
@@ -208,20 +192,18 @@ async fn a_node_writes_its_share_again_when_redis_lost_it() {
     let api_a = Api::new(a.local_addr());
     let _carol = member(a.local_addr(), "carol").await;
     let _dave = member(a.local_addr(), "dave").await;
-    wait_for(&api_a, STATS, Duration::from_secs(5), |s| {
-        counts(s) == (2, 2)
-    })
-    .await;
+    api_a
+        .wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (2, 2))
+        .await;
 
     let mut conn = redis.conn().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     let (_, emptied) = api_a.get(STATS).await;
     assert_eq!(counts(&emptied), (0, 0), "{emptied}");
     // The next sweeper round notices the node is not listed and writes its share again.
-    wait_for(&api_a, STATS, Duration::from_secs(8), |s| {
-        counts(s) == (2, 2)
-    })
-    .await;
+    api_a
+        .wait_for(STATS, Duration::from_secs(8), |s| counts(s) == (2, 2))
+        .await;
     a.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -257,13 +239,9 @@ async fn a_crowd_on_another_node_is_one_reset_not_a_flood() {
         joins.count() < 250,
         "every join was announced one by one: {got:?}"
     );
-    wait_for(
-        &Api::new(a.local_addr()),
-        STATS,
-        Duration::from_secs(5),
-        |s| counts(s) == (251, 251),
-    )
-    .await;
+    Api::new(a.local_addr())
+        .wait_for(STATS, Duration::from_secs(5), |s| counts(s) == (251, 251))
+        .await;
     drop(crowd);
     a.shutdown(Duration::from_secs(1)).await;
     b.shutdown(Duration::from_secs(1)).await;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{start, token, unique_prefix, Api, RedisServer, WsClient};
 use serde_json::Value;
 use tidings::server::RunningNode;
-use tokio::time::Instant;
 
 async fn cluster_node(redis: &RedisServer, prefix: &str) -> RunningNode {
     let url = redis.url();
@@ -19,20 +18,6 @@ async fn cluster_node(redis: &RedisServer, prefix: &str) -> RunningNode {
         config.redis.key_prefix = prefix;
     })
     .await
-}
-
-/// Polls `GET path` on `api` until `done` holds for the answer; panics after 10 s.
-async fn wait_for(api: &Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, reply) = api.get(path).await;
-        assert_eq!(status, 200, "{reply}");
-        if done(&reply) {
-            return reply;
-        }
-        assert!(Instant::now() < deadline, "{path}: still {reply}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn room<'a>(listing: &'a Value, name: &str) -> Option<&'a Value> {
@@ -59,10 +44,11 @@ async fn room_counts_cover_every_node() {
     .await;
 
     // B has one local member of news and none of alice's room, yet lists both with every node's members.
-    let listing = wait_for(&api_b, "/v1/rooms", |l| {
-        room(l, "news").is_some_and(|r| r["members"] == 3) && room(l, "user:alice").is_some()
-    })
-    .await;
+    let listing = api_b
+        .wait_for("/v1/rooms", Duration::from_secs(10), |l| {
+            room(l, "news").is_some_and(|r| r["members"] == 3) && room(l, "user:alice").is_some()
+        })
+        .await;
     assert_eq!(listing["scope"], "cluster");
     assert_eq!(
         room(&listing, "news").unwrap()["local_members"],
@@ -94,10 +80,11 @@ async fn room_counts_cover_every_node() {
 
     // A node that goes away takes its members with it once its counts expire.
     a.shutdown(Duration::from_millis(200)).await;
-    let listing = wait_for(&api_b, "/v1/rooms", |l| {
-        room(l, "news").is_some_and(|r| r["members"] == 1) && room(l, "user:alice").is_none()
-    })
-    .await;
+    let listing = api_b
+        .wait_for("/v1/rooms", Duration::from_secs(10), |l| {
+            room(l, "news").is_some_and(|r| r["members"] == 1) && room(l, "user:alice").is_none()
+        })
+        .await;
     assert_eq!(room(&listing, "news").unwrap()["local_members"], 1);
     b.shutdown(Duration::from_millis(200)).await;
 }

@@ -66,6 +66,25 @@ impl Api {
         (status, response.text().await.unwrap())
     }
 
+    /// Polls GET `path` (which must answer 200) until `done` holds for the answer; panics after `within`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, reply) = self.get(path).await;
+            assert_eq!(status, 200, "{reply}");
+            if done(&reply) {
+                return reply;
+            }
+            assert!(Instant::now() < deadline, "{path}: still {reply}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// GETs `path` with the test API key; returns the status and the JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let (status, text) = self.get_text(path).await;

@@ -3,7 +3,7 @@
 //! then a [`Reader`] that yields the Socket.IO packets (answering pings itself) and an [`Outbox`] feeding a writer
 //! task.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::Ipv4Addr;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -193,6 +193,46 @@ impl Reader {
         self.buf.drain(..used);
         Ok(())
     }
+}
+
+/// Opens a connection for every role, `parallelism` at a time, each within `timeout`: `dial(role)` gives the
+/// role's node, source address and CONNECT payload (or why it has none). Returns the open connections with
+/// their role, and the failures counted by reason.
+pub async fn open_all<R, F>(
+    roles: &[R],
+    parallelism: usize,
+    timeout: std::time::Duration,
+    dial: F,
+) -> (Vec<(R, Conn)>, BTreeMap<String, u64>)
+where
+    R: Copy + Send + 'static,
+    F: Fn(R) -> Result<(Target, Option<Ipv4Addr>, serde_json::Value), String>,
+{
+    let mut opened = Vec::new();
+    let mut failures = BTreeMap::<String, u64>::new();
+    for batch in roles.chunks(parallelism.max(1)) {
+        let opening: Vec<_> = batch
+            .iter()
+            .map(|&role| {
+                let dialed = dial(role);
+                tokio::spawn(async move {
+                    let (target, source, auth) = dialed?;
+                    match tokio::time::timeout(timeout, open(&target, source, &auth)).await {
+                        Ok(result) => result.map(|c| (role, c)),
+                        Err(_) => Err("connect timeout".to_owned()),
+                    }
+                })
+            })
+            .collect();
+        for task in opening {
+            match task.await {
+                Ok(Ok(open)) => opened.push(open),
+                Ok(Err(reason)) => *failures.entry(reason).or_default() += 1,
+                Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+            }
+        }
+    }
+    (opened, failures)
 }
 
 /// Writes queued packets as masked text frames, several per write when they pile up.

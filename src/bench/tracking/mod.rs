@@ -207,34 +207,15 @@ impl TrackingBench {
         }
     }
 
-    /// Opens every role's connection, `CONNECT_PARALLELISM` at a time; failures are counted by reason.
+    /// Opens every role's connection, `CONNECT_PARALLELISM` at a time; a role whose connection fails takes
+    /// no part in the run, its failure counted by reason.
     async fn open_all(&self, roles: &[Role]) -> (Vec<(Role, Conn)>, BTreeMap<String, u64>) {
-        let mut opened = Vec::new();
-        let mut failures = BTreeMap::<String, u64>::new();
-        for batch in roles.chunks(CONNECT_PARALLELISM) {
-            let opening: Vec<_> = batch
-                .iter()
-                .map(|&role| {
-                    let plan = self.plan.clone();
-                    tokio::spawn(async move {
-                        let auth = plan.auth_of(role).map_err(|e| format!("token: {e}"))?;
-                        let open = conn::open(plan.target_of(role), plan.source_of(role), &auth);
-                        match tokio::time::timeout(plan.connect_timeout, open).await {
-                            Ok(result) => result.map(|c| (role, c)),
-                            Err(_) => Err("connect timeout".to_owned()),
-                        }
-                    })
-                })
-                .collect();
-            for task in opening {
-                match task.await {
-                    Ok(Ok(open)) => opened.push(open),
-                    Ok(Err(reason)) => *failures.entry(reason).or_default() += 1,
-                    Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
-                }
-            }
-        }
-        (opened, failures)
+        let plan = &self.plan;
+        conn::open_all(roles, CONNECT_PARALLELISM, plan.connect_timeout, |role| {
+            let auth = plan.auth_of(role).map_err(|e| format!("token: {e}"))?;
+            Ok((plan.target_of(role).clone(), plan.source_of(role), auth))
+        })
+        .await
     }
 }
 
