@@ -362,6 +362,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         engine_config(config, node_tag),
         SocketIo::new(app.clone(), client_limits),
     );
+    let kafka_links = Arc::new(crate::kafka::context::Links::default());
     if !config.kafka.ingest.is_empty() {
         let claims: Arc<dyn crate::kafka::dedup::Claims> = match &cluster {
             Some(cluster) => Arc::new(crate::kafka::dedup::RedisClaims::new(
@@ -370,8 +371,14 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             )),
             None => Arc::new(crate::kafka::dedup::LocalClaims::default()),
         };
-        crate::kafka::spawn_ingest(&app, &config.kafka.ingest, claims, node_tag.as_str())
-            .map_err(|e| anyhow::anyhow!("kafka ingest: {e}"))?;
+        crate::kafka::spawn_ingest(
+            &app,
+            &config.kafka.ingest,
+            claims,
+            node_tag.as_str(),
+            &kafka_links,
+        )
+        .map_err(|e| anyhow::anyhow!("kafka ingest: {e}"))?;
     }
     if let Some(cluster) = &cluster {
         let weak_app = Arc::downgrade(&app);
@@ -419,6 +426,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         metrics,
         registry: registry.clone(),
         node: me,
+        kafka: kafka_links,
     };
     let separate_admin = config.admin.listen_addr().is_some();
     let admin = separate_admin.then(|| crate::api::admin_router(api_state.clone()));

@@ -44,6 +44,8 @@ pub struct ApiState {
     pub registry: Option<Arc<Registry>>,
     /// This node, as `/v1/nodes` shows it.
     pub node: NodeInfo,
+    /// This node's Kafka clients and their broker states (empty without Kafka).
+    pub kafka: Arc<crate::kafka::context::Links>,
 }
 
 /// The routes of the client port: `/v1/*` (needs `Authorization: Bearer <key>`, except `/v1/nodes/pick`, which
@@ -79,7 +81,8 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
     let mut router = Router::new()
         .merge(v1)
         .merge(public)
-        .route("/healthz", get(healthz));
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
     if with_admin {
         router = router.merge(admin_routes(&state));
     }
@@ -93,6 +96,7 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
 pub fn admin_router(state: ApiState) -> Router {
     admin_routes(&state)
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(extract::no_route)
         .method_not_allowed_fallback(extract::wrong_method)
         .with_state(state)
@@ -149,6 +153,39 @@ fn bearer(value: &str) -> Option<&str> {
 
 async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "ok": true, "connections": state.engine.session_count() }))
+}
+
+/// Longest `/readyz` waits for Redis to answer.
+const READY_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /readyz`: 200 `{ready: true, redis, kafka}` when the node can take work; 503 with `ready: false` when
+/// the cluster's Redis does not answer (no publish could be made durable). Kafka clients are listed with their
+/// state (`starting`, `up`, `down`) but never make the node unready: it serves everything else while Kafka is
+/// away and resumes from the committed offsets when it is back.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let redis = match &state.registry {
+        None => "none",
+        Some(registry) => {
+            let mut pipe = redis::pipe();
+            pipe.cmd("PING");
+            match tokio::time::timeout(READY_PING, registry.run_query::<(String,)>(&pipe)).await {
+                Ok(Ok(_)) => "up",
+                _ => "down",
+            }
+        }
+    };
+    let ready = redis != "down";
+    let body = Json(serde_json::json!({
+        "ready": ready,
+        "redis": redis,
+        "kafka": state.kafka.to_json(),
+    }));
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }
 
 async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {

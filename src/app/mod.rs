@@ -7,6 +7,7 @@ mod connect;
 pub mod direct;
 mod events;
 pub mod expiry;
+mod once;
 pub mod presence;
 mod queues;
 mod recover;
@@ -15,6 +16,7 @@ mod request;
 pub use backend::Backend;
 pub use cluster::{ingest, ClusterBackend};
 pub use events::validate_event_name;
+pub use once::BatchAnswers;
 pub use request::{check_data, CheckedPublish, PublishFields, PublishLimits, RequestError};
 
 use std::collections::HashMap;

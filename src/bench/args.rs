@@ -75,6 +75,13 @@ pub struct BenchArgs {
     /// Publish with Redis PUBLISH on `<redis-prefix>:publish` (the ingest channel) instead of HTTP.
     #[arg(long, value_name = "URL", conflicts_with = "publish_url")]
     pub redis_ingest: Option<String>,
+    /// Publish by producing records to the Kafka topic --kafka-topic at these brokers (host:port, comma-separated),
+    /// keyed by room, which a `[[kafka.ingest]]` entry of the nodes consumes.
+    #[arg(long, value_name = "BROKERS", conflicts_with_all = ["publish_url", "redis_ingest"], requires = "kafka_topic")]
+    pub kafka_ingest: Option<String>,
+    /// Topic for --kafka-ingest.
+    #[arg(long, value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
     /// Key prefix of the cluster (for --redis-ingest).
     #[arg(long, value_name = "PREFIX", default_value = "tidings")]
     pub redis_prefix: String,
@@ -142,6 +149,8 @@ impl BenchArgs {
             publish_url: None,
             publish_concurrency: 16,
             redis_ingest: None,
+            kafka_ingest: None,
+            kafka_topic: None,
             redis_prefix: "tidings".into(),
             ramp: "5000/s".into(),
             connect_timeout: 30.0,

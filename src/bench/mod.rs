@@ -58,6 +58,9 @@ pub enum BenchError {
     /// The Redis ingest connection failed.
     #[error("redis ingest: {0}")]
     Redis(String),
+    /// The Kafka producer could not be created.
+    #[error("kafka ingest: {0}")]
+    Kafka(String),
     /// Worker processes could not be started or did not report.
     #[error("worker processes: {0}")]
     Workers(String),

@@ -48,6 +48,13 @@ pub enum PublishVia {
         /// The API key, if any.
         api_key: Option<String>,
     },
+    /// Records produced to a Kafka topic the nodes consume.
+    Kafka {
+        /// `host:port,...`.
+        brokers: String,
+        /// The topic.
+        topic: String,
+    },
     /// `PUBLISH` on the ingest channel of a cluster.
     Redis {
         /// Redis URL.
@@ -128,24 +135,42 @@ impl Plan {
                 ))
             }
         };
-        if args.redis_ingest.is_none() && args.api_key.as_deref().is_none_or(str::is_empty) {
+        if args.redis_ingest.is_none()
+            && args.kafka_ingest.is_none()
+            && args.api_key.as_deref().is_none_or(str::is_empty)
+        {
             return Err(invalid(
                 "publishing through the HTTP API needs --api-key (or TIDINGS_API_KEY); or publish with \
-                 --redis-ingest",
+                 --redis-ingest or --kafka-ingest",
             ));
         }
         if !(0.0..=1.0).contains(&args.min_delivered) {
             return Err(invalid("--min-delivered is a ratio from 0 to 1"));
         }
-        let publish = match &args.redis_ingest {
-            Some(url) => {
+        let publish = match (&args.kafka_ingest, &args.redis_ingest) {
+            (Some(brokers), _) => {
+                for broker in brokers.split(',') {
+                    let (host, port) = broker
+                        .rsplit_once(':')
+                        .ok_or_else(|| invalid("--kafka-ingest takes host:port[,host:port...]"))?;
+                    let port = port
+                        .parse()
+                        .map_err(|_| invalid("--kafka-ingest: bad port"))?;
+                    resolve(host, port, args.allow_remote)?;
+                }
+                PublishVia::Kafka {
+                    brokers: brokers.clone(),
+                    topic: args.kafka_topic.clone().unwrap_or_default(),
+                }
+            }
+            (None, Some(url)) => {
                 check_redis_url(url, args.allow_remote)?;
                 PublishVia::Redis {
                     url: url.clone(),
                     channel: format!("{}:publish", args.redis_prefix),
                 }
             }
-            None => PublishVia::Http {
+            (None, None) => PublishVia::Http {
                 uri: publish_uri(args, &targets[0])?,
                 api_key: args.api_key.clone().filter(|k| !k.is_empty()),
             },

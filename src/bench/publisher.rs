@@ -134,12 +134,16 @@ enum Sender {
         connection: redis::aio::MultiplexedConnection,
         channel: String,
     },
+    Kafka {
+        producer: rdkafka::producer::FutureProducer,
+        topic: Arc<str>,
+    },
 }
 
 /// Publishes the bench's events.
 pub struct Publisher {
     sender: Sender,
-    rooms: Vec<String>,
+    rooms: Arc<[String]>,
     payload: usize,
     concurrency: usize,
 }
@@ -159,6 +163,18 @@ impl Publisher {
                     authorization: api_key.as_ref().map(|k| format!("Bearer {k}")),
                 }
             }
+            PublishVia::Kafka { brokers, topic } => {
+                let producer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .set("linger.ms", "5")
+                    .set("message.timeout.ms", "10000")
+                    .create()
+                    .map_err(|e| BenchError::Kafka(e.to_string()))?;
+                Sender::Kafka {
+                    producer,
+                    topic: topic.as_str().into(),
+                }
+            }
             PublishVia::Redis { url, channel } => {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| BenchError::Redis(e.to_string()))?;
@@ -174,7 +190,10 @@ impl Publisher {
         };
         Ok(Publisher {
             sender,
-            rooms: (0..plan.rooms).map(|k| plan.room_name(k)).collect(),
+            rooms: (0..plan.rooms)
+                .map(|k| plan.room_name(k))
+                .collect::<Vec<_>>()
+                .into(),
             payload: plan.payload,
             concurrency: plan.concurrency,
         })
@@ -211,10 +230,11 @@ impl Publisher {
                 r.max_lag_us = r.max_lag_us.max(micros(now - due));
             }
             let sender = self.sender.clone();
+            let rooms = self.rooms.clone();
             let result = result.clone();
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let outcome = sender.send(body).await;
+                let outcome = sender.send(&rooms[room], body).await;
                 let took = micros(sent.elapsed());
                 let mut r = result.lock();
                 r.latency.saturating_record(took.max(1));
@@ -269,8 +289,8 @@ struct Answer {
 }
 
 impl Sender {
-    /// Sends one event; `Ok(recipients)` when accepted.
-    async fn send(&self, body: String) -> Result<Option<u64>, String> {
+    /// Sends one event for `room`; `Ok(recipients)` when accepted.
+    async fn send(&self, room: &str, body: String) -> Result<Option<u64>, String> {
         match self {
             Sender::Http {
                 client,
@@ -319,6 +339,16 @@ impl Sender {
                     return Err("no node subscribed to the ingest channel".into());
                 }
                 Ok(None)
+            }
+            Sender::Kafka { producer, topic } => {
+                let record = rdkafka::producer::FutureRecord::to(topic)
+                    .key(room)
+                    .payload(&body);
+                producer
+                    .send(record, REQUEST_TIMEOUT)
+                    .await
+                    .map(|_| None)
+                    .map_err(|(e, _)| format!("kafka: {e}"))
             }
         }
     }

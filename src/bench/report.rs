@@ -201,6 +201,7 @@ impl Report {
             publish_via: match plan.publish {
                 PublishVia::Http { .. } => "http",
                 PublishVia::Redis { .. } => "redis",
+                PublishVia::Kafka { .. } => "kafka",
             },
             planned: p.planned,
             sent: p.sent,
@@ -317,7 +318,7 @@ impl fmt::Display for Report {
                 format!(
                     "{} {}: {} planned, {} accepted, {} failed, {} not sent; {:.1}/s; request p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                     r.publish_via,
-                    if r.publish_via == "http" { "POST /v1/publish" } else { "PUBLISH ingest" },
+                    match r.publish_via { "http" => "POST /v1/publish", "kafka" => "records", _ => "PUBLISH ingest" },
                     thousands(r.planned),
                     thousands(r.accepted),
                     thousands(r.publish_failed),

@@ -14,38 +14,48 @@ use super::keys::Keys;
 use super::Redis;
 use crate::hub::{encode_room_event, Event, EventPackets, RoomKey};
 
-/// Appends to every room stream and publishes, in one step; returns `{seq, receivers}`.
+/// Publishes events in order, in one step: for each, takes its claim when it has one (skipping the event when
+/// the claim was taken before), assigns the cluster-wide sequence, appends it to each room's stream and
+/// publishes it on each room's channel. Returns `{seq, receivers}` per event (`{0, 0}` for a skipped one).
 ///
-/// KEYS: the sequence key, then one stream key per room. ARGV: payload, max stream length, stream TTL (ms),
-/// publish time (ms), then one channel per room.
+/// KEYS: the sequence key, then per event its claim key (claimed events only) and one stream key per room.
+/// ARGV: max stream length, stream TTL (ms), publish time (ms), claim lifetime (ms), then per event: its room
+/// count, whether it is claimed (1/0), its payload and one channel per room.
 const PUBLISH_LUA: &str = r#"
-local seq = redis.call('INCR', KEYS[1])
-local receivers = 0
-for i = 2, #KEYS do
-  local stream = KEYS[i]
-  local prev = 0
-  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    prev = tonumber(string.match(last[1][1], '^0%-(%d+)$')) or 0
+local out = {}
+local k, a = 2, 5
+while a <= #ARGV do
+  local n, claimed, payload = tonumber(ARGV[a]), ARGV[a + 1] == '1', ARGV[a + 2]
+  a = a + 3
+  local seq, receivers = 0, 0
+  local fresh = true
+  if claimed then
+    fresh = redis.call('SET', KEYS[k], 1, 'NX', 'PX', ARGV[4])
+    k = k + 1
   end
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[2], '0-' .. seq, 'p', ARGV[1], 't', ARGV[4])
-  redis.call('PEXPIRE', stream, ARGV[3])
-  receivers = receivers + redis.call('PUBLISH', ARGV[3 + i], seq .. ' ' .. prev .. ' ' .. ARGV[1])
+  if fresh then
+    seq = redis.call('INCR', KEYS[1])
+    for i = 0, n - 1 do
+      local stream = KEYS[k + i]
+      local prev = 0
+      local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      if #last > 0 then
+        prev = tonumber(string.match(last[1][1], '^0%-(%d+)$')) or 0
+      end
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '0-' .. seq, 'p', payload, 't', ARGV[3])
+      redis.call('PEXPIRE', stream, ARGV[2])
+      receivers = receivers + redis.call('PUBLISH', ARGV[a + i], seq .. ' ' .. prev .. ' ' .. payload)
+    end
+  end
+  out[#out + 1] = seq
+  out[#out + 1] = receivers
+  k = k + n
+  a = a + n
 end
-return {seq, receivers}
+return out
 "#;
 
 /// Why a publish could not be made durable.
-/// [`PUBLISH_LUA`] behind a claim: KEYS as there plus the claim key last; ARGV as there plus the claim's
-/// lifetime (ms) last. Publishes nothing and answers `{0, 0}` when the claim was taken before.
-const PUBLISH_ONCE_LUA: &str = r#"
-local claim = table.remove(KEYS)
-local claim_ttl = table.remove(ARGV)
-if not redis.call('SET', claim, 1, 'NX', 'PX', claim_ttl) then
-  return {0, 0}
-end
-"#;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// Redis did not accept the event.
@@ -138,7 +148,6 @@ pub struct Broker {
     redis: Arc<Redis>,
     keys: Keys,
     script: Script,
-    once: Script,
     max_events: usize,
     stream_ttl_ms: u64,
 }
@@ -164,7 +173,6 @@ impl Broker {
             redis,
             keys,
             script: Script::new(PUBLISH_LUA),
-            once: Script::new(&format!("{PUBLISH_ONCE_LUA}{PUBLISH_LUA}")),
             max_events: max_events.max(1),
             stream_ttl_ms: stream_ttl.as_millis().max(1000) as u64,
         }
@@ -172,14 +180,15 @@ impl Broker {
 
     /// Makes the event durable in Redis and publishes it; returns once Redis answered.
     pub async fn publish(&self, event: &Event<'_>) -> Result<ClusterPublished, BrokerError> {
-        self.run_publish(&self.script, event, None)
-            .await
-            .map(|published| {
-                published.unwrap_or(ClusterPublished {
-                    seq: 0,
-                    receivers: 0,
-                })
-            })
+        let published = self.publish_batch(&[(event, None)], 0).await?;
+        Ok(published
+            .into_iter()
+            .flatten()
+            .next()
+            .unwrap_or(ClusterPublished {
+                seq: 0,
+                receivers: 0,
+            }))
     }
 
     /// Like [`Broker::publish`], in the same atomic step as taking `claim` (a key, kept `claim_ttl_ms`):
@@ -190,40 +199,63 @@ impl Broker {
         claim: &str,
         claim_ttl_ms: u64,
     ) -> Result<Option<ClusterPublished>, BrokerError> {
-        self.run_publish(&self.once, event, Some((claim, claim_ttl_ms)))
-            .await
+        let published = self
+            .publish_batch(&[(event, Some(claim))], claim_ttl_ms)
+            .await?;
+        Ok(published.into_iter().next().flatten())
     }
 
-    async fn run_publish(
+    /// Publishes `events` in their order with one script call, each behind its claim key when it has one (kept
+    /// `claim_ttl_ms`): one answer per event, `None` for an event whose claim was taken before. All or none
+    /// are answered; after an error some may have been published (their claims then skip them on a retry).
+    pub async fn publish_batch(
         &self,
-        script: &Script,
-        event: &Event<'_>,
-        claim: Option<(&str, u64)>,
-    ) -> Result<Option<ClusterPublished>, BrokerError> {
-        let payload = serde_json::to_string(&WireEvent::from_event(event).map_err(json_error)?)
-            .map_err(json_error)?;
-        let mut invocation = script.prepare_invoke();
+        events: &[(&Event<'_>, Option<&str>)],
+        claim_ttl_ms: u64,
+    ) -> Result<Vec<Option<ClusterPublished>>, BrokerError> {
+        let mut invocation = self.script.prepare_invoke();
         invocation.key(self.keys.seq());
-        for room in event.rooms {
-            invocation.key(self.keys.stream(&RoomKey::new(event.nsp, room)));
-        }
         invocation
-            .arg(&payload)
             .arg(self.max_events)
             .arg(self.stream_ttl_ms)
-            .arg(now_ms());
-        for room in event.rooms {
-            invocation.arg(self.keys.channel(&RoomKey::new(event.nsp, room)));
+            .arg(now_ms())
+            .arg(claim_ttl_ms);
+        for (event, claim) in events {
+            let payload = serde_json::to_string(&WireEvent::from_event(event).map_err(json_error)?)
+                .map_err(json_error)?;
+            invocation
+                .arg(event.rooms.len())
+                .arg(u8::from(claim.is_some()))
+                .arg(payload);
+            if let Some(claim) = claim {
+                invocation.key(*claim);
+            }
+            for room in event.rooms {
+                let room = RoomKey::new(event.nsp, room);
+                invocation
+                    .key(self.keys.stream(&room))
+                    .arg(self.keys.channel(&room));
+            }
         }
-        if let Some((key, ttl_ms)) = claim {
-            invocation.key(key).arg(ttl_ms);
+        let answers: Vec<u64> = self.redis.run_script(&invocation).await?;
+        if answers.len() != events.len() * 2 {
+            return Err(BrokerError::Redis(redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "publish script answered the wrong number of events",
+            ))));
         }
-        let (seq, receivers): (u64, u64) = self.redis.run_script(&invocation).await?;
-        if seq == 0 {
-            return Ok(None);
-        }
-        metrics::counter!("tidings_events_published_total").increment(1);
-        Ok(Some(ClusterPublished { seq, receivers }))
+        let published: Vec<Option<ClusterPublished>> = answers
+            .chunks_exact(2)
+            .map(|pair| {
+                (pair[0] != 0).then_some(ClusterPublished {
+                    seq: pair[0],
+                    receivers: pair[1],
+                })
+            })
+            .collect();
+        let fresh = published.iter().flatten().count();
+        metrics::counter!("tidings_events_published_total").increment(fresh as u64);
+        Ok(published)
     }
 }
 

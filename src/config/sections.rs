@@ -454,7 +454,24 @@ pub struct KafkaIngestConfig {
     pub event_header: String,
     /// Topic a record that cannot be published is copied to (with a `tidings-error` header); empty = none.
     pub dead_letter_topic: String,
+    /// librdkafka properties for this entry's clients, as they are (e.g. `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanisms"`, `"ssl.ca.location"`, `"fetch.wait.max.ms"`); the ones tidings' guarantees rest on
+    /// (see [`KAFKA_RESERVED`]) cannot be set.
+    pub properties: std::collections::BTreeMap<String, String>,
 }
+
+/// librdkafka properties a `properties` table may not set: tidings sets them, and its guarantees (offsets
+/// committed only after the event was accepted; one group per cluster) rest on them.
+pub const KAFKA_RESERVED: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+];
 
 impl Default for KafkaIngestConfig {
     fn default() -> Self {
@@ -464,6 +481,7 @@ impl Default for KafkaIngestConfig {
             group: "tidings".to_owned(),
             event_header: "event".to_owned(),
             dead_letter_topic: String::new(),
+            properties: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -47,6 +47,7 @@ impl Config {
             if ingest.group.trim().is_empty() || ingest.event_header.trim().is_empty() {
                 return invalid(&field("group"), "group and event_header must not be empty");
             }
+            check_properties(&ingest.properties, &field("properties"))?;
         }
         Ok(())
     }
@@ -370,6 +371,23 @@ fn has_scheme(url: &str, schemes: &[&str]) -> bool {
     url.split_once("://").is_some_and(|(scheme, rest)| {
         schemes.contains(&scheme) && !rest.is_empty() && !rest.contains(char::is_whitespace)
     })
+}
+
+/// A `properties` table of librdkafka settings: none of the reserved ones.
+fn check_properties(
+    properties: &std::collections::BTreeMap<String, String>,
+    field: &str,
+) -> Result<(), ConfigError> {
+    match properties
+        .keys()
+        .find(|key| super::sections::KAFKA_RESERVED.contains(&key.as_str()))
+    {
+        Some(key) => invalid(
+            field,
+            format!("`{key}` is set by tidings (its delivery guarantees rest on it)"),
+        ),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! Data path: [`source`] (a [`source::RecordSource`] on librdkafka) → [`record`] (the publish body and dedup id)
 //! → [`dedup`] (claims, in Redis or in memory) → [`ingest`] (publish, then commit).
 
+pub mod context;
 pub mod dedup;
 pub mod ingest;
 pub mod record;
@@ -16,16 +17,18 @@ use crate::app::Tidings;
 use crate::config::KafkaIngestConfig;
 
 /// Starts one ingest loop per entry of `entries` (call from a Tokio runtime); `node` names this node's
-/// consumers to the brokers. An entry whose client cannot be created is an error (a broker that cannot be
-/// reached is not: the client keeps trying).
+/// consumers to the brokers, whose states go to `links` (as `ingest[i]`). An entry whose client cannot be
+/// created is an error (a broker that cannot be reached is not: the client keeps trying).
 pub fn spawn_ingest(
     app: &Arc<Tidings>,
     entries: &[KafkaIngestConfig],
     claims: Arc<dyn dedup::Claims>,
     node: &str,
+    links: &context::Links,
 ) -> Result<(), source::SourceError> {
     for (i, entry) in entries.iter().enumerate() {
-        let source = source::KafkaSource::new(entry, &format!("tidings-{node}-{i}"))?;
+        let link = links.add(&format!("ingest[{i}]"));
+        let source = source::KafkaSource::new(entry, &format!("tidings-{node}-{i}"), link)?;
         tracing::info!(brokers = %entry.brokers, topics = ?entry.topics, group = %entry.group,
             "kafka ingest: consuming");
         tokio::spawn(ingest::run(

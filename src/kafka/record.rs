@@ -1,6 +1,7 @@
 //! What a Kafka record means to tidings: its value is a JSON publish body `{room|rooms, event, data, id?,
-//! namespace?}` (as `POST /v1/publish` and the Redis ingest channel take); a record without `room` and `rooms`
-//! takes its room from the record key, one without `event` its event from a header. Its identity for
+//! namespace?}` (as `POST /v1/publish` and the Redis ingest channel take), or a direct message `{to, event,
+//! data, id?, from?, ttl?}` (as `POST /v1/users/{to}/messages` takes); a record without `room`, `rooms` and
+//! `to` takes its room from the record key, one without `event` its event from a header. Its identity for
 //! deduplication is its `id`, else its topic, partition and offset.
 
 use serde_json::{Map, Value};
@@ -43,6 +44,9 @@ pub enum RecordError {
     /// `id` is not a string of 1 to 128 bytes.
     #[error("id must be a string of 1 to 128 bytes")]
     BadId,
+    /// Both a recipient (`to`) and rooms.
+    #[error("a record has either `to` (a direct message) or `room`/`rooms`, not both")]
+    BothTargets,
 }
 
 impl RecordError {
@@ -54,6 +58,7 @@ impl RecordError {
             RecordError::NotJson(_) => "not_json",
             RecordError::KeyNotText | RecordError::HeaderNotText => "not_text",
             RecordError::BadId => "bad_id",
+            RecordError::BothTargets => "both_targets",
         }
     }
 }
@@ -61,10 +66,14 @@ impl RecordError {
 /// A record ready to publish: the publish body and the id it is deduplicated by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ingest {
-    /// `{room|rooms, event, data, namespace?}`, as the ingest path checks it.
+    /// `{room|rooms, event, data, namespace?}`, as the ingest path checks it; for a direct message `{to,
+    /// event, data, id, from?, ttl?}`, as the message API checks it, its `id` the message's idempotency key.
     pub body: Vec<u8>,
-    /// The record's `id`, or `kafka:<topic>:<partition>:<offset>`.
+    /// The record's `id`, or `kafka:<topic>:<partition>:<offset>` (for a direct message without `id`:
+    /// `kafka-` and 32 hex digits of that position's SHA-256, a valid idempotency key).
     pub id: String,
+    /// A direct message (`to`), not a publish to rooms.
+    pub direct: bool,
 }
 
 /// The publish body of `record` (at most `max_bytes` of value), with the room from its key and the event from
@@ -80,7 +89,12 @@ pub fn to_ingest(
     }
     let mut body: Map<String, Value> =
         serde_json::from_slice(value).map_err(|e| RecordError::NotJson(e.to_string()))?;
-    if !body.contains_key("room") && !body.contains_key("rooms") {
+    let direct = body.contains_key("to");
+    let rooms = body.contains_key("room") || body.contains_key("rooms");
+    if direct && rooms {
+        return Err(RecordError::BothTargets);
+    }
+    if !direct && !rooms {
         if let Some(key) = &record.key {
             let room = std::str::from_utf8(key).map_err(|_| RecordError::KeyNotText)?;
             body.insert("room".into(), Value::String(room.to_owned()));
@@ -92,16 +106,28 @@ pub fn to_ingest(
             body.insert("event".into(), Value::String(name.to_owned()));
         }
     }
+    let position = format!("{}:{}:{}", record.topic, record.partition, record.offset);
     let id = match body.remove("id") {
-        None => format!(
-            "kafka:{}:{}:{}",
-            record.topic, record.partition, record.offset
-        ),
+        None if direct => format!("kafka-{}", &hex_sha256(position.as_bytes())[..32]),
+        None => format!("kafka:{position}"),
         Some(Value::String(id)) if (1..=128).contains(&id.len()) => id,
         Some(_) => return Err(RecordError::BadId),
     };
+    if direct {
+        // The message store deduplicates by the idempotency key, durably, with the message.
+        body.insert("id".into(), Value::String(id.clone()));
+    }
     let body = serde_json::to_vec(&body).map_err(|e| RecordError::NotJson(e.to_string()))?;
-    Ok(Ingest { body, id })
+    Ok(Ingest { body, id, direct })
+}
+
+/// Lowercase hex of the SHA-256 of `bytes`.
+fn hex_sha256(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -177,5 +203,45 @@ mod tests {
         let mut r = record(r#"{"data":1}"#);
         r.key = Some(vec![0xff]);
         assert_eq!(to_ingest(&r, "event", 100), Err(RecordError::KeyNotText));
+        assert_eq!(
+            to_ingest(
+                &record(r#"{"to":"bob","room":"a","event":"e"}"#),
+                "event",
+                100
+            ),
+            Err(RecordError::BothTargets)
+        );
+    }
+
+    #[test]
+    fn direct_messages_keep_their_id_as_the_idempotency_key() {
+        let mut r = record(r#"{"to":"bob","data":{"n":1}}"#);
+        r.key = Some(b"ignored-room".to_vec());
+        r.headers = vec![("event".into(), b"note".to_vec())];
+        let got = to_ingest(&r, "event", 1024).unwrap();
+        assert!(got.direct);
+        assert!(
+            got.id.starts_with("kafka-") && got.id.len() == 38,
+            "{}",
+            got.id
+        );
+        assert!(crate::messages::MessageId::parse(&got.id).is_some());
+        assert_eq!(
+            body(&got),
+            serde_json::json!({"to":"bob","event":"note","data":{"n":1},"id":got.id})
+        );
+        // Another position, another key; the same position, the same key.
+        let mut other = r.clone();
+        other.offset += 1;
+        assert_ne!(to_ingest(&other, "event", 1024).unwrap().id, got.id);
+        assert_eq!(to_ingest(&r, "event", 1024).unwrap().id, got.id);
+        let given = to_ingest(
+            &record(r#"{"to":"bob","event":"e","id":"m-7"}"#),
+            "event",
+            1024,
+        )
+        .unwrap();
+        assert_eq!((given.id.as_str(), given.direct), ("m-7", true));
+        assert_eq!(body(&given)["id"], "m-7");
     }
 }

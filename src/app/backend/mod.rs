@@ -93,6 +93,22 @@ pub trait EventLog: Send + Sync + 'static {
         let _ = (claim, claim_ttl_ms);
         Box::pin(async move { self.publish(event).await.map(Some) })
     }
+    /// [`EventLog::publish_once`] for several events in their order (each with its claim), in one step where
+    /// the log can: one answer per event. On an error some of them may have been published; their claims
+    /// then skip them when the batch is tried again.
+    fn publish_batch_once<'a>(
+        &'a self,
+        events: &'a [(Event<'a>, &'a str)],
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Option<Receipt>>, PublishError>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(events.len());
+            for (event, claim) in events {
+                answers.push(self.publish_once(event, claim, claim_ttl_ms).await?);
+            }
+            Ok(answers)
+        })
+    }
     /// Takes `claim` for records published to ephemeral rooms only: false when it was taken before.
     fn claim<'a>(
         &'a self,

@@ -140,6 +140,40 @@ impl EventLog for RedisLog {
         .boxed()
     }
 
+    fn publish_batch_once<'a>(
+        &'a self,
+        events: &'a [(Event<'a>, &'a str)],
+        claim_ttl_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Option<Receipt>>, PublishError>> {
+        async move {
+            let claims: Vec<String> = events
+                .iter()
+                .map(|(_, claim)| self.cluster.keys.ingest_seen(claim))
+                .collect();
+            let batch: Vec<(&Event<'_>, Option<&str>)> = events
+                .iter()
+                .zip(&claims)
+                .map(|((event, _), claim)| (event, Some(claim.as_str())))
+                .collect();
+            let published = self
+                .cluster
+                .broker
+                .publish_batch(&batch, claim_ttl_ms)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            Ok(published
+                .into_iter()
+                .map(|p| {
+                    p.map(|p| Receipt {
+                        seq: p.seq,
+                        recipients: p.receivers,
+                    })
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
     fn claim<'a>(
         &'a self,
         claim: &'a str,
