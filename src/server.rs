@@ -113,6 +113,10 @@ impl RunningNode {
         }
         // Give the last close frames a moment on the wire.
         tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
+        if let Some(egress) = self.node.egress.clone() {
+            let wait = drain.max(Duration::from_secs(1));
+            let _ = tokio::task::spawn_blocking(move || egress.flush(wait)).await;
+        }
         if let Some(rooms) = &self.node.rooms_store {
             // After the sessions were parked: their records are in the last batch before the clean mark.
             if let Err(error) = rooms.close().await {
@@ -181,6 +185,8 @@ pub struct Node {
     pub registry: Option<Arc<Registry>>,
     /// Room history and sessions kept in the data directory, closed (drained, marked clean) at shutdown.
     pub rooms_store: Option<Arc<DiskHistory>>,
+    /// The Kafka producer, flushed at shutdown (what it still holds has up to the drain time to get out).
+    pub egress: Option<Arc<crate::kafka::egress::KafkaEgress>>,
 }
 
 impl Node {
@@ -290,6 +296,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             polling: Arc::new(polling),
             registry: None,
             rooms_store: None,
+            egress: None,
         });
     }
     let me = NodeInfo::new(
@@ -363,6 +370,25 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         SocketIo::new(app.clone(), client_limits),
     );
     let kafka_links = Arc::new(crate::kafka::context::Links::default());
+    let egress = if config.kafka.egress.enabled() {
+        let link = kafka_links.add("egress");
+        let egress = crate::kafka::egress::KafkaEgress::new(
+            &config.kafka.egress,
+            &format!("tidings-{node_tag}-egress"),
+            node_tag.as_str(),
+            link,
+            || kafka_links.add("egress-ack"),
+        )
+        .map_err(|e| anyhow::anyhow!("kafka egress: {e}"))?;
+        tracing::info!(brokers = %config.kafka.egress.brokers,
+            publishes = %config.kafka.egress.publishes_topic,
+            statuses = %config.kafka.egress.statuses_topic, "kafka egress: producing");
+        let egress = Arc::new(egress);
+        app.set_egress(egress.clone());
+        Some(egress)
+    } else {
+        None
+    };
     if !config.kafka.ingest.is_empty() {
         let claims: Arc<dyn crate::kafka::dedup::Claims> = match &cluster {
             Some(cluster) => Arc::new(crate::kafka::dedup::RedisClaims::new(
@@ -441,6 +467,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         polling: Arc::new(polling),
         registry,
         rooms_store: rooms_store.map(|(history, _)| history),
+        egress,
     })
 }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::backend::Ephemeral;
+use super::egress::{OutPublish, Route};
 use super::recover::still_allowed;
 use super::{check_data, Tidings, RESERVED_EVENTS};
 use crate::auth::validate_room_name;
@@ -92,6 +93,10 @@ enum Refusal {
     /// The room policy's publish rate for this connection is used up.
     #[error("rate_limited")]
     RateLimited,
+    /// The room's publishes go to the event bus first, and the bus did not take this one; nothing was
+    /// published.
+    #[error("unavailable: {0}")]
+    BusUnavailable(String),
 }
 
 impl Refusal {
@@ -104,6 +109,7 @@ impl Refusal {
             Refusal::TooManyRooms(_) => "too_many_rooms",
             Refusal::Unauthorized(_) => "unauthorized",
             Refusal::RateLimited => "rate_limited",
+            Refusal::BusUnavailable(_) => "bus_unavailable",
         }
     }
 }
@@ -196,22 +202,16 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
         Ok(args) => args,
         Err(refusal) => return Outcome::Now(Err(refusal)),
     };
-    if args.ephemeral {
-        let key = RoomKey::new(socket.nsp(), &args.room);
-        let sent = app.backend().log.broadcast(
-            &key,
-            Ephemeral {
-                name: &args.event,
-                data: args.data.as_bytes(),
-                attachments: &event.attachments,
-                conflate: args.conflate,
-            },
+    let route = app.egress().route(&args.room);
+    if args.ephemeral && route != Route::Ack {
+        return Outcome::Now(
+            broadcast(app, socket.nsp(), &args, &event.attachments).map(|()| {
+                if route == Route::Queue {
+                    to_bus(app, socket, &args);
+                }
+                OK.to_vec()
+            }),
         );
-        return Outcome::Now(if sent {
-            Ok(OK.to_vec())
-        } else {
-            Err(Refusal::Unavailable)
-        });
     }
     let queue_app = app;
     let Some(app) = app.arc() else {
@@ -220,8 +220,25 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
     let nsp = socket.nsp().to_owned();
     let attachments = event.attachments.clone();
     let with_offset = app.namespace(&nsp).is_some_and(|ns| ns.recovery);
+    let publisher = socket.clone();
     let publish = async move {
-        let rooms = [args.room];
+        if route == Route::Ack {
+            // Nothing reaches the room that the bus did not take.
+            let from = publisher
+                .user()
+                .map(|u| u.sub().to_owned())
+                .unwrap_or_default();
+            let out = out_publish(&nsp, &from, &args);
+            let acked = app.egress().publish_acked(&out);
+            acked
+                .await
+                .map_err(|e| Refusal::BusUnavailable(e.to_string()))?;
+            if args.ephemeral {
+                broadcast(&app, &nsp, &args, &attachments)?;
+                return Ok(OK.to_vec());
+            }
+        }
+        let rooms = [args.room.clone()];
         let event = Event {
             nsp: &nsp,
             rooms: &rooms,
@@ -234,6 +251,9 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
             .publish(&event)
             .await
             .map_err(|_| Refusal::Unavailable)?;
+        if route == Route::Queue {
+            to_bus(&app, &publisher, &args);
+        }
         Ok(
             serde_json::json!({ "ok": true, "offset": receipt.seq.to_string() })
                 .to_string()
@@ -250,6 +270,55 @@ fn publish(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcome 
         Outcome::Queued
     } else {
         Outcome::Now(Err(Refusal::Unavailable))
+    }
+}
+
+/// Hands an ephemeral publish to its room (conflated where the room says so).
+fn broadcast(
+    app: &Tidings,
+    nsp: &str,
+    args: &OwnedPublish,
+    attachments: &[bytes::Bytes],
+) -> Result<(), Refusal> {
+    let key = RoomKey::new(nsp, &args.room);
+    let sent = app.backend().log.broadcast(
+        &key,
+        Ephemeral {
+            name: &args.event,
+            data: args.data.as_bytes(),
+            attachments,
+            conflate: args.conflate.clone(),
+        },
+    );
+    if sent {
+        Ok(())
+    } else {
+        Err(Refusal::Unavailable)
+    }
+}
+
+/// A client publish as the event bus gets it.
+fn out_publish<'a>(nsp: &'a str, from: &'a str, args: &'a OwnedPublish) -> OutPublish<'a> {
+    OutPublish {
+        nsp,
+        room: &args.room,
+        event: &args.event,
+        data: &args.data,
+        from,
+    }
+}
+
+/// Queues a published event for the event bus (a full queue drops it there, counted: the publish stands).
+fn to_bus(app: &Tidings, socket: &Socket, args: &OwnedPublish) {
+    let from = socket
+        .user()
+        .map(|u| u.sub().to_owned())
+        .unwrap_or_default();
+    if let Err(error) = app
+        .egress()
+        .publish(&out_publish(socket.nsp(), &from, args))
+    {
+        tracing::debug!(%error, room = %args.room, "client publish not queued for the event bus");
     }
 }
 

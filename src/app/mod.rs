@@ -5,6 +5,7 @@ pub mod backend;
 mod cluster;
 mod connect;
 pub mod direct;
+pub mod egress;
 mod events;
 pub mod expiry;
 mod once;
@@ -180,6 +181,8 @@ pub struct Tidings {
     publish_queues: queues::ConnectionQueues<PublishJob>,
     /// Direct messages.
     direct: Arc<direct::Direct>,
+    /// The event bus client publishes go to; none until [`Tidings::set_egress`].
+    egress: std::sync::OnceLock<Arc<dyn egress::Egress>>,
     self_ref: std::sync::OnceLock<std::sync::Weak<Tidings>>,
 }
 
@@ -238,6 +241,7 @@ impl Tidings {
             live: parking_lot::Mutex::new(HashMap::new()),
             publish_queues: queues::ConnectionQueues::new(MAX_QUEUED_PUBLISHES),
             direct: parts.direct,
+            egress: std::sync::OnceLock::new(),
             self_ref: std::sync::OnceLock::new(),
         });
         let _ = app.self_ref.set(Arc::downgrade(&app));
@@ -254,6 +258,20 @@ impl Tidings {
     /// The direct message layer.
     pub fn direct(&self) -> &Arc<direct::Direct> {
         &self.direct
+    }
+
+    /// Sends client publishes and direct-message status changes to `egress` from now on (set once, at start).
+    pub fn set_egress(&self, egress: Arc<dyn egress::Egress>) {
+        self.direct.set_egress(egress.clone());
+        let _ = self.egress.set(egress);
+    }
+
+    /// The event bus client publishes go to ([`egress::NoEgress`] when none was set).
+    pub fn egress(&self) -> &dyn egress::Egress {
+        match self.egress.get() {
+            Some(egress) => &**egress,
+            None => &egress::NoEgress,
+        }
     }
 
     /// Sequencing, history, room subscriptions and session records.

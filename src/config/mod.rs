@@ -24,8 +24,9 @@ pub use overrides::Overrides;
 pub use secrets::GeneratedSecret;
 pub use sections::{
     AdminConfig, ApiConfig, AuthConfig, EngineConfig, HistoryConfig, KafkaConfig,
-    KafkaIngestConfig, LimitsConfig, MessagesConfig, NamespaceConfig, RecoveryConfig, RedisConfig,
-    RoomPolicy, ShutdownConfig, StorageConfig, MIN_API_KEY_BYTES, MIN_JWT_SECRET_BYTES,
+    KafkaEgressConfig, KafkaIngestConfig, LimitsConfig, MessagesConfig, NamespaceConfig,
+    RecoveryConfig, RedisConfig, RoomPolicy, ShutdownConfig, StorageConfig, MIN_API_KEY_BYTES,
+    MIN_JWT_SECRET_BYTES,
 };
 pub use template::DEFAULT_CONFIG_TOML;
 

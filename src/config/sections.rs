@@ -432,12 +432,66 @@ impl RedisConfig {
     }
 }
 
-/// `[kafka]`: topics the node publishes from (and, later, produces to).
+/// `[kafka]`: topics the node publishes from, and the topics it produces to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `[[kafka.ingest]]`: consumers whose records are published like `POST /v1/publish` bodies.
     pub ingest: Vec<KafkaIngestConfig>,
+    /// `[kafka.egress]`: client publishes and direct-message status changes produced to topics.
+    pub egress: KafkaEgressConfig,
+}
+
+/// `[kafka.egress]`: what the node produces to Kafka. Off while `brokers` is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaEgressConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`; empty: no egress.
+    pub brokers: String,
+    /// Topic of client publishes (the `publish` client event), keyed by room; empty: none.
+    pub publishes_topic: String,
+    /// Patterns of the rooms whose client publishes are produced.
+    pub publish_rooms: Vec<String>,
+    /// Patterns of the rooms whose client publishes are produced *before* they are published to the room:
+    /// the client's `ok` then means Kafka acknowledged the record, and nothing reaches the room that Kafka
+    /// did not take. Produced even when not in `publish_rooms`.
+    pub ack_rooms: Vec<String>,
+    /// Topic of direct-message status changes (accepted, delivered per device, read), keyed by the sender
+    /// (the recipient for a message without one); empty: none.
+    pub statuses_topic: String,
+    /// Records waiting for Kafka at most (in memory, while it is slow or away); past it new records are
+    /// dropped and counted (`tidings_kafka_egress_total{result="dropped"}`).
+    pub max_queued: usize,
+    /// How long a record may wait for Kafka before it is dropped and counted, in milliseconds.
+    pub delivery_timeout_ms: u64,
+    /// Longest a client's publish to an `ack_rooms` room waits for Kafka before it is answered `unavailable`
+    /// (the event is then not published to the room), in milliseconds.
+    pub ack_timeout_ms: u64,
+    /// librdkafka properties of the producer, as they are (see `KafkaIngestConfig::properties`).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaEgressConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            publishes_topic: String::new(),
+            publish_rooms: vec!["*".to_owned()],
+            ack_rooms: Vec::new(),
+            statuses_topic: String::new(),
+            max_queued: 100_000,
+            delivery_timeout_ms: 300_000,
+            ack_timeout_ms: 5_000,
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaEgressConfig {
+    /// Whether the node produces anything.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
 }
 
 /// One `[[kafka.ingest]]` entry: a consumer group on some topics of one cluster of brokers.

@@ -216,6 +216,28 @@ ingest = []
 # group = "tidings" # every node of a cluster in the same group: each record is published once
 # event_header = "event" # header naming the event when the record's JSON has no "event"
 # dead_letter_topic = "" # where records that cannot be published are copied (empty: none)
+# properties = { "security.protocol" = "SASL_SSL" } # librdkafka settings, as they are
+
+[kafka.egress]
+# Bootstrap brokers the node produces to, host:port[,host:port...]; empty: nothing is produced.
+brokers = ""
+# Topic of client publishes, keyed by room (empty: none).
+publishes_topic = ""
+# Rooms whose client publishes are produced (patterns).
+publish_rooms = ["*"]
+# Rooms whose client publishes go to Kafka first: the client's ok means Kafka acknowledged it (patterns).
+ack_rooms = []
+# Topic of direct-message status changes, keyed by the sender (empty: none).
+statuses_topic = ""
+# Records waiting for Kafka at most; past it new ones are dropped and counted.
+max_queued = 100000
+# Milliseconds a record may wait for Kafka before it is dropped and counted.
+delivery_timeout_ms = 300000
+# Milliseconds a publish to an ack_rooms room waits for Kafka before it is answered unavailable.
+ack_timeout_ms = 5000
+
+[kafka.egress.properties]
+# librdkafka settings of the producer, as they are, e.g. "security.protocol" = "SASL_SSL"
 "#;
 
 #[cfg(test)]

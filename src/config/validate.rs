@@ -49,7 +49,58 @@ impl Config {
             }
             check_properties(&ingest.properties, &field("properties"))?;
         }
-        Ok(())
+        self.validate_egress()
+    }
+
+    fn validate_egress(&self) -> Result<(), ConfigError> {
+        let egress = &self.kafka.egress;
+        if !egress.enabled() {
+            return Ok(());
+        }
+        if egress.brokers.split(',').any(|b| b.trim().is_empty()) {
+            return invalid("kafka.egress.brokers", "must list host:port[,host:port...]");
+        }
+        for (name, topic) in [
+            ("publishes_topic", &egress.publishes_topic),
+            ("statuses_topic", &egress.statuses_topic),
+        ] {
+            if !topic.is_empty() && !kafka_name(topic) {
+                return invalid(
+                    &format!("kafka.egress.{name}"),
+                    "must be empty or 1-249 characters of A-Z a-z 0-9 . _ -",
+                );
+            }
+        }
+        if egress.publishes_topic.is_empty() && egress.statuses_topic.is_empty() {
+            return invalid(
+                "kafka.egress",
+                "brokers are set but neither publishes_topic nor statuses_topic",
+            );
+        }
+        for (name, patterns) in [
+            ("publish_rooms", &egress.publish_rooms),
+            ("ack_rooms", &egress.ack_rooms),
+        ] {
+            if let Err(error) = crate::auth::RoomPatterns::parse(patterns.iter()) {
+                return invalid(&format!("kafka.egress.{name}"), error.to_string());
+            }
+        }
+        if !(1..=10_000_000).contains(&egress.max_queued) {
+            return invalid("kafka.egress.max_queued", "must be 1 to 10000000");
+        }
+        if !(1_000..=3_600_000).contains(&egress.delivery_timeout_ms) {
+            return invalid(
+                "kafka.egress.delivery_timeout_ms",
+                "must be 1000 to 3600000",
+            );
+        }
+        if !(100..=egress.delivery_timeout_ms).contains(&egress.ack_timeout_ms) {
+            return invalid(
+                "kafka.egress.ack_timeout_ms",
+                "must be 100 to delivery_timeout_ms",
+            );
+        }
+        check_properties(&egress.properties, "kafka.egress.properties")
     }
 
     fn validate_top(&self) -> Result<(), ConfigError> {

@@ -124,6 +124,8 @@ impl ClientContext for Context {
             .values()
             .any(|broker| broker.state == "UP");
         self.link.set(up);
+        metrics::gauge!("tidings_kafka_queued", "client" => self.link.name.clone())
+            .set(statistics.msg_cnt as f64);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

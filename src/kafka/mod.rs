@@ -7,11 +7,14 @@
 
 pub mod context;
 pub mod dedup;
+pub mod egress;
 pub mod ingest;
 pub mod record;
 pub mod source;
 
 use std::sync::Arc;
+
+pub use source::ClientError;
 
 use crate::app::Tidings;
 use crate::config::KafkaIngestConfig;
@@ -25,7 +28,7 @@ pub fn spawn_ingest(
     claims: Arc<dyn dedup::Claims>,
     node: &str,
     links: &context::Links,
-) -> Result<(), source::SourceError> {
+) -> Result<(), ClientError> {
     for (i, entry) in entries.iter().enumerate() {
         let link = links.add(&format!("ingest[{i}]"));
         let source = source::KafkaSource::new(entry, &format!("tidings-{node}-{i}"), link)?;

@@ -60,14 +60,21 @@ const FETCH_WAIT_MS: &str = "10";
 /// How often stored offsets are committed to the group.
 const COMMIT_INTERVAL_MS: &str = "1000";
 
-/// What the Kafka client reported.
+/// What the Kafka client reported, or a setting it could not take.
 #[derive(Debug, thiserror::Error)]
 #[error("kafka: {0}")]
-pub struct SourceError(String);
+pub struct ClientError(String);
 
-impl From<rdkafka::error::KafkaError> for SourceError {
+impl ClientError {
+    /// A setting of the entry that cannot be used.
+    pub fn config(detail: String) -> ClientError {
+        ClientError(detail)
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for ClientError {
     fn from(error: rdkafka::error::KafkaError) -> Self {
-        SourceError(error.to_string())
+        ClientError(error.to_string())
     }
 }
 
@@ -75,15 +82,15 @@ impl From<rdkafka::error::KafkaError> for SourceError {
 pub trait RecordSource: Send + Sync + 'static {
     /// The next records, in partition order: waits for one, then takes what else is already there, up to
     /// `max`. `Err` reports a client error; the client goes on reconnecting by itself.
-    fn next_batch(&self, max: usize) -> BoxFuture<'_, Result<Vec<Record>, SourceError>>;
+    fn next_batch(&self, max: usize) -> BoxFuture<'_, Result<Vec<Record>, ClientError>>;
     /// Tidings is done with `records` (published, or skipped for good): their offsets may be committed.
-    fn done(&self, records: &[Record]) -> Result<(), SourceError>;
+    fn done(&self, records: &[Record]) -> Result<(), ClientError>;
     /// Copies `record` to the dead-letter topic, if there is one, with the reason in a `tidings-error` header.
     fn dead_letter<'a>(
         &'a self,
         record: &'a Record,
         reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), SourceError>>;
+    ) -> BoxFuture<'a, Result<(), ClientError>>;
 }
 
 /// A consumer-group member on librdkafka.
@@ -100,7 +107,7 @@ impl KafkaSource {
         entry: &KafkaIngestConfig,
         client_id: &str,
         link: Arc<Link>,
-    ) -> Result<KafkaSource, SourceError> {
+    ) -> Result<KafkaSource, ClientError> {
         let defaults = [
             ("client.id", client_id),
             ("auto.offset.reset", "earliest"),
@@ -136,7 +143,7 @@ impl KafkaSource {
 }
 
 impl RecordSource for KafkaSource {
-    fn next_batch(&self, max: usize) -> BoxFuture<'_, Result<Vec<Record>, SourceError>> {
+    fn next_batch(&self, max: usize) -> BoxFuture<'_, Result<Vec<Record>, ClientError>> {
         async move {
             let first = self.consumer.recv().await?;
             let mut records = vec![to_record(&first)];
@@ -157,7 +164,7 @@ impl RecordSource for KafkaSource {
         .boxed()
     }
 
-    fn done(&self, records: &[Record]) -> Result<(), SourceError> {
+    fn done(&self, records: &[Record]) -> Result<(), ClientError> {
         // The committed offset is the next record to read: one past the last of each partition.
         let mut last: Vec<(&str, i32, i64)> = Vec::new();
         for record in records {
@@ -180,7 +187,7 @@ impl RecordSource for KafkaSource {
         &'a self,
         record: &'a Record,
         reason: &'a str,
-    ) -> BoxFuture<'a, Result<(), SourceError>> {
+    ) -> BoxFuture<'a, Result<(), ClientError>> {
         async move {
             let Some((producer, topic)) = &self.dead_letters else {
                 return Ok(());
@@ -213,7 +220,7 @@ impl RecordSource for KafkaSource {
                 .send(out, std::time::Duration::from_secs(30))
                 .await
                 .map(|_| ())
-                .map_err(|(error, _)| SourceError::from(error))
+                .map_err(|(error, _)| ClientError::from(error))
         }
         .boxed()
     }

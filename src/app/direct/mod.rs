@@ -89,6 +89,8 @@ pub struct Direct {
     marks: mpsc::UnboundedSender<(Arc<Device>, MarkKind)>,
     /// Users with an offline check pending.
     offline_checks: Mutex<std::collections::HashSet<String>>,
+    /// The event bus status changes also go to, once set.
+    egress: OnceLock<Arc<dyn crate::app::egress::Egress>>,
     self_ref: OnceLock<Weak<Direct>>,
 }
 
@@ -133,6 +135,7 @@ impl Direct {
             queues: super::queues::ConnectionQueues::new(limits.max_queued_sends),
             webhook: webhook.map(|(config, after)| (webhook::Webhook::start(config), after)),
             offline_checks: Mutex::new(std::collections::HashSet::new()),
+            egress: OnceLock::new(),
             self_ref: OnceLock::new(),
         });
         let _ = direct.self_ref.set(Arc::downgrade(&direct));
@@ -262,9 +265,17 @@ impl Direct {
         self.queues.close(&socket);
     }
 
-    /// Status changes go to their sender's devices, wherever they are, and to the webhook.
+    /// Sends status changes to `egress` too from now on (set once, at start).
+    pub fn set_egress(&self, egress: Arc<dyn crate::app::egress::Egress>) {
+        let _ = self.egress.set(egress);
+    }
+
+    /// Status changes go to their sender's devices, wherever they are, to the webhook and to the event bus.
     pub fn notify(&self, changes: Vec<Change>) {
         for change in changes {
+            if let Some(egress) = self.egress.get() {
+                egress.status(&change);
+            }
             metrics::counter!("tidings_message_status_changes_total", "status" => change.status.as_str())
                 .increment(1);
             if let Some((webhook, _)) = &self.webhook {
