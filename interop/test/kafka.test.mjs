@@ -1,67 +1,17 @@
 // Kafka ingest against a real broker: tansu (a Kafka-wire-compatible broker, memory storage, on a loopback
 // port, stopped by pid) with records produced by an independent client (confluent-kafka in Python), received by
-// stock socket.io-client members. scripts/kafka-tools.sh provides both (TANSU_BIN, KAFKA_PYTHON); scripts/test.sh
-// sets them, so these tests always run in CI.
+// stock socket.io-client members (kafka-helpers.mjs). scripts/kafka-tools.sh provides both (TANSU_BIN,
+// KAFKA_PYTHON); scripts/test.sh sets them, so these tests always run in CI. Faults: kafka-faults.test.mjs.
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
 import { metricSum, metrics, startNode, startRedis, uniquePrefix } from './cluster-helpers.mjs';
-import { collect, connect, eventually, freePort, sleep, startServer, token, uid } from './helpers.mjs';
+import { collect, connect, eventually, sleep, startServer, token, uid } from './helpers.mjs';
+import { SKIP, ingestConfig, numbers, produce, startBroker } from './kafka-helpers.mjs';
 
-const TANSU = process.env.TANSU_BIN;
-const PYTHON = process.env.KAFKA_PYTHON;
-const PRODUCE = path.join(path.dirname(new URL(import.meta.url).pathname), 'kafka_produce.py');
-const run = promisify(execFile);
 const T = { timeout: 120_000 };
 
-/** A tansu broker with memory storage on a free loopback port. */
-async function startBroker() {
-  const port = await freePort();
-  const url = `tcp://127.0.0.1:${port}`;
-  const proc = spawn(TANSU, ['broker', '--listener-url', url, '--advertised-listener-url', url, '--storage-engine', 'memory://tansu/'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let output = '';
-  proc.stderr.on('data', (chunk) => {
-    output = (output + chunk).slice(-8192);
-  });
-  await eventually(() => canConnect(port), { timeoutMs: 15_000, what: `tansu on :${port} (${output})` });
-  return {
-    brokers: `127.0.0.1:${port}`,
-    stop() {
-      proc.kill('SIGKILL');
-    },
-  };
-}
-
-function canConnect(port) {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
-async function produce(brokers, topic, args) {
-  const { stdout } = await run(PYTHON, [PRODUCE, '--brokers', brokers, '--topic', topic, ...args], { timeout: 60_000 });
-  return stdout.trim();
-}
-
-function ingestConfig(brokers, topic, group) {
-  return `[[kafka.ingest]]\nbrokers = "${brokers}"\ntopics = ["${topic}"]\ngroup = "${group}"\n`;
-}
-
-/** The `n` of every `update` a member got (a `collect`), in order. */
-const numbers = (events) => events.items.map((data) => data.n);
-
-describe('kafka ingest', { skip: !(TANSU && PYTHON) && 'no broker: run scripts/kafka-tools.sh and set TANSU_BIN, KAFKA_PYTHON' }, () => {
+describe('kafka ingest', { skip: SKIP }, () => {
   let broker;
   before(async () => {
     broker = await startBroker();
