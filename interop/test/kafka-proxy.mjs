@@ -35,7 +35,7 @@ export function requestClientId(buf) {
 
 /**
  * Start a proxy on a free 127.0.0.1 port forwarding to the broker at `brokerPort`.
- * @returns {Promise<{port:number, cut:Function, restore:Function, stats:object, connections:Function, close:Function}>}
+ * @returns {Promise<{port:number, cut:Function, restore:Function, stats:object, close:Function}>}
  */
 export async function startKafkaProxy(brokerPort) {
   const conns = new Set();
@@ -56,11 +56,18 @@ export async function startKafkaProxy(brokerPort) {
     reset(conn.server);
   }
 
-  // Bytes from `from` go to `to` unless the connection is frozen, in which case they wait (back-pressure).
-  // KAFKA_PROXY_TRACE=<file>: append a line per request and response of the group protocol (and a count of the
-  // others) to <file>, to see what the clients and the broker said to each other around a fault.
+  // KAFKA_PROXY_TRACE=<file>: append a line per request and response of the group protocol to <file>, to see
+  // what the clients and the broker said to each other around a fault.
   const traceFile = process.env.KAFKA_PROXY_TRACE;
-  const GROUP_APIS = { 8: 'OffsetCommit', 9: 'OffsetFetch', 10: 'FindCoordinator', 11: 'JoinGroup', 12: 'Heartbeat', 13: 'LeaveGroup', 14: 'SyncGroup' };
+  const GROUP_APIS = {
+    8: 'OffsetCommit',
+    9: 'OffsetFetch',
+    10: 'FindCoordinator',
+    11: 'JoinGroup',
+    12: 'Heartbeat',
+    13: 'LeaveGroup',
+    14: 'SyncGroup',
+  };
   let nextId = 0;
   function tap(conn, direction, chunk) {
     const key = `${direction}Buf`;
@@ -89,9 +96,9 @@ export async function startKafkaProxy(brokerPort) {
     }
   }
 
+  // Bytes from `from` go to `to` unless the connection is frozen, in which case they wait (back-pressure).
   function pipe(conn, from, to, direction) {
     from.on('data', (chunk) => {
-      conn[direction] += chunk.length;
       if (traceFile) tap(conn, direction, chunk);
       if (!to.write(chunk)) {
         from.pause();
@@ -147,7 +154,7 @@ export async function startKafkaProxy(brokerPort) {
   const listener = net.createServer((client) => {
     stats.accepted += 1;
     client.setNoDelay(true);
-    const conn = { client, server: null, clientId: undefined, head: Buffer.alloc(0), held: false, frozen: false, up: 0, down: 0 };
+    const conn = { client, server: null, clientId: undefined, head: Buffer.alloc(0), held: false, frozen: false };
     conns.add(conn);
     const onHead = (chunk) => {
       conn.head = Buffer.concat([conn.head, chunk]);
@@ -171,10 +178,6 @@ export async function startKafkaProxy(brokerPort) {
   return {
     port: listener.address().port,
     stats,
-    /** The connections open now: client id, state, bytes forwarded to the broker (up) and back (down). */
-    connections() {
-      return [...conns].map((c) => ({ clientId: c.clientId, held: c.held, frozen: c.frozen, up: c.up, down: c.down }));
-    },
     /** Cut the clients whose id passes `match` off the broker (see the modes above) until restore(). */
     cut(match, { mode }) {
       if (!['refuse', 'blackhole', 'freeze'].includes(mode)) throw new Error(`unknown cut mode ${mode}`);
