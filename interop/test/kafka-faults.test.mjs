@@ -76,6 +76,14 @@ function assertEveryRecordOnce(got, count, who) {
  */
 const nodeTag = (socket) => socket.io.engine.id.slice(0, 6);
 
+/** GET /readyz (200, or 503 when the node cannot take work): its body. */
+async function readyz(node) {
+  const res = await fetch(`${node.url}/readyz`, { signal: AbortSignal.timeout(5000) });
+  const body = await res.json();
+  assert.equal(res.status, body.ready ? 200 : 503);
+  return body;
+}
+
 /** The Kafka counters of `node`'s /metrics, for the test's diagnostics. */
 async function kafkaCounters(node) {
   const samples = await metrics(node);
@@ -140,12 +148,14 @@ describe('kafka ingest under faults', { skip: SKIP }, () => {
 
       // Cut the nodes (or the one that consumes the partition) off the broker.
       let victims = isTidings;
+      let cutNodes = nodes;
       if (only === 'consumer') {
         const published = [];
         for (const node of nodes) published.push(metricSum(await metrics(node), 'tidings_kafka_records_total', 'result="published"'));
         const consumer = published.indexOf(Math.max(...published));
         const id = `tidings-${nodeTag(members[consumer])}-`;
         victims = (clientId) => clientId.startsWith(id);
+        cutNodes = [nodes[consumer]];
         t.diagnostic(`cutting ${nodes[consumer].name} (${id}) only; published so far per node: ${published.join(', ')}`);
       }
       const before = { delivered: got.map((g) => g.items.length), acked: producer.acked(), stats: { ...broker.proxy.stats } };
@@ -156,8 +166,22 @@ describe('kafka ingest under faults', { skip: SKIP }, () => {
       // Meanwhile every node serves clients and the HTTP API.
       await sleep(1000);
       for (const [i, node] of nodes.entries()) await assertServes(node, members[i]);
-      await sleep(CUT_MS / 2 - (Date.now() - cutAt));
-      for (const node of nodes) t.diagnostic(`during the cut ${node.name ?? 'node'}: ${JSON.stringify(await kafkaCounters(node))}`);
+      // /readyz and tidings_kafka_connected show which nodes lost the broker; they stay ready. (A frozen
+      // connection looks up to the client until its requests time out, 60 s: not checked then.)
+      for (const node of mode === 'freeze' ? [] : nodes) {
+        const state = cutNodes.includes(node) ? 'down' : 'up';
+        const ready = await eventually(
+          async () => {
+            const answer = await readyz(node);
+            return answer.kafka?.['ingest[0]'] === state && answer;
+          },
+          { timeoutMs: CUT_MS / 2, what: `/readyz of ${node.name ?? 'the node'} to show its Kafka client ${state}` },
+        );
+        assert.equal(ready.ready, true);
+        const samples = await metrics(node);
+        assert.equal(metricSum(samples, 'tidings_kafka_connected'), state === 'up' ? 1 : 0);
+        t.diagnostic(`during the cut ${node.name ?? 'node'}: /readyz ${JSON.stringify(ready)}; ${JSON.stringify(await kafkaCounters(node))}`);
+      }
       await sleep(CUT_MS - (Date.now() - cutAt));
       const during = { delivered: got.map((g) => g.items.length), acked: producer.acked() };
       broker.proxy.restore();
@@ -175,6 +199,9 @@ describe('kafka ingest under faults', { skip: SKIP }, () => {
 
       assert.equal(await producer.done, count);
       const restoredAt = Date.now();
+      for (const node of cutNodes) {
+        await eventually(async () => (await readyz(node)).kafka?.['ingest[0]'] === 'up', { timeoutMs: 20_000, what: '/readyz: Kafka up again' });
+      }
       for (const [i, g] of got.entries()) {
         await eventually(() => g.items.length >= count, { timeoutMs: 40_000, what: `${count} records at member ${i} (has ${g.items.length})` });
       }
