@@ -40,8 +40,8 @@ const isTidings = (clientId) => clientId.startsWith('tidings-');
 
 /**
  * What is wrong with the `n`s a member got, as an object that is {received: count, duplicates: [], missing: [],
- * outOfOrder: []} when it got 0..count-1 exactly once each, in order within each partition (a record's
- * partition is its data's `p`, or 0).
+ * outOfOrder: [], unexpected: []} when it got 0..count-1 exactly once each, in order within each partition (a
+ * record's partition is its data's `p`, or 0).
  */
 function deliveryReport(items, count) {
   const seen = new Set();
