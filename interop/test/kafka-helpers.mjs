@@ -16,12 +16,14 @@ export const PYTHON = process.env.KAFKA_PYTHON;
 /** Why the Kafka tests are skipped, or false when they can run. */
 export const SKIP = !(TANSU && PYTHON) && 'no broker: run scripts/kafka-tools.sh and set TANSU_BIN, KAFKA_PYTHON';
 const PRODUCE = path.join(path.dirname(new URL(import.meta.url).pathname), 'kafka_produce.py');
+const CONSUME = path.join(path.dirname(new URL(import.meta.url).pathname), 'kafka_consume.py');
 const run = promisify(execFile);
 
 /**
  * A tansu broker with memory storage on a free loopback port. With `proxied`, the broker advertises a proxy
  * (`broker.proxy`, see kafka-proxy.mjs) in front of it, so every client goes through the proxy, reconnections
- * included; `brokers` is then the proxy's address.
+ * included; `brokers` is then the proxy's address. `pause()` stops the broker process (SIGSTOP: every connection
+ * hangs, as with a broker cut off), `resume()` continues it.
  */
 export async function startBroker({ proxied = false } = {}) {
   const port = await freePort();
@@ -46,7 +48,14 @@ export async function startBroker({ proxied = false } = {}) {
   return {
     brokers: `127.0.0.1:${proxy ? proxy.port : port}`,
     proxy,
+    pause() {
+      proc.kill('SIGSTOP');
+    },
+    resume() {
+      proc.kill('SIGCONT');
+    },
     stop() {
+      proc.kill('SIGCONT');
       proc.kill('SIGKILL');
       proxy?.close();
     },
@@ -115,3 +124,18 @@ export function ingestConfig(brokers, topic, group) {
 
 /** The `n` of every `update` a member got (a `collect`), in order. */
 export const numbers = (events) => events.items.map((data) => data.n);
+
+/**
+ * Every record of `topic` from its start (until `count` came, or none for `timeout` s), in partition order, as
+ * kafka_consume.py (an independent confluent-kafka consumer) prints them: {partition, offset, key, value, headers}.
+ */
+export async function consume(brokers, topic, count, timeout = 15) {
+  const { stdout } = await run(PYTHON, [CONSUME, '--brokers', brokers, '--topic', topic, '--count', String(count), '--timeout', String(timeout)], {
+    timeout: 120_000,
+    maxBuffer: 64 << 20,
+  });
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+}

@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { metricSum, metrics, startNode, startRedis, uniquePrefix } from './cluster-helpers.mjs';
-import { collect, connect, eventually, sleep, startServer, token, uid } from './helpers.mjs';
-import { SKIP, ingestConfig, numbers, produce, startBroker } from './kafka-helpers.mjs';
+import { awaitConnect, client, collect, connect, eventually, sleep, startServer, token, uid } from './helpers.mjs';
+import { SKIP, consume, ingestConfig, numbers, produce, startBroker } from './kafka-helpers.mjs';
 
 const T = { timeout: 120_000 };
 
@@ -36,6 +36,57 @@ describe('kafka ingest', { skip: SKIP }, () => {
     assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="rejected"'), 1);
     assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="published"'), 60);
     assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="duplicate"'), 20);
+  });
+
+  test('direct messages through `to`: stored, delivered to every device once, in order; a bad one is dead-lettered', T, async () => {
+    const dead = uid('dead');
+    await produce(broker.brokers, dead, ['--create', '1']);
+    const topics = [];
+    for (const store of ['memory', 'redis']) {
+      const topic = uid('dms');
+      topics.push(topic);
+      await produce(broker.brokers, topic, ['--create', '1']);
+      const config = `${ingestConfig(broker.brokers, topic, uid('g'))}dead_letter_topic = "${dead}"\n`;
+      const redis = store === 'redis' ? await startRedis() : null;
+      const server = await startServer({
+        config: redis ? `${config}\n[redis]\nkey_prefix = "${uniquePrefix()}"\n` : config,
+        args: redis ? ['--redis', redis.url] : [],
+      });
+      try {
+        const bob = uid('bob');
+        const phone = client(server, { token: token({ sub: bob }), auth: { device: 'phone' } });
+        await awaitConnect(phone);
+        const got = [];
+        phone.on('note', (data, meta, ack) => {
+          got.push({ n: data.n, from: meta.from });
+          ack();
+        });
+        const record = (n, extra = {}) => JSON.stringify({ to: bob, event: 'note', data: { n }, from: 'billing', id: `${bob}-${n}`, ...extra });
+        for (let n = 0; n < 5; n++) assert.equal(await produce(broker.brokers, topic, ['--raw', record(n)]), '1');
+        // Again (a producer retrying): the idempotency key keeps it once. Then one the message API refuses.
+        assert.equal(await produce(broker.brokers, topic, ['--raw', record(3)]), '1');
+        assert.equal(await produce(broker.brokers, topic, ['--raw', record(5, { event: 'message:status' })]), '1');
+        assert.equal(await produce(broker.brokers, topic, ['--raw', record(6)]), '1');
+        await eventually(() => got.length >= 6, { timeoutMs: 30_000, what: `6 messages (${store})` });
+        await sleep(500);
+        assert.deepEqual(got.map((m) => m.n), [0, 1, 2, 3, 4, 6], store);
+        assert.ok(got.every((m) => m.from === 'billing'));
+        const samples = await metrics(server);
+        assert.equal(metricSum(samples, 'tidings_kafka_records_total', 'result="rejected"'), 1, store);
+        phone.disconnect();
+      } finally {
+        await server.stop();
+        redis?.kill();
+      }
+    }
+    // The refused record of each run, as it was, with the reason and where it came from.
+    const letters = await consume(broker.brokers, dead, 2, 5);
+    assert.equal(letters.length, 2);
+    for (const letter of letters) {
+      assert.equal(letter.value.event, 'message:status');
+      assert.match(letter.headers['tidings-error'], /reserved/);
+      assert.match(letter.headers['tidings-origin'], new RegExp(`^(${topics.join('|')}):0:\\d+$`));
+    }
   });
 
   test('the consuming node killed during ingest: the other resumes from the committed offsets, every record once', T, async () => {

@@ -16,6 +16,10 @@ use rdkafka::statistics::Statistics;
 /// How often librdkafka reports its statistics (and so how fast a link's state follows the brokers).
 pub const STATS_INTERVAL_MS: &str = "1000";
 
+/// Client errors logged at warn level at most once per interval (the rest at debug, counted).
+static CLIENT_ERRORS: crate::auth::refusals::RefusalLog =
+    crate::auth::refusals::RefusalLog::new(std::time::Duration::from_secs(10));
+
 /// Not known yet: no statistics came.
 const STARTING: u8 = 0;
 /// At least one broker connection is up.
@@ -136,7 +140,16 @@ impl ClientContext for Context {
         ) {
             self.link.set(false);
         }
-        tracing::warn!(client = %self.link.name(), %error, reason, "kafka client error");
+        // A broker away makes librdkafka report every reconnection attempt: one line per 10 s per node.
+        match CLIENT_ERRORS.note("client", std::time::Instant::now()) {
+            Some(held) => {
+                tracing::warn!(client = %self.link.name(), %error, reason, held_back = %held,
+                "kafka client error")
+            }
+            None => {
+                tracing::debug!(client = %self.link.name(), %error, reason, "kafka client error")
+            }
+        }
     }
 }
 
