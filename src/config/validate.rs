@@ -450,6 +450,13 @@ mod tests {
         let cases = [
             ("public_url = \"example.com\"", "invalid config: public_url: must be empty or an http:// URL: other nodes forward to it over plain HTTP (https is not supported; terminate TLS in front of the nodes)"),
             ("public_url = \"https://a.example\"", "invalid config: public_url: must be empty or an http:// URL: other nodes forward to it over plain HTTP (https is not supported; terminate TLS in front of the nodes)"),
+            ("[[kafka.ingest]]\nbrokers = \"b:9092\"\ntopics = [\"t\"]\n[kafka.ingest.properties]\n\"enable.auto.commit\" = \"false\"", "invalid config: kafka.ingest[0].properties: `enable.auto.commit` is set by tidings (its delivery guarantees rest on it)"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"", "invalid config: kafka.egress: brokers are set but neither publishes_topic nor statuses_topic"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"\npublishes_topic = \"a b\"", "invalid config: kafka.egress.publishes_topic: must be empty or 1-249 characters of A-Z a-z 0-9 . _ -"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"\nstatuses_topic = \"s\"\nack_rooms = [\"a**\"]", "invalid config: kafka.egress.ack_rooms: room pattern \"a**\": '*' is only allowed as the last character"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"\nstatuses_topic = \"s\"\nmax_queued = 0", "invalid config: kafka.egress.max_queued: must be 1 to 10000000"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"\nstatuses_topic = \"s\"\nack_timeout_ms = 400000", "invalid config: kafka.egress.ack_timeout_ms: must be 100 to delivery_timeout_ms"),
+            ("[kafka.egress]\nbrokers = \"b:9092\"\nstatuses_topic = \"s\"\n[kafka.egress.properties]\nacks = \"1\"", "invalid config: kafka.egress.properties: `acks` is set by tidings (its delivery guarantees rest on it)"),
             ("[auth]\njwt_secret = \"s\"\njwt_public_key = \"k.pem\"", "invalid config: auth: jwt_secret and jwt_public_key are both set; configure only one"),
             ("[api]\nkeys = [\"a b\"]", "invalid config: api.keys: keys must be non-empty and contain no whitespace or control characters"),
             ("[engine]\nping_timeout_ms = 0", "invalid config: engine.ping_timeout_ms: must be greater than 0"),
