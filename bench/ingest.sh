@@ -38,16 +38,7 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2> /dev/null || true
-  done
-  PIDS=()
-}
-trap stop_all EXIT
+trap kit_stop_all EXIT
 
 kit_build_tidings
 if [[ " $PATHS " == *" kafka "* ]]; then
@@ -83,7 +74,7 @@ start_broker() {
   "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
     --storage-engine memory://tansu/ > "$OUT/tansu-$port.log" 2>&1 &
   BROKER_PID=$!
-  PIDS+=("$BROKER_PID")
+  KIT_PIDS+=("$BROKER_PID")
   BROKERS=127.0.0.1:$port
   TOPIC=ingest-$RANDOM
   for _ in $(seq 1 100); do
@@ -92,19 +83,6 @@ start_broker() {
     sleep 0.2
   done
   echo "bench/ingest.sh: the broker did not start" >&2
-  exit 1
-}
-
-# start_redis: a fresh redis-server on a free port (REDIS_URL, REDIS_PID).
-start_redis() {
-  local port
-  port=$(kit_free_port)
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no > "$OUT/redis-$port.log" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  REDIS_URL=redis://127.0.0.1:$port
-  for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && return; sleep 0.1; done
-  echo "bench/ingest.sh: redis-server did not start" >&2
   exit 1
 }
 
@@ -119,7 +97,7 @@ start_nodes() {
     port=$(kit_free_port)
     TIDINGS_CONFIG=$config "$TIDINGS_BIN" serve --listen "127.0.0.1:$port" "${flags[@]}" \
       > "$OUT/tidings-$port.log" 2>&1 &
-    PIDS+=($!)
+    KIT_PIDS+=($!)
     NODE_PIDS+=($!)
     kit_wait_http "http://127.0.0.1:$port/healthz"
     URLS="${URLS:+$URLS,}http://127.0.0.1:$port"
@@ -138,7 +116,7 @@ run() {
     publish=(--kafka-ingest "$BROKERS" --kafka-topic "$TOPIC" --publish-concurrency 4096)
   fi
   if [ "$mode" = cluster ]; then
-    start_redis
+    kit_start_redis "$OUT"
     start_nodes 2 "$config"
   else
     start_nodes 1 "$config"
@@ -171,7 +149,7 @@ r.update(mode=sys.argv[2], path=sys.argv[3], server_cpu_s=int(sys.argv[4]) / int
 print(json.dumps(r))
 EOF
   tail -1 "$RESULTS" | python3 -c "$PRINT_RUN" >&2
-  stop_all
+  kit_stop_all
   REDIS_PID=""
   sleep 1
 }

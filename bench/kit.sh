@@ -70,3 +70,32 @@ kit_write_section() {
   python3 "$ROOT/bench/section.py" "$ROOT/BENCHMARKS.md" "$1" "$intro" "$2"
   rm -f "$intro"
 }
+
+# Processes a bench script started: kit_stop_all stops them by pid (TERM, then KILL after 5 s); scripts call it
+# between runs and trap it on exit.
+KIT_PIDS=()
+kit_stop_all() {
+  local p
+  for p in "${KIT_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${KIT_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2> /dev/null || true
+  done
+  KIT_PIDS=()
+}
+
+# kit_start_redis DIR: a fresh redis-server without persistence on a free port, working in DIR (created), its
+# log beside it; sets REDIS_URL and REDIS_PID (in KIT_PIDS).
+kit_start_redis() {
+  local port
+  port=$(kit_free_port)
+  mkdir -p "$1/redis-$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$1/redis-$port" \
+    > "$1/redis-$port.log" 2>&1 &
+  REDIS_PID=$!
+  KIT_PIDS+=("$REDIS_PID")
+  REDIS_URL=redis://127.0.0.1:$port
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && return; sleep 0.1; done
+  echo "bench: redis-server did not start" >&2
+  exit 1
+}

@@ -34,16 +34,7 @@ mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 
-PIDS=()
-stop_all() {
-  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2> /dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2> /dev/null || true
-  done
-  PIDS=()
-}
-trap stop_all EXIT
+trap kit_stop_all EXIT
 
 kit_build_tidings
 # The peers, from a writable copy of the kit: socketioxide built there, Socket.IO's packages installed there.
@@ -60,22 +51,6 @@ if [[ " $PEERS " == *" socketio "* ]] && [ ! -d "$SCRATCH/peers/socketio/node_mo
   (cd "$SCRATCH/peers/socketio" && npm install --no-audit --no-fund --silent)
 fi
 ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
-
-REDIS_URL=none
-# start_redis: a fresh redis-server on a free port (REDIS_URL, its pid in PIDS).
-start_redis() {
-  local port
-  port=$(kit_free_port)
-  mkdir -p "$OUT/redis-$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT/redis-$port" \
-    > "$OUT/redis-$port.log" 2>&1 &
-  PIDS+=($!)
-  REDIS_PID=$!
-  REDIS_URL=redis://127.0.0.1:$port
-  for _ in $(seq 1 100); do redis-cli -p "$port" ping > /dev/null 2>&1 && return; sleep 0.1; done
-  echo "bench/tracking.sh: redis-server did not start" >&2
-  exit 1
-}
 
 # start_nodes PEER N: N nodes of PEER (sharing REDIS_URL when not none); sets URLS and NODE_PIDS.
 start_nodes() {
@@ -105,7 +80,7 @@ start_nodes() {
         kit_wait_http "http://127.0.0.1:$port/stats"
         ;;
     esac
-    PIDS+=("$pid")
+    KIT_PIDS+=("$pid")
     NODE_PIDS+=("$pid")
     URLS="${URLS:+$URLS,}http://127.0.0.1:$port"
   done
@@ -118,7 +93,7 @@ run() {
   REDIS_URL=none
   local pids
   if [ "$mode" = cluster ]; then
-    start_redis
+    kit_start_redis "$OUT"
     start_nodes "$peer" 2
     pids=$(IFS=,; echo "${NODE_PIDS[*]},$REDIS_PID")
   else
@@ -141,7 +116,7 @@ if r:
           f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, lost {r['lost']}, "
           f"cpu {r['cpu_us_per_inbound']} µs/position")
 EOF
-  stop_all
+  kit_stop_all
   sleep 2
 }
 
