@@ -390,21 +390,8 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         None
     };
     if !config.kafka.ingest.is_empty() {
-        let claims: Arc<dyn crate::kafka::dedup::Claims> = match &cluster {
-            Some(cluster) => Arc::new(crate::kafka::dedup::RedisClaims::new(
-                cluster.redis.clone(),
-                cluster.keys.clone(),
-            )),
-            None => Arc::new(crate::kafka::dedup::LocalClaims::default()),
-        };
-        crate::kafka::spawn_ingest(
-            &app,
-            &config.kafka.ingest,
-            claims,
-            node_tag.as_str(),
-            &kafka_links,
-        )
-        .map_err(|e| anyhow::anyhow!("kafka ingest: {e}"))?;
+        crate::kafka::spawn_ingest(&app, &config.kafka.ingest, node_tag.as_str(), &kafka_links)
+            .map_err(|e| anyhow::anyhow!("kafka ingest: {e}"))?;
     }
     if let Some(cluster) = &cluster {
         let weak_app = Arc::downgrade(&app);

@@ -4,8 +4,8 @@
 //! then let their offsets be committed. Records reach a room (or a user) in partition order.
 //!
 //! Runs of publishes go to the event log together (one Redis script call in a cluster, each record behind its
-//! claim, taken in that same step); runs of direct messages go to the message store with one write, deduplicated
-//! by their idempotency key. A bad record is counted (`tidings_kafka_records_total{result="rejected"}`), logged
+//! claim, taken in that same step; an embedded node remembers its claims in memory); runs of direct messages go
+//! to the message store with one write, deduplicated by their idempotency key. A bad record is counted (`tidings_kafka_records_total{result="rejected"}`), logged
 //! (one line a second at most, with how many were held back), copied to the dead-letter topic when there is
 //! one, and skipped: it never stops its partition. When the store is unavailable the records from the first
 //! that failed on are tried again with backoff, and no offset is committed meanwhile.
@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::dedup::{Claims, CLAIM_TTL_MS};
 use super::record::{to_ingest, Ingest, Record};
 use super::source::RecordSource;
 use crate::app::direct::request::{check_message, DmError, SendFields};
@@ -23,6 +22,8 @@ use crate::messages::{NewMessage, StoreError};
 
 /// Most records handled together.
 pub const MAX_BATCH: usize = 512;
+/// How long a record's claim is kept: far longer than a record can wait for its offset commit.
+pub const CLAIM_TTL_MS: u64 = 10 * 60 * 1000;
 /// First wait after a failure; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between two tries.
@@ -35,7 +36,6 @@ static ERROR_LOG: RefusalLog = RefusalLog::new(Duration::from_secs(10));
 pub async fn run(
     app: std::sync::Weak<Tidings>,
     source: Arc<dyn RecordSource>,
-    claims: Arc<dyn Claims>,
     event_header: String,
 ) {
     let mut backoff = Backoff::default();
@@ -54,7 +54,6 @@ pub async fn run(
         let ingest = Ingester {
             app: &app,
             source: &*source,
-            claims: &*claims,
         };
         ingest.batch(&records, &event_header).await;
         if let Err(error) = source.done(&records) {
@@ -72,7 +71,6 @@ type Planned<'r> = (&'r Record, Ingest);
 struct Ingester<'a> {
     app: &'a Tidings,
     source: &'a dyn RecordSource,
-    claims: &'a dyn Claims,
 }
 
 impl Ingester<'_> {
@@ -106,17 +104,13 @@ impl Ingester<'_> {
         match run.first() {
             None => {}
             Some((_, first)) if first.direct => self.messages(run).await,
-            Some(_) if self.claims.shared() => self.publish_run(run).await,
-            Some(_) => {
-                for (record, ingest) in run.iter() {
-                    self.publish_local(record, ingest).await;
-                }
-            }
+            Some(_) => self.publish_run(run).await,
         }
         run.clear();
     }
 
-    /// A run of publishes in a cluster: in batches to the event log, each record behind its claim.
+    /// A run of publishes: in batches to the event log, each record behind its claim (in Redis in a cluster, in
+    /// memory on an embedded node).
     async fn publish_run(&self, run: &[Planned<'_>]) {
         let mut start = 0;
         let mut backoff = Backoff::default();
@@ -145,34 +139,6 @@ impl Ingester<'_> {
                 }
             }
             return;
-        }
-    }
-
-    /// One publish on an embedded node: claim in memory, then publish (the claim is given back when the
-    /// publish fails, for the next try).
-    async fn publish_local(&self, record: &Record, ingest: &Ingest) {
-        let mut backoff = Backoff::default();
-        loop {
-            match self.claims.claim(&ingest.id).await {
-                Ok(true) => {}
-                Ok(false) => return counted("duplicate"),
-                Err(error) => {
-                    backoff.wait("claim", &error).await;
-                    continue;
-                }
-            }
-            match self.app.publish_json(&ingest.body).await {
-                Ok(_) => return counted("published"),
-                Err(IngestError::Refused(error)) => {
-                    return self.reject(record, error.code(), &error.to_string()).await;
-                }
-                Err(IngestError::Unavailable(error)) => {
-                    if let Err(error) = self.claims.release(&ingest.id).await {
-                        tracing::debug!(%error, "kafka ingest: cannot release a claim");
-                    }
-                    backoff.wait("publish", &error).await;
-                }
-            }
         }
     }
 

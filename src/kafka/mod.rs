@@ -3,10 +3,9 @@
 //! accepted.
 //!
 //! Data path: [`source`] (a [`source::RecordSource`] on librdkafka) → [`record`] (the publish body and dedup id)
-//! → [`dedup`] (claims, in Redis or in memory) → [`ingest`] (publish, then commit).
+//! → [`ingest`] (publish once, each record behind its claim in the event log, then commit).
 
 pub mod context;
-pub mod dedup;
 pub mod egress;
 pub mod ingest;
 pub mod record;
@@ -25,7 +24,6 @@ use crate::config::KafkaIngestConfig;
 pub fn spawn_ingest(
     app: &Arc<Tidings>,
     entries: &[KafkaIngestConfig],
-    claims: Arc<dyn dedup::Claims>,
     node: &str,
     links: &context::Links,
 ) -> Result<(), ClientError> {
@@ -37,7 +35,6 @@ pub fn spawn_ingest(
         tokio::spawn(ingest::run(
             Arc::downgrade(app),
             Arc::new(source),
-            claims.clone(),
             entry.event_header.clone(),
         ));
     }

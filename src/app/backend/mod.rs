@@ -82,17 +82,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// order this node was given them); false when it was dropped (the node's publish queue is full).
     fn broadcast(&self, room: &RoomKey, event: Ephemeral<'_>) -> bool;
     /// Publishes `event` only if nobody took `claim` (a record id) before, taking it in the same step, kept
-    /// `claim_ttl_ms`; `None` when it was taken. A node without shared claims publishes (its caller keeps
-    /// its own claims).
+    /// `claim_ttl_ms` (in Redis, shared by the cluster; an embedded node remembers the last claims in memory);
+    /// `None` when it was taken. A claim whose publish failed is free again.
     fn publish_once<'a>(
         &'a self,
         event: &'a Event<'a>,
         claim: &'a str,
         claim_ttl_ms: u64,
-    ) -> BoxFuture<'a, Result<Option<Receipt>, PublishError>> {
-        let _ = (claim, claim_ttl_ms);
-        Box::pin(async move { self.publish(event).await.map(Some) })
-    }
+    ) -> BoxFuture<'a, Result<Option<Receipt>, PublishError>>;
     /// [`EventLog::publish_once`] for several events in their order (each with its claim), in one step where
     /// the log can: one answer per event. On an error some of them may have been published; their claims
     /// then skip them when the batch is tried again.
@@ -114,10 +111,7 @@ pub trait EventLog: Send + Sync + 'static {
         &'a self,
         claim: &'a str,
         claim_ttl_ms: u64,
-    ) -> BoxFuture<'a, Result<bool, PublishError>> {
-        let _ = (claim, claim_ttl_ms);
-        Box::pin(std::future::ready(Ok(true)))
-    }
+    ) -> BoxFuture<'a, Result<bool, PublishError>>;
 }
 
 /// An ephemeral event for one room (see [`crate::hub::Hub::deliver_ephemeral`]).
