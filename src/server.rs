@@ -29,6 +29,7 @@ use crate::cluster::registry::{NodeInfo, Registry};
 use crate::cluster::{Redis, RedisTarget};
 use crate::cluster::{RedisMessages, ReplicaWait};
 use crate::config::Config;
+use crate::drain::{self, DrainPlan, Draining, Hurry};
 use crate::engineio::address_limits::AddressLimits;
 use crate::engineio::client_addr::TrustedProxies;
 use crate::engineio::cors::CorsPolicy;
@@ -59,8 +60,20 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let running = start(&config).await?;
     print_banner(&config, &running, &generated);
     shutdown_signal().await;
-    tracing::info!("shutting down: closing every client");
-    running.shutdown(config.shutdown.drain()).await;
+    let plan = config.shutdown.plan();
+    tracing::info!(
+        unready_secs = plan.unready.as_secs(),
+        window_secs = plan.window.as_secs(),
+        deadline_secs = plan.deadline.as_secs(),
+        "draining: not ready any more (a second signal closes what is left at once)"
+    );
+    let (hurry, hurry_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("second signal: closing every client now");
+        let _ = hurry.send(true);
+    });
+    running.drain(plan, Some(hurry_rx)).await;
     Ok(())
 }
 
@@ -90,11 +103,49 @@ impl RunningNode {
         &self.node
     }
 
-    /// Stops accepting, closes every client at the Engine.IO level (so clients reconnect), and waits up to
-    /// `drain` for the sessions to go.
+    /// Stops at once: refuses new clients, closes every open one at the Engine.IO level (so clients reconnect)
+    /// and waits up to `drain` for the sessions to go.
     pub async fn shutdown(self, drain: Duration) {
+        self.drain(DrainPlan::immediate(drain), None).await;
+    }
+
+    /// Drains the node as `plan` says: readiness false and out of the node registry at once; after
+    /// `plan.unready` new clients are refused (`503`) and the open ones are closed evenly over `plan.window`; the
+    /// node then waits for the sessions to go, until `plan.deadline` from now at the latest, stops listening,
+    /// flushes the Kafka producer and closes its stores. `hurry` skips what is left of the waits.
+    pub async fn drain(self, plan: DrainPlan, mut hurry: Hurry) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + plan.deadline;
+        self.node.draining.start();
         if let Some(registry) = &self.node.registry {
-            // Leave the registry first, so no new client is sent here.
+            // Advertised as draining first, so no new client is sent here; it stays listed until it is empty, so
+            // that the other nodes still forward its clients' requests to it.
+            match tokio::time::timeout(Duration::from_secs(2), registry.mark_draining()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "could not mark the node draining"),
+                Err(_) => tracing::warn!("marking the node draining timed out"),
+            }
+        }
+        drain::sleep_until((started + plan.unready).min(deadline), &mut hurry).await;
+        for engine in &self.node.engines {
+            engine.refuse_new_sessions();
+        }
+        let closed =
+            drain::close_spread(&self.node.engines, plan.window, deadline, &mut hurry).await;
+        loop {
+            if self.node.open_sessions() == 0 || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let tick = tokio::time::Instant::now() + Duration::from_millis(20);
+            if drain::sleep_until(tick.min(deadline), &mut hurry).await {
+                break;
+            }
+        }
+        // Whatever is still open (the deadline passed, or a second signal) goes now.
+        self.node.close_all();
+        // Give the last close frames a moment on the wire.
+        tokio::time::sleep(Duration::from_millis(100).min(plan.deadline)).await;
+        if let Some(registry) = &self.node.registry {
             match tokio::time::timeout(Duration::from_secs(2), registry.deregister()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "could not leave the node registry"),
@@ -106,15 +157,8 @@ impl RunningNode {
         if let Some(admin) = self.admin_accept {
             let _ = admin.await;
         }
-        self.node.close_all();
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.node.open_sessions() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Give the last close frames a moment on the wire.
-        tokio::time::sleep(Duration::from_millis(100).min(drain)).await;
         if let Some(egress) = self.node.egress.clone() {
-            let wait = drain.max(Duration::from_secs(1));
+            let wait = plan.deadline.max(Duration::from_secs(1));
             let _ = tokio::task::spawn_blocking(move || egress.flush(wait)).await;
         }
         if let Some(rooms) = &self.node.rooms_store {
@@ -123,7 +167,12 @@ impl RunningNode {
                 tracing::warn!(%error, "closing the room history store failed");
             }
         }
-        tracing::info!(remaining = self.node.open_sessions(), "stopped");
+        tracing::info!(
+            closed,
+            remaining = self.node.open_sessions(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "stopped"
+        );
     }
 }
 
@@ -187,6 +236,8 @@ pub struct Node {
     pub rooms_store: Option<Arc<DiskHistory>>,
     /// The Kafka producer, flushed at shutdown (what it still holds has up to the drain time to get out).
     pub egress: Option<Arc<crate::kafka::egress::KafkaEgress>>,
+    /// Set when the node starts draining; `/readyz` reads it.
+    pub draining: Arc<Draining>,
 }
 
 impl Node {
@@ -297,6 +348,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             registry: None,
             rooms_store: None,
             egress: None,
+            draining: Arc::default(),
         });
     }
     let me = NodeInfo::new(
@@ -430,6 +482,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             namespaces,
         );
     }
+    let draining = Arc::<Draining>::default();
     let api_state = crate::api::ApiState {
         app,
         engine: engine.clone(),
@@ -440,6 +493,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         registry: registry.clone(),
         node: me,
         kafka: kafka_links,
+        draining: draining.clone(),
     };
     let separate_admin = config.admin.listen_addr().is_some();
     let admin = separate_admin.then(|| crate::api::admin_router(api_state.clone()));
@@ -455,6 +509,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         registry,
         rooms_store: rooms_store.map(|(history, _)| history),
         egress,
+        draining,
     })
 }
 

@@ -34,6 +34,8 @@ export const MANY_CLIENTS_CONFIG = '[limits]\nmax_sessions_per_ip = 0\nhandshake
 
 const STARTUP_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
+/** `stop()` sends a second SIGTERM after this long: the node then closes its remaining clients at once. */
+const HURRY_AFTER_MS = 300;
 const STDERR_KEEP = 64 * 1024;
 
 // ---------------------------------------------------------------------------
@@ -189,6 +191,15 @@ export async function startServer({ config = '', args = [], env = {}, secret = S
         } catch {
           /* already gone */
         }
+        // A second SIGTERM skips the rest of the drain window (tests that measure the drain signal the process
+        // themselves).
+        const hurry = setTimeout(() => {
+          try {
+            if (signal === 'SIGTERM') proc.kill('SIGTERM');
+          } catch {
+            /* already gone */
+          }
+        }, HURRY_AFTER_MS);
         const timer = setTimeout(() => {
           try {
             proc.kill('SIGKILL');
@@ -197,6 +208,7 @@ export async function startServer({ config = '', args = [], env = {}, secret = S
           }
         }, graceMs);
         await exited;
+        clearTimeout(hurry);
         clearTimeout(timer);
       }
       if (tmp) {

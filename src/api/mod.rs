@@ -46,6 +46,8 @@ pub struct ApiState {
     pub node: NodeInfo,
     /// This node's Kafka clients and their broker states (empty without Kafka).
     pub kafka: Arc<crate::kafka::context::Links>,
+    /// Set once the node drains: `/readyz` answers `503`.
+    pub draining: Arc<crate::drain::Draining>,
 }
 
 /// The routes of the client port: `/v1/*` (needs `Authorization: Bearer <key>`, except `/v1/nodes/pick`, which
@@ -158,11 +160,12 @@ async fn healthz(State(state): State<ApiState>) -> Json<serde_json::Value> {
 /// Longest `/readyz` waits for Redis to answer.
 const READY_PING: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// `GET /readyz`: 200 `{ready: true, redis, kafka}` when the node can take work; 503 with `ready: false` when
-/// the cluster's Redis does not answer (no publish could be made durable). Kafka clients are listed with their
-/// state (`starting`, `up`, `down`) but never make the node unready: it serves everything else while Kafka is
-/// away and resumes from the committed offsets when it is back.
+/// `GET /readyz`: 200 `{ready: true, draining, redis, kafka}` when the node can take new clients; 503 with
+/// `ready: false` once it drains (SIGTERM) or when the cluster's Redis does not answer (no publish could be made
+/// durable). Kafka clients are listed with their state (`starting`, `up`, `down`) but never make the node
+/// unready: it serves everything else while Kafka is away and resumes from the committed offsets when it is back.
 async fn readyz(State(state): State<ApiState>) -> Response {
+    let draining = state.draining.is_draining();
     let redis = match &state.registry {
         None => "none",
         Some(registry) => {
@@ -174,9 +177,10 @@ async fn readyz(State(state): State<ApiState>) -> Response {
             }
         }
     };
-    let ready = redis != "down";
+    let ready = redis != "down" && !draining;
     let body = Json(serde_json::json!({
         "ready": ready,
+        "draining": draining,
         "redis": redis,
         "kafka": state.kafka.to_json(),
     }));

@@ -255,6 +255,7 @@ impl Broker {
             .collect();
         let fresh = published.iter().flatten().count();
         metrics::counter!("tidings_events_published_total").increment(fresh as u64);
+        crate::load::count_published(fresh as u64);
         Ok(published)
     }
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::keys::Keys;
 use super::Redis;
 use crate::engineio::session::NodeTag;
+use crate::load::{LoadMeter, NodeLoad};
 
 /// Time between two heartbeats.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
@@ -87,12 +88,14 @@ impl NodeInfo {
             max_connections: self.max_connections,
             started_at: self.started_at,
             last_beat: unix_millis(),
+            draining: false,
+            load: NodeLoad::default(),
         }
     }
 }
 
 /// One live node as the registry holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeEntry {
     /// Node id (its session-id tag).
     pub id: String,
@@ -106,17 +109,23 @@ pub struct NodeEntry {
     pub started_at: u64,
     /// Time of the last beat, milliseconds since the Unix epoch.
     pub last_beat: u64,
+    /// The node drains (SIGTERM): it serves its clients until they are moved but takes no new ones.
+    #[serde(default)]
+    pub draining: bool,
+    /// Events, deliveries, CPU and memory over the last beat's interval.
+    #[serde(default)]
+    pub load: NodeLoad,
 }
 
 impl NodeEntry {
     /// Whether the node still takes new connections.
     pub fn has_room(&self) -> bool {
-        self.connections < self.max_connections
+        !self.draining && self.connections < self.max_connections
     }
 }
 
 /// The node a new client should use: fewest connections; on a tie, the lowest share of its maximum, then the
-/// smallest id. Nodes at their maximum are skipped.
+/// smallest id. Nodes at their maximum and draining nodes are skipped.
 pub fn least_loaded(nodes: &[NodeEntry]) -> Option<&NodeEntry> {
     nodes.iter().filter(|n| n.has_room()).min_by(|a, b| {
         // a.connections / a.max < b.connections / b.max, without floats.
@@ -149,6 +158,12 @@ pub struct Registry {
     cache: Mutex<UrlCache>,
     /// Held while reading the nodes after a cache miss, so concurrent misses cause one read.
     refresh: tokio::sync::Mutex<()>,
+    /// Set by [`Registry::mark_draining`].
+    draining: std::sync::atomic::AtomicBool,
+    /// This node's load between two beats.
+    meter: LoadMeter,
+    /// The load the last beat advertised.
+    last_load: Mutex<NodeLoad>,
 }
 
 impl Registry {
@@ -162,7 +177,28 @@ impl Registry {
             heartbeat: Mutex::new(None),
             cache: Mutex::new(UrlCache::default()),
             refresh: tokio::sync::Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            meter: LoadMeter::default(),
+            last_load: Mutex::new(NodeLoad::default()),
         }
+    }
+
+    /// This node's entry with `connections` open, its draining state and the load it last measured.
+    fn my_entry(&self, connections: usize) -> NodeEntry {
+        NodeEntry {
+            draining: self.draining.load(std::sync::atomic::Ordering::Acquire),
+            load: *self.last_load.lock(),
+            ..self.me.entry(connections)
+        }
+    }
+
+    /// Advertises this node as draining at once (it stays listed, so requests for its sessions still find it,
+    /// but [`least_loaded`] skips it); [`Registry::deregister`] removes it when it is empty.
+    pub async fn mark_draining(&self) -> Result<(), RegistryError> {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        let connections = self.connections.get().map_or(0, |count| count());
+        self.beat(connections).await
     }
 
     /// This node.
@@ -216,7 +252,8 @@ impl Registry {
     /// Writes this node's entry with a fresh expiry and makes sure its id is in the node set.
     async fn beat(&self, connections: usize) -> Result<(), RegistryError> {
         let id = self.me.id.as_str();
-        let entry = serde_json::to_string(&self.me.entry(connections))?;
+        *self.last_load.lock() = self.meter.sample();
+        let entry = serde_json::to_string(&self.my_entry(connections))?;
         let ttl_ms = u64::try_from(ENTRY_TTL.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -260,7 +297,7 @@ impl Registry {
     pub async fn live_nodes(&self) -> Result<Vec<NodeEntry>, RegistryError> {
         let mut nodes = self.read_nodes().await?;
         if let Some(count) = self.connections.get().filter(|_| self.heartbeating()) {
-            let me = self.me.entry(count());
+            let me = self.my_entry(count());
             nodes.retain(|n| n.id != me.id);
             nodes.push(me);
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -421,7 +458,28 @@ mod tests {
             max_connections,
             started_at: 0,
             last_beat: 0,
+            draining: false,
+            load: NodeLoad::default(),
         }
+    }
+
+    #[test]
+    fn skips_draining_nodes() {
+        let draining = NodeEntry {
+            draining: true,
+            ..node("a", 0, 10)
+        };
+        let nodes = [draining.clone(), node("b", 9, 10)];
+        assert_eq!(least_loaded(&nodes).unwrap().id, "b");
+        assert_eq!(least_loaded(&[draining]), None);
+    }
+
+    #[test]
+    fn entries_of_older_nodes_still_read() {
+        let old = r#"{"id":"a","url":"http://x","connections":1,"max_connections":2,"started_at":1,"last_beat":2}"#;
+        let entry: NodeEntry = serde_json::from_str(old).unwrap();
+        assert!(!entry.draining);
+        assert_eq!(entry.load, NodeLoad::default());
     }
 
     #[test]

@@ -378,17 +378,29 @@ impl RecoveryConfig {
     }
 }
 
-/// `[shutdown]`: graceful shutdown.
+/// `[shutdown]`: the drain on SIGTERM / ctrl-c. Readiness (`/readyz`) goes false at once; after `unready_secs`
+/// new clients are refused (`503`, so a balancer tries another node) and the open ones are closed, spread over
+/// `drain_window_secs`, so that they reconnect to the other nodes (and recover) without a storm; the node exits
+/// when the last one is gone or at `drain_secs`, whichever comes first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
-    /// Time given to connections to close after a shutdown signal, in seconds.
+    /// Longest time from the signal to the exit, in seconds; clients still open then are closed at once.
     pub drain_secs: u64,
+    /// Time over which the open clients are closed (evenly), in seconds; 0 closes them all at once.
+    pub drain_window_secs: u64,
+    /// Time between readiness going false and the first refusal, in seconds: what a load balancer needs to
+    /// stop sending new clients (e.g. a Kubernetes Service's endpoints update). Clients are still served then.
+    pub unready_secs: u64,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { drain_secs: 10 }
+        Self {
+            drain_secs: 20,
+            drain_window_secs: 5,
+            unready_secs: 0,
+        }
     }
 }
 
@@ -396,6 +408,15 @@ impl ShutdownConfig {
     /// `drain_secs` as a duration.
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
+    }
+
+    /// The drain these settings describe.
+    pub fn plan(&self) -> crate::drain::DrainPlan {
+        crate::drain::DrainPlan {
+            unready: Duration::from_secs(self.unready_secs),
+            window: Duration::from_secs(self.drain_window_secs),
+            deadline: self.drain(),
+        }
     }
 }
 
@@ -688,7 +709,7 @@ mod tests {
         assert_eq!(c.engine.connect_timeout(), Duration::from_secs(10));
         assert_eq!(c.history.max_age(), Duration::from_secs(300));
         assert_eq!(c.recovery.max_disconnection(), Duration::from_secs(120));
-        assert_eq!(c.shutdown.drain(), Duration::from_secs(10));
+        assert_eq!(c.shutdown.drain(), Duration::from_secs(20));
         assert_eq!(c.limits.client_packet_burst(), 100);
         assert!(c.worker_threads() >= 1);
         assert_eq!(

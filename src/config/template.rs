@@ -147,8 +147,16 @@ enabled = true
 max_disconnection_secs = 120
 
 [shutdown]
-# Time given to connections to close after SIGTERM / ctrl-c, in seconds.
-drain_secs = 10
+# On SIGTERM / ctrl-c, /readyz answers 503 at once; after unready_secs new clients are refused (503: a balancer
+# tries another node) and the open ones are closed evenly over drain_window_secs, so that they reconnect to the
+# other nodes and recover without a storm. The node exits when the last one is gone, or at drain_secs. A second
+# signal closes what is left at once.
+# Longest time from the signal to the exit, in seconds (at least unready_secs + drain_window_secs).
+drain_secs = 20
+# Time over which the open clients are closed, in seconds; 0 = all at once.
+drain_window_secs = 5
+# Time between readiness going false and the first refusal, in seconds (e.g. 5 behind a Kubernetes Service).
+unready_secs = 0
 
 [redis]
 # Redis URL to run several nodes as a cluster; empty = single node, in memory (TIDINGS_REDIS_URL, --redis).

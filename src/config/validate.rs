@@ -125,7 +125,19 @@ impl Config {
                 );
             }
         }
-        positive("api.max_body_bytes", self.api.max_body_bytes as u64)
+        positive("api.max_body_bytes", self.api.max_body_bytes as u64)?;
+        let shutdown = &self.shutdown;
+        if shutdown.drain_secs
+            < shutdown
+                .unready_secs
+                .saturating_add(shutdown.drain_window_secs)
+        {
+            return invalid(
+                "shutdown.drain_secs",
+                "must be at least unready_secs + drain_window_secs",
+            );
+        }
+        Ok(())
     }
 
     /// Short secrets can be guessed offline (a JWT carries its HMAC) or online; they pass only in development.

@@ -179,6 +179,8 @@ impl Engine {
                 // Only a new session is admitted; an upgrade belongs to one that already was.
                 let (remote, slot) = match sid {
                     Some(_) => (remote, None),
+                    // Refused before the upgrade, so a balancer can try another node (`503`).
+                    None if self.is_refusing() => return Routed::Done(Err(refused_draining())),
                     None => {
                         let client = self.client_addr(remote, req.headers());
                         match self.admit_address(client) {
@@ -284,8 +286,8 @@ impl Engine {
         request: &OpenRequest,
         slot: Option<AddressSlot>,
     ) -> Result<Arc<Session>, EngineError> {
-        if self.shutting_down.load(Ordering::Acquire) {
-            return Err(EngineError::ShuttingDown);
+        if self.is_refusing() {
+            return Err(refused_draining());
         }
         if self.count.fetch_add(1, Ordering::AcqRel) >= self.config.max_sessions {
             self.count.fetch_sub(1, Ordering::AcqRel);
@@ -436,21 +438,40 @@ impl Engine {
 
     /// Refuses new sessions and closes every open one (graceful shutdown).
     pub fn close_all(&self, reason: CloseReason) {
-        self.shutting_down.store(true, Ordering::Release);
+        self.refuse_new_sessions();
         self.close_every_session(reason);
+    }
+
+    /// From now on new sessions are refused with `503` (a draining node); open ones carry on.
+    pub fn refuse_new_sessions(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// True once [`Engine::refuse_new_sessions`] was called.
+    pub fn is_refusing(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Every open session, in no particular order.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.lock().values().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Closes every open session (clients reconnect); new sessions are still accepted.
     pub fn close_every_session(&self, reason: CloseReason) {
-        let sessions: Vec<Arc<Session>> = self
-            .shards
-            .iter()
-            .flat_map(|shard| shard.lock().values().cloned().collect::<Vec<_>>())
-            .collect();
-        for session in sessions {
+        for session in self.sessions() {
             self.close_session(&session, reason.clone());
         }
     }
+}
+
+/// Counts a handshake refused because the node drains.
+fn refused_draining() -> EngineError {
+    metrics::counter!("tidings_connections_refused_total", "reason" => "draining").increment(1);
+    EngineError::ShuttingDown
 }
 
 fn transport_label(kind: TransportKind) -> &'static str {

@@ -51,6 +51,7 @@ pub(super) fn fan_out(rooms: &Rooms, key: &RoomKey, packets: &EventPackets) -> u
         metrics::counter!("tidings_ephemeral_dropped_total").increment(dropped);
     }
     metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
+    crate::load::count_delivered(recipients as u64);
     recipients
 }
 

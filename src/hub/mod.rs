@@ -160,6 +160,8 @@ impl Hub {
         }
         metrics::counter!("tidings_events_published_total").increment(1);
         metrics::counter!("tidings_deliveries_total").increment(published.recipients as u64);
+        crate::load::count_published(1);
+        crate::load::count_delivered(published.recipients as u64);
         published
     }
 
@@ -169,6 +171,7 @@ impl Hub {
         let recipients = self.fan_out(key, seq, packets).recipients;
         self.seq.fetch_max(seq, Ordering::AcqRel);
         metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
+        crate::load::count_delivered(recipients as u64);
         recipients
     }
 
