@@ -86,6 +86,27 @@ pub struct ServeArgs {
     /// WebSocket suite expect (/ws-echo), instead of the application.
     #[arg(long)]
     pub conformance: bool,
+    /// Log lines as text (for people) or one JSON object per line (for log collectors).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "TIDINGS_LOG_FORMAT",
+        hide_env_values = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How `tidings serve` writes its log lines (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`, and the spans (e.g. an API request's
+    /// `request_id`).
+    Json,
 }
 
 impl ServeArgs {

@@ -10,7 +10,7 @@ use tidings::bench::args::BenchMode;
 use tidings::bench::dm::{DmArgs, DmBench};
 use tidings::bench::tracking::{TrackingArgs, TrackingBench};
 use tidings::bench::{Bench, BenchArgs};
-use tidings::cli::{Cli, Command, ServeArgs};
+use tidings::cli::{Cli, Command, LogFormat, ServeArgs};
 use tidings::config::DEFAULT_CONFIG_TOML;
 use tracing_subscriber::EnvFilter;
 
@@ -126,7 +126,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Loads the configuration and runs the server on a multi-thread runtime sized from it.
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    init_tracing()?;
+    init_tracing(args.log_format)?;
     let config = args.load_config()?;
     let workers = config.worker_threads();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -136,7 +136,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     tracing::info!(listen = %config.listen, workers, "starting tidings");
-    let result = runtime.block_on(tidings::server::run(config));
+    let banner = match args.log_format {
+        LogFormat::Text => tidings::server::Banner::Text,
+        LogFormat::Json => tidings::server::Banner::Log,
+    };
+    let result = runtime.block_on(tidings::server::run(config, banner));
     // The server drains its connections itself; this only bounds stray blocking tasks.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
@@ -153,18 +157,24 @@ fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Logs to stderr, filtered by `TIDINGS_LOG` (EnvFilter syntax, default `info`).
-fn init_tracing() -> anyhow::Result<()> {
+/// Logs to stderr in `format`, filtered by `TIDINGS_LOG` (EnvFilter syntax, default `info`).
+fn init_tracing(format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("TIDINGS_LOG") {
         Ok(spec) if !spec.is_empty() => {
             EnvFilter::try_new(&spec).with_context(|| format!("invalid TIDINGS_LOG {spec:?}"))?
         }
         _ => EnvFilter::new("info"),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     Ok(())
 }

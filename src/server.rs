@@ -50,15 +50,25 @@ pub const ENGINE_IO_PATH: &str = "/engine.io/";
 /// Path of the raw WebSocket echo endpoint (conformance mode only).
 pub const WS_ECHO_PATH: &str = "/ws-echo";
 
+/// Where the start-up banner goes: plain lines (stdout, warnings on stderr) or log events, so that a node
+/// logging JSON writes nothing but JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Banner {
+    /// `tidings listening on http://…` on stdout.
+    Text,
+    /// The same as `info`/`warn` log events.
+    Log,
+}
+
 /// Runs a node until SIGINT/SIGTERM, then drains it.
-pub async fn run(mut config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, banner: Banner) -> anyhow::Result<()> {
     crate::process::raise_open_files_limit();
     if config.conformance {
         apply_conformance_settings(&mut config);
     }
     let generated = config.ensure_secrets();
     let running = start(&config).await?;
-    print_banner(&config, &running, &generated);
+    print_banner(&config, &running, &generated, banner);
     shutdown_signal().await;
     let plan = config.shutdown.plan();
     tracing::info!(
@@ -254,13 +264,41 @@ impl Node {
     }
 }
 
+/// Buckets of the `tidings_outbox_depth` histogram (packets queued per session, sampled).
+const OUTBOX_DEPTH_BUCKETS: &[f64] = &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+
+/// How often every session's outbox depth is sampled into `tidings_outbox_depth`.
+const OUTBOX_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// Samples the outbox depths of `engine`'s sessions every [`OUTBOX_SAMPLE_EVERY`] while the engine lives.
+fn spawn_outbox_sampler(engine: &Arc<Engine>) {
+    let engine = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(OUTBOX_SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            engine.sample_metrics(true);
+        }
+    });
+}
+
 /// The process-wide Prometheus recorder (every node in a process renders the same metrics).
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
         std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("tidings_outbox_depth".into()),
+                    OUTBOX_DEPTH_BUCKETS,
+                )
+                .expect("the buckets are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
@@ -482,11 +520,15 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             namespaces,
         );
     }
+    spawn_outbox_sampler(&engine);
     let draining = Arc::<Draining>::default();
+    metrics::gauge!("tidings_draining").set(0.0);
     let api_state = crate::api::ApiState {
         app,
         engine: engine.clone(),
         keys: Arc::new(crate::api::ApiKeys::new(&config.api.keys)),
+        admin_keys: Arc::new(crate::api::ApiKeys::new(&config.admin.keys)),
+        idempotency_ttl_secs: config.api.idempotency_ttl_secs,
         admin_requires_key: config.admin.require_api_key,
         max_body: config.api.max_body_bytes,
         metrics,
@@ -874,28 +916,42 @@ fn print_banner(
     config: &Config,
     running: &RunningNode,
     generated: &[crate::config::GeneratedSecret],
+    banner: Banner,
 ) {
+    let say = |line: String| match banner {
+        Banner::Text => println!("{line}"),
+        Banner::Log => tracing::info!("{line}"),
+    };
+    let warn = |line: String| match banner {
+        Banner::Text => eprintln!("WARNING: {line}"),
+        Banner::Log => tracing::warn!("{line}"),
+    };
     let local = running.local_addr();
     if config.conformance {
-        println!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH}, raw WebSocket echo {WS_ECHO_PATH})");
+        say(format!("tidings conformance server listening on http://{local} (Socket.IO {SOCKET_IO_PATH}, Engine.IO {ENGINE_IO_PATH}, raw WebSocket echo {WS_ECHO_PATH})"));
         return;
     }
     // Warnings first: whoever waits for the "listening" line has them by then.
     if config.auth.insecure_dev_secrets {
-        eprintln!("WARNING: insecure_dev_secrets is on: short JWT secrets and API keys are accepted; development only.");
+        warn("insecure_dev_secrets is on: short JWT secrets and API keys are accepted; development only.".into());
     }
     if !generated.is_empty() {
-        eprintln!(
-            "WARNING: no secrets configured; generated development secrets for this run only:"
-        );
+        warn("no secrets configured; generated development secrets for this run only:".into());
         for secret in generated {
-            eprintln!("WARNING:   {secret}");
+            warn(format!("  {secret}"));
         }
-        eprintln!("WARNING: configure auth.jwt_secret (or jwt_public_key) and api.keys before production use.");
+        warn(
+            "configure auth.jwt_secret (or jwt_public_key) and api.keys before production use."
+                .into(),
+        );
     }
-    println!("tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)");
+    say(format!(
+        "tidings listening on http://{local} (Socket.IO at {SOCKET_IO_PATH}, API at /v1)"
+    ));
     if let Some(admin) = running.admin_addr() {
-        println!("tidings admin endpoints on http://{admin} (/metrics, /stats, /healthz)");
+        say(format!(
+            "tidings admin endpoints on http://{admin} (/metrics, /stats, /healthz)"
+        ));
     }
 }
 

@@ -290,6 +290,38 @@ describe('publish', () => {
     assert.deepEqual(gB.items, [2, 3]);
   });
 
+  test('HTTP publish with an Idempotency-Key publishes once however often it is retried', T, async () => {
+    const room = uid('once');
+    const sub = uid('reader');
+    const reader = await connect(server, { token: token({ sub, join: [room] }) });
+    const got = collect(reader, 'e');
+    await ask(reader, 'join', room);
+    const key = `order-${uid('k')}`;
+    const send = (n) =>
+      api(server, 'POST', '/v1/publish', { body: { room, event: 'e', data: n }, headers: { 'idempotency-key': key } });
+    const first = await send(1);
+    assert.equal(first.status, 200, first.text);
+    assert.ok(first.json.offset, first.text);
+    const again = await send(1);
+    assert.equal(again.status, 200, again.text);
+    assert.deepEqual(again.json, { ok: true, repeated: true });
+    const other = await api(server, 'POST', '/v1/publish', {
+      body: { room, event: 'e', data: 2 },
+      headers: { 'idempotency-key': `${key}-2` },
+    });
+    assert.equal(other.status, 200, other.text);
+    await got.waitForCount(2);
+    await barrier(server, reader, sub);
+    assert.deepEqual(got.items, [1, 2]);
+    for (const bad of ['', 'x'.repeat(201), 'has space']) {
+      const res = await api(server, 'POST', '/v1/publish', { body: { room, event: 'e' }, headers: { 'idempotency-key': bad } });
+      assert.equal(res.status, 400, `key ${JSON.stringify(bad)}: ${res.text}`);
+      assert.equal(res.json.error.code, 'invalid_idempotency_key');
+    }
+    await barrier(server, reader, sub);
+    assert.deepEqual(got.items, [1, 2], 'refused keys publish nothing');
+  });
+
   test('HTTP publish with various JSON data types', T, async () => {
     const room = uid('types');
     const socket = await connect(server, { token: token({ sub: uid('t'), join: [room] }) });

@@ -7,6 +7,7 @@ mod keys;
 mod messages;
 mod nodes;
 mod publish;
+mod request_id;
 mod rooms;
 
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     /// Accepted API keys.
     pub keys: Arc<ApiKeys>,
+    /// Admin keys: accepted besides the API keys for the operator's reads (`/metrics`, `/stats`, dashboard).
+    pub admin_keys: Arc<ApiKeys>,
+    /// How long a publish's `Idempotency-Key` is remembered, in seconds.
+    pub idempotency_ttl_secs: u64,
     /// `/metrics` and `/stats` need an API key too.
     pub admin_requires_key: bool,
     /// Largest accepted request body.
@@ -88,10 +93,12 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
     if with_admin {
         router = router.merge(admin_routes(&state));
     }
-    router
-        .fallback(extract::no_route)
-        .method_not_allowed_fallback(extract::wrong_method)
-        .with_state(state)
+    request_id::layer(
+        router
+            .fallback(extract::no_route)
+            .method_not_allowed_fallback(extract::wrong_method),
+    )
+    .with_state(state)
 }
 
 /// The routes of the separate admin listener (`admin.listen`): `/metrics`, `/stats` and `/healthz`.
@@ -112,7 +119,7 @@ fn admin_routes(state: &ApiState) -> Router<ApiState> {
     if state.admin_requires_key {
         routes.route_layer(middleware::from_fn_with_state(
             state.clone(),
-            require_api_key,
+            require_operator_key,
         ))
     } else {
         routes
@@ -120,6 +127,28 @@ fn admin_routes(state: &ApiState) -> Router<ApiState> {
 }
 
 async fn require_api_key(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let check = |key: &str| state.keys.accepts(key);
+    match refusal(&request, check) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    }
+}
+
+/// Lets a request through with an API key or an admin key (the operator's reads).
+async fn require_operator_key(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let check = |key: &str| state.keys.accepts(key) | state.admin_keys.accepts(key);
+    match refusal(&request, check) {
+        None => next.run(request).await,
+        Some(refused) => refused,
+    }
+}
+
+/// The `401` answer for a request whose `Authorization: Bearer` key `accepts` refuses; `None` when accepted.
+fn refusal(request: &Request, accepts: impl Fn(&str) -> bool) -> Option<Response> {
     let refused = match request.headers().get(axum::http::header::AUTHORIZATION) {
         None => Some((
             "missing",
@@ -130,21 +159,17 @@ async fn require_api_key(State(state): State<ApiState>, request: Request, next: 
                 "not_bearer",
                 "the Authorization header must be `Bearer <api key>`",
             )),
-            Some(key) if state.keys.accepts(key) => None,
+            Some(key) if accepts(key) => None,
             Some(_) => Some(("wrong_key", "invalid API key")),
         },
     };
-    match refused {
-        None => next.run(request).await,
-        Some((reason, message)) => {
-            let peer = request
-                .extensions()
-                .get::<std::net::SocketAddr>()
-                .map(|a| a.ip());
-            crate::auth::refusals::api_key_refused(reason, request.uri().path(), peer);
-            ApiError::unauthorized(message).into_response()
-        }
-    }
+    let (reason, message) = refused?;
+    let peer = request
+        .extensions()
+        .get::<std::net::SocketAddr>()
+        .map(|a| a.ip());
+    crate::auth::refusals::api_key_refused(reason, request.uri().path(), peer);
+    Some(ApiError::unauthorized(message).into_response())
 }
 
 /// The key of an `Authorization: Bearer <key>` value (the scheme in any case, as RFC 9110 allows).
@@ -197,6 +222,7 @@ async fn stats(State(state): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
+    state.engine.sample_metrics(false);
     match &state.metrics {
         Some(handle) => (
             [(

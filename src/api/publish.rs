@@ -1,7 +1,8 @@
 //! Publishing from backends: `POST /v1/publish`, `/v1/publish/batch` and `/v1/broadcast`.
 //!
 //! A request is answered only after its events were accepted into the hub (sequenced and queued for every
-//! member), so a 2xx means the event is in.
+//! member), so a 2xx means the event is in. A publish carrying an `Idempotency-Key` header is published once per
+//! key (for `api.idempotency_ttl_secs`): a client that lost an answer retries with the same key safely.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,10 +15,33 @@ use super::{ApiError, ApiState};
 use crate::app::{check_data, validate_event_name, CheckedPublish as Checked};
 use crate::app::{PublishFields, Receipt, RequestError};
 use crate::hub::BROADCAST_ROOM;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 
 /// Most events in one batch.
 const MAX_BATCH: usize = 1000;
+
+/// The header naming a publish, so that its retries publish it once.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest accepted idempotency key, in bytes.
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// The claim id of a publish's `Idempotency-Key` (printable ASCII, 1 to [`MAX_IDEMPOTENCY_KEY`] bytes), in a
+/// space of its own beside the Kafka ingest's record ids; `None` without the header.
+fn idempotency_claim(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.iter().all(u8::is_ascii_graphic) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!(
+                "the Idempotency-Key header must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            ),
+        ));
+    }
+    Ok(Some(format!("api-{}", String::from_utf8_lossy(key))))
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,14 +108,21 @@ fn request_error(error: RequestError) -> ApiError {
 }
 
 async fn deliver(state: &ApiState, checked: &Checked<'_>) -> Result<Option<Receipt>, ApiError> {
-    state.app.publish_checked(checked).await.map_err(|error| {
-        metrics::counter!("tidings_publish_unavailable_total").increment(1);
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            error.to_string(),
-        )
-    })
+    state
+        .app
+        .publish_checked(checked)
+        .await
+        .map_err(unavailable)
+}
+
+/// The answer when the event log could not take a publish.
+fn unavailable(error: crate::app::PublishError) -> ApiError {
+    metrics::counter!("tidings_publish_unavailable_total").increment(1);
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        error.to_string(),
+    )
 }
 
 /// `{offset, recipients}` on an embedded node: the connections the event was queued for. In cluster mode the
@@ -112,11 +143,30 @@ fn receipt(state: &ApiState, published: &Option<Receipt>) -> serde_json::Value {
 
 pub(super) async fn publish(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let claim = idempotency_claim(&headers)?;
     let body = read_body(&state, body).await?;
     let checked = check(&state, parse::<PublishRequest<'_>>(&body)?)?;
-    let published = deliver(&state, &checked).await?;
+    let published = match &claim {
+        None => deliver(&state, &checked).await?,
+        Some(id) => {
+            let ttl_ms = state.idempotency_ttl_secs.saturating_mul(1000);
+            match state
+                .app
+                .publish_checked_once(&checked, Some((id, ttl_ms)))
+                .await
+            {
+                Ok(Some(published)) => published,
+                Ok(None) => {
+                    metrics::counter!("tidings_publish_repeated_total").increment(1);
+                    return Ok(Json(serde_json::json!({ "ok": true, "repeated": true })));
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+    };
     let mut reply = receipt(&state, &published);
     reply["ok"] = true.into();
     Ok(Json(reply))

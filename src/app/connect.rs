@@ -44,6 +44,8 @@ impl Tidings {
         self.hub.with_order(|seq| {
             for ((room, key), epoch) in rooms.iter().zip(&keys).zip(epochs) {
                 if self.hub.join(key, socket.id(), socket.session()) {
+                    metrics::counter!("tidings_room_joins_total", "namespace" => socket.nsp().to_owned())
+                        .increment(1);
                     self.presence_joined(socket, room);
                     socket.rooms.lock().push(Membership {
                         room: room.as_str().into(),

@@ -307,7 +307,7 @@ impl Tidings {
     /// [`Tidings::publish_checked`], once per `claim` (a record id, kept `ttl` ms) when given: the durable
     /// publish takes the claim in the same step (cluster mode), or the claim is taken first when all rooms
     /// are ephemeral. `None` when the claim was taken before (nothing published).
-    async fn publish_checked_once(
+    pub async fn publish_checked_once(
         &self,
         checked: &request::CheckedPublish<'_>,
         claim: Option<(&str, u64)>,

@@ -84,6 +84,9 @@ pub struct ApiConfig {
     pub keys: Vec<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` of `POST /v1/publish` is remembered, in seconds: a publish repeated with the
+    /// same key within that time is answered without publishing again.
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +94,7 @@ impl Default for ApiConfig {
         Self {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            idempotency_ttl_secs: 600,
         }
     }
 }
@@ -101,6 +105,7 @@ impl fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("keys", &keys)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
             .finish()
     }
 }
@@ -235,8 +240,9 @@ impl LimitsConfig {
     }
 }
 
-/// `[admin]`: where the operator endpoints `/metrics` and `/stats` are served, and whether they need an API key.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `[admin]`: where the operator endpoints `/metrics` and `/stats` are served, whether they need a key, and the
+/// read-only admin keys.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// `IP:port` of a separate listener serving `/metrics`, `/stats` and `/healthz`; the main port then answers
@@ -244,6 +250,20 @@ pub struct AdminConfig {
     pub listen: String,
     /// `/metrics` and `/stats` need `Authorization: Bearer <api key>`, wherever they are served.
     pub require_api_key: bool,
+    /// Admin keys: accepted for the operator's reads (`/metrics`, `/stats`, the dashboard's data) but not for
+    /// publishing or anything else under `/v1`. API keys are accepted there too.
+    pub keys: Vec<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.keys.iter().map(|k| redacted(k)).collect();
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("require_api_key", &self.require_api_key)
+            .field("keys", &keys)
+            .finish()
+    }
 }
 
 impl AdminConfig {

@@ -43,6 +43,9 @@ insecure_dev_secrets = false
 keys = []
 # Largest accepted HTTP request body, in bytes.
 max_body_bytes = 1048576
+# How long an Idempotency-Key header of POST /v1/publish is remembered, in seconds: the same key again within it
+# is answered {"ok":true,"repeated":true} without publishing twice (retry a publish whose answer was lost).
+idempotency_ttl_secs = 600
 
 [admin]
 # IP:port of a separate listener for /metrics, /stats and /healthz (e.g. "127.0.0.1:9090", reachable only by the
@@ -50,6 +53,9 @@ max_body_bytes = 1048576
 listen = ""
 # /metrics and /stats need "Authorization: Bearer <api key>", wherever they are served.
 require_api_key = false
+# Admin keys (each at least 16 bytes): read-only operator access to /metrics, /stats and the dashboard's data
+# (/dashboard); they cannot publish. API keys work there too.
+keys = []
 
 [engine]
 # Interval between server pings, in milliseconds.

@@ -117,14 +117,20 @@ impl Config {
                 "jwt_secret and jwt_public_key are both set; configure only one",
             );
         }
-        for key in &self.api.keys {
-            if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return invalid(
-                    "api.keys",
-                    "keys must be non-empty and contain no whitespace or control characters",
-                );
+        for (field, keys) in [
+            ("api.keys", &self.api.keys),
+            ("admin.keys", &self.admin.keys),
+        ] {
+            for key in keys {
+                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return invalid(
+                        field,
+                        "keys must be non-empty and contain no whitespace or control characters",
+                    );
+                }
             }
         }
+        positive("api.idempotency_ttl_secs", self.api.idempotency_ttl_secs)?;
         positive("api.max_body_bytes", self.api.max_body_bytes as u64)?;
         let shutdown = &self.shutdown;
         if shutdown.drain_secs
@@ -158,6 +164,15 @@ impl Config {
                     ),
                 );
             }
+        }
+        if let Some(short) = self.admin.keys.iter().find(|k| k.len() < MIN_API_KEY_BYTES) {
+            return invalid(
+                "admin.keys",
+                format!(
+                    "an admin key is {} bytes; admin keys must be at least {MIN_API_KEY_BYTES} bytes {HOW}",
+                    short.len()
+                ),
+            );
         }
         if let Some(short) = self.api.keys.iter().find(|k| k.len() < MIN_API_KEY_BYTES) {
             return invalid(

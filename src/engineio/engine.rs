@@ -1,5 +1,6 @@
 //! The Engine.IO endpoint: routes requests to a transport, owns the session table and closes sessions.
 
+use super::recent_closes::RecentCloses;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,7 @@ pub struct Engine {
     config: EngineConfig,
     write_cadence: WriteCadence,
     close_log: CloseLog,
+    recent_closes: RecentCloses,
     handler: Arc<dyn EngineHandler>,
     shards: Box<[SessionShard]>,
     count: AtomicUsize,
@@ -61,6 +63,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             write_cadence: WriteCadence::new(config.write_interval, config.write_interval_max),
             close_log: CloseLog::new(config.misbehaviour_log_interval),
+            recent_closes: RecentCloses::default(),
             config,
             handler,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -351,6 +354,7 @@ impl Engine {
         }
         self.close_log.log(&session.sid(), &reason);
         metrics::gauge!("tidings_sessions").decrement(1.0);
+        self.recent_closes.record(&reason, session.transport());
         metrics::counter!("tidings_sessions_closed_total", "reason" => reason.label()).increment(1);
         if let Some(handler) = session.handler() {
             handler.on_close(session, &reason);
@@ -452,6 +456,31 @@ impl Engine {
         self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// Sets `tidings_connections{transport}` from the open sessions (read when `/metrics` is scraped: exact,
+    /// whatever upgrades and closes raced); when `outbox` is set, also records each session's queued messages
+    /// in the `tidings_outbox_depth` histogram.
+    pub fn sample_metrics(&self, outbox: bool) {
+        let (mut polling, mut websocket) = (0u64, 0u64);
+        for shard in self.shards.iter() {
+            for session in shard.lock().values() {
+                match session.transport() {
+                    TransportKind::WebSocket => websocket += 1,
+                    TransportKind::Polling | TransportKind::Upgrading => polling += 1,
+                }
+                if outbox {
+                    metrics::histogram!("tidings_outbox_depth").record(session.outbox.len() as f64);
+                }
+            }
+        }
+        metrics::gauge!("tidings_connections", "transport" => "polling").set(polling as f64);
+        metrics::gauge!("tidings_connections", "transport" => "websocket").set(websocket as f64);
+    }
+
+    /// The most recent session closes and the count of each reason since start (for the dashboard).
+    pub fn recent_closes(&self) -> &RecentCloses {
+        &self.recent_closes
+    }
+
     /// Every open session, in no particular order.
     pub fn sessions(&self) -> Vec<Arc<Session>> {
         self.shards
@@ -474,7 +503,7 @@ fn refused_draining() -> EngineError {
     EngineError::ShuttingDown
 }
 
-fn transport_label(kind: TransportKind) -> &'static str {
+pub(crate) fn transport_label(kind: TransportKind) -> &'static str {
     match kind {
         TransportKind::Polling | TransportKind::Upgrading => "polling",
         TransportKind::WebSocket => "websocket",

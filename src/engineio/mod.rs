@@ -15,6 +15,7 @@ pub mod packet;
 pub mod payload;
 pub mod polling;
 pub mod polling_conn;
+pub mod recent_closes;
 pub mod session;
 pub mod websocket;
 pub mod write_cadence;

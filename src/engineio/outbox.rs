@@ -420,6 +420,16 @@ impl Outbox {
         self.state.lock().lent = None;
     }
 
+    /// Packets waiting to be written.
+    pub fn len(&self) -> usize {
+        self.state.lock().queue.len()
+    }
+
+    /// True when no packet is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// True when packets are waiting.
     pub fn has_pending(&self) -> bool {
         !self.state.lock().queue.is_empty()

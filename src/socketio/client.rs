@@ -320,6 +320,7 @@ impl Client {
                 let mut sockets = self.sockets.lock();
                 if !self.closed.load(Ordering::Acquire) {
                     self.ever_connected.store(true, Ordering::Release);
+                    socket.count_connected();
                     sockets.push(socket.clone());
                     drop(sockets);
                     drop(connecting);

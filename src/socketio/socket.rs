@@ -37,6 +37,8 @@ pub struct Socket {
     /// Rooms the socket is in, as the application tracks them.
     pub rooms: Mutex<Vec<Membership>>,
     connected: AtomicBool,
+    /// In the `tidings_sockets` gauge (set once the client holds it as connected).
+    counted: AtomicBool,
     superseded: AtomicBool,
     next_ack: AtomicU64,
     /// Versions of the application's writes of this socket's state to a shared store.
@@ -83,6 +85,7 @@ impl Socket {
             pid,
             rooms: Mutex::new(Vec::new()),
             connected: AtomicBool::new(true),
+            counted: AtomicBool::new(false),
             superseded: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
             record_version: AtomicU64::new(0),
@@ -147,7 +150,22 @@ impl Socket {
     pub(crate) fn mark_disconnected(&self) -> bool {
         let was_connected = self.connected.swap(false, Ordering::AcqRel);
         self.pending_acks.lock().take();
+        if was_connected && self.counted.swap(false, Ordering::AcqRel) {
+            metrics::gauge!("tidings_sockets", "namespace" => self.nsp.to_string()).decrement(1.0);
+        }
         was_connected
+    }
+
+    /// Counts the socket in `tidings_sockets{namespace}` until it disconnects (once; while it is connected).
+    pub(crate) fn count_connected(&self) {
+        if self.is_connected() && !self.counted.swap(true, Ordering::AcqRel) {
+            metrics::gauge!("tidings_sockets", "namespace" => self.nsp.to_string()).increment(1.0);
+            // Disconnected meanwhile: undo, unless the disconnect already did.
+            if !self.is_connected() && self.counted.swap(false, Ordering::AcqRel) {
+                metrics::gauge!("tidings_sockets", "namespace" => self.nsp.to_string())
+                    .decrement(1.0);
+            }
+        }
     }
 
     /// Disconnects the socket from the server side: queues a DISCONNECT for its namespace (the client emits
