@@ -10,22 +10,19 @@
 // Development only: anyone who can reach /login may log in as any team's manager. It listens on 127.0.0.1 by
 // default.
 
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { readJson, send, staticFiles } from '../shared/http.mjs';
+import { ensureClient, secretFor, startTidings, stopOnSignals } from '../shared/node.mjs';
 import { SIMULATION_ARGS, simulationOptions } from './roster.mjs';
 import { TEAM_NAME, managerClaims, mintToken } from './token.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(HERE, '..', '..');
 const PUBLIC = path.join(HERE, 'public');
-const CLIENT_BUNDLE = path.join(HERE, 'node_modules', 'socket.io-client', 'dist', 'socket.io.esm.min.js');
 const MANAGER_ID = /^[a-z0-9]{1,16}$/;
-const MAX_BODY_BYTES = 4096;
 
 const USAGE = `usage: node examples/tracking/serve.mjs [options]
   --port N             port of this demo server on --host (default 8080; 0 = any free port)
@@ -64,11 +61,7 @@ function options() {
   const tidingsUrl = new URL(values['tidings-url']);
   const ttl = Number(values['token-ttl']);
   if (!Number.isInteger(ttl) || ttl < 120) fail('--token-ttl must be a whole number of seconds, at least 120');
-  let secret = values['jwt-secret'];
-  if (!secret) {
-    if (!values['start-tidings']) fail('--jwt-secret (or TIDINGS_JWT_SECRET) is required without --start-tidings');
-    secret = randomBytes(32).toString('hex');
-  }
+  const secret = secretFor(values['jwt-secret'], values['start-tidings'], fail);
   let simulation = null;
   if (values.simulate) {
     try {
@@ -96,46 +89,13 @@ function fail(message) {
 // ---------------------------------------------------------------------------
 // HTTP
 
-const TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.svg': 'image/svg+xml',
-};
-
-function send(res, status, body, type = 'application/json') {
-  const data = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-  res.end(data);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new Error('body too large'));
-        req.destroy();
-      } else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString()));
-    req.on('error', reject);
-  });
-}
-
 /**
  * POST /login {team, manager?}: a token for a manager of `team`. `manager` (from an earlier login's answer)
  * keeps the same user id, which a token refresh on a live connection needs.
  */
 async function login(req, res, opts) {
-  let body;
-  try {
-    body = JSON.parse(await readBody(req));
-  } catch {
-    return send(res, 400, { error: 'send JSON {"team": "name"}' });
-  }
+  const body = await readJson(req);
+  if (body === undefined) return send(res, 400, { error: 'send JSON {"team": "name"}' });
   const { team } = body ?? {};
   if (typeof team !== 'string' || !TEAM_NAME.test(team)) {
     return send(res, 400, { error: 'a team name is 1-24 lowercase letters, digits or "-"' });
@@ -150,25 +110,8 @@ async function login(req, res, opts) {
   send(res, 200, { team, manager, user: claims.sub, token, exp, tidings_url: opts.tidingsUrl });
 }
 
-function serveFile(res, file, headers) {
-  let body;
-  try {
-    body = readFileSync(file);
-  } catch {
-    return send(res, 404, { error: 'not found' });
-  }
-  res.writeHead(200, {
-    'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
-    'cache-control': 'no-cache',
-    ...headers,
-  });
-  res.end(body);
-}
-
 function handler(opts, teams) {
-  const ws = opts.tidingsUrl.replace(/^http/, 'ws');
-  // The page talks to this server and the tidings node only; nothing is loaded from anywhere else.
-  const csp = `default-src 'self'; connect-src 'self' ${opts.tidingsUrl} ${ws}; img-src 'self' data:`;
+  const files = staticFiles(HERE, PUBLIC, opts.tidingsUrl);
   return async (req, res) => {
     const { pathname } = new URL(req.url, 'http://localhost');
     try {
@@ -179,10 +122,7 @@ function handler(opts, teams) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'method not allowed' });
       // The simulated teams, offered on the login form (empty without --simulate).
       if (pathname === '/teams') return send(res, 200, { teams });
-      if (pathname === '/vendor/socket.io.esm.min.js') return serveFile(res, CLIENT_BUNDLE);
-      const file = path.join(PUBLIC, pathname === '/' ? 'index.html' : path.normalize(pathname));
-      if (!file.startsWith(PUBLIC + path.sep)) return send(res, 404, { error: 'not found' });
-      serveFile(res, file, { 'content-security-policy': csp });
+      files(res, pathname);
     } catch (err) {
       if (!res.headersSent) send(res, 500, { error: err.message });
     }
@@ -190,54 +130,7 @@ function handler(opts, teams) {
 }
 
 // ---------------------------------------------------------------------------
-// the client bundle, the optional tidings node and the optional simulator
-
-/** The page and the simulator use socket.io-client from this package's node_modules; install it on first use. */
-function ensureClient() {
-  if (existsSync(CLIENT_BUNDLE)) return;
-  console.log('tracking: installing socket.io-client (npm ci in examples/tracking) ...');
-  const npm = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: HERE, stdio: 'inherit' });
-  if (npm.status !== 0 || !existsSync(CLIENT_BUNDLE)) {
-    console.error(`tracking: ${CLIENT_BUNDLE} is missing; run "npm ci" in ${HERE}`);
-    process.exit(1);
-  }
-}
-
-async function startTidings(opts) {
-  const bin = process.env.TIDINGS_BIN || path.join(REPO_ROOT, 'target', 'release', 'tidings');
-  if (!existsSync(bin)) {
-    console.error(`tracking: no tidings binary at ${bin}: run "cargo build --release" first (or set TIDINGS_BIN)`);
-    process.exit(1);
-  }
-  const listen = new URL(opts.tidingsUrl).host;
-  const args = ['serve', '--config', path.join(HERE, 'tidings.toml'), '--listen', listen];
-  const env = {
-    ...process.env,
-    TIDINGS_JWT_SECRET: opts.secret,
-    TIDINGS_API_KEY: process.env.TIDINGS_API_KEY || randomBytes(16).toString('hex'),
-  };
-  const child = spawn(bin, args, { env, stdio: ['ignore', 'inherit', 'inherit'] });
-  child.on('exit', (code, signal) => {
-    console.error(`tracking: tidings exited (code ${code}, signal ${signal})`);
-    process.exit(1);
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const up = await fetch(`${opts.tidingsUrl}/healthz`, { signal: AbortSignal.timeout(1000) }).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (up) break;
-    if (Date.now() > deadline) {
-      console.error(`tracking: tidings did not answer ${opts.tidingsUrl}/healthz within 15 s`);
-      child.kill('SIGKILL');
-      process.exit(1);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  console.log(`tracking: tidings ${bin} (pid ${child.pid}) on ${opts.tidingsUrl}`);
-  return child;
-}
+// the optional simulator
 
 async function startSimulator(opts) {
   // Imported here: the simulator needs socket.io-client, which ensureClient() has installed by now.
@@ -253,25 +146,21 @@ async function startSimulator(opts) {
 
 async function main() {
   const opts = options();
-  ensureClient();
-  const tidings = opts.startTidings ? await startTidings(opts) : null;
+  ensureClient('tracking', HERE);
+  const tidings = opts.startTidings
+    ? await startTidings('tracking', {
+        url: opts.tidingsUrl,
+        config: path.join(HERE, 'tidings.toml'),
+        secret: opts.secret,
+      })
+    : null;
   const sim = opts.simulation ? await startSimulator(opts) : null;
   const server = http.createServer(handler(opts, sim?.teams ?? []));
   server.listen(opts.port, opts.host, () => {
     const { port } = server.address();
     console.log(`tracking: open http://${opts.host}:${port}/ (tidings at ${opts.tidingsUrl})`);
   });
-  const stop = () => {
-    sim?.stop();
-    server.close();
-    if (tidings) {
-      tidings.removeAllListeners('exit');
-      tidings.once('exit', () => process.exit(0));
-      tidings.kill('SIGTERM');
-    } else process.exit(0);
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  stopOnSignals({ server, tidings, cleanup: () => sim?.stop() });
 }
 
 await main();

@@ -1,9 +1,11 @@
-// Development tokens of the tracking example: HS256 JWTs signed with Node's crypto, and the claims each role
-// gets. A manager may join its own team's two rooms and publish nothing; a worker publishes its positions
-// into its team's position room without being a member of it, and is a member of its team's crew room so
-// that the managers see it online.
+// Development tokens of the tracking example: the claims each role gets (signed by ../shared/token.mjs). A
+// manager may join its own team's two rooms and publish nothing; a worker publishes its positions into its
+// team's position room without being a member of it, and is a member of its team's crew room so that the
+// managers see it online.
 
-import { createHmac } from 'node:crypto';
+import { mintToken } from '../shared/token.mjs';
+
+export { mintToken };
 
 /** Team names: lowercase letters, digits and `-`, 1-24 characters (they become part of room names). */
 export const TEAM_NAME = /^[a-z0-9][a-z0-9-]{0,23}$/;
@@ -24,14 +26,4 @@ export function managerClaims(team, id) {
 /** Claims of worker `worker` of `team`. */
 export function workerClaims(worker, team) {
   return { sub: worker, rooms: [], join: [crewRoom(team)], publish: [positionRoom(team)] };
-}
-
-const b64url = (value) => Buffer.from(value).toString('base64url');
-
-/** An HS256 JWT carrying `claims`, valid for `ttl` seconds from now: `{token, exp}`. */
-export function mintToken(claims, secret, ttl) {
-  const now = Math.floor(Date.now() / 1000);
-  const payload = { ...claims, iat: now, exp: now + ttl };
-  const input = `${b64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${b64url(JSON.stringify(payload))}`;
-  return { token: `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`, exp: payload.exp };
 }
