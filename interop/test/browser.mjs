@@ -1,5 +1,6 @@
 // Headless Chromium for the apps' tests (examples/*): Debian's chromium driven by playwright-core, pages that
-// record their errors, an app's demo server as a child process, and screenshots under target/screenshots.
+// record their errors, an app's demo server as a child process, and screenshots (target/screenshots, or the
+// directory in TIDINGS_SCREENSHOTS).
 
 import { AssertionError } from 'node:assert';
 import { spawn } from 'node:child_process';
@@ -10,8 +11,10 @@ import { REPO_ROOT } from './helpers.mjs';
 
 /** The browser: Debian's `chromium` package (scripts/test.sh installs it). */
 export const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-/** Where the apps' tests write their screenshots. */
-export const SCREENSHOTS = path.join(REPO_ROOT, 'target', 'screenshots');
+/** Where the apps' tests write their screenshots: TIDINGS_SCREENSHOTS, else target/screenshots. */
+export const SCREENSHOTS = process.env.TIDINGS_SCREENSHOTS
+  ? path.resolve(process.env.TIDINGS_SCREENSHOTS)
+  : path.join(REPO_ROOT, 'target', 'screenshots');
 
 const APP_START_TIMEOUT_MS = 15_000;
 const OUTPUT_KEEP = 64 * 1024;
@@ -48,11 +51,11 @@ export function assertNoPageErrors(...pages) {
   if (all.length) throw new AssertionError({ message: `the pages had errors:\n${all.join('\n')}` });
 }
 
-/** Write a screenshot of `page` to target/screenshots/<name>.png; returns its path. */
-export async function screenshot(page, name) {
+/** Write a screenshot of `page` to SCREENSHOTS/<name>.png (`fullPage`: all of it, not the viewport); returns its path. */
+export async function screenshot(page, name, { fullPage = false } = {}) {
   mkdirSync(SCREENSHOTS, { recursive: true });
   const file = path.join(SCREENSHOTS, `${name}.png`);
-  await page.screenshot({ path: file });
+  await page.screenshot({ path: file, fullPage });
   return file;
 }
 
