@@ -16,10 +16,12 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { assertNoPageErrors, launchBrowser, newPage, screenshot, startApp } from './browser.mjs';
+import { assertNoPageErrors, launchBrowser, networkSwitch, newPage, screenshot, startApp } from './browser.mjs';
 import { cleanupLogs, startRedis, uniquePrefix } from './cluster-helpers.mjs';
 import {
+  API_KEY,
   REPO_ROOT,
+  api,
   ask,
   assertRefused,
   collect,
@@ -36,6 +38,8 @@ const T = { timeout: 90_000 };
 // While a page is offline (or its node is down) its reconnection attempts fail to load, which Chromium logs as
 // console errors.
 const OFFLINE_LOADS = [/net::ERR_INTERNET_DISCONNECTED/, /net::ERR_CONNECTION_REFUSED/];
+// …and a websocket the test closes is reported as such.
+const CUT_SOCKETS = [...OFFLINE_LOADS, /WebSocket connection to .* failed/];
 const DESK = { width: 1200, height: 760 };
 const PHONE = { width: 390, height: 844 };
 
@@ -70,8 +74,9 @@ async function assertTillMatches(page, appUrl, store) {
   assert.deepEqual(await tillItems(page), want.items);
 }
 
-async function openTill(browser, appUrl, store, viewport = DESK) {
-  const p = await newPage(browser, { viewport, allowConsole: OFFLINE_LOADS });
+async function openTill(browser, appUrl, store, viewport = DESK, { network = false } = {}) {
+  const p = await newPage(browser, { viewport, allowConsole: network ? CUT_SOCKETS : OFFLINE_LOADS });
+  if (network) p.network = await networkSwitch(p.context);
   await p.page.goto(new URL(`/pos/${store}`, appUrl).href);
   await p.page.waitForSelector(`body[data-connection="connected"][data-store="${store}"][data-version]`);
   await p.page.waitForSelector('#categories li.item');
@@ -276,6 +281,35 @@ describe('menu app in Chromium', () => {
     assertNoPageErrors(...pages());
   });
 
+  test('the network drops s3’s connection without the browser noticing: the till reconnects by itself and lists what it missed', T, async () => {
+    const till3 = await openTill(browser, app.url, 's3', DESK, { network: true });
+    try {
+      const { page, network } = till3;
+      const from = Number(await page.getAttribute('body', 'data-version'));
+      network.cut();
+      await page.waitForSelector('body[data-connection="reconnecting"]');
+      await officeDo(office.page, 's3', 'caesar', { toggle: true }); // back in stock
+      await officeDo(office.page, 'all', 'espresso', { price: '2.50', entries: 3 });
+      await officeDo(office.page, 's3', 'marinara', { toggle: true });
+      await sleep(1500); // the client keeps trying meanwhile, and fails
+      assert.equal(await page.getAttribute('body', 'data-connection'), 'reconnecting');
+      assert.equal(await page.getAttribute('body', 'data-version'), String(from));
+
+      network.restore();
+      await page.waitForSelector('#missed-panel[data-kind="replayed"]:not([hidden])', { timeout: 20_000 });
+      assert.equal(await page.getAttribute('body', 'data-recovered'), 'true');
+      assert.deepEqual(await missedList(page), [
+        { version: from + 1, item: 'caesar', via: 'replay' },
+        { version: from + 2, item: 'espresso', via: 'replay' },
+        { version: from + 3, item: 'marinara', via: 'replay' },
+      ]);
+      await assertTillMatches(page, app.url, 's3');
+      assertNoPageErrors(...pages(), till3);
+    } finally {
+      await till3.context.close();
+    }
+  });
+
   test('the node restarts while s1’s till is offline: the till loads the menu again and lists what changed', T, async () => {
     const { page, context } = till1;
     await page.click('#missed-dismiss');
@@ -328,8 +362,19 @@ describe('menu app in Chromium', () => {
         ...['--start-tidings', '--port', '0', '--tidings-url', tidingsUrl],
         ...['--redis', redis.url, '--redis-key-prefix', uniquePrefix(), '--publish-via', 'redis'],
       ],
-      { env: { TIDINGS_LOG: 'warn' } },
+      { env: { TIDINGS_LOG: 'warn', TIDINGS_API_KEY: API_KEY } },
     );
+    // The node publishes ingest messages each on its own, so two in a row may reach the room in either order
+    // (the till would then load the menu again rather than list a replay): wait for each before the next.
+    const node = { url: tidingsUrl, apiKey: API_KEY };
+    const published = (version) =>
+      eventually(
+        async () => {
+          const { json } = await api(node, 'GET', `/v1/rooms/${encodeURIComponent('menu:s3')}/history`);
+          return json?.events?.some((e) => e.data.version === version);
+        },
+        { what: `s3's update v${version} in the room's history` },
+      );
     const desk = await newPage(browser, { viewport: DESK });
     let till = null;
     try {
@@ -342,8 +387,11 @@ describe('menu app in Chromium', () => {
 
       await till.context.setOffline(true);
       await till.page.waitForSelector('body[data-connection="reconnecting"]');
+      await published(1);
       await officeDo(desk.page, 's3', 'marinara', { price: '9.90' });
+      await published(2);
       await officeDo(desk.page, 's3', 'quattro', { toggle: true });
+      await published(3);
       await till.context.setOffline(false);
       await till.page.waitForSelector('#missed-panel[data-kind="replayed"]:not([hidden])', { timeout: 20_000 });
       assert.deepEqual(await missedList(till.page), [

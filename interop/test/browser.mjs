@@ -109,3 +109,37 @@ export async function startApp(script, args = [], { env = {}, ready = /open (htt
     },
   };
 }
+
+/**
+ * A network switch for one browser context's traffic to a tidings node, which the page is not told about
+ * (unlike `context.setOffline`, which fires the page's `offline` event): `cut()` closes every open Socket.IO
+ * websocket of the context on both sides and makes new websockets and HTTP requests to `/socket.io/` fail until
+ * `restore()`. Install it before the page connects: only websockets opened after it can be closed.
+ */
+export async function networkSwitch(context) {
+  const SOCKET_IO = /\/socket\.io\//;
+  let down = false;
+  const open = new Set();
+  await context.routeWebSocket(SOCKET_IO, (ws) => {
+    if (down) return ws.close({ code: 1011, reason: 'network down' });
+    const server = ws.connectToServer();
+    const pair = { ws, server };
+    open.add(pair);
+    ws.onClose(() => open.delete(pair));
+    server.onClose(() => open.delete(pair));
+  });
+  await context.route(SOCKET_IO, (route) => (down ? route.abort('internetdisconnected') : route.continue()));
+  return {
+    cut() {
+      down = true;
+      for (const { ws, server } of open) {
+        server.close({ code: 1011, reason: 'network down' }).catch(() => {});
+        ws.close({ code: 1011, reason: 'network down' }).catch(() => {});
+      }
+      open.clear();
+    },
+    restore() {
+      down = false;
+    },
+  };
+}

@@ -126,8 +126,8 @@ async function submit(item, change) {
     $('office-error').textContent = `not saved: ${err.message}`;
     return;
   }
-  if (res.status === 400) {
-    $('office-error').textContent = `not saved: ${body.error}`;
+  if (!body?.menu) {
+    $('office-error').textContent = `not saved: ${body?.error ?? `HTTP ${res.status}`}`;
     return;
   }
   overview = body.menu;
