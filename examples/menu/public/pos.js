@@ -70,6 +70,7 @@ function onConnection(state, detail) {
     return load();
   }
   if (detail.recovered) return catchUpAfter(offlineFor);
+  lastOffset = null; // a new session, perhaps on a node that counts offsets from the start again
   return load().then((changed) =>
     view.showMissed({ kind: 'reloaded', offlineMs: offlineFor, entries: changed.map(reloadEntry) }),
   );
