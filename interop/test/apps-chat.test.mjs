@@ -16,7 +16,10 @@ import { REPO_ROOT, api, ask, assertOk, collect, connect, eventually, sleep, sta
 const APP = path.join(REPO_ROOT, 'examples', 'chat');
 const T = { timeout: 60_000 };
 // While a page is offline its reconnection attempts fail to load, which Chromium logs as console errors.
-const OFFLINE_LOADS = [/net::ERR_INTERNET_DISCONNECTED/];
+// While the node restarts, it closes its clients and refuses their reconnections with 503 until it has exited
+// (the drain on SIGTERM), which Chromium logs too.
+const RESTART_LOADS = [/status of 503 \(Service Unavailable\)/];
+const OFFLINE_LOADS = [/net::ERR_INTERNET_DISCONNECTED/, ...RESTART_LOADS];
 
 /** Texts of the messages the page shows, in order. */
 const texts = (page) => page.$$eval('#messages li.message .text', (els) => els.map((el) => el.textContent));
@@ -61,7 +64,7 @@ describe('chat app in Chromium', () => {
       env: { TIDINGS_JWT_SECRET: server.secret },
     });
     browser = await launchBrowser();
-    alice = await newPage(browser);
+    alice = await newPage(browser, { allowConsole: RESTART_LOADS });
     bob = await newPage(browser, { allowConsole: OFFLINE_LOADS });
     await login(alice, app.url, 'alice');
     await login(bob, app.url, 'bob');
@@ -115,7 +118,7 @@ describe('chat app in Chromium', () => {
     await eventually(async () => (await texts(bob.page)).length === 3, { what: 'bob sees the three messages' });
     assert.deepEqual(await texts(bob.page), ['first', 'second', 'third']);
 
-    carol = await newPage(browser);
+    carol = await newPage(browser, { allowConsole: RESTART_LOADS });
     await login(carol, app.url, 'carol');
     await eventually(async () => (await texts(carol.page)).includes('hello from alice'), {
       what: 'the lobby history on carol’s page',

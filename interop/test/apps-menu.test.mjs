@@ -35,9 +35,13 @@ import {
 const APP = path.join(REPO_ROOT, 'examples', 'menu');
 const CONFIG = readFileSync(path.join(APP, 'tidings.toml'), 'utf8');
 const T = { timeout: 90_000 };
-// While a page is offline (or its node is down) its reconnection attempts fail to load, which Chromium logs as
-// console errors.
-const OFFLINE_LOADS = [/net::ERR_INTERNET_DISCONNECTED/, /net::ERR_CONNECTION_REFUSED/];
+// While a page is offline (or its node is down, or draining: new clients are refused with 503 until it exits)
+// its reconnection attempts fail to load, which Chromium logs as console errors.
+const OFFLINE_LOADS = [
+  /net::ERR_INTERNET_DISCONNECTED/,
+  /net::ERR_CONNECTION_REFUSED/,
+  /status of 503 \(Service Unavailable\)/,
+];
 // …and a websocket the test closes is reported as such.
 const CUT_SOCKETS = [...OFFLINE_LOADS, /WebSocket connection to .* failed/];
 const DESK = { width: 1200, height: 760 };
