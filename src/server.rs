@@ -484,13 +484,10 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             .map_err(|e| anyhow::anyhow!("kafka ingest: {e}"))?;
     }
     if let Some(cluster) = &cluster {
-        let weak_app = Arc::downgrade(&app);
-        let weak_cluster = Arc::downgrade(cluster);
-        cluster.subscriber.set_ingest(Arc::new(move |raw| {
-            if let (Some(app), Some(cluster)) = (weak_app.upgrade(), weak_cluster.upgrade()) {
-                tokio::spawn(crate::app::ingest(app, cluster, raw));
-            }
-        }));
+        let ingest = crate::app::spawn_ingest(&app);
+        cluster
+            .subscriber
+            .set_ingest(Arc::new(move |raw| ingest.offer(raw)));
         let engine = Arc::downgrade(&engine);
         let weak_cluster = Arc::downgrade(cluster);
         cluster.subscriber.set_reset(Arc::new(move || {

@@ -304,6 +304,32 @@ describe('cluster over redis-server', () => {
     }
   });
 
+  test('the ingest channel keeps the order messages were sent in, whichever node publishes each', T, async (t) => {
+    try {
+      const { redis, prefix, nodes } = await cluster();
+      const recs = await Promise.all(nodes.map((n, i) => member(n, ['ord'], { label: `n${i}/ord` })));
+      const rc = await redisConnect(redis.port);
+      const COUNT = 300;
+      // Back to back, without waiting for one to be published before sending the next.
+      await Promise.all(
+        Array.from({ length: COUNT }, (_, i) =>
+          rc.call('PUBLISH', `${prefix}:publish`, JSON.stringify({ room: 'ord', event: 'e', data: { k: `o${i}` } })),
+        ),
+      );
+      rc.close();
+      const done = await allReceived(recs, () => COUNT, { timeoutMs: 15_000 });
+      assert.ok(done.complete, done.short.join(', '));
+      const expected = Array.from({ length: COUNT }, (_, i) => `o${i}`);
+      for (const rec of recs) {
+        assert.deepEqual(received(rec).map((x) => x.data.k), expected, `${rec.label}: every message once, in the order sent`);
+      }
+    } catch (err) {
+      failed = true;
+      t.diagnostic(`logs: ${logDir()}`);
+      throw err;
+    }
+  });
+
   test('a node killed with SIGKILL mid-stream: its clients recover on the other nodes (same id, nothing lost)', T, async (t) => {
     try {
       const { nodes } = await cluster();

@@ -77,33 +77,83 @@ impl ClusterBackend {
     }
 }
 
-/// Publishes an ingest-channel message (`{room|rooms, event, data, namespace?, id?}`), once per
-/// cluster: the first node to claim its id (or content hash) publishes it.
-pub async fn ingest(app: Arc<Tidings>, cluster: Arc<ClusterBackend>, raw: Bytes) {
-    // Checked before anything else: an oversize message is not even hashed for its claim.
-    if raw.len() > app.publish_limits().max_ingest_bytes {
-        let error = super::RequestError::TooLarge(app.publish_limits().max_ingest_bytes);
-        refuse_ingest(error.code(), &error);
-        return;
-    }
-    let id = ingest_id(&raw);
-    let mut claim = redis::cmd("SET");
-    claim
-        .arg(cluster.keys.ingest_seen(&id))
-        .arg(1)
-        .arg("NX")
-        .arg("PX")
-        .arg(60_000);
-    match cluster.redis.run::<Option<String>>(&claim).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return,
-        Err(error) => {
-            tracing::warn!(%error, "ingest claim failed; message dropped");
-            return;
+/// Ingest-channel messages waiting on one node; beyond this they are dropped here (every node receives every
+/// message and the first to take its claim publishes it, so another node still can).
+pub const INGEST_QUEUE: usize = 65_536;
+/// Most messages handed to the event log in one step.
+const INGEST_BATCH: usize = 256;
+/// How long a message's id is remembered against repeats, in milliseconds.
+const INGEST_CLAIM_TTL_MS: u64 = 60_000;
+
+/// The queue in front of this node's ingest worker; see [`spawn_ingest`].
+#[derive(Clone)]
+pub struct IngestQueue(tokio::sync::mpsc::Sender<Bytes>);
+
+impl IngestQueue {
+    /// Queues a message of the ingest channel; a full queue drops it (counted, `reason="queue_full"`).
+    pub fn offer(&self, raw: Bytes) {
+        if self.0.try_send(raw).is_err() {
+            metrics::counter!("tidings_ingest_rejected_total", "reason" => "queue_full")
+                .increment(1);
         }
     }
-    if let Err(error) = app.publish_json(&raw).await {
-        refuse_ingest(error.label(), &error);
+}
+
+/// Starts the worker publishing this node's ingest-channel messages (`{room|rooms, event, data, namespace?,
+/// id?}`) in the order they arrived, each once per cluster: the claim on its id (or content hash) is taken in
+/// the same step as the publish, and one worker per node goes through the messages in order, so a message is
+/// always sequenced after the ones sent before it on the channel, whichever nodes publish them.
+pub fn spawn_ingest(app: &Arc<Tidings>) -> IngestQueue {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(INGEST_QUEUE);
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(INGEST_BATCH);
+        while rx.recv_many(&mut batch, INGEST_BATCH).await > 0 {
+            let Some(app) = app.upgrade() else {
+                return;
+            };
+            ingest_batch(&app, &batch).await;
+            batch.clear();
+        }
+    });
+    IngestQueue(tx)
+}
+
+/// Publishes one batch of ingest messages, in order, each once.
+async fn ingest_batch(app: &Tidings, batch: &[Bytes]) {
+    let max = app.publish_limits().max_ingest_bytes;
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut bodies = Vec::with_capacity(batch.len());
+    for raw in batch {
+        // Checked before anything else: an oversize message is not even hashed for its claim.
+        if raw.len() > max {
+            let error = super::RequestError::TooLarge(max);
+            refuse_ingest(error.code(), &error);
+            continue;
+        }
+        ids.push(format!("ingest-{}", ingest_id(raw)));
+        bodies.push(raw.as_ref());
+    }
+    let records: Vec<(&[u8], &str)> = bodies
+        .iter()
+        .zip(&ids)
+        .map(|(raw, id)| (*raw, id.as_str()))
+        .collect();
+    let answers = app
+        .publish_json_batch_once(&records, INGEST_CLAIM_TTL_MS)
+        .await;
+    let tried = answers.len();
+    for answer in answers {
+        if let Err(error) = answer {
+            refuse_ingest(error.label(), &error);
+        }
+    }
+    if tried < records.len() {
+        // The event log failed on one: the ones after it are not tried (another node may publish them).
+        let error = "event log unavailable; message dropped on this node";
+        for _ in tried..records.len() {
+            refuse_ingest("unavailable", &error);
+        }
     }
 }
 

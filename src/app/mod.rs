@@ -15,7 +15,7 @@ mod recover;
 mod request;
 
 pub use backend::Backend;
-pub use cluster::{ingest, ClusterBackend};
+pub use cluster::{spawn_ingest, ClusterBackend, IngestQueue};
 pub use events::validate_event_name;
 pub use once::BatchAnswers;
 pub use request::{check_data, CheckedPublish, PublishFields, PublishLimits, RequestError};
