@@ -23,8 +23,9 @@ cd "$ROOT"
 # Debian packages the suite needs, as "command:package" pairs: a package is installed
 # only when its command is missing. chromium is the headless browser of the apps' tests
 # (interop/test/apps-*.test.mjs, driven by playwright-core at /usr/bin/chromium). make and cc build the
-# librdkafka that the rdkafka crate compiles from source.
-APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++ cc:gcc make:make chromium:chromium)
+# librdkafka that the rdkafka crate compiles from source. nginx is the balancer of deploy/local-cluster.sh
+# (interop/test/deploy-*.test.mjs).
+APT_NEEDS=(redis-server:redis-server redis-sentinel:redis-sentinel c++:g++ cc:gcc make:make chromium:chromium nginx:nginx)
 # Tools the script itself relies on; Debian's packages are the fallback when absent.
 TOOL_NEEDS=(node:nodejs npm:npm timeout:coreutils curl:curl openssl:openssl)
 
