@@ -145,7 +145,7 @@ render_all() {
   nginx_main >"$STATE/nginx/nginx.conf"
   if [[ ! -f $STATE/nginx/tls/tls.crt ]]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-      -keyout "$STATE/nginx/tls/tls.key" -out "$STATE/nginx/tls/tls.crt" 2>/dev/null
+      -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$STATE/nginx/tls/tls.key" -out "$STATE/nginx/tls/tls.crt" 2>/dev/null
   fi
   if [[ $(id -u) -eq 0 ]]; then
     # nginx's workers run as nobody: they must reach their temp directories.
@@ -387,13 +387,19 @@ cmd_down() {
     fi
     rm -f "$STATE/pids/$name.pid"
   done
-  local deadline=$((SECONDS + DOWN_TIMEOUT)) left
+  local deadline=$((SECONDS + DOWN_TIMEOUT)) next_note=$((SECONDS + 5)) left waiting
   while :; do
     left=()
     for i in "${!pids[@]}"; do
       ours "${pids[$i]}" "$(word_of "${names[$i]}")" && left+=("$i")
     done
     ((${#left[@]} == 0)) && break
+    if ((SECONDS >= next_note)); then
+      waiting=()
+      for i in "${left[@]}"; do waiting+=("${names[$i]}"); done
+      say "waiting for ${waiting[*]} to exit"
+      next_note=$((SECONDS + 5))
+    fi
     if ((SECONDS >= deadline)); then
       for i in "${left[@]}"; do
         say "${names[$i]} (pid ${pids[$i]}) still running after ${DOWN_TIMEOUT}s: SIGKILL"
