@@ -4,12 +4,13 @@
 // one over nginx's TLS server); a numbered stream is published through nginx's HTTP API, one event after the
 // other, a failed publish retried with the same Idempotency-Key. Under that stream the Redis master is killed
 // (SIGKILL: the Sentinels promote the replica), then a tidings node (SIGKILL: its clients reconnect through
-// nginx to the others and recover their sessions). Every client must end up with every event once, in order.
-// `local-cluster.sh down` must then leave no process behind.
+// nginx to the others and recover their sessions), then another node is stopped with SIGTERM (it drains: new
+// handshakes answered 503 go to another node through nginx, its clients are handed over and recover). Every
+// client must end up with every event once, in order. `local-cluster.sh down` must then leave no process behind.
 //
 // Needs redis-server, redis-sentinel, nginx, openssl and curl (scripts/test.sh installs them).
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -203,7 +204,7 @@ async function idempotencySupported(env) {
 }
 
 describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel)', () => {
-  test('clients through nginx get every event once, in order, across a Redis failover and a killed node; down stops everything', T, async (t) => {
+  test('clients through nginx get every event once, in order, across a Redis failover, a killed node and a drained one; down stops everything', T, async (t) => {
     const t0 = Date.now();
     try {
       await cluster('up');
@@ -213,6 +214,7 @@ describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel
       const nodeUrls = env.NODE_URLS.split(',');
       const sentinelPorts = env.SENTINEL_PORTS.split(',').map(Number);
       const ca = readFileSync(path.join(state, 'nginx', 'tls', 'tls.crt'));
+      const toml = { drainSecs: Number(/^drain_secs\s*=\s*(\d+)/m.exec(readFileSync(path.join(state, 'config', 'tidings.toml'), 'utf8'))[1]) };
 
       // The nodes' ids, to tell which node owns a client (an Engine.IO session id starts with its node's id).
       const nodes = await (await fetch(`${env.NGINX_URL}/v1/nodes`, { headers: { authorization: `Bearer ${env.TIDINGS_API_KEY}` } })).json();
@@ -298,7 +300,44 @@ describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel
         what: `the killed node's clients (${victims.map((r) => r.label)}) to reconnect`,
       });
       const reconnectMs = Math.max(...victims.map((r) => r.connects.at(-1).at)) - nodeKilledAt;
-      await sleep(1000);
+      await sleep(500);
+
+      // 3. Another node is stopped the way an orchestrator stops it (SIGTERM): it turns unready, answers new
+      // handshakes 503 (nginx tries the next node, so new clients connect all the same), hands its clients over
+      // within drain_window_secs (they reconnect through nginx and recover), and exits.
+      for (const rec of recs) rec.node = nodeOfSid(rec.socket.io.engine.id);
+      const drained = nodes.nodes.filter((n) => n.url !== victimUrl).sort((a, b) => recs.filter((r) => r.node === b).length - recs.filter((r) => r.node === a).length)[0];
+      const drainedRecs = recs.filter((r) => r.node === drained);
+      const drainedName = `tidings-${nodeUrls.indexOf(drained.url) + 1}`;
+      const drainConnects = new Map(recs.map((r) => [r, r.connects.length]));
+      const drainAt = Date.now();
+      process.kill(pids[drainedName], 'SIGTERM');
+      await eventually(async () => (await fetch(`${drained.url}/readyz`)).status === 503, { timeoutMs: 3000, what: `${drainedName} to turn unready` });
+      const newcomers = [];
+      for (let i = 0; i < 6; i++) {
+        const socket = io(env.NGINX_URL, {
+          forceNew: true,
+          reconnection: false,
+          auth: { token: token({ sub: `late-${i}`, rooms: [ROOM], secret: env.TIDINGS_JWT_SECRET }) },
+          ...(i % 2 ? { transports: ['websocket'] } : { transports: ['polling'] }),
+        });
+        sockets.add(socket);
+        newcomers.push(
+          new Promise((resolve) => {
+            socket.once('connect', () => resolve({ ok: true, node: nodeOfSid(socket.io.engine.id)?.url }));
+            socket.once('connect_error', (err) => resolve({ ok: false, error: err.message }));
+          }),
+        );
+      }
+      const arrivals = await Promise.all(newcomers);
+      assert.deepEqual(arrivals.filter((a) => !a.ok || a.node === drained.url), [], `handshakes through nginx while ${drainedName} drains`);
+      await eventually(() => !alive(pids[drainedName]), { timeoutMs: (toml.drainSecs + 5) * 1000, what: `${drainedName} to exit` });
+      const drainExitMs = Date.now() - drainAt;
+      await eventually(() => drainedRecs.every((r) => r.connects.length > drainConnects.get(r) && r.socket.connected), {
+        timeoutMs: 10_000,
+        what: `${drainedName}'s clients to reconnect`,
+      });
+      await sleep(500);
       const total = await pub.stop();
 
       // Every client ends up with 0..total-1.
@@ -332,19 +371,19 @@ describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel
         }
         assert.deepEqual(ns, [...Array(total).keys()], `${rec.label}: events missing, repeated or out of order`);
       }
-      for (const rec of victims) {
-        assert.equal(rec.connects.at(-1).recovered, true, `${rec.label} (on the killed node) did not recover its session`);
+      for (const rec of [...victims, ...drainedRecs]) {
+        assert.equal(rec.connects.at(-1).recovered, true, `${rec.label} (on the killed or drained node) did not recover its session`);
       }
       for (const rec of recs) {
         if (rec.connects.length > 1) assert.equal(rec.connects.at(-1).recovered, true, `${rec.label} reconnected without recovering`);
       }
       // A websocket client of a surviving node has its own TCP path through nginx to that node: untouched.
-      for (const rec of recs.filter((r) => r.kind === 'ws' && !victims.includes(r))) {
+      for (const rec of recs.filter((r) => r.kind === 'ws' && !victims.includes(r) && !drainedRecs.includes(r))) {
         assert.deepEqual(rec.disconnects, [], `${rec.label} on a surviving node was disconnected`);
       }
 
       // The HPA's metric, read where Prometheus scrapes it (the admin port of a surviving node).
-      const survivor = [1, 2, 3].find((i) => `tidings-${i}` !== victimName);
+      const survivor = [1, 2, 3].find((i) => ![victimName, drainedName].includes(`tidings-${i}`));
       const metrics = await (await fetch(`${env[`NODE_${survivor}_ADMIN_URL`]}/metrics`)).text();
       t.diagnostic(`HPA metric tidings_connections on a live node: ${/^tidings_connections[{ ]/m.test(metrics) ? 'present' : 'ABSENT'}`);
 
@@ -364,6 +403,20 @@ describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel
       for (const p of ports) if (await listening(p)) open.push(p);
       assert.deepEqual(open, [], 'ports still listening after down');
 
+      // The nodes run with TIDINGS_LOG_FORMAT=json, as in compose and Kubernetes: one JSON object per log line
+      // (checked when the server has --log-format).
+      const jsonLogs = execFileSync(TIDINGS_BIN, ['serve', '--help'], { encoding: 'utf8' }).includes('--log-format');
+      if (jsonLogs) {
+        for (const i of [1, 2, 3]) {
+          const lines = readFileSync(path.join(state, 'logs', `tidings-${i}.log`), 'utf8').split('\n');
+          const plain = lines.filter((l) => /^\d{4}-\d\d-\d\dT\S+\s+(TRACE|DEBUG|INFO|WARN|ERROR)\s/.test(l));
+          assert.deepEqual(plain, [], `tidings-${i}: log lines that are not JSON`);
+          const json = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+          assert.ok(json.length > 0, `tidings-${i}: no JSON log line`);
+        }
+      }
+      t.diagnostic(`node logs: ${jsonLogs ? 'JSON, checked' : 'plain (this server has no --log-format)'}`);
+
       t.diagnostic(
         `up ${upMs} ms; ${recs.length} clients (${[...perNode].map(([u, r]) => `${r.length} on ${u}`).join(', ')}); ` +
           `${total} events published in ${pub.attempts} attempts (${pub.failures.length} failed and retried: ` +
@@ -371,7 +424,9 @@ describe('deploy: the local cluster of deploy/ (nginx, 3 nodes, Redis + Sentinel
           `Idempotency-Key ${strict ? 'honoured: exactly-once checked' : 'not supported by this server: back-to-back repeats of retried events tolerated'}` +
           `${retriedAndRepeated.length ? ` (${retriedAndRepeated.join(' ')})` : ''}; ` +
           `failover ${failoverMs} ms after SIGKILL of the master, publishing resumed after ${publishGapMs} ms, every node ready and registered again after ${healedMs} ms; ` +
-          `killed ${victimName} (${victims.length} clients): last one back ${reconnectMs} ms later; down took ${downMs} ms${downMs > 5000 ? ` (${downOutput.trim().replaceAll('\n', '; ')})` : ''}`,
+          `killed ${victimName} (${victims.length} clients): last one back ${reconnectMs} ms later; ` +
+          `SIGTERM to ${drainedName} (${drainedRecs.length} clients): ${arrivals.length} new clients connected elsewhere through nginx meanwhile, ` +
+          `it exited after ${drainExitMs} ms; down took ${downMs} ms${downMs > 5000 ? ` (${downOutput.trim().replaceAll('\n', '; ')})` : ''}`,
       );
     } catch (err) {
       keepState = true;
