@@ -421,6 +421,15 @@ function startBinary(args, env) {
   };
 }
 
+/** Wait until the node answers /healthz 200 on `port`; fails with its output when it does not. */
+async function healthy(node, port) {
+  try {
+    await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).status === 200, { timeoutMs: 10_000, what: '/healthz' });
+  } catch (err) {
+    throw new Error(`${err.message}\n--- server output ---\n${node.output()}`);
+  }
+}
+
 describe('deploy: the server accepts what the files say', () => {
   test('tidings.toml is accepted (an unknown key is not), the probes and the admin port answer', { timeout: 30_000 }, async () => {
     const [main, admin] = [await freePort(), await freePort()];
@@ -435,7 +444,7 @@ describe('deploy: the server accepts what the files say', () => {
     const node = startBinary(['serve'], env);
     try {
       // Its Sentinels (compose names) do not resolve here: the node runs, alive but not ready.
-      await eventually(async () => (await fetch(`http://127.0.0.1:${main}/healthz`)).status === 200, { timeoutMs: 10_000, what: `/healthz\n${node.output()}` });
+      await healthy(node, main);
       const ready = await fetch(`http://127.0.0.1:${main}/readyz`);
       const body = await ready.json();
       assert.ok([200, 503].includes(ready.status) && 'ready' in body, `/readyz answered ${ready.status} ${JSON.stringify(body)}`);
@@ -466,16 +475,18 @@ describe('deploy: the server accepts what the files say', () => {
       TIDINGS_JWT_SECRET: SECRET,
       TIDINGS_API_KEY: API_KEY,
     });
-    const socket = io(`http://127.0.0.1:${main}`, { forceNew: true, reconnection: false, auth: { token: token({ sub: 'hpa' }) } });
+    let socket;
     try {
-      await eventually(() => socket.connected, { timeoutMs: 10_000, what: `a client to connect\n${node.output()}` });
+      await healthy(node, main);
+      socket = io(`http://127.0.0.1:${main}`, { forceNew: true, reconnection: false, auth: { token: token({ sub: 'hpa' }) } });
+      await eventually(() => socket.connected, { timeoutMs: 10_000, what: 'a client to connect' });
       await sleep(100);
       const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       const sample = new RegExp(`^${series}(\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
       assert.ok(sample, `${series} is not in /metrics`);
       assert.equal(Number(sample[2]), 1, `${series} with one client connected`);
     } finally {
-      socket.close();
+      socket?.close();
       await node.stop();
     }
   });
