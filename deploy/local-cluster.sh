@@ -203,7 +203,7 @@ pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
 ours() {
   local pid=$1 word=$2
   [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$word"
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$word"
 }
 
 # The word each process's command line holds.
@@ -253,10 +253,10 @@ start_all() {
   for i in master replica; do mkdir -p "$STATE/redis-$i"; done
   spawn redis-master redis-server "$STATE/config/redis.conf" --port "$REDIS_MASTER_PORT" --bind 127.0.0.1 \
     --dir "$STATE/redis-master" --replica-announce-ip 127.0.0.1
-  wait_for redis-master "redis-master" redis_cli "$REDIS_MASTER_PORT" ping
+  wait_for redis-master "redis-master" redis_cli "$REDIS_MASTER_PORT" ping || return 1
   spawn redis-replica redis-server "$STATE/config/redis.conf" --port "$REDIS_REPLICA_PORT" --bind 127.0.0.1 \
     --dir "$STATE/redis-replica" --replicaof 127.0.0.1 "$REDIS_MASTER_PORT" --replica-announce-ip 127.0.0.1
-  wait_for redis-replica "the replica to sync" replica_synced
+  wait_for redis-replica "the replica to sync" replica_synced || return 1
 
   for i in "${SENTINELS[@]}"; do
     dir="$STATE/sentinel-$i"
@@ -265,10 +265,9 @@ start_all() {
     spawn "sentinel-$i" redis-sentinel "$dir/sentinel.conf" --port "${SENTINEL_PORT[$i]}" --bind 127.0.0.1 --dir "$dir"
   done
   for i in "${SENTINELS[@]}"; do
-    wait_for "sentinel-$i" "sentinel-$i to know the replica and the other Sentinels" sentinel_ready "${SENTINEL_PORT[$i]}"
+    wait_for "sentinel-$i" "sentinel-$i to know the replica and the other Sentinels" sentinel_ready "${SENTINEL_PORT[$i]}" || return 1
   done
 
-  [[ -x $BIN ]] || die "tidings binary not found: $BIN (cargo build --release, or set TIDINGS_BIN)"
   for i in "${NODES[@]}"; do
     spawn "tidings-$i" env \
       TIDINGS_CONFIG="$STATE/config/tidings.toml" \
@@ -282,12 +281,12 @@ start_all() {
       "$BIN" serve
   done
   for i in "${NODES[@]}"; do
-    wait_for "tidings-$i" "tidings-$i to be ready (/readyz)" ready "http://127.0.0.1:${NODE_PORT[$i]}/readyz"
+    wait_for "tidings-$i" "tidings-$i to be ready (/readyz)" ready "http://127.0.0.1:${NODE_PORT[$i]}/readyz" || return 1
   done
 
   spawn nginx nginx -p "$STATE/nginx/" -c "$STATE/nginx/nginx.conf" -e "$STATE/nginx/error.log" -g 'daemon off;'
-  wait_for nginx "nginx (http)" ready "http://127.0.0.1:$NGINX_PORT/readyz"
-  wait_for nginx "nginx (https)" ready -k "https://127.0.0.1:$NGINX_TLS_PORT/readyz"
+  wait_for nginx "nginx (http)" ready "http://127.0.0.1:$NGINX_PORT/readyz" || return 1
+  wait_for nginx "nginx (https)" ready -k "https://127.0.0.1:$NGINX_TLS_PORT/readyz" || return 1
   # Workers are recorded too: they outlive a master killed with SIGKILL, and down stops them by pid.
   local w
   for w in $(pgrep -P "$(pid_of nginx)" || true); do echo "$w" >"$STATE/pids/nginx-worker-$w.pid"; done
@@ -304,27 +303,30 @@ cmd_up() {
   if compgen -G "$STATE/pids/*.pid" >/dev/null; then
     die "$STATE holds a running cluster (run down first, or use another --state)"
   fi
-  pick_ports
-  assign_ports
-  render_all
+  [[ -x $BIN ]] || die "tidings binary not found: $BIN (cargo build --release, or set TIDINGS_BIN)"
   JWT_SECRET=${TIDINGS_JWT_SECRET:-$(openssl rand -hex 32)}
   API_KEY=${TIDINGS_API_KEY:-$(openssl rand -hex 16)}
-  write_env
-  trap up_failed EXIT
-  start_all
-  trap - EXIT
+  local attempt
+  for attempt in 1 2 3; do
+    pick_ports
+    assign_ports
+    render_all
+    write_env
+    if start_all; then break; fi
+    # A port free when picked may have been taken before a process bound it: pick others and start again.
+    if ((attempt < 3)) && grep -qs 'Address already in use' "$STATE"/logs/*.log; then
+      say "a port was taken meanwhile ($(grep -ls 'Address already in use' "$STATE"/logs/*.log | xargs -n1 basename | tr '\n' ' ')); starting again on other ports"
+      cmd_down >/dev/null
+      mkdir -p "$STATE/logs.failed-$attempt" && mv "$STATE"/logs/*.log "$STATE/logs.failed-$attempt/" 2>/dev/null || true
+      continue
+    fi
+    echo "local-cluster: up failed; last log lines:" >&2
+    tail -n 5 "$STATE"/logs/*.log >&2 || true
+    cmd_down >&2 || true
+    exit 1
+  done
   say "up: nginx at http://127.0.0.1:$NGINX_PORT and https://127.0.0.1:$NGINX_TLS_PORT (state: $STATE)"
   say "clients' settings: $STATE/cluster.env"
-}
-
-# On any failure during up: show the logs' last lines and stop what was started.
-up_failed() {
-  local rc=$?
-  trap - EXIT
-  echo "local-cluster: up failed; last log lines:" >&2
-  tail -n 5 "$STATE"/logs/*.log >&2 || true
-  cmd_down >&2 || true
-  exit "$((rc == 0 ? 1 : rc))"
 }
 
 cmd_render() {
