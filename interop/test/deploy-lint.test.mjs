@@ -223,9 +223,19 @@ describe('deploy: files checked against each other', () => {
         );
       }
     }
+    // Cargo reads the file of every target Cargo.toml declares, and builds the package's binary.
+    const manifest = read(REPO_ROOT, 'Cargo.toml');
+    assert.ok(builderCopies.includes('Cargo.toml') && builderCopies.includes('Cargo.lock'), 'the builder copies Cargo.toml and Cargo.lock');
+    for (const [, kind, name] of manifest.matchAll(/^\[\[(bench|bin|example|test)\]\]\s*\nname = "([^"]+)"/gm)) {
+      const dir = { bench: 'benches', bin: 'src/bin', example: 'examples', test: 'tests' }[kind];
+      assert.ok(builderCopies.some((c) => `${dir}/${name}.rs`.startsWith(`${c}/`)), `Cargo.toml declares ${kind} ${name}; the builder does not copy ${dir}/`);
+    }
     const build = stages[0].ops.find((o) => o.op === 'RUN' && o.args.includes('cargo build'));
     assert.match(build.args, /--release/);
     assert.match(build.args, /--locked/);
+    const pkg = /^\[package\]\s*\nname = "([^"]+)"/m.exec(manifest)[1];
+    assert.match(build.args, new RegExp(`--bin ${pkg}\\b`), 'the builder builds the package binary');
+    assert.ok(build.args.includes(`target/release/${pkg}`), 'the builder copies the binary it built');
   });
 
   test('docker-compose: nginx upstreams, Sentinel names, ports, mounts, healthchecks, grace periods', () => {
