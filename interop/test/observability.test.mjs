@@ -86,4 +86,27 @@ describe('observability', () => {
       return /tidings_sessions_closed_total\{reason="(client|transport)_close"\} 1/.test(now) && now.includes('tidings_connections{transport="websocket"} 0');
     }, { what: 'the close counted, the connection gone' }).catch((e) => assert.fail(`${e.message}\n${now}`));
   });
+
+  test('dashboard: the page needs no key, its data an API or admin key; an admin key cannot publish', T, async () => {
+    const ADMIN = 'interop-admin-key-0123456789abcdef';
+    const server = await startServer({ config: `[admin]\nkeys = ["${ADMIN}"]\n` });
+    servers.push(server);
+    const page = await fetch(`${server.url}/dashboard`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type'), /text\/html/);
+    assert.match(page.headers.get('content-security-policy'), /default-src 'none'/);
+    assert.equal((await fetch(`${server.url}/dashboard/assets/app.js`)).status, 200);
+    assert.equal((await fetch(`${server.url}/dashboard/assets/..%2fCargo.toml`)).status, 404);
+    assert.equal((await api(server, 'GET', '/dashboard/api/overview', { apiKey: null })).status, 401);
+    assert.equal((await api(server, 'GET', '/dashboard/api/overview', { apiKey: 'wrong-key-0123456789abcdef' })).status, 401);
+    for (const key of [server.apiKey, ADMIN]) {
+      const res = await api(server, 'GET', '/dashboard/api/overview', { apiKey: key });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json.nodes.length, 1);
+      assert.equal(res.json.nodes[0].id, res.json.node);
+    }
+    const refused = await api(server, 'POST', '/v1/publish', { apiKey: ADMIN, body: { room: 'r', event: 'e' } });
+    assert.equal(refused.status, 401, 'an admin key is read-only');
+    assert.equal((await api(server, 'GET', '/metrics', { apiKey: ADMIN })).status, 200);
+  });
 });

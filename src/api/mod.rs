@@ -1,6 +1,7 @@
 //! The HTTP API on the client port: publish, broadcast, room and node listings, health; and the operator
 //! endpoints (`/metrics`, `/stats`), on the client port or on a separate admin listener.
 
+mod dashboard;
 mod error;
 mod extract;
 mod keys;
@@ -85,9 +86,17 @@ pub fn router(state: ApiState, with_admin: bool) -> Router {
     let public = Router::new()
         .route("/v1/nodes/pick", get(nodes::pick))
         .with_state(nodes::PickState::new(state.clone()));
+    let operator = state.clone();
+    let dashboard = dashboard::routes(state.clone(), move |routes| {
+        routes.route_layer(middleware::from_fn_with_state(
+            operator,
+            require_operator_key,
+        ))
+    });
     let mut router = Router::new()
         .merge(v1)
         .merge(public)
+        .merge(dashboard)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz));
     if with_admin {
