@@ -10,7 +10,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::engineio::{CloseReason, Engine};
+use rand::seq::SliceRandom;
+
+use crate::cluster::tunnels::{TunnelCloser, Tunnels};
+use crate::engineio::{CloseReason, Engine, Session};
 
 /// Pace of the spread close: one batch of sessions every tick.
 const TICK: Duration = Duration::from_millis(50);
@@ -78,23 +81,43 @@ pub async fn sleep_until(until: Instant, hurry: &mut Hurry) -> bool {
     }
 }
 
-/// Closes every open session of `engines` (which refuse new ones by now) evenly over `window`, ending by
-/// `deadline` at the latest, in batches every [`TICK`] or so. When hurried, what is left is closed at once. Returns the
-/// sessions this closed.
+/// One thing the drain moves to another node: a session of this node, or a websocket it splices to another.
+enum Closing {
+    Session(Arc<Engine>, Arc<Session>),
+    Tunnel(TunnelCloser),
+}
+
+/// Closes every open session of `engines` (which refuse new ones by now) and every websocket spliced through
+/// `tunnels` evenly over `window`, in a random order, ending by `deadline` at the latest, in batches every
+/// [`TICK`] or so. When hurried, what is left is closed at once. Returns how many this closed.
 pub async fn close_spread(
     engines: &[Arc<Engine>],
+    tunnels: Option<&Tunnels>,
     window: Duration,
     deadline: Instant,
     hurry: &mut Hurry,
 ) -> usize {
-    let sessions: Vec<_> = engines
+    let mut sessions: Vec<Closing> = engines
         .iter()
-        .flat_map(|engine| engine.sessions().into_iter().map(|s| (engine.clone(), s)))
+        .flat_map(|engine| {
+            engine
+                .sessions()
+                .into_iter()
+                .map(|s| Closing::Session(engine.clone(), s))
+        })
+        .chain(
+            tunnels
+                .map(Tunnels::closers)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Closing::Tunnel),
+        )
         .collect();
+    sessions.shuffle(&mut rand::thread_rng());
     let total = sessions.len();
     let window = window.min(deadline.saturating_duration_since(Instant::now()));
     tracing::info!(
-        sessions = total,
+        sessions_and_tunnels = total,
         window_ms = window.as_millis() as u64,
         "closing clients"
     );
@@ -111,10 +134,17 @@ pub async fn close_spread(
             let due = elapsed * total as u128 / window.as_nanos() + 1;
             usize::try_from(due).unwrap_or(total).min(total)
         };
-        for (engine, session) in &sessions[next..due] {
-            if !session.is_closed() {
-                engine.close_session(session, CloseReason::ServerShutdown);
-                closed += 1;
+        for closing in &sessions[next..due] {
+            match closing {
+                Closing::Session(engine, session) if !session.is_closed() => {
+                    engine.close_session(session, CloseReason::ServerShutdown);
+                    closed += 1;
+                }
+                Closing::Session(..) => {}
+                Closing::Tunnel(tunnel) => {
+                    tunnel.close();
+                    closed += 1;
+                }
             }
         }
         metrics::counter!("tidings_drain_closed_total").increment((due - next) as u64);

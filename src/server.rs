@@ -26,6 +26,7 @@ use crate::cluster::direct::RedisFanout;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::keys::Keys;
 use crate::cluster::registry::{NodeInfo, Registry};
+use crate::cluster::tunnels::{TunnelCloser, Tunnels};
 use crate::cluster::{Redis, RedisTarget};
 use crate::cluster::{RedisMessages, ReplicaWait};
 use crate::config::Config;
@@ -140,8 +141,14 @@ impl RunningNode {
         for engine in &self.node.engines {
             engine.refuse_new_sessions();
         }
-        let closed =
-            drain::close_spread(&self.node.engines, plan.window, deadline, &mut hurry).await;
+        let closed = drain::close_spread(
+            &self.node.engines,
+            self.node.tunnels.as_deref(),
+            plan.window,
+            deadline,
+            &mut hurry,
+        )
+        .await;
         loop {
             if self.node.open_sessions() == 0 || tokio::time::Instant::now() >= deadline {
                 break;
@@ -153,6 +160,9 @@ impl RunningNode {
         }
         // Whatever is still open (the deadline passed, or a second signal) goes now.
         self.node.close_all();
+        if let Some(tunnels) = &self.node.tunnels {
+            tunnels.closers().iter().for_each(TunnelCloser::close);
+        }
         // Give the last close frames a moment on the wire.
         tokio::time::sleep(Duration::from_millis(100).min(plan.deadline)).await;
         if let Some(registry) = &self.node.registry {
@@ -248,6 +258,8 @@ pub struct Node {
     pub egress: Option<Arc<crate::kafka::egress::KafkaEgress>>,
     /// Set when the node starts draining; `/readyz` reads it.
     pub draining: Arc<Draining>,
+    /// The websockets this node splices to other nodes (cluster mode), moved by the drain like sessions.
+    pub tunnels: Option<Arc<Tunnels>>,
 }
 
 impl Node {
@@ -258,14 +270,24 @@ impl Node {
         }
     }
 
-    /// Sessions still open.
+    /// Sessions still open, and websockets still spliced to other nodes.
     pub fn open_sessions(&self) -> usize {
-        self.engines.iter().map(|e| e.session_count()).sum()
+        let tunnels = self.tunnels.as_ref().map_or(0, |t| t.len());
+        self.engines
+            .iter()
+            .map(|e| e.session_count())
+            .sum::<usize>()
+            + tunnels
     }
 }
 
 /// Buckets of the `tidings_outbox_depth` histogram (packets queued per session, sampled).
 const OUTBOX_DEPTH_BUCKETS: &[f64] = &[0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+
+/// Buckets of the `tidings_redis_command_seconds` histogram.
+const REDIS_SECONDS_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// How often every session's outbox depth is sampled into `tidings_outbox_depth`.
 const OUTBOX_SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -296,6 +318,13 @@ fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full("tidings_outbox_depth".into()),
                     OUTBOX_DEPTH_BUCKETS,
+                )
+                .expect("the buckets are not empty")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "tidings_redis_command_seconds".into(),
+                    ),
+                    REDIS_SECONDS_BUCKETS,
                 )
                 .expect("the buckets are not empty")
                 .build_recorder();
@@ -387,6 +416,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             rooms_store: None,
             egress: None,
             draining: Arc::default(),
+            tunnels: None,
         });
     }
     let me = NodeInfo::new(
@@ -501,9 +531,10 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
             }
         }));
     }
-    let registry = redis
+    let (registry, tunnels) = redis
         .as_ref()
-        .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()));
+        .map(|redis| start_cluster(redis.clone(), config, &engine, me.clone()))
+        .unzip();
     if let Some(redis) = &redis {
         let namespaces = std::iter::once("/".to_owned())
             .chain(config.namespaces.iter().map(|ns| ns.name.clone()))
@@ -549,6 +580,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         rooms_store: rooms_store.map(|(history, _)| history),
         egress,
         draining,
+        tunnels,
     })
 }
 
@@ -753,7 +785,7 @@ fn start_cluster(
     config: &Config,
     engine: &Arc<Engine>,
     me: NodeInfo,
-) -> Arc<Registry> {
+) -> (Arc<Registry>, Arc<Tunnels>) {
     if config.public_url.is_empty() && config.listen.ip().is_unspecified() {
         tracing::warn!(url = %me.url, "public_url is not set: other nodes will forward to this URL; set public_url to an address they can reach");
     }
@@ -763,11 +795,10 @@ fn start_cluster(
     registry.spawn_heartbeat(Arc::new(move || {
         counted.upgrade().map_or(0, |engine| engine.session_count())
     }));
-    engine.set_router(Arc::new(Forwarder::new(
-        registry.clone(),
-        Forwarder::timeout_for(engine.config()),
-    )));
-    registry
+    let forwarder = Forwarder::new(registry.clone(), Forwarder::timeout_for(engine.config()));
+    let tunnels = forwarder.tunnels();
+    engine.set_router(Arc::new(forwarder));
+    (registry, tunnels)
 }
 
 fn engine_route(

@@ -502,6 +502,78 @@ describe('cluster over redis-server', () => {
     }
   });
 
+  test('a draining node moves the websockets it splices: new ones 503, open ones closed over its window, recovered on the owner', T, async (t) => {
+    try {
+      const config = '[shutdown]\ndrain_window_secs = 2\ndrain_secs = 15\n';
+      const { nodes } = await cluster({ nodes: 2, config });
+      const ids = await nodeIds(nodes);
+      const [drained, owner] = nodes;
+      // Sessions owned by `owner`, upgraded to websocket through `drained` (spliced there).
+      const lb = await startBalancer([owner.port], {
+        pick(head) {
+          return /^GET \S*transport=websocket/.test(head) ? drained.port : owner.port;
+        },
+      });
+      started.balancers.push(lb);
+      const recs = [];
+      for (let i = 0; i < 4; i++) {
+        recs.push(await member(lb, ['t'], { label: `spliced${i}`, transports: ['polling', 'websocket'], reconnect: true }));
+      }
+      await eventually(() => recs.every((r) => r.socket.io.engine.transport.name === 'websocket'), { what: 'the upgrades' });
+      assert.ok(recs.every((r) => ids.get(r.socket.io.engine.id.slice(0, 6)) === owner), 'sessions owned by the other node');
+      assert.equal(metricSum(await metrics(drained), 'tidings_forwarded_websockets'), 4, 'spliced through the drained node');
+      const idsBefore = new Map(recs.map((r) => [r, r.socket.id]));
+      await sleep(300); // session records reach Redis
+      const pub = startPublisher(owner, { rooms: ['t'], intervalMs: 20, tag: 't' });
+      await sleep(300);
+
+      const t0 = Date.now();
+      drained.kill('SIGTERM');
+      await sleep(200);
+      // A new upgrade for one of the owner's sessions is refused before any upgrade, so a balancer retries.
+      const sid = recs[0].socket.io.engine.id;
+      const refused = await new Promise((resolve, reject) => {
+        const req = http.get(`http://127.0.0.1:${drained.port}/socket.io/?EIO=4&transport=websocket&sid=${sid}`, {
+          headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+        });
+        req.on('response', (res) => resolve(res.statusCode));
+        req.on('upgrade', (res, socket) => {
+          socket.destroy();
+          resolve(res.statusCode);
+        });
+        req.on('error', reject);
+      });
+      assert.equal(refused, 503, 'a draining node takes no new spliced websocket');
+      // The open ones are closed over the window while the node still runs; it exits once they are gone.
+      const closedAt = [];
+      await eventually(() => recs.every((r) => r.disconnects.length >= 1), { timeoutMs: 8000, what: 'the spliced clients moved' });
+      for (const r of recs) closedAt.push(r.disconnects[0].at - t0);
+      const exit = await drained.exited;
+      const exitedAt = Date.now() - t0;
+      assert.equal(exit.code, 0, JSON.stringify(exit));
+      assert.ok(Math.max(...closedAt) < exitedAt, `clients moved before the exit (${closedAt} vs ${exitedAt} ms)`);
+      await eventually(() => recs.every((r) => r.connects.length >= 2 && r.socket.connected), { timeoutMs: 10_000, what: 'the clients back' });
+      await sleep(500);
+      const results = await pub.stop();
+      assert.deepEqual(results.filter((r) => r.status !== 200), []);
+      const owedTo = (rec) => owed(results, rec.rooms);
+      const done = await allReceived(recs, (rec) => owedTo(rec).must.size, { timeoutMs: 10_000 });
+      for (const rec of recs) checkDelivery(rec, owedTo(rec));
+      assert.ok(done.complete, done.short.join(', '));
+      for (const rec of recs) {
+        for (const c of rec.connects.slice(1)) {
+          assert.equal(c.recovered, true, `${rec.label}: reconnect not recovered ${JSON.stringify(rec.connects)}`);
+          assert.equal(c.id, idsBefore.get(rec), `${rec.label}: socket id changed`);
+        }
+      }
+      t.diagnostic(`spliced clients moved at ${closedAt.sort((a, b) => a - b).join('/')} ms, node exit at ${exitedAt} ms`);
+    } catch (err) {
+      failed = true;
+      t.diagnostic(`logs: ${logDir()}`);
+      throw err;
+    }
+  });
+
   test('redis restarts under traffic: 503 while it is down, every event answered 2xx reaches every member once, in order', T, (t) =>
     redisRestart(t, { warm: true }),
   );

@@ -175,7 +175,10 @@ impl Redis {
     /// Runs a command once, invalidating the connection on failure.
     pub async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let mut conn = self.conn().await?;
+        let started = std::time::Instant::now();
         let result = cmd.query_async(&mut conn).await;
+        metrics::histogram!("tidings_redis_command_seconds", "kind" => "command")
+            .record(started.elapsed().as_secs_f64());
         self.observe(result).await
     }
 
@@ -185,16 +188,35 @@ impl Redis {
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, RedisError> {
         let mut conn = self.conn().await?;
+        let started = std::time::Instant::now();
         let result = invocation.invoke_async(&mut conn).await;
+        metrics::histogram!("tidings_redis_command_seconds", "kind" => "script")
+            .record(started.elapsed().as_secs_f64());
         self.observe(result).await
     }
 
     /// Passes a result through, dropping the shared connection first if the error says it is unusable.
     pub async fn observe<T>(&self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         if let Err(error) = &result {
+            metrics::counter!("tidings_redis_errors_total", "kind" => error_kind(error))
+                .increment(1);
             self.invalidate(error).await;
         }
         result
+    }
+}
+
+/// A short label for a Redis error, for `tidings_redis_errors_total{kind}`.
+fn error_kind(error: &RedisError) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connection_refusal() || error.is_connection_dropped() || error.is_io_error()
+    {
+        "connection"
+    } else if error.kind() == redis::ErrorKind::ReadOnly {
+        "read_only"
+    } else {
+        "reply"
     }
 }
 

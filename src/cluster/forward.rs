@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::registry::Registry;
+use super::tunnels::Tunnels;
 use crate::engineio::handshake::EngineError;
 use crate::engineio::session::NodeTag;
 use crate::engineio::{EngineConfig, SessionRouter};
@@ -58,6 +59,7 @@ pub struct Forwarder {
     registry: Arc<Registry>,
     client: Client<HttpConnector, Body>,
     timeout: Duration,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Forwarder {
@@ -74,7 +76,13 @@ impl Forwarder {
             registry,
             client,
             timeout,
+            tunnels: Arc::default(),
         }
+    }
+
+    /// The websockets this forwarder splices to their owners.
+    pub fn tunnels(&self) -> Arc<Tunnels> {
+        self.tunnels.clone()
     }
 
     /// The time to allow a forwarded request on an engine with `config`: a long-poll legitimately waits a whole
@@ -99,6 +107,7 @@ impl SessionRouter for Forwarder {
         let registry = self.registry.clone();
         let client = self.client.clone();
         let timeout = self.timeout;
+        let tunnels = self.tunnels.clone();
         Some(Box::pin(async move {
             let Some(base) = registry.url_of(owner).await else {
                 tracing::debug!(%owner, "session of an unknown or dead node");
@@ -110,6 +119,7 @@ impl SessionRouter for Forwarder {
                 owner,
                 me,
                 timeout,
+                tunnels,
             };
             if is_websocket_upgrade(request.headers()) {
                 hop.upgrade(request).await
@@ -127,6 +137,7 @@ struct Hop {
     owner: NodeTag,
     me: NodeTag,
     timeout: Duration,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Hop {
@@ -231,7 +242,12 @@ impl Hop {
         }
         count("ok");
         let owner_side = hyper::upgrade::on(&mut response);
-        tokio::spawn(splice(client_side, owner_side, self.owner));
+        tokio::spawn(splice(
+            client_side,
+            owner_side,
+            self.owner,
+            self.tunnels.clone(),
+        ));
         let mut reply = Response::new(Body::empty());
         *reply.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *reply.headers_mut() = response.headers().clone();
@@ -254,11 +270,14 @@ impl Hop {
     }
 }
 
-/// Copies bytes both ways between the client's and the owner's upgraded connections until either side ends.
+/// Copies bytes both ways between the client's and the owner's upgraded connections until either side ends,
+/// or until the tunnel is asked to close (a draining node): both connections are then dropped, the client
+/// reconnects elsewhere and the owner parks the session for its recovery.
 async fn splice(
     client: hyper::upgrade::OnUpgrade,
     owner: hyper::upgrade::OnUpgrade,
     node: NodeTag,
+    tunnels: Arc<Tunnels>,
 ) {
     let (client, owner) = match tokio::try_join!(client, owner) {
         Ok(pair) => pair,
@@ -269,19 +288,23 @@ async fn splice(
     };
     let mut client = TokioIo::new(client);
     let mut owner = TokioIo::new(owner);
+    let tunnel = tunnels.open();
     let gauge = metrics::gauge!("tidings_forwarded_websockets");
     gauge.increment(1.0);
-    let copied = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut owner,
-        SPLICE_BUFFER,
-        SPLICE_BUFFER,
-    )
-    .await;
+    let copied = tokio::select! {
+        copied = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut owner,
+            SPLICE_BUFFER,
+            SPLICE_BUFFER,
+        ) => Some(copied),
+        () = tunnel.closed() => None,
+    };
     gauge.decrement(1.0);
     match copied {
-        Ok((up, down)) => tracing::debug!(%node, up, down, "forwarded websocket closed"),
-        Err(error) => tracing::debug!(%node, %error, "forwarded websocket ended"),
+        Some(Ok((up, down))) => tracing::debug!(%node, up, down, "forwarded websocket closed"),
+        Some(Err(error)) => tracing::debug!(%node, %error, "forwarded websocket ended"),
+        None => tracing::debug!(%node, "forwarded websocket closed by the drain"),
     }
 }
 

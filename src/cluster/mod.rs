@@ -15,6 +15,7 @@ pub mod registry;
 pub mod room_counts;
 pub mod sessions;
 pub mod subscriber;
+pub mod tunnels;
 
 pub use connection::{Redis, RedisTarget};
 pub use messages::{RedisMessages, ReplicaWait};

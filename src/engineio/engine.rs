@@ -160,7 +160,11 @@ impl Engine {
             .map(|sid| sid.node_tag())
             .filter(|tag| *tag != self.config.node_tag)
         {
-            // Another node's session: no sticky sessions needed in front of the cluster.
+            // Another node's session: no sticky sessions needed in front of the cluster. A draining node takes
+            // no new websocket for it (503 before any upgrade: the balancer tries another node).
+            if query.transport == TransportParam::WebSocket && self.is_refusing() {
+                return Routed::Done(Err(refused_draining()));
+            }
             return match self
                 .router
                 .get()
