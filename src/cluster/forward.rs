@@ -335,6 +335,7 @@ mod tests {
             owner: NodeTag::random(),
             me: NodeTag::random(),
             timeout: Duration::from_secs(1),
+            tunnels: Arc::default(),
         }
     }
 
