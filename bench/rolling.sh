@@ -48,6 +48,7 @@ if [ "$QUICK" = 1 ]; then
   CLIENTS=300 ROOMS=10 RATE=20 DRAIN_WINDOW=2 SETTLE=3 WARMUP=2 TAIL=3
 fi
 OUT=${OUT:-${TMPDIR:-/tmp}/tidings-rolling-$(date -u +%Y%m%dT%H%M%S)}
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
@@ -98,8 +99,9 @@ write_config() {
 # start_node I: node I on its port (PORTS[I]) in the cluster; waits for /readyz. Sets NODE_PIDS[I].
 start_node() {
   local i=$1 port=${PORTS[$1]}
+  NODE_LOGS[i]=$OUT/$RUN-node$i-$(now_ms).log
   "$TIDINGS_BIN" serve --config "$CONFIG" --listen "127.0.0.1:$port" --public-url "http://127.0.0.1:$port" \
-    --redis "$REDIS_URL" --redis-key-prefix roll > "$OUT/$RUN-node$i-$(now_ms).log" 2>&1 &
+    --redis "$REDIS_URL" --redis-key-prefix roll > "${NODE_LOGS[i]}" 2>&1 &
   NODE_PIDS[i]=$!
   KIT_PIDS+=("${NODE_PIDS[i]}")
   kit_wait_http "http://127.0.0.1:$port/readyz"
@@ -146,7 +148,7 @@ start_nginx() {
 # restart_node I: SIGTERM, wait for the exit (SIGKILL past the drain deadline + 5 s), start again, wait for
 # /readyz; appends the timings to RESTARTS.
 restart_node() {
-  local i=$1 pid=${NODE_PIDS[$1]} term exited ready killed=false limit
+  local i=$1 pid=${NODE_PIDS[$1]} term exited ready killed=false limit remaining
   term=$(now_ms)
   limit=$((term + (DRAIN_WINDOW + UNREADY + 15) * 1000))
   kill -TERM "$pid"
@@ -156,10 +158,12 @@ restart_node() {
   done
   exited=$(now_ms)
   forget_pid "$pid"
+  # The node's own count of sessions still open when it stopped (its last log line says "stopped remaining=N").
+  remaining=$(sed -n 's/.*stopped.*remaining=\([0-9]*\).*/\1/p' "${NODE_LOGS[i]}" | tail -1)
   start_node "$i"
   ready=$(now_ms)
-  printf '{"node":%d,"term_at":%d,"exit_at":%d,"ready_at":%d,"drain_ms":%d,"down_ms":%d,"killed":%s}\n' \
-    "$i" "$term" "$exited" "$ready" $((exited - term)) $((ready - term)) "$killed" >> "$RESTARTS"
+  printf '{"node":%d,"term_at":%d,"exit_at":%d,"ready_at":%d,"drain_ms":%d,"down_ms":%d,"killed":%s,"remaining":%s}\n' \
+    "$i" "$term" "$exited" "$ready" $((exited - term)) $((ready - term)) "$killed" "${remaining:-null}" >> "$RESTARTS"
   echo "   node $i: exited $((exited - term)) ms after SIGTERM$([ "$killed" = true ] && echo ' (killed)'), ready again after $((ready - term)) ms" >&2
 }
 
@@ -180,7 +184,7 @@ run() {
   CONFIG=$OUT/$RUN.toml
   write_config "$CONFIG" "$recovery" "$window"
   kit_start_redis "$OUT"
-  PORTS=() NODE_PIDS=()
+  PORTS=() NODE_PIDS=() NODE_LOGS=()
   for ((i = 0; i < NODES; i++)); do PORTS[i]=$(kit_free_port); done
   for ((i = 0; i < NODES; i++)); do start_node "$i"; done
   NGINX_PORT=$(kit_free_port)
@@ -232,5 +236,5 @@ cat "$TABLE"
 echo "results: $OUT" >&2
 if [ "$WRITE" = 1 ]; then
   kit_write_section "## Rolling deploys (bench/rolling.sh)" "$TABLE" \
-    "Command: \`bench/rolling.sh --clients $CLIENTS --rooms $ROOMS --rate $RATE --nodes $NODES --drain-window $DRAIN_WINDOW\` ($NODES nodes in cluster mode + redis-server + nginx 1.x round-robin in front, websocket upgrade, no sticky sessions, \`proxy_next_upstream error timeout http_503\`; $CLIENTS stock socket.io-client 4.8.1 clients with default transports (polling, then upgrade) in 3 Node processes, each joined by its token to one of $ROOMS rooms; a publisher sends $RATE events/s round-robin over the rooms through nginx \`POST /v1/publish\`, retrying a failed publish with the same \`Idempotency-Key\`; every node is restarted in turn under load: SIGTERM, exit, start on the same port, \`/readyz\` 200, $SETTLE s settle). Everything runs on the same 2 shared cores, so the times include the load generator's own CPU."
+    "Command: \`bench/rolling.sh --clients $CLIENTS --rooms $ROOMS --rate $RATE --nodes $NODES --drain-window $DRAIN_WINDOW\` ($NODES nodes in cluster mode + redis-server + nginx 1.x round-robin in front, websocket upgrade, no sticky sessions, \`proxy_next_upstream error timeout http_503\`; $CLIENTS stock socket.io-client 4.8.1 clients with default transports (polling, then upgrade) in 3 Node processes, each joined by its token to one of $ROOMS rooms; a publisher sends $RATE events/s round-robin over the rooms through nginx \`POST /v1/publish\`, retrying a failed publish with the same \`Idempotency-Key\`; every node is restarted in turn under load: SIGTERM, exit, start on the same port, \`/readyz\` 200, $SETTLE s settle). Everything runs on the same $(nproc) shared cores (load average at the start: $LOAD_AT_START), so the times include the load generator's own CPU and the nodes' restarts."
 fi

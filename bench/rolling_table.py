@@ -63,7 +63,9 @@ def table(results):
         "- **deliveries expected**: for every client, each accepted event of its room (every client is connected "
         "before the first publish). **lost**: expected deliveries that never arrived; **duplicated**: an event "
         "a client got twice; **out of order**: an event that arrived after a later one of its room.",
-        "- **never back**: clients not connected when the run ends (5 s after the last publish).",
+        "- **never back**: clients not connected when the run ends (5 s after the last publish). A client whose "
+        "namespace the server disconnects (`io server disconnect`, which the library does not retry by itself) "
+        "connects again at once, as the README's example does; the other reasons are the library's own retries.",
         "- **reconnects**: disconnects followed by a connect; **recovered**: those whose connect had "
         "`socket.recovered === true` (same session, missed events replayed). **disconnect → connect**: the "
         "client's `disconnect` event to its next `connect` event, over every reconnect of the run.",

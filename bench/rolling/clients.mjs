@@ -100,6 +100,7 @@ function report(accepted) {
     connectErrors: {},
     unrecoveredReasons: {},
     lossExamples: [],
+    cpuSecs: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
   };
   for (const c of clients) {
     if (c.socket.connected) out.connectedAtEnd++;

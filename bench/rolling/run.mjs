@@ -153,6 +153,7 @@ function summarize(reports, restarts) {
     rate: n("rate"),
     connect_s: connectSecs,
     timed_out: timedOut,
+    wall_s: (Date.now() - started) / 1000,
     published: { ...publisher.counts, answer_ms: stat(publisher.answerMs) },
     expected: sum("expected"),
     received: sum("received"),
@@ -173,6 +174,7 @@ function summarize(reports, restarts) {
     disconnect_reasons: reports.reduce((acc, r) => addCounts(acc, r.disconnectReasons), {}),
     unrecovered_reasons: reports.reduce((acc, r) => addCounts(acc, r.unrecoveredReasons), {}),
     connect_errors: reports.reduce((acc, r) => addCounts(acc, r.connectErrors), {}),
+    client_cpu_s: reports.reduce((s, r) => s + r.cpuSecs, 0),
     loss_examples: reports.flatMap((r) => r.lossExamples).slice(0, 10),
     restarts: perRestart,
   };
