@@ -26,7 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/kit.sh
 . "$ROOT/bench/kit.sh"
 
-CLIENTS=6000 ROOMS=100 RATE=50 NODES=3 DRAIN_WINDOW=5 UNREADY=1 SETTLE=5 RUNS="" WRITE=1 QUICK=0
+CLIENTS=6000 ROOMS=100 RATE=50 NODES=3 DRAIN_WINDOW=5 UNREADY=0 SETTLE=5 RUNS="" WRITE=1 QUICK=0
 RAMP=300 WARMUP=5 TAIL=5 DEST_IPS=4
 while [ $# -gt 0 ]; do
   case $1 in
@@ -198,7 +198,7 @@ run() {
   echo "== $RUN: recovery $recovery, drain window $([ "$HAS_DRAIN" = 1 ] && echo "$window s" || echo "none (binary)"), $CLIENTS clients, $ROOMS rooms, $RATE events/s, $NODES nodes" >&2
   node "$ROOT/bench/rolling/run.mjs" --base "http://127.0.0.1:$NGINX_PORT" --urls "$urls" --clients "$CLIENTS" \
     --rooms "$ROOMS" --rate "$RATE" --ramp "$RAMP" --warmup "$WARMUP" --settle "$SETTLE" --tail "$TAIL" \
-    --max-secs 240 --phase-file "$phase" --done-file "$done" --restarts-file "$RESTARTS" --label "$label" \
+    --max-secs 180 --phase-file "$phase" --done-file "$done" --restarts-file "$RESTARTS" --label "$label" \
     > "$OUT/$RUN.json" &
   local driver=$!
   KIT_PIDS+=("$driver")
