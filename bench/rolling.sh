@@ -122,9 +122,8 @@ start_nginx() {
     echo "  client_body_temp_path $dir/tmp/body; proxy_temp_path $dir/tmp/proxy; fastcgi_temp_path $dir/tmp/f;"
     echo "  uwsgi_temp_path $dir/tmp/u; scgi_temp_path $dir/tmp/s;"
     echo "  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }"
-    echo "  map \$status \$failed { ~^[123] 0; default 1; }"
-    echo "  log_format upstreams '\$msec \$status \$request_method \$uri up=\$upstream_addr up_status=\$upstream_status';"
-    echo "  access_log $dir/failed.log upstreams if=\$failed;"
+    echo "  log_format upstreams '\$msec \$request_time \$status \$request_method \$request_uri up=\$upstream_addr up_status=\$upstream_status';"
+    echo "  access_log $dir/access.log upstreams buffer=256k flush=1s;"
     echo "  upstream tidings {"
     for i in "${!PORTS[@]}"; do echo "    server 127.0.0.1:${PORTS[$i]} max_fails=0;"; done
     echo "  }"
@@ -162,8 +161,8 @@ restart_node() {
   remaining=$(sed -n 's/.*stopped.*remaining=\([0-9]*\).*/\1/p' "${NODE_LOGS[i]}" | tail -1)
   start_node "$i"
   ready=$(now_ms)
-  printf '{"node":%d,"term_at":%d,"exit_at":%d,"ready_at":%d,"drain_ms":%d,"down_ms":%d,"killed":%s,"remaining":%s}\n' \
-    "$i" "$term" "$exited" "$ready" $((exited - term)) $((ready - term)) "$killed" "${remaining:-null}" >> "$RESTARTS"
+  printf '{"node":%d,"port":%d,"term_at":%d,"exit_at":%d,"ready_at":%d,"drain_ms":%d,"down_ms":%d,"killed":%s,"remaining":%s}\n' \
+    "$i" "${PORTS[$i]}" "$term" "$exited" "$ready" $((exited - term)) $((ready - term)) "$killed" "${remaining:-null}" >> "$RESTARTS"
   echo "   node $i: exited $((exited - term)) ms after SIGTERM$([ "$killed" = true ] && echo ' (killed)'), ready again after $((ready - term)) ms" >&2
 }
 
@@ -199,7 +198,7 @@ run() {
   node "$ROOT/bench/rolling/run.mjs" --base "http://127.0.0.1:$NGINX_PORT" --urls "$urls" --clients "$CLIENTS" \
     --rooms "$ROOMS" --rate "$RATE" --ramp "$RAMP" --warmup "$WARMUP" --settle "$SETTLE" --tail "$TAIL" \
     --max-secs 180 --phase-file "$phase" --done-file "$done" --restarts-file "$RESTARTS" --label "$label" \
-    > "$OUT/$RUN.json" &
+    --trace "$OUT/$RUN-clients" > "$OUT/$RUN.json" &
   local driver=$!
   KIT_PIDS+=("$driver")
   while [ ! -f "$phase" ]; do
@@ -213,9 +212,11 @@ run() {
   touch "$done"
   wait "$driver" || { echo "bench: the driver failed" >&2; exit 1; }
   forget_pid "$driver"
+  sleep 1.5 # nginx writes its access log every second
+  python3 "$ROOT/bench/rolling_tunnels.py" "$OUT/$RUN.json" "$OUT/$RUN-nginx/access.log" "$OUT/$RUN"-node*.log
   cat "$OUT/$RUN.json" >> "$RESULTS"
   python3 "$ROOT/bench/rolling_table.py" --line "$OUT/$RUN.json" >&2
-  grep -c . "$OUT/$RUN-nginx/failed.log" 2> /dev/null | sed 's/^/   nginx answers ≥ 400: /' >&2 || true
+  awk '$3 >= 400 { n++ } END { print "   nginx answers ≥ 400: " n + 0 }' "$OUT/$RUN-nginx/access.log" >&2 || true
   stop_nodes
   kit_stop_all
   sleep 1

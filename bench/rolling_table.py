@@ -36,6 +36,7 @@ def line(r):
             f"out of order {r['out_of_order']}, never back {r['never_back']}, reconnects {r['reconnects']:,} "
             f"(recovered {r['recovered']:,}), disconnect→connect p50/p99/max {gaps(r)} s, publishes "
             f"{p['accepted']:,} accepted, {p['retries']} retries, {p['failed']} failed, {p['repeats']} repeats; "
+            f"connected but still polling at the end {r.get('polling_at_end', '–')}; "
             f"node drains {drains(r)} s; connect errors {r['connect_errors'] or '–'}; "
             f"disconnect reasons {r['disconnect_reasons'] or '–'}")
 
@@ -43,9 +44,9 @@ def line(r):
 def table(results):
     out = [
         "| run | drain window | events accepted | publish retries / failed / repeats | deliveries expected "
-        "| lost | duplicated | out of order | never back | reconnects | recovered | disconnect → connect "
+        "| lost | duplicated | out of order | never back | stuck polling | reconnects | recovered | disconnect → connect "
         "p50 / p99 / max (s) | node drain per restart (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in results:
         name, _, window = r["label"].split("|")
@@ -54,6 +55,7 @@ def table(results):
             f"| {ROWS.get(name, name)} | {window if window == 'none' else window + ' s'} | {p['accepted']:,} "
             f"| {p['retries']} / {p['failed']} / {p['repeats']} | {r['expected']:,} | {r['lost']:,} "
             f"| {r['duplicates']:,} | {r['out_of_order']:,} | {r['never_back']} of {r['clients']:,} "
+            f"| {r.get('polling_at_end', '–')} "
             f"| {r['reconnects']:,} | {r['recovered']:,} | {gaps(r)} | {drains(r)} |")
     out += [
         "",
@@ -66,6 +68,9 @@ def table(results):
         "- **never back**: clients not connected when the run ends (5 s after the last publish). A client whose "
         "namespace the server disconnects (`io server disconnect`, which the library does not retry by itself) "
         "connects again at once, as the README's example does; the other reasons are the library's own retries.",
+        "- **stuck polling**: clients connected at the end but still on long-polling: a websocket upgrade cut "
+        "after the client paused polling for it leaves the stock client with polling paused and no websocket, "
+        "so it hears nothing until its ping timeout (pingInterval + pingTimeout, 45 s) ends the session.",
         "- **reconnects**: disconnects followed by a connect; **recovered**: those whose connect had "
         "`socket.recovered === true` (same session, missed events replayed). **disconnect → connect**: the "
         "client's `disconnect` event to its next `connect` event, over every reconnect of the run.",
@@ -74,8 +79,9 @@ def table(results):
         "Per restart (a disconnect belongs to the restart under way: from its SIGTERM to the next one's):",
         "",
         "| run | node | SIGTERM → exit (s) | SIGTERM → ready again (s) | disconnects | not recovered "
-        "| disconnect → connect p50 / p99 / max (s) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| disconnect → connect p50 / p99 / max (s) | own websockets closed | tunnels cut at exit "
+        "| tunnels opened while draining |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         name = ROWS.get(r["label"].split("|")[0], r["label"])
@@ -83,7 +89,18 @@ def table(results):
             g = x["gap_ms"]
             out.append(f"| {name} | {x['node']} | {secs(x['drain_ms'])}{'k' if x['killed'] else ''} "
                        f"| {secs(x['down_ms'])} | {x['disconnects']:,} | {x['not_recovered']:,} "
-                       f"| {secs(g['p50'])} / {secs(g['p99'])} / {secs(g['max'])} |")
+                       f"| {secs(g['p50'])} / {secs(g['p99'])} / {secs(g['max'])} | {x.get('ws_own_ended', '–')} "
+                       f"| {x.get('ws_tunnels_cut_at_exit', '–')} | {x.get('ws_tunnels_opened_while_draining', '–')} |")
+    out += [
+        "",
+        "A websocket upgrade that nginx sends to a node other than the session's owner is carried through that "
+        "node to the owner (no sticky sessions), so each node also holds **tunnels** for other nodes' clients. "
+        "**own websockets closed**: the restarted node's own clients' websockets that ended between its SIGTERM "
+        "and its exit (the rest of its clients were upgraded through a tunnel); **tunnels cut at exit**: other "
+        "nodes' clients whose websocket went through it and ended within 0.2 s of its exit; **tunnels opened "
+        "while draining**: upgrades for other nodes' sessions it took after its SIGTERM (from nginx's access log "
+        "and the session id's node prefix, bench/rolling_tunnels.py).",
+    ]
     return "\n".join(out)
 
 

@@ -4,11 +4,12 @@
 //   → {type:"connected", connected, total}       while opening, and when the count changes
 //   ← {type:"report", accepted:{room:[seq…]}}     → {type:"report", …} the measures of every client
 //   ← {type:"close"}                              closes every client and exits
+import { writeFileSync } from "node:fs";
 import { io } from "socket.io-client";
 import { mintToken } from "./token.mjs";
 
 const cfg = JSON.parse(process.argv[2]);
-// {urls, first, count, rooms, secret, rampPerSec, ttlSecs}
+// {urls, first, count, rooms, secret, rampPerSec, ttlSecs, traceFile?}
 
 /** Per client: its socket and what it saw. */
 const clients = [];
@@ -32,10 +33,13 @@ function open(index) {
     gaps: [], // {at, ms, recovered, reason}
     connectErrors: {},
     reasons: {},
+    trace: [], // [kind, at, …] of every connect, disconnect and connect error, for --trace
   };
+  socket.io.on("reconnect_attempt", (n) => c.trace.push(["reconnect_attempt", Date.now(), n]));
   socket.on("connect", () => {
     connectedNow++;
     const now = Date.now();
+    c.trace.push(["connect", now, socket.io.engine?.id ?? null, socket.recovered === true, c.maxSeq]);
     if (c.firstConnectAt === null) c.firstConnectAt = now;
     if (c.pendingDisconnect) {
       const d = c.pendingDisconnect;
@@ -45,6 +49,7 @@ function open(index) {
   });
   socket.on("disconnect", (reason) => {
     connectedNow--;
+    c.trace.push(["disconnect", Date.now(), reason, c.maxSeq]);
     c.reasons[reason] = (c.reasons[reason] ?? 0) + 1;
     c.pendingDisconnect = { at: Date.now(), reason };
     // The library does not reconnect after a server-side namespace disconnect; a deployed client would.
@@ -52,6 +57,7 @@ function open(index) {
   });
   socket.on("connect_error", (err) => {
     const key = err?.message ?? String(err);
+    c.trace.push(["connect_error", Date.now(), key]);
     c.connectErrors[key] = (c.connectErrors[key] ?? 0) + 1;
   });
   socket.on("ev", (data) => {
@@ -96,6 +102,7 @@ function report(accepted) {
     clientsWithDuplicates: 0,
     gaps: [], // [at, ms, recovered(0/1)]
     stillDisconnected: [], // [index, disconnectedAt | null]
+    stuckPolling: [], // indexes
     disconnectReasons: {},
     connectErrors: {},
     unrecoveredReasons: {},
@@ -105,6 +112,8 @@ function report(accepted) {
   for (const c of clients) {
     if (c.socket.connected) out.connectedAtEnd++;
     else out.stillDisconnected.push([c.index, c.pendingDisconnect?.at ?? null]);
+    // Connected but still long-polling at the end: an upgrade that failed half-way leaves polling paused.
+    if (c.socket.connected && c.socket.io.engine?.transport?.name === "polling") out.stuckPolling.push(c.index);
     if (c.firstConnectAt === null) {
       out.neverConnected++;
       continue;
@@ -140,8 +149,30 @@ function report(accepted) {
   return out;
 }
 
+/** With a trace file: one JSON line per client with its room, state at the end and every event of its life. */
+function writeTrace(file) {
+  const lines = clients.map((c) =>
+    JSON.stringify({
+      client: c.index,
+      room: c.room,
+      connected: c.socket.connected,
+      engine: c.socket.io.engine?.readyState ?? null,
+      transport: c.socket.io.engine?.transport?.name ?? null,
+      sid: c.socket.io.engine?.id ?? null,
+      attempts: c.socket.io.backoff?.attempts ?? null,
+      maxSeq: c.maxSeq,
+      received: c.seen.size,
+      trace: c.trace,
+    }),
+  );
+  writeFileSync(file, lines.join("\n") + "\n");
+}
+
 process.on("message", (msg) => {
-  if (msg.type === "report") process.send(report(msg.accepted));
+  if (msg.type === "report") {
+    if (cfg.traceFile) writeTrace(cfg.traceFile);
+    process.send(report(msg.accepted));
+  }
   else if (msg.type === "close") {
     for (const c of clients) c.socket.close();
     setTimeout(() => process.exit(0), 200);

@@ -5,6 +5,8 @@
 //
 //   node run.mjs --base URL --urls URL,URL --clients N --rooms K --rate R --procs P --phase-file F --done-file F
 //                [--restarts-file F] [--label L] [--ramp PER_S] [--warmup S] [--settle S] [--tail S] [--max-secs S]
+//                [--trace PREFIX]   (each client process writes PREFIX.<n>.jsonl: every client's connects,
+//                                    disconnects and errors, for finding out what happened to one)
 // Environment: TIDINGS_JWT_SECRET (clients' tokens), TIDINGS_API_KEY (the publisher).
 import { fork } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -29,6 +31,7 @@ const { values: opt } = parseArgs({
     "done-file": { type: "string" },
     "restarts-file": { type: "string" },
     label: { type: "string", default: "" },
+    trace: { type: "string" },
   },
 });
 const n = (key) => Number(opt[key]);
@@ -58,6 +61,7 @@ for (let p = 0; p < procs; p++) {
     secret,
     rampPerSec: n("ramp") / procs,
     ttlSecs: 3600,
+    traceFile: opt.trace ? `${opt.trace}.${p}.jsonl` : undefined,
   };
   const child = fork(new URL("./clients.mjs", import.meta.url), [JSON.stringify(cfg)]);
   const state = { child, connected: 0, report: null };
@@ -165,6 +169,8 @@ function summarize(reports, restarts) {
     never_connected: sum("neverConnected"),
     never_back: still.length,
     never_back_examples: still.slice(0, 10),
+    polling_at_end: reports.reduce((s, r) => s + r.stuckPolling.length, 0),
+    polling_at_end_examples: reports.flatMap((r) => r.stuckPolling).slice(0, 10),
     reconnects: gaps.length,
     recovered: recoveredMs.length,
     not_recovered: gaps.length - recoveredMs.length,
