@@ -182,6 +182,9 @@ run() {
   local recovery=$2 window=$3 i
   CONFIG=$OUT/$RUN.toml
   write_config "$CONFIG" "$recovery" "$window"
+  python3 "$ROOT/bench/rolling_cpu.py" $$ "$OUT/$RUN-cpu.json" &
+  local sampler=$!
+  KIT_PIDS+=("$sampler")
   kit_start_redis "$OUT"
   PORTS=() NODE_PIDS=() NODE_LOGS=()
   for ((i = 0; i < NODES; i++)); do PORTS[i]=$(kit_free_port); done
@@ -212,8 +215,13 @@ run() {
   touch "$done"
   wait "$driver" || { echo "bench: the driver failed" >&2; exit 1; }
   forget_pid "$driver"
+  kill -TERM "$sampler"
+  wait "$sampler" || true
+  forget_pid "$sampler"
   sleep 1.5 # nginx writes its access log every second
   python3 "$ROOT/bench/rolling_tunnels.py" "$OUT/$RUN.json" "$OUT/$RUN-nginx/access.log" "$OUT/$RUN"-node*.log
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["cpu"] = json.load(open(sys.argv[2])); json.dump(r, open(sys.argv[1], "w"))' \
+    "$OUT/$RUN.json" "$OUT/$RUN-cpu.json"
   cat "$OUT/$RUN.json" >> "$RESULTS"
   python3 "$ROOT/bench/rolling_table.py" --line "$OUT/$RUN.json" >&2
   awk '$3 >= 400 { n++ } END { print "   nginx answers ≥ 400: " n + 0 }' "$OUT/$RUN-nginx/access.log" >&2 || true
