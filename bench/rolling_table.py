@@ -36,7 +36,8 @@ def line(r):
             f"out of order {r['out_of_order']}, never back {r['never_back']}, reconnects {r['reconnects']:,} "
             f"(recovered {r['recovered']:,}), disconnect→connect p50/p99/max {gaps(r)} s, publishes "
             f"{p['accepted']:,} accepted, {p['retries']} retries, {p['failed']} failed, {p['repeats']} repeats; "
-            f"connected but still polling at the end {r.get('polling_at_end', '–')}; CPU {r.get('cpu', '–')}; "
+            f"connected but still polling at the end {r.get('polling_at_end', '–')}; "
+            f"never back: {r.get('never_back_states') or '–'}; CPU {r.get('cpu', '–')}; "
             f"node drains {drains(r)} s; connect errors {r['connect_errors'] or '–'}; "
             f"disconnect reasons {r['disconnect_reasons'] or '–'}")
 

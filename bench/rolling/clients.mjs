@@ -25,6 +25,7 @@ function open(index) {
     room,
     socket,
     firstConnectAt: null,
+    connected: false,
     seen: new Set(),
     duplicates: 0,
     outOfOrder: 0,
@@ -38,6 +39,7 @@ function open(index) {
   socket.io.on("reconnect_attempt", (n) => c.trace.push(["reconnect_attempt", Date.now(), n]));
   socket.on("connect", () => {
     connectedNow++;
+    c.connected = true;
     const now = Date.now();
     c.trace.push(["connect", now, socket.io.engine?.id ?? null, socket.recovered === true, c.maxSeq]);
     if (c.firstConnectAt === null) c.firstConnectAt = now;
@@ -48,8 +50,12 @@ function open(index) {
     }
   });
   socket.on("disconnect", (reason) => {
-    connectedNow--;
     c.trace.push(["disconnect", Date.now(), reason, c.maxSeq]);
+    // The library also says "disconnect" when a reconnect attempt fails after its Engine.IO handshake (the
+    // socket was not connected): that is not a new disconnect, the first one still waits for its connect.
+    if (!c.connected) return;
+    c.connected = false;
+    connectedNow--;
     c.reasons[reason] = (c.reasons[reason] ?? 0) + 1;
     c.pendingDisconnect = { at: Date.now(), reason };
     // The library does not reconnect after a server-side namespace disconnect; a deployed client would.
@@ -103,6 +109,7 @@ function report(accepted) {
     gaps: [], // [at, ms, recovered(0/1)]
     stillDisconnected: [], // [index, disconnectedAt | null]
     stuckPolling: [], // indexes
+    neverBackStates: {},
     disconnectReasons: {},
     connectErrors: {},
     unrecoveredReasons: {},
@@ -111,7 +118,13 @@ function report(accepted) {
   };
   for (const c of clients) {
     if (c.socket.connected) out.connectedAtEnd++;
-    else out.stillDisconnected.push([c.index, c.pendingDisconnect?.at ?? null]);
+    else {
+      out.stillDisconnected.push([c.index, c.pendingDisconnect?.at ?? null]);
+      // Where it is stuck: Engine.IO open (its Socket.IO CONNECT unanswered) on which node, or still opening.
+      const engine = c.socket.io.engine;
+      const state = engine?.readyState === "open" ? `connect unanswered on ${engine.id?.slice(0, 6)}` : `engine ${engine?.readyState ?? "none"}`;
+      out.neverBackStates[state] = (out.neverBackStates[state] ?? 0) + 1;
+    }
     // Connected but still long-polling at the end: an upgrade that failed half-way leaves polling paused.
     if (c.socket.connected && c.socket.io.engine?.transport?.name === "polling") out.stuckPolling.push(c.index);
     if (c.firstConnectAt === null) {

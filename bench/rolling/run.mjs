@@ -169,6 +169,7 @@ function summarize(reports, restarts) {
     never_connected: sum("neverConnected"),
     never_back: still.length,
     never_back_examples: still.slice(0, 10),
+    never_back_states: reports.reduce((acc, r) => addCounts(acc, r.neverBackStates), {}),
     polling_at_end: reports.reduce((s, r) => s + r.stuckPolling.length, 0),
     polling_at_end_examples: reports.flatMap((r) => r.stuckPolling).slice(0, 10),
     reconnects: gaps.length,
