@@ -5,6 +5,7 @@
   rolling_table.py --line RUN_JSON one line on the run, for the console
 """
 import json
+import os
 import sys
 
 ROWS = {
@@ -92,6 +93,23 @@ def table(results):
                        f"| {secs(x['down_ms'])} | {x['disconnects']:,} | {x['not_recovered']:,} "
                        f"| {secs(g['p50'])} / {secs(g['p99'])} / {secs(g['max'])} | {x.get('ws_own_ended', '–')} "
                        f"| {x.get('ws_tunnels_cut_at_exit', '–')} | {x.get('ws_tunnels_opened_while_draining', '–')} |")
+    out += [
+        "",
+        "CPU during each run (seconds of CPU from the first node's start to the driver's exit; the machine's busy "
+        "time includes other users' processes on the shared cores, and the peak is the busiest half second):",
+        "",
+        "| run | wall (s) | nodes | nginx | redis | clients (Node) | machine busy | peak cores: nodes / nginx / clients |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        c = r.get("cpu")
+        if not c:
+            continue
+        cpu, peak = c["cpu_s"], c["peak_cores"]
+        out.append(f"| {ROWS.get(r['label'].split('|')[0], r['label'])} | {c['wall_s']} | {cpu.get('nodes', 0)} "
+                   f"| {cpu.get('nginx', 0)} | {cpu.get('redis', 0)} | {cpu.get('clients', 0)} "
+                   f"| {c['machine_busy_s']} of {round((os.cpu_count() or 1) * c['wall_s'])} "
+                   f"| {peak.get('nodes', 0)} / {peak.get('nginx', 0)} / {peak.get('clients', 0)} |")
     out += [
         "",
         "A websocket upgrade that nginx sends to a node other than the session's owner is carried through that "
