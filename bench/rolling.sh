@@ -18,7 +18,8 @@
 # of a node closed at once). A binary without the drain settings closes every client at once on SIGTERM: then
 # only the nodrain and norecovery rows run, both without a drain.
 # Options: --clients N --rooms K --rate R --nodes N --drain-window S --unready S --settle S --runs "…" --quick
-# --no-write. Environment: TIDINGS_BIN (else a release build), OUT. Loopback only; every process it starts is
+# --no-write, --from DIR (no runs: the table and section of the results in DIR, given the same options).
+# Environment: TIDINGS_BIN (else a release build), OUT. Loopback only; every process it starts is
 # stopped by pid.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/bench/kit.sh"
 
 CLIENTS=6000 ROOMS=100 RATE=50 NODES=3 DRAIN_WINDOW=5 UNREADY=0 SETTLE=5 RUNS="" WRITE=1 QUICK=0
-RAMP=300 WARMUP=5 TAIL=5 DEST_IPS=4
+RAMP=300 WARMUP=5 TAIL=5 DEST_IPS=4 FROM=""
 while [ $# -gt 0 ]; do
   case $1 in
     --clients) CLIENTS=$2; shift ;;
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift ;;
     --quick) QUICK=1 ;;
     --no-write) WRITE=0 ;;
+    --from) FROM=$2; shift ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
   esac
   shift
@@ -49,12 +51,19 @@ if [ "$QUICK" = 1 ]; then
 fi
 OUT=${OUT:-${TMPDIR:-/tmp}/tidings-rolling-$(date -u +%Y%m%dT%H%M%S)}
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
-mkdir -p "$OUT"
+if [ -n "$FROM" ]; then
+  # The table (and section) of an earlier run's results, with the options it ran with.
+  OUT=$FROM RUNS=""
+  LOAD_AT_START=$(cat "$OUT/load-at-start")
+else
+  mkdir -p "$OUT"
+  echo "$LOAD_AT_START" > "$OUT/load-at-start"
+  : > "$OUT/results.jsonl"
+fi
 RESULTS=$OUT/results.jsonl
-: > "$RESULTS"
 trap kit_stop_all EXIT
 
-kit_build_tidings
+[ -n "$FROM" ] || kit_build_tidings
 command -v nginx > /dev/null || { echo "bench: nginx is needed (apt-get install -y nginx)" >&2; exit 2; }
 if [ ! -d "$ROOT/bench/rolling/node_modules/socket.io-client" ]; then
   (cd "$ROOT/bench/rolling" && npm ci --no-audit --no-fund --silent)
@@ -63,8 +72,8 @@ ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 
 # Does the binary drain (readiness off, then clients closed over a window)? Otherwise SIGTERM closes all at once.
 HAS_DRAIN=0
-"$TIDINGS_BIN" genconfig | grep -q '^drain_window_secs' && HAS_DRAIN=1
-if [ -z "$RUNS" ]; then
+[ -n "$FROM" ] || ! "$TIDINGS_BIN" genconfig | grep -q '^drain_window_secs' || HAS_DRAIN=1
+if [ -z "$RUNS" ] && [ -z "$FROM" ]; then
   if [ "$HAS_DRAIN" = 1 ]; then RUNS="drain norecovery nodrain"; else RUNS="nodrain norecovery"; fi
   [ "$QUICK" = 1 ] && RUNS=${RUNS%% *}
 fi
@@ -220,7 +229,7 @@ run() {
   forget_pid "$sampler"
   sleep 1.5 # nginx writes its access log every second
   python3 "$ROOT/bench/rolling_tunnels.py" "$OUT/$RUN.json" "$OUT/$RUN-nginx/access.log" "$OUT/$RUN"-node*.log
-  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["cpu"] = json.load(open(sys.argv[2])); json.dump(r, open(sys.argv[1], "w"))' \
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); r["cpu"] = json.load(open(sys.argv[2])); open(sys.argv[1], "w").write(json.dumps(r) + "\n")' \
     "$OUT/$RUN.json" "$OUT/$RUN-cpu.json"
   cat "$OUT/$RUN.json" >> "$RESULTS"
   python3 "$ROOT/bench/rolling_table.py" --line "$OUT/$RUN.json" >&2
