@@ -395,6 +395,26 @@ describe('deploy: files checked against each other', () => {
     }
   });
 
+  test('Grafana dashboard: valid JSON, every panel queries metrics the server exports', () => {
+    const dash = JSON.parse(read(DEPLOY, 'grafana-dashboard.json'));
+    assert.ok(dash.title && dash.uid && Array.isArray(dash.panels) && dash.panels.length >= 8, 'a dashboard with panels');
+    const source = repoFiles
+      .filter((f) => f.startsWith('src/') && f.endsWith('.rs'))
+      .map((f) => read(REPO_ROOT, f))
+      .join('\n');
+    const ids = new Set();
+    for (const panel of dash.panels) {
+      assert.ok(!ids.has(panel.id), `panel id ${panel.id} is unique`);
+      ids.add(panel.id);
+      assert.ok(panel.targets?.length, `${panel.title}: has queries`);
+      for (const target of panel.targets) {
+        const names = [...target.expr.matchAll(/\b(tidings_[a-z_]+)/g)].map((m) => m[1].replace(/_bucket$/, ''));
+        assert.ok(names.length, `${panel.title}: ${target.expr} names a metric`);
+        for (const name of names) assert.ok(source.includes(`"${name}"`), `${panel.title}: ${name} is not a metric of the server`);
+      }
+    }
+  });
+
   test('local-cluster.sh renders every compose name to loopback and nginx -t accepts the result', () => {
     const state = path.join(tmp, 'render');
     execFileSync(path.join(DEPLOY, 'local-cluster.sh'), ['render', '--state', state], { encoding: 'utf8' });
