@@ -207,6 +207,30 @@ impl Tidings {
                     })?
             }
         };
+        // Taken: from here on a failure puts it back, so the client's next attempt can still resume it (a
+        // connect whose answer never reached the client must not use the session up).
+        let backup = record.clone();
+        let resumed = self.resume(session, nsp, claims, pid, offset, record).await;
+        if let Err(failure) = &resumed {
+            if !matches!(failure, Failure::Mismatch) {
+                tracing::debug!(%failure, "recovery failed after the session was taken; parked again");
+                self.backend.sessions.park(backup, 1);
+            }
+        }
+        resumed
+    }
+
+    /// Resumes a taken session record on `session`: its rooms joined again, what it missed replayed after
+    /// the CONNECT reply.
+    async fn resume(
+        &self,
+        session: &Arc<Session>,
+        nsp: &str,
+        claims: &Arc<VerifiedClaims>,
+        pid: Sid,
+        offset: Option<&str>,
+        record: crate::recovery::SessionRecord,
+    ) -> Result<(Arc<Socket>, usize), Failure> {
         let after = match offset {
             Some(text) => text.parse::<u64>().map_err(|_| Failure::BadOffset)?,
             None => 0,
