@@ -30,10 +30,11 @@ export async function launchBrowser() {
 /**
  * A page in a browser context of its own (its own storage and its own network switch, `context.setOffline`).
  * `problems` collects uncaught page errors and console errors, except console errors matching `allowConsole`
- * (e.g. failed loads while the test has the page offline).
+ * (e.g. failed loads while the test has the page offline). `colorScheme` ('light' or 'dark') sets what
+ * prefers-color-scheme answers.
  */
-export async function newPage(browser, { allowConsole = [], viewport = { width: 1100, height: 620 } } = {}) {
-  const context = await browser.newContext({ viewport });
+export async function newPage(browser, { allowConsole = [], viewport = { width: 1100, height: 620 }, colorScheme } = {}) {
+  const context = await browser.newContext({ viewport, ...(colorScheme ? { colorScheme } : {}) });
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.stack ?? err.message}`));
