@@ -4,7 +4,10 @@
 #   scripts/test.sh                 # every step
 #   scripts/test.sh interop         # only some steps, in the order given
 #
-# Steps: deps fmt clippy test fuzz build autobahn interop
+# Steps: deps dashboard fmt clippy test fuzz build autobahn interop
+#
+# The dashboard step installs the front-end's pinned packages (dashboard/package-lock.json) when needed, runs its
+# unit tests and checks that the assets the binary embeds (src/dashboard/assets/) are what dashboard/src builds.
 #
 # The autobahn step (scripts/autobahn.sh: WebSocket conformance with the Autobahn|Testsuite) needs Python 2.7;
 # without it (and when pyenv cannot build it) the step says so and passes.
@@ -139,6 +142,13 @@ npm_ci_if_stale() {
   fi
 }
 
+# The dashboard's sources build to the committed assets byte for byte, and its pure logic passes its tests.
+step_dashboard() {
+  local dir="$ROOT/dashboard"
+  npm_ci_if_stale "$dir"
+  (cd "$dir" && npm test && npm run check)
+}
+
 step_interop() {
   local dir="$ROOT/interop"
   npm_ci_if_stale "$dir"
@@ -171,7 +181,7 @@ step_interop() {
     "${files[@]}"
 }
 
-ALL_STEPS=(deps fmt clippy test fuzz build autobahn interop)
+ALL_STEPS=(deps dashboard fmt clippy test fuzz build autobahn interop)
 STEPS=("$@")
 if ((${#STEPS[@]} == 0)); then STEPS=("${ALL_STEPS[@]}"); fi
 
@@ -188,6 +198,7 @@ done
 for s in "${STEPS[@]}"; do
   case $s in
     deps) run_step "deps: required tools and packages" step_deps ;;
+    dashboard) run_step "dashboard: unit tests, built assets are current" step_dashboard ;;
     fmt) run_step "cargo fmt --check" step_fmt ;;
     clippy) run_step "cargo clippy --all-targets -- -D warnings" step_clippy ;;
     test) run_step "cargo test --release" step_test ;;
