@@ -21,6 +21,7 @@ import {
   collect,
   eventually,
   mustPublish,
+  sleep,
   token,
   uid,
   waitFor,
@@ -159,6 +160,37 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
       timeoutMs: SHOWN_WITHIN_MS,
       what: `node ${ids.a} down to 2 connections`,
     });
+  }
+
+  /** Hides the page (as a background tab is): no overview request for 5 s; shown again, one within 1 s. */
+  async function checkPollingFollowsVisibility(page) {
+    const polls = [];
+    const onRequest = (req) => {
+      if (req.url().endsWith('/dashboard/api/overview')) polls.push(Date.now());
+    };
+    page.on('request', onRequest);
+    const setHidden = (hidden) =>
+      page.evaluate((h) => {
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => h });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }, hidden);
+    try {
+      await eventually(() => polls.length > 0, { timeoutMs: 5000, what: 'the page to poll while visible' });
+      await setHidden(true);
+      const hiddenAt = Date.now();
+      await sleep(5000);
+      assert.deepEqual(
+        polls.filter((t) => t > hiddenAt),
+        [],
+        'no overview request while the tab is hidden',
+      );
+      const shownAt = Date.now();
+      await setHidden(false);
+      await eventually(() => polls.some((t) => t >= shownAt), { timeoutMs: 1000, what: 'a poll as soon as the tab shows' });
+    } finally {
+      page.off('request', onRequest);
+    }
   }
 
   test(
@@ -305,7 +337,7 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
       assert.equal(await answer.getAttribute('data-status'), '200');
       const shown = JSON.parse(await answer.locator('pre.json').textContent());
       assert.ok(shown.offset !== undefined, `the answer has the event’s offset: ${JSON.stringify(shown)}`);
-      await form.scrollIntoViewIfNeeded();
+      await answer.evaluate((el) => el.scrollIntoView({ block: 'end' }));
       await screenshot(page, 'dashboard-publish');
 
       // The same page, dark and narrow.
@@ -324,6 +356,9 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
       const overflow = await narrow.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
       assert.ok(overflow <= 0, `the narrow page scrolls sideways by ${overflow} px`);
       await screenshot(narrow.page, 'dashboard-narrow', { fullPage: true });
+
+      // A hidden tab stops polling; shown again, it polls at once.
+      await checkPollingFollowsVisibility(page);
 
       // Signing out forgets the key.
       await page.getByRole('button', { name: 'Sign out' }).click();
