@@ -28,6 +28,8 @@ import {
 } from './helpers.mjs';
 
 const T = { timeout: 60_000 };
+/** A read-only key ([admin] keys): it opens the dashboard but may not publish. */
+const ADMIN_KEY = 'dashboard-admin-key-0123456789';
 /** The page polls every 2 s and the cluster's counts follow the nodes' 2 s heartbeats: allow a few rounds. */
 const SHOWN_WITHIN_MS = 20_000;
 
@@ -101,7 +103,8 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
     const redis = await startRedis();
     procs.push(redis);
     const prefix = uniquePrefix();
-    a = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-a` });
+    const config = `[admin]\nkeys = [${JSON.stringify(ADMIN_KEY)}]\n`;
+    a = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-a`, config });
     procs.push(a);
     b = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-b` });
     procs.push(b);
@@ -238,6 +241,32 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
       assert.ok((await alert.textContent()).includes(json.error.message), await alert.textContent());
       assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused key is not kept');
       await screenshot(page, 'dashboard-key-refused');
+      await p.context.close();
+    }),
+  );
+
+  test(
+    'an admin key opens the dashboard, and the publish form says plainly that it may not publish',
+    T,
+    guard(async () => {
+      // The browser logs the refused publish itself.
+      const p = await newPage(browser, { viewport: { width: 1280, height: 800 }, allowConsole: [/status of 40[13]/] });
+      pages.push(p);
+      const { page } = p;
+      await signIn(page, a.url, ADMIN_KEY);
+      await eventually(async () => Object.keys(await nodeRows(page)).length === 2, {
+        timeoutMs: SHOWN_WITHIN_MS,
+        what: 'both nodes on the page of an admin key',
+      });
+      const form = page.locator('form.publish');
+      await form.getByLabel('Room').fill(roomA);
+      await form.getByRole('button', { name: 'Publish' }).click();
+      const answer = page.locator('.answer');
+      await answer.waitFor();
+      const status = await answer.getAttribute('data-status');
+      assert.ok(status === '401' || status === '403', `an admin key's publish answered ${status}`);
+      assert.match(await answer.textContent(), /This key may not publish/);
+      assert.match(await answer.textContent(), /admin key is read-only/);
       await p.context.close();
     }),
   );
