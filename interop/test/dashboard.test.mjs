@@ -69,12 +69,12 @@ const chartState = (page, metric) =>
     canvas: f.querySelector('canvas') !== null,
   }));
 
-/** The page's recent disconnections: [{reason, transport, namespace}], newest first. */
+/** The page's recent disconnections: [{reason, transport}], newest first. */
 const recentRows = (page) =>
   page.$$eval('table.recent tbody tr', (rows) =>
     rows.map((r) => {
       const cells = [...r.querySelectorAll('td')].map((c) => c.textContent.trim());
-      return { reason: cells[1], transport: cells[2], namespace: cells[3] };
+      return { reason: cells[1], transport: cells[2] };
     }),
   );
 

@@ -8,6 +8,8 @@ export function Disconnects({ disconnects }) {
   const reasons = Object.entries(disconnects?.by_reason ?? {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   const most = reasons.length ? reasons[0][1] : 0;
   const recent = disconnects?.recent ?? [];
+  // A close of the transport ends every namespace of the session at once: entries may have no namespace.
+  const withNamespace = recent.some((d) => d.namespace !== undefined && d.namespace !== null);
   return html`
     <section class="panel" aria-labelledby="disconnects-title">
       <h2 id="disconnects-title">Disconnects <span class="muted small">since this node started</span></h2>
@@ -36,7 +38,7 @@ export function Disconnects({ disconnects }) {
                 <th scope="col">Time</th>
                 <th scope="col">Reason</th>
                 <th scope="col">Transport</th>
-                <th scope="col">Namespace</th>
+                ${withNamespace && html`<th scope="col">Namespace</th>`}
               </tr>
             </thead>
             <tbody>
@@ -46,7 +48,7 @@ export function Disconnects({ disconnects }) {
                     <td class="num">${fmtClock(d.at)}</td>
                     <td class="reason">${d.reason}</td>
                     <td>${d.transport}</td>
-                    <td><code>${d.namespace}</code></td>
+                    ${withNamespace && html`<td><code>${d.namespace ?? '—'}</code></td>`}
                   </tr>
                 `,
               )}
