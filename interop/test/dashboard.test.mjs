@@ -1,12 +1,15 @@
 // The node's dashboard (/dashboard) in headless Chromium, against two nodes sharing a Redis: the page shell is
 // served without a key and the overview API is not; a wrong key is refused on the page with the node's message;
-// with the API key the nodes table lists both nodes with the connections of stock socket.io-client clients, the
-// charts get points once clients receive published events, the top rooms show the rooms the clients joined with
-// their member counts, a client's disconnection shows up with its reason, and the publish form delivers an event
-// to a connected client (after refusing data that is not JSON). Screenshots (in $TIDINGS_SCREENSHOTS, else
-// target/screenshots): dashboard-overview.png (1280×800, charts and nodes), dashboard-overview-dark.png (the
-// whole page in the dark scheme), dashboard-narrow.png (a phone-sized page), dashboard-publish.png (the publish
-// form's answer) and dashboard-key-refused.png.
+// an admin key opens the page but may not publish. With the API key the nodes table lists both nodes with the
+// connections of stock socket.io-client clients, the charts get points once clients receive published events, the
+// top rooms show the rooms the clients joined with their member and presence counts, a client's disconnection
+// shows up with its reason, the publish form delivers an event to a connected client (after refusing data that is
+// not JSON), a hidden tab stops polling, and a node told to stop is listed as draining.
+//
+// Screenshots (in $TIDINGS_SCREENSHOTS, else target/screenshots): dashboard-overview.png (1280×800, charts and
+// nodes), dashboard-overview-dark.png (the whole page in the dark scheme), dashboard-narrow.png (a phone-sized
+// page), dashboard-publish.png (the publish form's answer), dashboard-draining.png (a node told to stop, listed
+// as draining) and dashboard-key-refused.png.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -106,7 +109,10 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
     const config = `[admin]\nkeys = [${JSON.stringify(ADMIN_KEY)}]\n`;
     a = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-a`, config });
     procs.push(a);
-    b = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-b` });
+    // Node b drains slowly when told to stop: unready for 30 s before it refuses anyone, so the test sees it
+    // listed as draining while its clients are still connected.
+    const slowDrain = '[shutdown]\nunready_secs = 30\ndrain_secs = 60\n';
+    b = await startNode({ redisUrl: redis.url, prefix, name: `${prefix}-b`, config: slowDrain });
     procs.push(b);
     const self = async (node) => (await api(node, 'GET', '/v1/nodes')).json.self;
     ids = { a: await self(a), b: await self(b) };
@@ -299,13 +305,20 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
       assert.ok(rows[ids.a].badges.includes('this node'), JSON.stringify(rows));
       assert.ok(!rows[ids.a].badges.includes('stale'), JSON.stringify(rows));
 
-      // Top rooms: the joined rooms with their cluster-wide member counts; presence as the node reports it.
+      // Top rooms: the joined rooms with their cluster-wide member counts and presence (users: roomA's two
+      // connections of one user count once).
       const shownRooms = await eventually(
         async () => {
           const r = await roomRows(page);
-          return r[roomA]?.connections === '3' && r[roomB]?.connections === '2' && r;
+          return (
+            r[roomA]?.connections === '3' &&
+            r[roomB]?.connections === '2' &&
+            r[roomA].presence === '2' &&
+            r[roomB].presence === '2' &&
+            r
+          );
         },
-        { timeoutMs: SHOWN_WITHIN_MS, what: `top rooms ${roomA} (3) and ${roomB} (2)` },
+        { timeoutMs: SHOWN_WITHIN_MS, what: `top rooms ${roomA} (3 connections, 2 users) and ${roomB} (2, 2)` },
       );
       const { json: ov } = await api(a, 'GET', '/dashboard/api/overview');
       for (const room of [roomA, roomB]) {
@@ -388,6 +401,16 @@ describe('the dashboard (/dashboard) in headless Chromium', () => {
 
       // A hidden tab stops polling; shown again, it polls at once.
       await checkPollingFollowsVisibility(page);
+
+      // Node b told to stop: listed as draining (its second SIGTERM, in `after`, closes the rest at once).
+      b.kill('SIGTERM');
+      await eventually(async () => (await nodeRows(page))[ids.b]?.badges.includes('draining'), {
+        timeoutMs: SHOWN_WITHIN_MS,
+        what: `node ${ids.b} marked draining`,
+      });
+      assert.ok(!(await nodeRows(page))[ids.a].badges.includes('draining'));
+      await page.locator('table.nodes').evaluate((el) => el.scrollIntoView({ block: 'center' }));
+      await screenshot(page, 'dashboard-draining');
 
       // Signing out forgets the key.
       await page.getByRole('button', { name: 'Sign out' }).click();

@@ -21,7 +21,7 @@ export function Disconnects({ disconnects }) {
                 ([reason, n]) => html`
                   <li key=${reason} data-reason=${reason}>
                     <span class="reason">${reason}</span>
-                    <span class="bar" aria-hidden="true"><span class="fill low" style=${`width:${((n / most) * 100).toFixed(1)}%`}></span></span>
+                    <span class="bar" aria-hidden="true"><span class="fill low" style=${{ width: `${((n / most) * 100).toFixed(1)}%` }}></span></span>
                     <span class="num reason-count">${fmtInt(n)}</span>
                   </li>
                 `,

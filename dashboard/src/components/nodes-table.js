@@ -12,7 +12,7 @@ function Load({ connections, max }) {
   return html`
     <div class="load">
       <span class="load-text">${fmtInt(connections)} / ${fmtInt(max)}</span>
-      <span class="bar" aria-hidden="true"><span class=${`fill ${level}`} style=${`width:${(share * 100).toFixed(1)}%`}></span></span>
+      <span class="bar" aria-hidden="true"><span class=${`fill ${level}`} style=${{ width: `${(share * 100).toFixed(1)}%` }}></span></span>
     </div>
   `;
 }

@@ -60,7 +60,7 @@
   `}var rf=5e3;function af({connections:e,max:t}){let n=t>0?Math.min(1,e/t):0,l=n>=.9?"high":n>=.7?"mid":"low";return B`
     <div class="load">
       <span class="load-text">${At(e)} / ${At(t)}</span>
-      <span class="bar" aria-hidden="true"><span class=${`fill ${l}`} style=${`width:${(n*100).toFixed(1)}%`}></span></span>
+      <span class="bar" aria-hidden="true"><span class=${`fill ${l}`} style=${{width:`${(n*100).toFixed(1)}%`}}></span></span>
     </div>
   `}function uf({node:e,now:t,self:n}){let l=t-e.last_beat>rf;return B`
     <tr data-node=${e.id}>
@@ -135,7 +135,7 @@
               ${t.map(([i,a])=>B`
                   <li key=${i} data-reason=${i}>
                     <span class="reason">${i}</span>
-                    <span class="bar" aria-hidden="true"><span class="fill low" style=${`width:${(a/n*100).toFixed(1)}%`}></span></span>
+                    <span class="bar" aria-hidden="true"><span class="fill low" style=${{width:`${(a/n*100).toFixed(1)}%`}}></span></span>
                     <span class="num reason-count">${At(a)}</span>
                   </li>
                 `)}
