@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=bench/kit.sh
 . "$ROOT/bench/kit.sh"
 
-CLIENTS=6000 ROOMS=100 RATE=50 NODES=3 DRAIN_WINDOW=5 UNREADY=0 SETTLE=5 RUNS="" WRITE=1 QUICK=0
+CLIENTS=6000 ROOMS=100 RATE=50 NODES=3 DRAIN_WINDOW=20 UNREADY=0 SETTLE=5 RUNS="" WRITE=1 QUICK=0
 RAMP=300 WARMUP=5 TAIL=5 DEST_IPS=4 FROM=""
 while [ $# -gt 0 ]; do
   case $1 in
