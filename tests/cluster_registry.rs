@@ -192,6 +192,69 @@ async fn a_node_that_stops_beating_drops_out_and_one_that_leaves_goes_at_once() 
 }
 
 #[tokio::test]
+async fn a_draining_node_stays_listed_as_draining_is_never_picked_and_leaves_when_done() {
+    let redis = RedisServer::start().await;
+    let prefix = unique_prefix("draining");
+    let a = cluster_node(&redis, &prefix, 100).await;
+    let b = cluster_node(&redis, &prefix, 100).await;
+    let (ida, idb) = (id_of(&a), id_of(&b));
+    let api_a = Api::new(a.local_addr());
+    let api_b = Api::new(b.local_addr());
+    wait_nodes(&api_a, WAIT, |l| l.len() == 2).await;
+    // b holds fewer clients than a: the one picked, until it drains.
+    let _held = RawWs::handshake(a.local_addr()).await;
+    wait_nodes(&api_b, WAIT, |l| {
+        l.iter().any(|(id, n)| *id == ida && *n == 1)
+    })
+    .await;
+    let (_, pick) = api_a.get("/v1/nodes/pick").await;
+    assert_eq!(pick["id"], idb.as_str());
+
+    let (hurry, hurry_rx) = tokio::sync::watch::channel(false);
+    let plan = tidings::drain::DrainPlan {
+        unready: Duration::from_secs(30),
+        window: Duration::ZERO,
+        deadline: Duration::from_secs(40),
+    };
+    let draining = tokio::spawn(b.drain(plan, Some(hurry_rx)));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, reply) = api_a.get("/v1/nodes").await;
+        assert_eq!(status, 200, "{reply}");
+        let entry = reply["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == idb.as_str())
+            .cloned()
+            .expect("a draining node stays listed, so its sessions can still be reached");
+        if entry["draining"] == true {
+            assert!(entry["rss_bytes"].as_u64().unwrap() > 0, "{entry}");
+            assert!(entry["cpu_percent"].is_number() && entry["events_per_sec"].is_number());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never listed as draining: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, pick) = api_a.get("/v1/nodes/pick").await;
+    assert_eq!(pick["id"], ida.as_str(), "a draining node is not picked");
+    let (status, ready) = api_b.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["draining"], true);
+
+    hurry.send(true).unwrap();
+    tokio::time::timeout(WAIT, draining).await.unwrap().unwrap();
+    wait_nodes(&api_a, Duration::from_millis(500), |l| {
+        !l.iter().any(|(id, _)| *id == idb)
+    })
+    .await;
+    a.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
 async fn a_full_node_refuses_clearly_and_is_not_picked() {
     let redis = RedisServer::start().await;
     let prefix = unique_prefix("full");

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::auth::personal_room_owner;
-use crate::cluster::registry::NodeEntry;
 use crate::cluster::room_counts;
 use crate::hub::RoomKey;
 use crate::load::LoadMeter;
@@ -100,38 +99,15 @@ fn page(bytes: &'static [u8], kind: &'static str) -> Response {
 /// `GET /dashboard/api/overview`: `{node, now, nodes, rooms: {total, top}, disconnects: {by_reason, recent}}`.
 async fn overview(State(state): State<DashboardState>) -> Result<Json<Value>, ApiError> {
     let api = &state.api;
-    let nodes = match &api.registry {
-        Some(registry) => registry.live_nodes().await.map_err(|error| {
-            ApiError::new(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "registry_unavailable",
-                format!("cannot read the node registry: {error}"),
-            )
-        })?,
-        None => vec![NodeEntry {
-            draining: api.draining.is_draining(),
-            load: state.meter.sample(),
-            ..api.node.entry(api.engine.session_count())
-        }],
-    };
-    let nodes: Vec<Value> = nodes
-        .into_iter()
-        .map(|n| {
-            json!({
-                "id": n.id,
-                "url": n.url,
-                "connections": n.connections,
-                "max_connections": n.max_connections,
-                "started_at": n.started_at,
-                "last_beat": n.last_beat,
-                "draining": n.draining,
-                "events_per_sec": n.load.events_per_sec,
-                "deliveries_per_sec": n.load.deliveries_per_sec,
-                "cpu_percent": n.load.cpu_percent,
-                "rss_bytes": n.load.rss_bytes,
-            })
-        })
-        .collect();
+    let mut nodes = super::nodes::live_nodes(api).await?;
+    if api.registry.is_none() {
+        // Alone: no heartbeat measures this node's load, so the dashboard does.
+        for node in &mut nodes {
+            node.draining = api.draining.is_draining();
+            node.load = state.meter.sample();
+        }
+    }
+    let nodes: Vec<Value> = nodes.iter().map(super::nodes::node_json).collect();
     let (total, top) = top_rooms(api).await?;
     let (recent, by_reason) = api.engine.recent_closes().snapshot();
     Ok(Json(json!({

@@ -17,7 +17,7 @@ use crate::cluster::registry::{least_loaded, NodeEntry};
 use crate::engineio::address_limits::{AddressLimits, AddressTable};
 
 /// The live nodes, this one with its current connection count.
-async fn live_nodes(state: &ApiState) -> Result<Vec<NodeEntry>, ApiError> {
+pub(super) async fn live_nodes(state: &ApiState) -> Result<Vec<NodeEntry>, ApiError> {
     match &state.registry {
         Some(registry) => registry.live_nodes().await.map_err(|error| {
             tracing::warn!(%error, "cannot read the node registry");
@@ -31,21 +31,28 @@ async fn live_nodes(state: &ApiState) -> Result<Vec<NodeEntry>, ApiError> {
     }
 }
 
-/// `GET /v1/nodes`: `{nodes:[{id,url,connections,max_connections,started_at}], self}`.
+/// A node as the API shows it: `{id, url, connections, max_connections, started_at, last_beat, draining,
+/// events_per_sec, deliveries_per_sec, cpu_percent, rss_bytes}`.
+pub(super) fn node_json(n: &NodeEntry) -> Value {
+    json!({
+        "id": n.id,
+        "url": n.url,
+        "connections": n.connections,
+        "max_connections": n.max_connections,
+        "started_at": n.started_at,
+        "last_beat": n.last_beat,
+        "draining": n.draining,
+        "events_per_sec": n.load.events_per_sec,
+        "deliveries_per_sec": n.load.deliveries_per_sec,
+        "cpu_percent": n.load.cpu_percent,
+        "rss_bytes": n.load.rss_bytes,
+    })
+}
+
+/// `GET /v1/nodes`: `{nodes:[…], self}`, each node as [`node_json`] shows it (the load of a node without
+/// Redis reads zero: it has no heartbeat to measure it; the dashboard measures its own).
 pub(super) async fn list(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let nodes: Vec<Value> = live_nodes(&state)
-        .await?
-        .into_iter()
-        .map(|n| {
-            json!({
-                "id": n.id,
-                "url": n.url,
-                "connections": n.connections,
-                "max_connections": n.max_connections,
-                "started_at": n.started_at,
-            })
-        })
-        .collect();
+    let nodes: Vec<Value> = live_nodes(&state).await?.iter().map(node_json).collect();
     Ok(Json(
         json!({ "nodes": nodes, "self": state.node.id.as_str() }),
     ))
