@@ -465,15 +465,14 @@ impl Engine {
     /// in the `tidings_outbox_depth` histogram.
     pub fn sample_metrics(&self, outbox: bool) {
         let (mut polling, mut websocket) = (0u64, 0u64);
-        for shard in self.shards.iter() {
-            for session in shard.lock().values() {
-                match session.transport() {
-                    TransportKind::WebSocket => websocket += 1,
-                    TransportKind::Polling | TransportKind::Upgrading => polling += 1,
-                }
-                if outbox {
-                    metrics::histogram!("tidings_outbox_depth").record(session.outbox.len() as f64);
-                }
+        // Read outside the shard locks: an outbox is never locked while a shard lock is held.
+        for session in self.sessions() {
+            match session.transport() {
+                TransportKind::WebSocket => websocket += 1,
+                TransportKind::Polling | TransportKind::Upgrading => polling += 1,
+            }
+            if outbox {
+                metrics::histogram!("tidings_outbox_depth").record(session.outbox.len() as f64);
             }
         }
         metrics::gauge!("tidings_connections", "transport" => "polling").set(polling as f64);
