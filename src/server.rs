@@ -131,11 +131,7 @@ impl RunningNode {
         if let Some(registry) = &self.node.registry {
             // Advertised as draining first, so no new client is sent here; it stays listed until it is empty, so
             // that the other nodes still forward its clients' requests to it.
-            match tokio::time::timeout(Duration::from_secs(2), registry.mark_draining()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "could not mark the node draining"),
-                Err(_) => tracing::warn!("marking the node draining timed out"),
-            }
+            registry_step("marking the node draining", registry.mark_draining()).await;
         }
         drain::sleep_until((started + plan.unready).min(deadline), &mut hurry).await;
         for engine in &self.node.engines {
@@ -160,17 +156,10 @@ impl RunningNode {
         }
         // Whatever is still open (the deadline passed, or a second signal) goes now.
         self.node.close_all();
-        if let Some(tunnels) = &self.node.tunnels {
-            tunnels.closers().iter().for_each(TunnelCloser::close);
-        }
         // Give the last close frames a moment on the wire.
         tokio::time::sleep(Duration::from_millis(100).min(plan.deadline)).await;
         if let Some(registry) = &self.node.registry {
-            match tokio::time::timeout(Duration::from_secs(2), registry.deregister()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "could not leave the node registry"),
-                Err(_) => tracing::warn!("leaving the node registry timed out"),
-            }
+            registry_step("leaving the node registry", registry.deregister()).await;
         }
         let _ = self.stop.send(true);
         let _ = self.accept.await;
@@ -193,6 +182,19 @@ impl RunningNode {
             took_ms = started.elapsed().as_millis() as u64,
             "stopped"
         );
+    }
+}
+
+/// Runs one registry write of the drain, waiting at most 2 s; a failure is logged (the drain goes on: the entry
+/// expires by itself).
+async fn registry_step(
+    what: &str,
+    step: impl std::future::Future<Output = Result<(), crate::cluster::registry::RegistryError>>,
+) {
+    match tokio::time::timeout(Duration::from_secs(2), step).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "{what} failed"),
+        Err(_) => tracing::warn!("{what} timed out"),
     }
 }
 
@@ -263,10 +265,13 @@ pub struct Node {
 }
 
 impl Node {
-    /// Closes every session of every endpoint.
+    /// Closes every session of every endpoint, and every websocket spliced to another node.
     pub fn close_all(&self) {
         for engine in &self.engines {
             engine.close_all(CloseReason::ServerShutdown);
+        }
+        if let Some(tunnels) = &self.tunnels {
+            tunnels.closers().iter().for_each(TunnelCloser::close);
         }
     }
 

@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::auth::personal_room_owner;
-use crate::cluster::room_counts;
 use crate::hub::RoomKey;
 use crate::load::LoadMeter;
 
@@ -112,7 +111,7 @@ async fn overview(State(state): State<DashboardState>) -> Result<Json<Value>, Ap
     let (recent, by_reason) = api.engine.recent_closes().snapshot();
     Ok(Json(json!({
         "node": api.node.id.as_str(),
-        "now": unix_millis(),
+        "now": crate::messages::now_ms(),
         "nodes": nodes,
         "rooms": { "total": total, "top": top },
         "disconnects": { "by_reason": by_reason, "recent": recent },
@@ -122,22 +121,11 @@ async fn overview(State(state): State<DashboardState>) -> Result<Json<Value>, Ap
 /// The rooms of `/` with the most members (cluster-wide in a cluster), personal rooms left out, each with its
 /// presence count; and how many rooms there are.
 async fn top_rooms(api: &ApiState) -> Result<(usize, Vec<Value>), ApiError> {
-    let hub = api.app.hub();
-    let mut rooms: Vec<(String, usize)> = match &api.registry {
-        None => hub.list("/"),
-        Some(registry) => room_counts::list(registry, hub, "/")
-            .await
-            .map_err(|error| {
-                ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "registry_unavailable",
-                    format!("cannot read the room counts: {error}"),
-                )
-            })?
-            .into_iter()
-            .map(|(name, count)| (name, count.members))
-            .collect(),
-    };
+    let mut rooms: Vec<(String, usize)> = super::rooms::members_by_room(api, "/")
+        .await?
+        .into_iter()
+        .map(|(name, members, _)| (name, members))
+        .collect();
     rooms.retain(|(name, _)| personal_room_owner(name).is_none());
     let total = rooms.len();
     rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -153,10 +141,4 @@ async fn top_rooms(api: &ApiState) -> Result<(usize, Vec<Value>), ApiError> {
         top.push(json!({ "room": name, "connections": members, "presence": users }));
     }
     Ok((total, top))
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -34,25 +34,41 @@ pub(super) async fn list(
     ApiQuery(query): ApiQuery<NamespaceQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let nsp = namespace_of(&state, query.namespace.as_deref())?;
-    let hub = state.app.hub();
-    let rooms: Vec<_> = match &state.registry {
-        None => hub
-            .list(&nsp)
-            .into_iter()
-            .map(|(name, members)| serde_json::json!({ "name": name, "members": members }))
-            .collect(),
-        Some(registry) => room_counts::list(registry, hub, &nsp)
-            .await
-            .map_err(counts_unavailable)?
-            .into_iter()
-            .map(|(name, count)| {
-                serde_json::json!({ "name": name, "members": count.members, "local_members": count.local })
-            })
-            .collect(),
-    };
+    let rooms: Vec<_> = members_by_room(&state, &nsp)
+        .await?
+        .into_iter()
+        .map(|(name, members, local)| match local {
+            None => serde_json::json!({ "name": name, "members": members }),
+            Some(local) => {
+                serde_json::json!({ "name": name, "members": members, "local_members": local })
+            }
+        })
+        .collect();
     Ok(Json(
         serde_json::json!({ "namespace": nsp, "scope": scope(&state), "rooms": rooms }),
     ))
+}
+
+/// The rooms of `nsp` by name with their members: `(name, members, local)`, where `members` counts every live
+/// node in a cluster (with this node's in `local`) and this node's alone otherwise (`local` is then `None`).
+pub(super) async fn members_by_room(
+    state: &ApiState,
+    nsp: &str,
+) -> Result<Vec<(String, usize, Option<usize>)>, ApiError> {
+    let hub = state.app.hub();
+    Ok(match &state.registry {
+        None => hub
+            .list(nsp)
+            .into_iter()
+            .map(|(name, members)| (name, members, None))
+            .collect(),
+        Some(registry) => room_counts::list(registry, hub, nsp)
+            .await
+            .map_err(counts_unavailable)?
+            .into_iter()
+            .map(|(name, count)| (name, count.members, Some(count.local)))
+            .collect(),
+    })
 }
 
 /// `GET /v1/rooms/{room}`: `{namespace, scope, name, members}` (+ `local_members` in cluster mode).

@@ -2,7 +2,6 @@
 //! as "recent disconnect reasons". Bounded: [`KEPT`] closes and one counter per [`CloseReason`] label.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -34,11 +33,8 @@ pub struct RecentCloses {
 impl RecentCloses {
     /// Notes a close.
     pub fn record(&self, reason: &CloseReason, transport: TransportKind) {
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let close = Close {
-            at,
+            at: crate::messages::now_ms(),
             reason: reason.label(),
             transport: transport_label(transport),
         };
