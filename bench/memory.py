@@ -85,14 +85,28 @@ def stop(proc, grace):
         proc.wait()
 
 
+def census_reading(pid, path, n):
+    """Asks a node built with `--features alloc-census` for its n-th allocation reading (SIGUSR2) and waits
+    until the line is in `path`."""
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= n:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no allocation census reading in {path}: is the node built with --features alloc-census?")
+
+
 def one_run(args, transport, run, log_dir):
     port = free_port()
     tag = f"{transport}-{run}"
     env = dict(os.environ, TIDINGS_LOG=os.environ.get("TIDINGS_LOG", "warn"))
+    census = os.path.join(log_dir, f"census-{tag}.jsonl") if args.census else None
+    server_env = dict(env, TIDINGS_ALLOC_CENSUS=census) if census else env
     server_log = open(os.path.join(log_dir, f"server-{tag}.log"), "w")
     server = subprocess.Popen(
         [args.server_bin or args.bin, "serve", "--listen", f"127.0.0.1:{port}", "--jwt-secret", JWT_SECRET, "--api-key", API_KEY],
-        stdout=server_log, stderr=subprocess.STDOUT, env=env)
+        stdout=server_log, stderr=subprocess.STDOUT, env=server_env)
     bench = None
     try:
         deadline = time.time() + 20
@@ -102,6 +116,8 @@ def one_run(args, transport, run, log_dir):
             time.sleep(0.1)
         time.sleep(1.0)  # let the runtime's threads and the first metrics render settle
         before = proc_status(server.pid)
+        if census:
+            census_reading(server.pid, census, 1)
         # Hold long enough for the ramp, the wait for the last sessions and the settle time.
         hold = args.settle + args.clients / args.ramp + 30
         bench_cmd = [
@@ -128,6 +144,8 @@ def one_run(args, transport, run, log_dir):
             time.sleep(0.25)
         time.sleep(args.settle)
         after = proc_status(server.pid)
+        if census:
+            census_reading(server.pid, census, 2)
         sess = sessions(port)
         tcp = tcp_connections(port)
         waiting = metric(port, "tidings_polls_waiting")
@@ -148,6 +166,7 @@ def one_run(args, transport, run, log_dir):
             "failed": report.get("failed"), "disconnects": report.get("disconnects"), "sessions": sess,
             "tcp": tcp, "polls_waiting": None if waiting is None else int(waiting),
             "rss_before": before["VmRSS"], "rss_after": after["VmRSS"], "hwm": after["VmHWM"], "kib_per_conn": kib,
+            "census": census,
         }
         print(f"  {transport} run {run}: {json.dumps(row)}", flush=True)
         return row
@@ -195,6 +214,9 @@ def main():
     p.add_argument("--ramp", type=float, default=2000.0, help="new connections per second")
     p.add_argument("--workers", type=int, default=2, help="bench client processes")
     p.add_argument("--source-ips", type=int, default=2)
+    p.add_argument("--census", action="store_true",
+                   help="also take allocation readings (node built with --features alloc-census); rows name the file")
+    p.add_argument("--rows-out", help="write the rows as JSON to this file")
     p.add_argument("--body-out", help="also write the Markdown (method and tables) to this file")
     p.add_argument("--logs", default=None, help="directory for the logs")
     args = p.parse_args()
@@ -208,6 +230,9 @@ def main():
     for t in transports:
         for run in range(1, args.runs + 1):
             rows.append(one_run(args, t, run, log_dir))
+    if args.rows_out:
+        with open(args.rows_out, "w") as f:
+            json.dump(rows, f)
     body = (
         f"Each run is a fresh `tidings serve` (default config: ping every 25 s) on loopback, Linux "
         f"{os.uname().release}. `tidings bench --hold` connects {fmt(args.clients)} clients of one transport "

@@ -6,6 +6,7 @@
 #   CLIENTS=2000 RUNS=1 BENCH_MD=none bench/memory.sh # a quick check; BENCHMARKS.md untouched
 #   TRANSPORTS=polling bench/memory.sh                # one transport
 #   SERVER_BIN=/path/to/old/tidings bench/memory.sh   # measure another build of the node (the bench is this one)
+#   CENSUS=1 CLIENTS=10000 RUNS=1 BENCH_MD=none bench/memory.sh  # + the per-connection budget (alloc census)
 #
 # Each run: `tidings serve` on a free loopback port (soft open-files limit raised to the hard one); VmRSS of the
 # node once it answers; `tidings bench --hold` connects CLIENTS clients of one transport, each subscribed to one
@@ -35,6 +36,16 @@ TITLE="## Memory per idle connection (bench/memory.sh)"
 command -v ss > /dev/null || { echo "bench/memory.sh: needs ss (iproute2)" >&2; exit 2; }
 kit_build_tidings
 SERVER_BIN=${SERVER_BIN:-$TIDINGS_BIN}
+CENSUS_ARGS=()
+if [ "${CENSUS:-0}" = 1 ]; then
+  # A node with the counting allocator (cargo feature alloc-census), copied aside so the release build stays.
+  (cd "$ROOT" && cargo build --release --quiet --features alloc-census)
+  mkdir -p "$LOGS"
+  cp "$ROOT/target/release/tidings" "$LOGS/tidings-census"
+  (cd "$ROOT" && cargo build --release --quiet)
+  SERVER_BIN=$LOGS/tidings-census
+  CENSUS_ARGS=(--census --rows-out "$LOGS/rows.json")
+fi
 
 # The node and the bench's client processes each need a descriptor per connection.
 ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
@@ -42,7 +53,8 @@ ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 mkdir -p "$LOGS"
 python3 "$ROOT/bench/memory.py" --bin "$TIDINGS_BIN" --server-bin "$SERVER_BIN" --clients "$CLIENTS" \
   --runs "$RUNS" --rooms "$ROOMS" --settle "$SETTLE" --transports "$TRANSPORTS" --ramp "$RAMP" \
-  --logs "$LOGS" --body-out "$LOGS/summary.md"
+  --logs "$LOGS" --body-out "$LOGS/summary.md" "${CENSUS_ARGS[@]}"
+[ "${CENSUS:-0}" = 1 ] && python3 "$ROOT/bench/memory_budget.py" "$LOGS/rows.json" | tee "$LOGS/budget.md"
 
 if [ "$BENCH_MD" != none ]; then
   command_line="CLIENTS=$CLIENTS RUNS=$RUNS TRANSPORTS=$TRANSPORTS bench/memory.sh"

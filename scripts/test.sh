@@ -179,6 +179,16 @@ step_interop() {
     --test-force-exit \
     --test-reporter=spec \
     "${files[@]}"
+  # The cluster tests again on partitioned clusters: rooms spread over three more redis-servers, then over six
+  # partitions of a Redis Cluster of three masters (with the recovery across partitions).
+  echo "-- the cluster tests with redis.partitions (three redis-servers)"
+  TIDINGS_BIN="$bin" TIDINGS_TEST_PARTITIONS=3 timeout --kill-after=30 300 \
+    node --test --test-concurrency=1 --test-force-exit --test-reporter=spec \
+    "$dir/test/cluster.test.mjs"
+  echo "-- the cluster and partition tests on a Redis Cluster (redis.cluster_partitions = 6)"
+  TIDINGS_BIN="$bin" TIDINGS_TEST_REDIS_CLUSTER=6 timeout --kill-after=30 400 \
+    node --test --test-concurrency=1 --test-force-exit --test-reporter=spec \
+    "$dir/test/cluster.test.mjs" "$dir/test/partitions.test.mjs"
 }
 
 ALL_STEPS=(deps dashboard fmt clippy test fuzz build autobahn interop)

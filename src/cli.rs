@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Redis URL; runs this node as part of a cluster [env: TIDINGS_REDIS_URL].
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// Redis groups the rooms' events are spread over, comma-separated (`redis.partitions`)
+    /// [env: TIDINGS_REDIS_PARTITIONS].
+    #[arg(long, value_name = "URLS")]
+    pub redis_partitions: Option<String>,
     /// Directory of the embedded store: messages, statuses, room history and recovery sessions survive a
     /// restart [env: TIDINGS_DATA_DIR].
     #[arg(long, value_name = "DIR")]
@@ -118,6 +122,7 @@ impl ServeArgs {
             jwt_public_key: self.jwt_public_key.clone(),
             api_key: self.api_key.clone(),
             redis_url: self.redis.clone(),
+            redis_partitions: self.redis_partitions.clone(),
             data_dir: self.data_dir.clone(),
             public_url: self.public_url.clone(),
             redis_key_prefix: self.redis_key_prefix.clone(),

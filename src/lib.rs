@@ -4,6 +4,8 @@
 //! [`app`] (auth, rooms, publish rules) → [`hub`] (fan-out). [`api`] is the HTTP API for backends,
 //! [`server`] wires a node together from [`config`].
 
+#[cfg(feature = "alloc-census")]
+pub mod alloc_census;
 pub mod api;
 pub mod app;
 pub mod auth;

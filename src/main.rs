@@ -1,5 +1,8 @@
 //! The `tidings` binary: parses the command line and runs the subcommand; the only place that uses `anyhow`.
 
+// rustc overflows its default query depth (128) on a constant of the binary's tests; 256 is its own suggestion.
+#![recursion_limit = "256"]
+
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +16,11 @@ use tidings::bench::{Bench, BenchArgs};
 use tidings::cli::{Cli, Command, LogFormat, ServeArgs};
 use tidings::config::DEFAULT_CONFIG_TOML;
 use tracing_subscriber::EnvFilter;
+
+/// Counts live heap blocks by size for `bench/memory.sh` (`CENSUS=1`); see `tidings::alloc_census`.
+#[cfg(feature = "alloc-census")]
+#[global_allocator]
+static ALLOC: tidings::alloc_census::CensusAlloc = tidings::alloc_census::CensusAlloc;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -140,7 +148,13 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => tidings::server::Banner::Text,
         LogFormat::Json => tidings::server::Banner::Log,
     };
-    let result = runtime.block_on(tidings::server::run(config, banner));
+    #[cfg(feature = "alloc-census")]
+    tidings::alloc_census::init();
+    let result = runtime.block_on(async {
+        #[cfg(feature = "alloc-census")]
+        tidings::alloc_census::spawn_dumper();
+        tidings::server::run(config, banner).await
+    });
     // The server drains its connections itself; this only bounds stray blocking tasks.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result

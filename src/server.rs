@@ -443,23 +443,39 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         None => (memory_history(config), Arc::new(MemorySessionStore::new())),
     };
     let hub = Arc::new(Hub::new(history));
+    // A stream outlives both its retention and the recovery window: a missing stream then means nothing was
+    // published to the room in that time.
+    let stream_ttl = config
+        .history
+        .max_age()
+        .max(config.recovery.max_disconnection())
+        + Duration::from_secs(60);
     let cluster = redis.as_ref().map(|redis| {
         ClusterBackend::new(
             redis.clone(),
-            Keys::new(&config.redis.key_prefix),
+            Keys::new(&main_prefix(config)),
             hub.clone(),
             node_tag.as_str(),
             config.history.max_events,
-            // A stream outlives both its retention and the recovery window: a missing stream then means
-            // nothing was published to the room in that time.
-            config
-                .history
-                .max_age()
-                .max(config.recovery.max_disconnection())
-                + Duration::from_secs(60),
+            stream_ttl,
         )
     });
+    let partitions = match &cluster {
+        Some(_) if !config.redis.partitions.is_empty() || config.redis.cluster_partitions > 0 => {
+            cluster_partitions(config, &hub, node_tag.as_str(), stream_ttl)?
+        }
+        _ => Vec::new(),
+    };
     let (backend, direct) = match &cluster {
+        Some(cluster) if !partitions.is_empty() => (
+            Backend::partitioned(
+                cluster.clone(),
+                partitions.clone(),
+                config.recovery.max_disconnection(),
+                node_tag.as_str(),
+            ),
+            cluster_direct(config, cluster, node_tag.as_str()),
+        ),
         Some(cluster) => (
             Backend::redis(
                 cluster.clone(),
@@ -523,18 +539,20 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         cluster
             .subscriber
             .set_ingest(Arc::new(move |raw| ingest.offer(raw)));
-        let engine = Arc::downgrade(&engine);
-        let weak_cluster = Arc::downgrade(cluster);
-        cluster.subscriber.set_reset(Arc::new(move || {
-            if let Some(cluster) = weak_cluster.upgrade() {
-                cluster.forget_epoch();
-            }
-            if let Some(engine) = engine.upgrade() {
-                engine.close_every_session(CloseReason::ServerClose(
-                    "cluster state was reset".into(),
-                ));
-            }
-        }));
+        for part in std::iter::once(cluster).chain(&partitions) {
+            let engine = Arc::downgrade(&engine);
+            let weak_cluster = Arc::downgrade(part);
+            part.subscriber.set_reset(Arc::new(move || {
+                if let Some(cluster) = weak_cluster.upgrade() {
+                    cluster.forget_epoch();
+                }
+                if let Some(engine) = engine.upgrade() {
+                    engine.close_every_session(CloseReason::ServerClose(
+                        "cluster state was reset".into(),
+                    ));
+                }
+            }));
+        }
     }
     let (registry, tunnels) = redis
         .as_ref()
@@ -544,7 +562,7 @@ pub fn build(config: &Config, local: SocketAddr) -> anyhow::Result<Node> {
         let namespaces = std::iter::once("/".to_owned())
             .chain(config.namespaces.iter().map(|ns| ns.name.clone()))
             .collect();
-        let keys = Keys::new(&config.redis.key_prefix);
+        let keys = Keys::new(&main_prefix(config));
         crate::cluster::room_counts::spawn_publisher(
             redis.clone(),
             keys,
@@ -779,8 +797,75 @@ fn cluster_redis(config: &Config) -> anyhow::Result<Option<Arc<Redis>>> {
     let Some(url) = config.redis.url() else {
         return Ok(None);
     };
-    let target = RedisTarget::parse(url).context("invalid redis.url")?;
+    let target = if RedisTarget::is_cluster_url(url) {
+        RedisTarget::cluster_slot(url, &config.redis.key_prefix)
+    } else {
+        RedisTarget::parse(url)
+    }
+    .context("invalid redis.url")?;
     Ok(Some(Arc::new(Redis::new(target))))
+}
+
+/// The prefix of every key and channel on `redis.url`: `redis.key_prefix`, hash-tagged on a Redis Cluster so
+/// that all of them (and the scripts that touch several) live in one slot.
+fn main_prefix(config: &Config) -> String {
+    match config.redis.url() {
+        Some(url) if RedisTarget::is_cluster_url(url) => format!("{{{}}}", config.redis.key_prefix),
+        _ => config.redis.key_prefix.clone(),
+    }
+}
+
+/// The partitions of `redis.partitions` (partition `i` under the key prefix `<prefix>:p<i>`, so groups may share
+/// a Redis) or `redis.cluster_partitions` (partition `i` under `{<prefix>:p<i>}` on the master of that slot),
+/// their subscribers sharing one vector of this node's positions.
+fn cluster_partitions(
+    config: &Config,
+    hub: &Arc<Hub>,
+    node: &str,
+    stream_ttl: Duration,
+) -> anyhow::Result<Vec<Arc<ClusterBackend>>> {
+    // On a Redis Cluster, partition i is the slot of its tag; otherwise the i-th group of the list.
+    let groups: Vec<(RedisTarget, String)> = match config.redis.url() {
+        Some(url) if RedisTarget::is_cluster_url(url) => (0..config.redis.cluster_partitions)
+            .map(|index| {
+                let tag = format!("{}:p{index}", config.redis.key_prefix);
+                let target = RedisTarget::cluster_slot(url, &tag).context("invalid redis.url")?;
+                Ok((target, format!("{{{tag}}}")))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        _ => config
+            .redis
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, url)| {
+                let target = RedisTarget::parse(url)
+                    .with_context(|| format!("invalid redis.partitions entry {index}"))?;
+                Ok((target, format!("{}:p{index}", config.redis.key_prefix)))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let positions = Arc::new(crate::cluster::partition::NodePositions::new(groups.len()));
+    let mut parts = Vec::with_capacity(groups.len());
+    for (index, (target, prefix)) in groups.into_iter().enumerate() {
+        parts.push(ClusterBackend::with_lane(
+            Arc::new(Redis::new(target)),
+            Keys::new(&prefix),
+            hub.clone(),
+            node,
+            config.history.max_events,
+            stream_ttl,
+            Some(crate::cluster::subscriber::Lane {
+                index,
+                positions: positions.clone(),
+            }),
+        ));
+    }
+    tracing::info!(
+        partitions = parts.len(),
+        "room events spread over redis groups"
+    );
+    Ok(parts)
 }
 
 /// Cluster mode: advertises this node in the registry (heartbeat with the engine's connection count) and
@@ -795,7 +880,7 @@ fn start_cluster(
         tracing::warn!(url = %me.url, "public_url is not set: other nodes will forward to this URL; set public_url to an address they can reach");
     }
     tracing::info!(node = %me.id, url = %me.url, "joining the cluster");
-    let registry = Arc::new(Registry::new(redis, config.redis.key_prefix.clone(), me));
+    let registry = Arc::new(Registry::new(redis, main_prefix(config), me));
     let counted = Arc::downgrade(engine);
     registry.spawn_heartbeat(Arc::new(move || {
         counted.upgrade().map_or(0, |engine| engine.session_count())

@@ -269,6 +269,48 @@ export async function startRedis({ port, durable = false, dir, replicaOf, label,
   return redis;
 }
 
+/**
+ * A Redis Cluster of `masters` redis-servers (no replicas) on free loopback ports, slots spread by
+ * `redis-cli --cluster create`. Returns {url: 'redis+cluster://…', nodes: [redis], port (the first node's)}.
+ */
+export async function startRedisCluster({ masters = 3 } = {}) {
+  const nodes = [];
+  for (let i = 0; i < masters; i++) {
+    const bus = await freePort();
+    nodes.push(await startRedis({ label: `cluster-${i}-${bus}`, args: ['--cluster-enabled', 'yes', '--cluster-port', String(bus), '--cluster-config-file', `nodes-${bus}.conf`, '--cluster-node-timeout', '2000'] }));
+  }
+  const create = spawn('redis-cli', ['--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  create.stdout.on('data', (d) => (out += d));
+  create.stderr.on('data', (d) => (out += d));
+  const code = await new Promise((resolve) => create.on('exit', resolve));
+  if (code !== 0) throw new Error(`redis-cli --cluster create failed (${code}):\n${out}`);
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  for (;;) {
+    const states = await Promise.all(nodes.map((n) => redisCall(n.port, 'CLUSTER', 'INFO').catch(() => '')));
+    if (states.every((info) => String(info).includes('cluster_state:ok'))) break;
+    if (Date.now() > deadline) throw new Error(`the Redis Cluster did not come up:\n${states.join('\n')}`);
+    await sleep(100);
+  }
+  return { url: `redis+cluster://${nodes.map((n) => `127.0.0.1:${n.port}`).join(',')}`, nodes, port: nodes[0].port };
+}
+
+/**
+ * `nodes` tidings nodes on a new Redis Cluster of three masters, rooms spread over `partitions` slots; every
+ * process started goes through `track` (the test stops them). Returns {redis, parts: [], prefix, nodes,
+ * onCluster: true}.
+ */
+export async function startNodesOnRedisCluster({ nodes, partitions, config = '', track }) {
+  const rc = await startRedisCluster();
+  for (const n of rc.nodes) track(n);
+  const prefix = uniquePrefix();
+  const list = [];
+  for (let i = 0; i < nodes; i++) {
+    list.push(track(await startNode({ redisUrl: rc.url, prefix, name: `${prefix}-n${i}`, config: `cluster_partitions = ${partitions}\n${config}` })));
+  }
+  return { redis: rc, parts: [], prefix, nodes: list, onCluster: true };
+}
+
 async function waitForRedis(port, p, name) {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
@@ -502,16 +544,31 @@ export function received(rec, ev = 'e') {
  *  - `offsets`: Map key → offset as the publish answer gave it (checked when present)
  * Always: offsets strictly increasing, no key twice, nothing outside must ∪ may.
  */
-export function checkDelivery(rec, { must, may = new Set(), offsets = new Map(), ev = 'e' }) {
+export function checkDelivery(rec, { must, may = new Set(), offsets = new Map(), ev = 'e', via }) {
   const got = received(rec, ev);
   const seen = new Map();
   let prev = -1n;
+  const prevIn = new Map();
   const where = () => `${rec.label}: got ${got.length} events [${got.map((g) => `${g.data.k}@${g.offset}`).join(' ')}]`;
   for (const [i, g] of got.entries()) {
     assert.equal(typeof g.offset, 'string', `${rec.label}: event ${g.data.k} without an offset`);
-    const off = BigInt(g.offset);
-    assert.ok(off > prev, `${rec.label}: offsets not strictly increasing at #${i}: ${prev} then ${off} (${g.data.k}); ${where()}`);
-    prev = off;
+    if (g.offset.startsWith('v')) {
+      // A partitioned cluster: the offset is a vector; the event's own partition (the lowest of its rooms the
+      // member is in) holds the event's sequence there, strictly increasing per partition.
+      assert.ok(via, `${rec.label}: vector offset ${g.offset} but the test gave no partition of the events`);
+      const part = via(g.data.k, rec.rooms);
+      const vector = decodeOffset(g.offset);
+      if (PARTITIONS > 0) assert.equal(vector.length, PARTITIONS, `${rec.label}: offset ${g.offset} of ${vector.length} partitions`);
+      assert.ok(part < vector.length, `${rec.label}: offset ${g.offset} has no partition ${part}`);
+      const off = vector[part];
+      const before = prevIn.get(part) ?? -1n;
+      assert.ok(off > before, `${rec.label}: partition ${part} not strictly increasing at #${i}: ${before} then ${off} (${g.data.k}); ${where()}`);
+      prevIn.set(part, off);
+    } else {
+      const off = BigInt(g.offset);
+      assert.ok(off > prev, `${rec.label}: offsets not strictly increasing at #${i}: ${prev} then ${off} (${g.data.k}); ${where()}`);
+      prev = off;
+    }
     assert.ok(!seen.has(g.data.k), `${rec.label}: ${g.data.k} delivered twice (offsets ${seen.get(g.data.k)} and ${g.offset}); ${where()}`);
     seen.set(g.data.k, g.offset);
     assert.ok(must.has(g.data.k) || may.has(g.data.k), `${rec.label}: unexpected event ${g.data.k}@${g.offset}; ${where()}`);
@@ -522,6 +579,72 @@ export function checkDelivery(rec, { must, may = new Set(), offsets = new Map(),
   const missing = [...must].filter((k) => !seen.has(k));
   assert.deepEqual(missing, [], `${rec.label}: ${missing.length} of ${must.size} owed events missing: ${missing.slice(0, 20).join(' ')}; ${where()}`);
   return seen;
+}
+
+// ---------------------------------------------------------------------------
+// partitions (TIDINGS_TEST_PARTITIONS=n runs the cluster tests with rooms spread over n more redis-servers)
+
+/**
+ * TIDINGS_TEST_REDIS_CLUSTER=n runs the cluster tests on a Redis Cluster of three masters instead, rooms spread
+ * over n partitions (hash slots); every key then carries a hash tag.
+ */
+export const REDIS_CLUSTER = Number(process.env.TIDINGS_TEST_REDIS_CLUSTER || 0);
+
+/** How many partitions the cluster tests spread rooms over (0: one Redis for everything). */
+export const PARTITIONS = Number(process.env.TIDINGS_TEST_PARTITIONS || 0) || REDIS_CLUSTER;
+
+/** The prefix of the keys and channels on the main Redis for key prefix `prefix` (hash-tagged on a cluster). */
+export const mainPrefix = (prefix) => (REDIS_CLUSTER > 0 ? `{${prefix}}` : prefix);
+
+/** FNV-1a 64 of a string's UTF-8 bytes (as the server computes it). */
+function fnv1a(text) {
+  let hash = 0xcbf29ce484222325n;
+  for (const byte of Buffer.from(text, 'utf8')) {
+    hash ^= BigInt(byte);
+    hash = (hash * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return hash;
+}
+
+/** The partition of `room` in namespace `nsp` among `n` (jump consistent hash, as the server computes it). */
+export function partitionOf(room, n = PARTITIONS, nsp = '/') {
+  if (n <= 1) return 0;
+  let key = fnv1a(`${nsp}\0${room}`);
+  let b = -1;
+  let j = 0;
+  while (j < n) {
+    b = j;
+    key = (key * 2862933555777941757n + 1n) & 0xffffffffffffffffn;
+    j = Math.floor((b + 1) * (Number(1n << 31n) / Number((key >> 33n) + 1n)));
+  }
+  return b;
+}
+
+/** The positions of a partitioned offset (`v` + base64url of LEB128 varints). */
+export function decodeOffset(text) {
+  const bytes = Buffer.from(text.slice(1), 'base64url');
+  const out = [];
+  let value = 0n;
+  let shift = 0n;
+  for (const byte of bytes) {
+    value |= BigInt(byte & 0x7f) << shift;
+    if (byte & 0x80) shift += 7n;
+    else {
+      out.push(value);
+      value = 0n;
+      shift = 0n;
+    }
+  }
+  return out;
+}
+
+/**
+ * `via` for checkDelivery: the partition an event reaches a member through, the lowest partition among the
+ * event's rooms the member is in (`results` as startPublisher gives them; `n` partitions).
+ */
+export function viaPartition(results, n = PARTITIONS) {
+  const roomsOf = new Map(results.map((r) => [r.k, r.rooms]));
+  return (k, memberRooms) => Math.min(...roomsOf.get(k).filter((r) => memberRooms.includes(r)).map((r) => partitionOf(r, n)));
 }
 
 /** Wait until every recorder in `recs` has at least `countOf(rec)` events (then let duplicates show). */
@@ -622,5 +745,8 @@ export function owed(results, memberRooms) {
       may.add(r.k);
     }
   }
+  // A partitioned cluster's offsets are vectors, not the publish answer's sequence; each partition's order is
+  // checked instead.
+  if (PARTITIONS > 0) return { must, may, offsets: new Map(), via: viaPartition(results) };
   return { must, may, offsets };
 }

@@ -11,7 +11,7 @@ use super::Tidings;
 use crate::cluster::broker::Broker;
 use crate::cluster::keys::Keys;
 use crate::cluster::sessions::ClusterSessions;
-use crate::cluster::subscriber::Subscriber;
+use crate::cluster::subscriber::{Lane, Subscriber};
 use crate::cluster::Redis;
 use crate::hub::Hub;
 
@@ -42,10 +42,23 @@ impl ClusterBackend {
         max_events: usize,
         stream_ttl: Duration,
     ) -> Arc<ClusterBackend> {
+        ClusterBackend::with_lane(redis, keys, hub, node, max_events, stream_ttl, None)
+    }
+
+    /// [`ClusterBackend::new`] for one partition (`lane`) of a partitioned cluster, or the single Redis.
+    pub fn with_lane(
+        redis: Arc<Redis>,
+        keys: Keys,
+        hub: Arc<Hub>,
+        node: &str,
+        max_events: usize,
+        stream_ttl: Duration,
+        lane: Option<Lane>,
+    ) -> Arc<ClusterBackend> {
         Arc::new(ClusterBackend {
             broker: Broker::new(redis.clone(), keys.clone(), max_events, stream_ttl),
             ephemeral: crate::cluster::ephemeral::EphemeralPublisher::start(redis.clone()),
-            subscriber: Subscriber::start(redis.clone(), keys.clone(), hub),
+            subscriber: Subscriber::start_lane(redis.clone(), keys.clone(), hub, lane),
             sessions: ClusterSessions::new(redis.clone(), keys.clone(), node.to_owned()),
             redis,
             keys,

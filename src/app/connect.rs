@@ -9,6 +9,7 @@ use super::backend::{MissedError, TakeError, Unavailable};
 use super::recover::{still_allowed, Failure};
 use super::Tidings;
 use crate::auth::{user_room, VerifiedClaims};
+use crate::cluster::partition::{pack, OffsetVector};
 use crate::engineio::session::Sid;
 use crate::engineio::Session;
 use crate::hub::{EventPackets, RoomKey, BROADCAST_ROOM};
@@ -231,9 +232,12 @@ impl Tidings {
         offset: Option<&str>,
         record: crate::recovery::SessionRecord,
     ) -> Result<(Arc<Socket>, usize), Failure> {
-        let after = match offset {
-            Some(text) => text.parse::<u64>().map_err(|_| Failure::BadOffset)?,
-            None => 0,
+        let log = &self.backend.log;
+        let offsets = match offset {
+            Some(text) => {
+                Some(OffsetVector::parse(text, log.partitions()).map_err(|_| Failure::BadOffset)?)
+            }
+            None => None,
         };
         let rooms: Vec<Membership> = record
             .rooms
@@ -250,6 +254,13 @@ impl Tidings {
         // Live events that arrive while the replay is read wait behind it; those the replay also holds are
         // dropped by the outbox's sequence check.
         session.outbox.hold();
+        // The client has every event up to its offset: a live one at or before it is not queued again (this
+        // node may be behind the one the client left).
+        if let Some(offsets) = &offsets {
+            for (partition, seq) in offsets.positions().iter().enumerate() {
+                session.outbox.advance_seq(pack(partition, *seq));
+            }
+        }
         let names: Vec<String> = rooms.iter().map(|m| m.room.to_string()).collect();
         if self.join_rooms(&socket, &names).await.is_err() {
             session.outbox.discard_held();
@@ -264,7 +275,7 @@ impl Tidings {
                 }
             }
         }
-        match self.read_missed(nsp, &rooms, after).await {
+        match self.read_missed(nsp, &rooms, offsets.as_ref()).await {
             Ok(events) => {
                 let replied = socket.send_connect_reply();
                 let mut pushed = replied.is_ok();
@@ -285,33 +296,22 @@ impl Tidings {
         }
     }
 
-    /// Everything the session missed, from every room it was in, in sequence order.
+    /// Everything the session missed, from every room it was in, in replay order.
     async fn read_missed(
         &self,
         nsp: &str,
         rooms: &[Membership],
-        after: u64,
+        offsets: Option<&OffsetVector>,
     ) -> Result<Vec<(u64, EventPackets)>, Failure> {
-        let mut missed = Vec::new();
-        for membership in rooms {
-            let key = RoomKey::new(nsp, &membership.room);
-            let from = after.max(membership.joined_seq);
-            let events = self
-                .backend
-                .log
-                .missed(&key, membership, from, self.max_replay)
-                .await
-                .map_err(|error| match error {
-                    MissedError::Unavailable(_) => Failure::Unavailable,
-                    MissedError::History(error) => Failure::History(error),
-                })?;
-            if events.len() > self.max_replay {
-                return Err(Failure::TooMany);
-            }
-            missed.extend(events);
-        }
-        missed.sort_by_key(|(seq, _)| *seq);
-        missed.dedup_by_key(|(seq, _)| *seq);
+        let missed = self
+            .backend
+            .log
+            .replay(nsp, rooms, offsets, self.max_replay)
+            .await
+            .map_err(|error| match error {
+                MissedError::Unavailable(_) => Failure::Unavailable,
+                MissedError::History(error) => Failure::History(error),
+            })?;
         if missed.len() > self.max_replay {
             return Err(Failure::TooMany);
         }

@@ -98,6 +98,17 @@ impl ExpiryClock {
             .collect()
     }
 
+    /// Drops the deadlines of sockets that are gone, returning how many: a closed socket's entries would
+    /// otherwise wait for its token's `exp`, each keeping the socket's allocation (its `Weak`) and a map slot,
+    /// which under reconnection churn grows the node by every socket that ever connected within a token's
+    /// lifetime. One pass over the map; the expiry task calls it once a minute.
+    pub fn purge_closed(&self) -> usize {
+        let mut deadlines = self.deadlines.lock();
+        let before = deadlines.len();
+        deadlines.retain(|_, entry| entry.socket.strong_count() > 0);
+        before - deadlines.len()
+    }
+
     /// Deadlines waiting (gauge).
     pub fn len(&self) -> usize {
         self.deadlines.lock().len()
@@ -129,6 +140,24 @@ mod tests {
         };
         let session = Session::new(TransportKind::WebSocket, limits, 10);
         Socket::new(session, "/", None, None, Some(claims(exp)))
+    }
+
+    #[test]
+    fn closed_sockets_leave_the_map_at_the_next_purge() {
+        let clock = ExpiryClock::new(Duration::from_secs(60), Duration::from_secs(5));
+        let (a, b) = (socket(1000), socket(1000));
+        clock.schedule(&a, 1000);
+        clock.schedule(&b, 1000);
+        assert_eq!(clock.len(), 4);
+        assert_eq!(clock.purge_closed(), 0);
+        drop(b);
+        assert_eq!(clock.purge_closed(), 2);
+        assert_eq!(clock.len(), 2);
+        assert_eq!(
+            clock.take_due(1005).len(),
+            2,
+            "the live socket's deadlines stay"
+        );
     }
 
     #[test]

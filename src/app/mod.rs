@@ -603,6 +603,7 @@ impl Tidings {
 async fn expiry_loop(app: std::sync::Weak<Tidings>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else {
@@ -610,6 +611,10 @@ async fn expiry_loop(app: std::sync::Weak<Tidings>) {
         };
         for (socket, exp, due) in app.expiry.take_due(expiry::unix_now()) {
             app.token_due(&socket, exp, due);
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(60) {
+            app.expiry.purge_closed();
         }
         metrics::gauge!("tidings_token_deadlines").set(app.expiry.len() as f64);
     }

@@ -72,6 +72,16 @@ pub struct BenchArgs {
     /// Publish requests in flight at most.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub publish_concurrency: usize,
+    /// POST the events to every node of --url in turn (each one's /v1/publish) instead of one publish URL.
+    #[arg(long, conflicts_with = "publish_url")]
+    pub publish_round_robin: bool,
+    /// Churn: this percentage of the websocket clients (e.g. 1) drops its connection each minute of publishing,
+    /// at evenly spaced times, each a client picked at random. A dropped client closes its TCP socket without a
+    /// Socket.IO disconnect, reconnects to the next node of --url and resumes its session (`pid`, `offset` in the
+    /// CONNECT, as socket.io-client does); every client then checks that it gets each event of its room once
+    /// and in order across its reconnects, and a room's events are published one at a time.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0.0)]
+    pub reconnect_per_min: f64,
     /// Publish with Redis PUBLISH on `<redis-prefix>:publish` (the ingest channel) instead of HTTP.
     #[arg(long, value_name = "URL", conflicts_with = "publish_url")]
     pub redis_ingest: Option<String>,
@@ -148,6 +158,8 @@ impl BenchArgs {
             token: None,
             publish_url: None,
             publish_concurrency: 16,
+            publish_round_robin: false,
+            reconnect_per_min: 0.0,
             redis_ingest: None,
             kafka_ingest: None,
             kafka_topic: None,

@@ -1,5 +1,8 @@
 //! The clients of one process: a spawner that opens them at the ramp rate, and the websocket client task (one
 //! task per connection; while idle it holds the socket, an unallocated leftover buffer and a few counters).
+//! With churn a websocket client also drops its connection when picked (closing the TCP socket with a reset, no
+//! Socket.IO disconnect, as a network loss would) or when it is lost, and opens it again on the next node of
+//! `--url`, resuming its session.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +13,13 @@ use tokio::net::TcpStream;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
+use super::churn::Churn;
 use super::plan::Plan;
 use super::polling::{self, PollingHttp};
-use super::session::{Hello, SioClient, Step};
+use super::session::{Connected, Hello, SioClient, Step};
 use super::stats::Recorder;
 use super::sys::{connect_from, unix_micros};
+use super::track::Track;
 use super::ws::{encode_masked, parse_frame, parse_upgrade_response, upgrade_request, MAX_MESSAGE};
 use crate::engineio::ws_frame::OpCode;
 
@@ -22,6 +27,10 @@ use crate::engineio::ws_frame::OpCode;
 const READ_CHUNK: usize = 4096;
 /// A leftover buffer larger than this is freed once empty, so a burst does not pin memory.
 const KEEP_PENDING: usize = 1024;
+/// Wait after a failed reconnect attempt; it doubles after each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What every client task of a process shares.
 pub struct Shared {
@@ -31,6 +40,8 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     /// HTTP clients of the long-polling clients, one per source address.
     pub(super) polling: PollingHttp,
+    /// Who drops their connection when, with `--reconnect-per-min`.
+    churn: Option<Arc<Churn>>,
 }
 
 /// The clients of this process, being opened or open.
@@ -47,6 +58,7 @@ impl Clients {
         let total = plan.my_clients().count() as u64;
         let shared = Arc::new(Shared {
             polling: PollingHttp::new(&plan),
+            churn: plan.churns().then(|| Churn::new(&plan)),
             plan,
             recorder,
         });
@@ -73,6 +85,13 @@ impl Clients {
     /// The recorder the clients write into.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.shared.recorder
+    }
+
+    /// Publishing starts: clients begin to churn, if they do.
+    pub fn start_churn(&self) {
+        if let Some(churn) = &self.shared.churn {
+            churn.start(&self.shared.plan);
+        }
     }
 
     /// Ends every client (their sockets close as the tasks drop).
@@ -119,35 +138,89 @@ async fn spawn_all(shared: Arc<Shared>, tasks: Arc<Mutex<Vec<JoinHandle<()>>>>) 
         let task = if shared.plan.is_polling(j) {
             tokio::spawn(polling::run_client(j, shared.clone()))
         } else {
-            tokio::spawn(run_client(j, shared.clone()))
+            tokio::spawn(run_client(j, k, shared.clone()))
         };
         tasks.lock().push(task);
     }
 }
 
-/// One websocket client from connect to disconnect.
-async fn run_client(j: usize, shared: Arc<Shared>) {
+/// One websocket client from connect to disconnect (`k`: its position among this process's clients).
+async fn run_client(j: usize, k: usize, shared: Arc<Shared>) {
     let recorder = &shared.recorder;
-    let room = shared.plan.room_of(j);
+    let plan = &shared.plan;
+    let room = plan.room_of(j);
     let started = Instant::now();
-    let mut waiting_for = "tcp connect";
-    // Boxed, so the handshake's buffers and state are freed once it is done.
-    let opening = Box::pin(WsConn::open(j, &shared, &mut waiting_for));
-    let mut conn = match tokio::time::timeout(shared.plan.connect_timeout, opening).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(reason)) => return recorder.failed(&reason, unix_micros()),
-        Err(_) => {
-            let reason = format!("connect timeout waiting for {waiting_for}");
-            return recorder.failed(&reason, unix_micros());
-        }
+    let token = match plan.token_for(j) {
+        Ok(token) => token,
+        Err(e) => return recorder.failed(&format!("token: {e}"), unix_micros()),
+    };
+    let hello = Hello::new(&plan.room_name(room), token.as_deref());
+    let mut session = match &shared.churn {
+        Some(_) => SioClient::tracked(hello, Track::new(room as u64, plan.rooms as u64)),
+        None => SioClient::new(hello),
+    };
+    let mut conn = match WsConn::open_in_time(j, 0, &shared, &mut session).await {
+        Ok(conn) => conn,
+        Err(reason) => return recorder.failed(&reason, unix_micros()),
     };
     recorder.connected(room, micros(started.elapsed()), unix_micros());
-    let reason = loop {
-        if let Err(reason) = conn.read_some(recorder).await {
-            break reason;
-        }
+    let Some(churn) = shared.churn.clone() else {
+        let reason = conn.run(&mut session, recorder).await;
+        recorder.disconnected(room, &reason);
+        return;
     };
-    recorder.disconnected(room, &reason);
+    let slot = churn.slot(k);
+    let mut attempt = 0;
+    loop {
+        slot.set_live(true);
+        let lost = tokio::select! {
+            reason = conn.run(&mut session, recorder) => Some(reason),
+            () = slot.picked() => None,
+        };
+        slot.set_live(false);
+        let since = Instant::now();
+        conn.reset();
+        recorder.dropped(lost.as_deref());
+        conn = redial(j, &shared, token.as_deref(), &mut session, &mut attempt).await;
+        let connected = session.connected();
+        recorder.with(|t| {
+            t.reconnects += 1;
+            match connected {
+                Connected::Recovered => t.recovered += 1,
+                Connected::NotRecovered => t.not_recovered += 1,
+                Connected::Fresh => {}
+            }
+            t.reconnect
+                .saturating_record(micros(since.elapsed()).max(1));
+        });
+    }
+}
+
+/// Opens client `j`'s connection again, resuming its session: each attempt on the next node, waiting longer
+/// after each failed one, until one succeeds (the bench stops the client at the end of the run).
+async fn redial(
+    j: usize,
+    shared: &Shared,
+    token: Option<&str>,
+    session: &mut SioClient,
+    attempt: &mut usize,
+) -> WsConn {
+    let plan = &shared.plan;
+    let room = plan.room_name(plan.room_of(j));
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        *attempt += 1;
+        session.restart(Hello::with_auth(&room, &session.connect_auth(token)));
+        match WsConn::open_in_time(j, *attempt, shared, session).await {
+            Ok(conn) => return conn,
+            Err(reason) => shared.recorder.with(|t| {
+                t.reconnect_failures += 1;
+                t.count_error(&format!("reconnect: {reason}"));
+            }),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
 }
 
 /// Whole microseconds of `d`.
@@ -155,28 +228,44 @@ pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// A websocket connection speaking Socket.IO.
+/// A websocket connection carrying a Socket.IO client (the [`SioClient`] is the caller's: it outlives the
+/// connection when the client reconnects).
 struct WsConn {
     stream: TcpStream,
     /// Bytes of a frame that is not complete yet.
     pending: Vec<u8>,
     /// Opcode and data of a fragmented message in progress.
     fragment: Option<(OpCode, Vec<u8>)>,
-    session: SioClient,
 }
 
 impl WsConn {
-    /// Connects, upgrades and runs the Socket.IO handshake until the subscribe ack; `waiting_for` names the
-    /// step under way (for the reason of a timeout).
+    /// [`WsConn::open`] within the connect timeout, to node `attempt` of client `j`.
+    async fn open_in_time(
+        j: usize,
+        attempt: usize,
+        shared: &Shared,
+        session: &mut SioClient,
+    ) -> Result<WsConn, String> {
+        let mut waiting_for = "tcp connect";
+        // Boxed, so the handshake's buffers and state are freed once it is done.
+        let opening = Box::pin(WsConn::open(j, attempt, shared, session, &mut waiting_for));
+        match tokio::time::timeout(shared.plan.connect_timeout, opening).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("connect timeout waiting for {waiting_for}")),
+        }
+    }
+
+    /// Connects, upgrades and runs the Socket.IO handshake until the client is live (subscribed, or its session
+    /// resumed); `waiting_for` names the step under way (for the reason of a timeout).
     async fn open(
         j: usize,
+        attempt: usize,
         shared: &Shared,
+        session: &mut SioClient,
         waiting_for: &mut &'static str,
     ) -> Result<WsConn, String> {
         let plan = &shared.plan;
-        let target = plan.target_of(j);
-        let token = plan.token_for(j).map_err(|e| format!("token: {e}"))?;
-        let hello = Hello::new(&plan.room_name(plan.room_of(j)), token.as_deref());
+        let target = plan.target_at(j, attempt);
         let mut stream = connect_from(target.addr, plan.source_of(j))
             .await
             .map_err(|e| format!("tcp connect: {}", io_reason(&e)))?;
@@ -194,22 +283,41 @@ impl WsConn {
             stream,
             pending,
             fragment: None,
-            session: SioClient::new(hello),
         };
         // Frames that came with the 101 answer.
-        if !conn.pending.is_empty() && conn.process_pending(&shared.recorder).await? {
+        if !conn.pending.is_empty() && conn.process_pending(session, &shared.recorder).await? {
             return Ok(conn);
         }
-        while !conn.session.is_live() {
-            *waiting_for = conn.session.waiting_for();
-            conn.read_some(&shared.recorder).await?;
+        while !session.is_live() {
+            *waiting_for = session.waiting_for();
+            conn.read_some(session, &shared.recorder).await?;
         }
         Ok(conn)
     }
 
+    /// Reads and answers until the connection ends; returns why.
+    async fn run(&mut self, session: &mut SioClient, recorder: &Recorder) -> String {
+        loop {
+            if let Err(reason) = self.read_some(session, recorder).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Ends the connection with a TCP reset, as a lost network would leave it: no Socket.IO disconnect, no
+    /// WebSocket close.
+    fn reset(self) {
+        // Without the zero linger the socket closes with a FIN, which serves as well.
+        let _ = self.stream.set_zero_linger();
+    }
+
     /// Waits for bytes, handles every complete frame in them, sends what they call for. `Ok(true)` when the
     /// client became live; `Err` with the reason when the connection ended.
-    async fn read_some(&mut self, recorder: &Recorder) -> Result<bool, String> {
+    async fn read_some(
+        &mut self,
+        session: &mut SioClient,
+        recorder: &Recorder,
+    ) -> Result<bool, String> {
         self.stream
             .readable()
             .await
@@ -224,12 +332,12 @@ impl WsConn {
                 Err(e) => return Err(format!("read: {}", io_reason(&e))),
             };
             if self.pending.is_empty() {
-                let (used, live) = self.process(&chunk[..n], recorder, &mut out)?;
+                let (used, live) = self.process(&chunk[..n], session, recorder, &mut out)?;
                 self.pending.extend_from_slice(&chunk[used..n]);
                 live
             } else {
                 self.pending.extend_from_slice(&chunk[..n]);
-                self.take_pending(recorder, &mut out)?
+                self.take_pending(session, recorder, &mut out)?
             }
         };
         self.send(out).await?;
@@ -237,17 +345,26 @@ impl WsConn {
     }
 
     /// Handles the frames already in `pending`.
-    async fn process_pending(&mut self, recorder: &Recorder) -> Result<bool, String> {
+    async fn process_pending(
+        &mut self,
+        session: &mut SioClient,
+        recorder: &Recorder,
+    ) -> Result<bool, String> {
         let mut out = Outgoing::default();
-        let live = self.take_pending(recorder, &mut out)?;
+        let live = self.take_pending(session, recorder, &mut out)?;
         self.send(out).await?;
         Ok(live)
     }
 
     /// Processes `pending` and keeps only the incomplete tail, freeing a large buffer once it is empty.
-    fn take_pending(&mut self, recorder: &Recorder, out: &mut Outgoing) -> Result<bool, String> {
+    fn take_pending(
+        &mut self,
+        session: &mut SioClient,
+        recorder: &Recorder,
+        out: &mut Outgoing,
+    ) -> Result<bool, String> {
         let data = std::mem::take(&mut self.pending);
-        let (used, live) = self.process(&data, recorder, out)?;
+        let (used, live) = self.process(&data, session, recorder, out)?;
         self.pending = data;
         self.pending.drain(..used);
         if self.pending.is_empty() && self.pending.capacity() > KEEP_PENDING {
@@ -261,6 +378,7 @@ impl WsConn {
     fn process(
         &mut self,
         data: &[u8],
+        session: &mut SioClient,
         recorder: &Recorder,
         out: &mut Outgoing,
     ) -> Result<(usize, bool), String> {
@@ -290,37 +408,14 @@ impl WsConn {
                         self.fragment = Some((opcode, joined));
                         continue;
                     }
-                    live |= self.on_message(opcode, &joined, now_us, recorder, out)?;
+                    live |= on_message(session, opcode, &joined, now_us, recorder, out)?;
                     continue;
                 }
                 _ => return Err("bad frame: broken fragmentation".into()),
             };
-            live |= self.on_message(message.0, message.1, now_us, recorder, out)?;
+            live |= on_message(session, message.0, message.1, now_us, recorder, out)?;
         }
         Ok((used, live))
-    }
-
-    /// Hands a whole text message to the Socket.IO client (binary messages are not part of the bench).
-    fn on_message(
-        &mut self,
-        opcode: OpCode,
-        payload: &[u8],
-        now_us: u64,
-        recorder: &Recorder,
-        out: &mut Outgoing,
-    ) -> Result<bool, String> {
-        if opcode != OpCode::Text {
-            return Ok(false);
-        }
-        match self
-            .session
-            .on_packet(payload, now_us, recorder, &mut out.packets)
-        {
-            Step::Continue => Ok(false),
-            Step::Live => Ok(true),
-            Step::Failed(reason) => Err(reason),
-            Step::Closed(reason) => Err(reason.to_owned()),
-        }
     }
 
     /// Writes the replies a batch of frames called for.
@@ -335,6 +430,26 @@ impl WsConn {
             .write_all(&out.wire)
             .await
             .map_err(|e| format!("write: {}", io_reason(&e)))
+    }
+}
+
+/// Hands a whole text message to the Socket.IO client (binary messages are not part of the bench).
+fn on_message(
+    session: &mut SioClient,
+    opcode: OpCode,
+    payload: &[u8],
+    now_us: u64,
+    recorder: &Recorder,
+    out: &mut Outgoing,
+) -> Result<bool, String> {
+    if opcode != OpCode::Text {
+        return Ok(false);
+    }
+    match session.on_packet(payload, now_us, recorder, &mut out.packets) {
+        Step::Continue => Ok(false),
+        Step::Live => Ok(true),
+        Step::Failed(reason) => Err(reason),
+        Step::Closed(reason) => Err(reason.to_owned()),
     }
 }
 

@@ -7,6 +7,8 @@
 //! [`workers`] spreads the clients over processes when one cannot hold enough sockets.
 
 pub mod args;
+pub mod churn;
+pub mod churn_report;
 pub mod client;
 pub mod dm;
 pub mod plan;
@@ -16,6 +18,7 @@ pub mod report;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod track;
 pub mod tracking;
 pub mod workers;
 pub mod ws;
@@ -279,10 +282,14 @@ impl Fleet {
         })
     }
 
-    /// Marks the start of publishing: workers note their CPU time then, and report it at the end.
+    /// Marks the start of publishing: workers note their CPU time then, and report it at the end; churning
+    /// clients start dropping their connections.
     async fn mark(&mut self) -> Result<(), BenchError> {
         match self {
-            Fleet::Local(_) => Ok(()),
+            Fleet::Local(clients) => {
+                clients.start_churn();
+                Ok(())
+            }
             Fleet::Workers(set) => set.mark().await,
         }
     }

@@ -41,10 +41,10 @@ pub enum Auth {
 /// How events are published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishVia {
-    /// `POST` to this URL with the API key as bearer token.
+    /// `POST` to these URLs in turn with the API key as bearer token.
     Http {
-        /// The publish endpoint.
-        uri: Uri,
+        /// The publish endpoints (one, or every node's with `--publish-round-robin`).
+        uris: Vec<Uri>,
         /// The API key, if any.
         api_key: Option<String>,
     },
@@ -83,6 +83,8 @@ pub struct Plan {
     pub publish: PublishVia,
     /// Publish requests in flight at most.
     pub concurrency: usize,
+    /// Share of the websocket clients dropping their connection per minute of publishing (0.01 = 1%).
+    pub churn_per_min: f64,
     /// Events per second.
     pub rate: f64,
     /// Measured publishing time.
@@ -171,7 +173,14 @@ impl Plan {
                 }
             }
             (None, None) => PublishVia::Http {
-                uri: publish_uri(args, &targets[0])?,
+                uris: if args.publish_round_robin {
+                    targets
+                        .iter()
+                        .map(|t| publish_uri_of(t, args.allow_remote))
+                        .collect::<Result<_, _>>()?
+                } else {
+                    vec![publish_uri(args, &targets[0])?]
+                },
                 api_key: args.api_key.clone().filter(|k| !k.is_empty()),
             },
         };
@@ -184,6 +193,7 @@ impl Plan {
             auth,
             publish,
             concurrency: args.publish_concurrency,
+            churn_per_min: args.reconnect_per_min / 100.0,
             rate: args.rate,
             duration: Duration::from_secs_f64(args.duration),
             payload: args.payload,
@@ -238,7 +248,17 @@ impl Plan {
 
     /// Node of client `j`.
     pub fn target_of(&self, j: usize) -> &Target {
-        &self.targets[j % self.targets.len()]
+        self.target_at(j, 0)
+    }
+
+    /// Node of connection `attempt` of client `j` (0: its first): the next node of the list each time.
+    pub fn target_at(&self, j: usize, attempt: usize) -> &Target {
+        &self.targets[(j + attempt) % self.targets.len()]
+    }
+
+    /// Whether clients churn (drop and resume their connections, checking every event's order).
+    pub fn churns(&self) -> bool {
+        self.churn_per_min > 0.0
     }
 
     /// Source address of client `j`: round-robin within each target, so every node sees every source address.
@@ -324,6 +344,9 @@ fn check_numbers(args: &BenchArgs) -> Result<(), BenchError> {
     }
     if args.publish_concurrency == 0 {
         return Err(invalid("--publish-concurrency must be at least 1"));
+    }
+    if !finite_non_negative(args.reconnect_per_min) || args.reconnect_per_min > 100.0 {
+        return Err(invalid("--reconnect-per-min is a percentage from 0 to 100"));
     }
     if args.source_ips.is_some_and(|n| n == 0 || n > 65_000) {
         return Err(invalid("--source-ips must be 1..=65000"));
@@ -431,6 +454,18 @@ fn publish_uri(args: &BenchArgs, first: &Target) -> Result<Uri, BenchError> {
     Ok(uri)
 }
 
+/// The `/v1/publish` endpoint of node `target`.
+fn publish_uri_of(target: &Target, allow_remote: bool) -> Result<Uri, BenchError> {
+    resolve(
+        &target.addr.ip().to_string(),
+        target.addr.port(),
+        allow_remote,
+    )?;
+    format!("http://{}/v1/publish", target.authority)
+        .parse()
+        .map_err(|e| invalid(format!("publish URL of {}: {e}", target.authority)))
+}
+
 /// Refuses a Redis URL that does not parse or names a remote host (unless allowed).
 fn check_redis_url(url: &str, allow_remote: bool) -> Result<(), BenchError> {
     let client =
@@ -472,12 +507,37 @@ mod tests {
         assert_eq!(p.targets[1].addr.port(), 4002);
         assert_eq!(p.target_of(3).addr.port(), 4002);
         match &p.publish {
-            PublishVia::Http { uri, api_key } => {
-                assert_eq!(uri.to_string(), "http://127.0.0.1:4001/v1/publish");
+            PublishVia::Http { uris, api_key } => {
+                assert_eq!(uris.len(), 1);
+                assert_eq!(uris[0].to_string(), "http://127.0.0.1:4001/v1/publish");
                 assert_eq!(api_key.as_deref(), Some("plan-test-key"));
             }
             other => panic!("{other:?}"),
         }
+        let spread = plan(|a| {
+            a.urls = vec![
+                "http://127.0.0.1:4001".into(),
+                "http://127.0.0.1:4002".into(),
+            ];
+            a.publish_round_robin = true;
+            a.reconnect_per_min = 1.0;
+        })
+        .unwrap();
+        match &spread.publish {
+            PublishVia::Http { uris, .. } => assert_eq!(
+                uris.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+                [
+                    "http://127.0.0.1:4001/v1/publish",
+                    "http://127.0.0.1:4002/v1/publish"
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(spread.churns() && (spread.churn_per_min - 0.01).abs() < 1e-12);
+        // Reconnects go to the next node each time.
+        assert_eq!(spread.target_at(1, 0).addr.port(), 4002);
+        assert_eq!(spread.target_at(1, 1).addr.port(), 4001);
+        assert!(!p.churns());
     }
 
     #[test]
@@ -494,6 +554,8 @@ mod tests {
         assert!(plan(|a| a.rate = 0.0).is_err());
         assert!(plan(|a| a.polling_share = 1.5).is_err());
         assert!(plan(|a| a.ramp = "fast".into()).is_err());
+        assert!(plan(|a| a.reconnect_per_min = -1.0).is_err());
+        assert!(plan(|a| a.reconnect_per_min = 101.0).is_err());
         assert!(plan(|a| a.redis_ingest = Some("redis://192.0.2.1:6379".into())).is_err());
         let p = plan(|a| a.redis_ingest = Some("redis://127.0.0.1:6390".into())).unwrap();
         assert_eq!(

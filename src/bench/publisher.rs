@@ -1,6 +1,8 @@
 //! The publisher: events at a steady rate, round-robin over the rooms, each carrying its send time `t` (µs
-//! since the epoch) and a global `seq`; over the HTTP API (keep-alive pool) or the Redis ingest channel, with a
-//! bounded number of requests in flight.
+//! since the epoch) and a global `seq`; over the HTTP API (keep-alive pool; one node's or every node's in turn)
+//! or the Redis ingest channel, with a bounded number of requests in flight. With churning clients a room's next
+//! event waits for the answer to its previous one, so the room's events are sequenced in `seq` order, which the
+//! clients check.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 use tokio::time::Instant;
 
 use super::client::micros;
@@ -127,7 +129,7 @@ impl Published {
 enum Sender {
     Http {
         client: Client<HttpConnector, Body>,
-        uri: Uri,
+        uris: Arc<[Uri]>,
         authorization: Option<String>,
     },
     Redis {
@@ -146,20 +148,22 @@ pub struct Publisher {
     rooms: Arc<[String]>,
     payload: usize,
     concurrency: usize,
+    /// One lock per room, held from a publish until its answer, when rooms are published one event at a time.
+    in_order: Option<Vec<Arc<AsyncMutex<()>>>>,
 }
 
 impl Publisher {
     /// A publisher for `plan` (connects to Redis when publishing there).
     pub async fn connect(plan: &Plan) -> Result<Publisher, BenchError> {
         let sender = match &plan.publish {
-            PublishVia::Http { uri, api_key } => {
+            PublishVia::Http { uris, api_key } => {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 Sender::Http {
                     client: Client::builder(TokioExecutor::new())
                         .pool_max_idle_per_host(plan.concurrency)
                         .build(connector),
-                    uri: uri.clone(),
+                    uris: uris.clone().into(),
                     authorization: api_key.as_ref().map(|k| format!("Bearer {k}")),
                 }
             }
@@ -196,7 +200,18 @@ impl Publisher {
                 .into(),
             payload: plan.payload,
             concurrency: plan.concurrency,
+            in_order: plan
+                .churns()
+                .then(|| (0..plan.rooms).map(|_| Arc::default()).collect()),
         })
+    }
+
+    /// Waits until `room` has no publish in flight, when rooms are published one event at a time.
+    async fn room_turn(&self, room: usize) -> Option<OwnedMutexGuard<()>> {
+        match &self.in_order {
+            Some(locks) => Some(locks[room].clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// Publishes events `first_seq ..` as `schedule` says; event `seq` goes to room `seq mod rooms`.
@@ -222,6 +237,7 @@ impl Publisher {
             }
             let seq = first_seq + i;
             let room = (seq % self.rooms.len() as u64) as usize;
+            let turn = self.room_turn(room).await;
             let body = event_body(&self.rooms[room], seq, self.payload);
             {
                 let mut r = result.lock();
@@ -234,7 +250,10 @@ impl Publisher {
             let result = result.clone();
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let outcome = sender.send(&rooms[room], body).await;
+                // Node (room + round): successive events go to successive nodes, and so do a room's.
+                let node = room + (seq / rooms.len() as u64) as usize;
+                let outcome = sender.send(node, &rooms[room], body).await;
+                drop(turn);
                 let took = micros(sent.elapsed());
                 let mut r = result.lock();
                 r.latency.saturating_record(took.max(1));
@@ -289,14 +308,16 @@ struct Answer {
 }
 
 impl Sender {
-    /// Sends one event for `room`; `Ok(recipients)` when accepted.
-    async fn send(&self, room: &str, body: String) -> Result<Option<u64>, String> {
+    /// Sends an event for `room` (over HTTP to publish URL `node` modulo their number); `Ok(recipients)` when
+    /// accepted.
+    async fn send(&self, node: usize, room: &str, body: String) -> Result<Option<u64>, String> {
         match self {
             Sender::Http {
                 client,
-                uri,
+                uris,
                 authorization,
             } => {
+                let uri = &uris[node % uris.len()];
                 let mut request =
                     Request::post(uri.clone()).header(header::CONTENT_TYPE, "application/json");
                 if let Some(value) = authorization {

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::churn_report::ChurnReport;
 use super::plan::{Plan, PublishVia};
 use super::publisher::Published;
 use super::stats::{Hist, Tally};
@@ -110,6 +111,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// Publish failure reasons.
     pub publish_errors: BTreeMap<String, u64>,
+    /// Drops, reconnects and the order check, with `--reconnect-per-min`.
+    pub churn: Option<ChurnReport>,
 }
 
 /// The inputs of a report besides the plan.
@@ -175,6 +178,9 @@ impl Report {
                 "{} of {} expected deliveries arrived ({:.4}, below --min-delivered {min_delivered})",
                 self.deliveries, self.expected, self.delivered_ratio
             ));
+        }
+        if let Some(churn) = &self.churn {
+            short.extend(churn.shortfalls());
         }
         short
     }
@@ -255,6 +261,9 @@ impl Report {
             run_s: inputs.finished_us.saturating_sub(inputs.started_us) as f64 / 1e6,
             errors: t.errors.clone(),
             publish_errors: p.errors.clone(),
+            churn: plan
+                .churns()
+                .then(|| ChurnReport::build(plan.churn_per_min * 100.0, t, expected)),
         }
     }
 
@@ -377,6 +386,9 @@ impl fmt::Display for Report {
         for (name, value) in rows {
             writeln!(f, "  {name:<15}{value}")?;
         }
+        if let Some(churn) = &r.churn {
+            writeln!(f, "  {:<15}{churn}", "churn")?;
+        }
         Ok(())
     }
 }
@@ -486,5 +498,6 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("1 × HTTP 500"), "{table}");
+        assert!(report.churn.is_none() && !table.contains("churn"));
     }
 }

@@ -1,6 +1,8 @@
 //! One bench client at the Socket.IO level, whatever its transport: open → CONNECT with the token → `subscribe`
-//! → live, answering pings and timing every `message` event. Pure: packets in, replies out, counts into the
-//! [`Recorder`].
+//! → live, answering pings and timing every `message` event. A churning client carries a [`Track`]: its CONNECT
+//! then asks to resume the previous session (`pid`, `offset`), a recovered session is live at once (its rooms
+//! kept, its missed events replayed), and every event is checked against the room's order. Pure: packets in,
+//! replies out, counts into the [`Recorder`].
 
 use std::fmt;
 
@@ -8,6 +10,7 @@ use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::stats::Recorder;
+use super::track::{Track, Verdict};
 
 /// Ack id of the `subscribe` event a client emits.
 const SUBSCRIBE_ACK: &str = "1";
@@ -28,12 +31,38 @@ impl Hello {
             Some(token) => format!("40{}", serde_json::json!({ "token": token })),
             None => "40".to_owned(),
         };
-        let subscribe = format!(
-            "42{SUBSCRIBE_ACK}[\"subscribe\",{}]",
-            serde_json::Value::from(room)
-        );
-        Hello { connect, subscribe }
+        Hello {
+            connect,
+            subscribe: subscribe_packet(room),
+        }
     }
+
+    /// The packets for a client of `room` whose CONNECT carries `auth` (token, and `pid` / `offset` to resume).
+    pub fn with_auth(room: &str, auth: &serde_json::Value) -> Hello {
+        Hello {
+            connect: format!("40{auth}"),
+            subscribe: subscribe_packet(room),
+        }
+    }
+}
+
+/// `421["subscribe","<room>"]`.
+fn subscribe_packet(room: &str) -> String {
+    format!(
+        "42{SUBSCRIBE_ACK}[\"subscribe\",{}]",
+        serde_json::Value::from(room)
+    )
+}
+
+/// How the last CONNECT of a client went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connected {
+    /// A new session (nothing to resume).
+    Fresh,
+    /// The previous session resumed: same `pid`, rooms kept, missed events replayed.
+    Recovered,
+    /// Resuming was asked but the server started a new session (the client subscribes again).
+    NotRecovered,
 }
 
 /// Where a client is in its handshake.
@@ -69,6 +98,12 @@ pub struct SioClient {
     hello: Option<Box<Hello>>,
     /// Offset of the last event (or its seq when events carry no offset); `None` before the first.
     last: Option<u64>,
+    /// Resume position and order check of a churning client.
+    track: Option<Box<Track>>,
+    /// Whether the CONNECT under way asks to resume a session.
+    resuming: bool,
+    /// How the last CONNECT went.
+    connected: Connected,
 }
 
 impl SioClient {
@@ -78,7 +113,39 @@ impl SioClient {
             phase: Phase::Open,
             hello: Some(Box::new(hello)),
             last: None,
+            track: None,
+            resuming: false,
+            connected: Connected::Fresh,
         }
+    }
+
+    /// A churning client: `track` checks its room's order and keeps what it needs to resume.
+    pub fn tracked(hello: Hello, track: Track) -> SioClient {
+        SioClient {
+            track: Some(Box::new(track)),
+            ..SioClient::new(hello)
+        }
+    }
+
+    /// Starts the handshake again on a new transport with `hello` (built from [`SioClient::connect_auth`]).
+    pub fn restart(&mut self, hello: Hello) {
+        self.phase = Phase::Open;
+        self.hello = Some(Box::new(hello));
+        self.resuming = self.track.as_ref().is_some_and(|t| t.pid.is_some());
+    }
+
+    /// The CONNECT auth for the next connection: the token, plus `pid` and `offset` once there is a session to
+    /// resume.
+    pub fn connect_auth(&self, token: Option<&str>) -> serde_json::Value {
+        match &self.track {
+            Some(track) => track.connect_auth(token),
+            None => Track::new(0, 1).connect_auth(token),
+        }
+    }
+
+    /// How the last CONNECT went.
+    pub fn connected(&self) -> Connected {
+        self.connected
     }
 
     /// Handles one Engine.IO text packet received at `now_us`; Engine.IO packets to send go to `replies`.
@@ -130,6 +197,9 @@ impl SioClient {
                 Step::Continue
             }
             (Some(b'0'), Phase::Connect) => {
+                if self.on_connect_reply(&sio[1..]) {
+                    return Step::Live;
+                }
                 self.phase = Phase::Subscribe;
                 replies.push(
                     self.hello
@@ -158,6 +228,38 @@ impl SioClient {
         }
     }
 
+    /// Handles the CONNECT answer `{"sid":…,"pid":…}` of a tracked client; `true` when it resumed the session
+    /// it asked for (then it is live at once: its rooms were kept).
+    fn on_connect_reply(&mut self, payload: &[u8]) -> bool {
+        let Some(track) = self.track.as_mut() else {
+            return false;
+        };
+        #[derive(Deserialize)]
+        struct Reply {
+            pid: Option<String>,
+        }
+        let pid = serde_json::from_slice::<Reply>(payload)
+            .ok()
+            .and_then(|r| r.pid);
+        let recovered = self.resuming && pid.is_some() && pid == track.pid;
+        self.resuming = false;
+        if recovered {
+            self.connected = Connected::Recovered;
+            self.phase = Phase::Live;
+            self.hello = None;
+            return true;
+        }
+        self.connected = if track.pid.is_some() {
+            Connected::NotRecovered
+        } else {
+            Connected::Fresh
+        };
+        track.pid = pid;
+        // A new session's offsets start over: resuming from the old one's would skip or repeat.
+        track.offset = None;
+        false
+    }
+
     /// Counts one main-namespace event `["name",data,"offset"?]`.
     fn on_event(&mut self, args: &[u8], now_us: u64, recorder: &Recorder) {
         let Ok(event) = serde_json::from_slice::<EventArgs>(args) else {
@@ -168,7 +270,28 @@ impl SioClient {
             recorder.with(|t| t.untimed += 1);
             return;
         };
-        let order = event.offset.unwrap_or(seq);
+        if let Some(track) = self.track.as_mut() {
+            if let Some(offset) = event.offset {
+                track.note_offset(offset);
+            }
+            let verdict = track.check(seq);
+            let warmup = recorder.is_warmup(seq);
+            recorder.with(|t| match verdict {
+                Verdict::InOrder => t.record_delivery(now_us, sent_us, warmup),
+                Verdict::Gap(skipped) => {
+                    t.gaps += skipped;
+                    t.record_delivery(now_us, sent_us, warmup);
+                }
+                Verdict::Late => {
+                    t.gaps_filled += 1;
+                    t.out_of_order += 1;
+                    t.record_delivery(now_us, sent_us, warmup);
+                }
+                Verdict::Duplicate => t.duplicates += 1,
+            });
+            return;
+        }
+        let order = event.offset.and_then(order_of_offset).unwrap_or(seq);
         let previous = self.last.replace(order);
         let warmup = recorder.is_warmup(seq);
         recorder.with(|t| {
@@ -226,12 +349,13 @@ fn connect_error(payload: &[u8]) -> String {
     }
 }
 
-/// What the bench reads from an event's arguments: `t` and `seq` of the data, and the offset argument.
+/// What the bench reads from an event's arguments: `t` and `seq` of the data, and the offset argument (an opaque
+/// string to a client; the order check without a [`Track`] reads a number from it with `order_of_offset`).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct EventArgs {
+struct EventArgs<'a> {
     t: Option<u64>,
     seq: Option<u64>,
-    offset: Option<u64>,
+    offset: Option<&'a str>,
 }
 
 /// The data object of a bench event; other fields (the padding) are skipped.
@@ -241,18 +365,18 @@ struct EventData {
     seq: Option<u64>,
 }
 
-impl<'de> Deserialize<'de> for EventArgs {
+impl<'de> Deserialize<'de> for EventArgs<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ArgsVisitor;
 
         impl<'de> Visitor<'de> for ArgsVisitor {
-            type Value = EventArgs;
+            type Value = EventArgs<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an event array [name, data, offset?]")
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventArgs, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventArgs<'de>, A::Error> {
                 let _name: &str = seq
                     .next_element()?
                     .ok_or_else(|| de::Error::invalid_length(0, &self))?;
@@ -263,12 +387,23 @@ impl<'de> Deserialize<'de> for EventArgs {
                 Ok(EventArgs {
                     t: data.as_ref().and_then(|d| d.t),
                     seq: data.as_ref().and_then(|d| d.seq),
-                    offset: offset.and_then(|o| o.parse().ok()),
+                    offset,
                 })
             }
         }
 
         deserializer.deserialize_seq(ArgsVisitor)
+    }
+}
+
+/// A number that grows with every event a client receives, from its offset: the offset itself from one Redis or
+/// an embedded node; the sum of the positions of a partitioned cluster's offset vector, which grows in the
+/// event's partition and never falls in the others while the client stays on one node.
+fn order_of_offset(text: &str) -> Option<u64> {
+    match text.parse() {
+        Ok(seq) => Some(seq),
+        Err(_) => crate::cluster::partition::positions_of(text)
+            .map(|positions| positions.iter().fold(0u64, |sum, p| sum.saturating_add(*p))),
     }
 }
 
@@ -384,20 +519,90 @@ mod tests {
     }
 
     #[test]
+    fn churning_client_resumes_and_checks_order() {
+        let rec = Recorder::new(2, 0);
+        let mut client = SioClient::tracked(Hello::new("bench-1", Some("tok")), Track::new(1, 2));
+        let mut replies = Vec::new();
+        client.on_packet(b"0{}", 0, &rec, &mut replies);
+        client.on_packet(br#"40{"sid":"s1","pid":"p1"}"#, 0, &rec, &mut replies);
+        assert_eq!(client.connected(), Connected::Fresh);
+        assert_eq!(
+            client.on_packet(b"431[{\"ok\":true}]", 0, &rec, &mut replies),
+            Step::Live
+        );
+        let event = |client: &mut SioClient, json: &str| {
+            client.on_packet(format!("42{json}").as_bytes(), 10, &rec, &mut Vec::new());
+        };
+        event(&mut client, r#"["message",{"t":1,"seq":1},"a1"]"#);
+        event(&mut client, r#"["message",{"t":1,"seq":3},"a3"]"#);
+        // The transport drops: the CONNECT asks for the session and the last offset.
+        let auth = client.connect_auth(Some("tok"));
+        assert_eq!(
+            auth,
+            serde_json::json!({"token": "tok", "pid": "p1", "offset": "a3"})
+        );
+        client.restart(Hello::with_auth("bench-1", &auth));
+        let mut replies = Vec::new();
+        client.on_packet(b"0{}", 0, &rec, &mut replies);
+        assert_eq!(replies[0], format!("40{auth}"));
+        // Same pid back: recovered and live at once; the replay is counted, a repeated event is a duplicate.
+        assert_eq!(
+            client.on_packet(br#"40{"sid":"s1","pid":"p1"}"#, 0, &rec, &mut replies),
+            Step::Live
+        );
+        assert_eq!(client.connected(), Connected::Recovered);
+        event(&mut client, r#"["message",{"t":1,"seq":5},"a5"]"#);
+        event(&mut client, r#"["message",{"t":1,"seq":5},"a5"]"#);
+        // Another drop, and this time the server starts a new session: the client subscribes again and the
+        // events published meanwhile are a gap, one of which comes late.
+        client.restart(Hello::with_auth(
+            "bench-1",
+            &client.connect_auth(Some("tok")),
+        ));
+        let mut replies = Vec::new();
+        client.on_packet(b"0{}", 0, &rec, &mut replies);
+        assert_eq!(
+            client.on_packet(br#"40{"sid":"s2","pid":"p2"}"#, 0, &rec, &mut replies),
+            Step::Continue
+        );
+        assert_eq!(client.connected(), Connected::NotRecovered);
+        assert_eq!(replies[1], r#"421["subscribe","bench-1"]"#);
+        client.on_packet(b"431[{\"ok\":true}]", 0, &rec, &mut replies);
+        event(&mut client, r#"["message",{"t":1,"seq":11},"b1"]"#);
+        event(&mut client, r#"["message",{"t":1,"seq":7},"a7"]"#);
+        assert_eq!(
+            client.connect_auth(None),
+            serde_json::json!({"pid": "p2", "offset": "a7"})
+        );
+        let t = rec.snapshot();
+        assert_eq!(
+            t.deliveries, 5,
+            "1, 3, 5, 11 and the late 7; the repeated 5 is not a delivery"
+        );
+        assert_eq!(
+            (t.duplicates, t.gaps, t.gaps_filled, t.out_of_order),
+            (1, 2, 1, 1)
+        );
+    }
+
+    #[test]
     fn event_args_parse() {
-        let parse = |s: &str| serde_json::from_str::<EventArgs>(s).ok();
+        fn parse(s: &str) -> Option<EventArgs<'_>> {
+            serde_json::from_str(s).ok()
+        }
         assert_eq!(
             parse(r#"["message",{"t":1,"seq":2},"3"]"#),
             Some(EventArgs {
                 t: Some(1),
                 seq: Some(2),
-                offset: Some(3)
+                offset: Some("3")
             })
         );
         assert_eq!(
             parse(r#"["message",{"t":1},"x",4]"#),
             Some(EventArgs {
                 t: Some(1),
+                offset: Some("x"),
                 ..EventArgs::default()
             })
         );

@@ -79,12 +79,27 @@ pub struct Tally {
     pub deliveries: u64,
     /// Events of the warm-up phase received (not in the latency histogram).
     pub warmup_deliveries: u64,
-    /// Events whose offset (or seq, without offsets) repeated the previous one of the same client.
+    /// Events whose offset (or seq, without offsets) repeated the previous one of the same client; for a
+    /// churning client, events of its room received before (not counted as deliveries).
     pub duplicates: u64,
     /// Events whose offset (or seq) was lower than the previous one of the same client.
     pub out_of_order: u64,
     /// Events without a numeric `t` and `seq`.
     pub untimed: u64,
+    /// Churning clients: events of their room skipped over (a later one came first).
+    pub gaps: u64,
+    /// Churning clients: skipped events that came late after all.
+    pub gaps_filled: u64,
+    /// Churning clients: connections dropped on purpose (the TCP socket closed without a Socket.IO disconnect).
+    pub drops: u64,
+    /// Churning clients: connections opened again after a drop or a lost connection.
+    pub reconnects: u64,
+    /// Reconnects whose session was resumed.
+    pub recovered: u64,
+    /// Reconnects answered with a new session although resuming was asked.
+    pub not_recovered: u64,
+    /// Reconnect attempts that failed (each retried on the next node).
+    pub reconnect_failures: u64,
     /// Frames or packets that did not parse.
     pub bad_packets: u64,
     /// Deliveries whose receive time was before their send time (clock trouble), recorded as 0.
@@ -103,6 +118,9 @@ pub struct Tally {
     /// Time from opening the TCP connection to the subscribe ack, µs.
     #[serde(with = "hist_text")]
     pub connect: Hist,
+    /// Churning clients: time from losing a connection to being live again, µs.
+    #[serde(with = "hist_text")]
+    pub reconnect: Hist,
     /// Connect failures and disconnect reasons, with counts.
     pub errors: BTreeMap<String, u64>,
 }
@@ -118,6 +136,13 @@ impl Default for Tally {
             duplicates: 0,
             out_of_order: 0,
             untimed: 0,
+            gaps: 0,
+            gaps_filled: 0,
+            drops: 0,
+            reconnects: 0,
+            recovered: 0,
+            not_recovered: 0,
+            reconnect_failures: 0,
             bad_packets: 0,
             negative_latency: 0,
             first_delivery_us: 0,
@@ -126,6 +151,7 @@ impl Default for Tally {
             members: Vec::new(),
             latency: new_hist(),
             connect: new_hist(),
+            reconnect: new_hist(),
             errors: BTreeMap::new(),
         }
     }
@@ -142,6 +168,13 @@ impl Tally {
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.untimed += other.untimed;
+        self.gaps += other.gaps;
+        self.gaps_filled += other.gaps_filled;
+        self.drops += other.drops;
+        self.reconnects += other.reconnects;
+        self.recovered += other.recovered;
+        self.not_recovered += other.not_recovered;
+        self.reconnect_failures += other.reconnect_failures;
         self.bad_packets += other.bad_packets;
         self.negative_latency += other.negative_latency;
         self.first_delivery_us = earliest(self.first_delivery_us, other.first_delivery_us);
@@ -155,6 +188,7 @@ impl Tally {
         }
         merge_hist(&mut self.latency, &other.latency);
         merge_hist(&mut self.connect, &other.connect);
+        merge_hist(&mut self.reconnect, &other.reconnect);
         for (reason, count) in &other.errors {
             *self.errors.entry(reason.clone()).or_default() += count;
         }
@@ -277,6 +311,18 @@ impl Recorder {
             t.last_resolved_us = t.last_resolved_us.max(now_us);
         });
         self.resolved.fetch_add(1, Ordering::Release);
+    }
+
+    /// A churning client lost its connection (`reason`) or dropped it on purpose (`None`); it stays a member of
+    /// its room, since it comes back and is owed every event.
+    pub fn dropped(&self, reason: Option<&str>) {
+        self.with(|t| match reason {
+            Some(reason) => {
+                t.disconnects += 1;
+                t.count_error(reason);
+            }
+            None => t.drops += 1,
+        });
     }
 
     /// A connected client of `room` lost its connection.

@@ -74,7 +74,10 @@ pub async fn serve(plan: Arc<Plan>) -> Result<(), BenchError> {
                 write_line(&mut stdout, &line).await?;
             }
             command = commands.recv() => match command.as_deref() {
-                Some("MARK") => cpu_at_mark = Usage::now().cpu_s,
+                Some("MARK") => {
+                    cpu_at_mark = Usage::now().cpu_s;
+                    clients.start_churn();
+                }
                 _ => break,
             },
         }

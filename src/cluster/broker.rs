@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::keys::Keys;
 use super::Redis;
-use crate::hub::{encode_room_event, Event, EventPackets, RoomKey};
+use crate::hub::{encode_room_event_at, Event, EventPackets, RoomKey};
 
 /// Publishes events in order, in one step: for each, takes its claim when it has one (skipping the event when
 /// the claim was taken before), assigns the cluster-wide sequence, appends it to each room's stream and
@@ -78,6 +78,10 @@ pub struct WireEvent {
     /// Binary attachments, base64.
     #[serde(rename = "b", default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<String>,
+    /// Rooms of the same publish numbered by a lower partition: their members get the event from there, not
+    /// from this copy (see [`super::partition`]).
+    #[serde(rename = "x", default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
 }
 
 impl WireEvent {
@@ -93,11 +97,17 @@ impl WireEvent {
                 .iter()
                 .map(|a| base64::engine::general_purpose::STANDARD.encode(a))
                 .collect(),
+            except: Vec::new(),
         })
     }
 
     /// The packets clients get for this event at `seq`.
     pub fn packets(&self, nsp: &str, seq: u64) -> EventPackets {
+        self.packets_at(nsp, &seq.to_string())
+    }
+
+    /// The packets clients get for this event with `offset` (its text).
+    pub fn packets_at(&self, nsp: &str, offset: &str) -> EventPackets {
         let attachments: Vec<Bytes> = self
             .attachments
             .iter()
@@ -105,7 +115,7 @@ impl WireEvent {
             .map(Bytes::from)
             .collect();
         let rooms: [String; 0] = [];
-        encode_room_event(
+        encode_room_event_at(
             &Event {
                 nsp,
                 rooms: &rooms,
@@ -114,7 +124,7 @@ impl WireEvent {
                 attachments: &attachments,
                 with_offset: self.with_offset,
             },
-            seq,
+            offset,
         )
     }
 }
@@ -213,6 +223,18 @@ impl Broker {
         events: &[(&Event<'_>, Option<&str>)],
         claim_ttl_ms: u64,
     ) -> Result<Vec<Option<ClusterPublished>>, BrokerError> {
+        let events: Vec<(&Event<'_>, Option<&str>, &[String])> =
+            events.iter().map(|(e, c)| (*e, *c, &[][..])).collect();
+        self.publish_batch_except(&events, claim_ttl_ms).await
+    }
+
+    /// [`Broker::publish_batch`] where each event names the rooms of its publish whose members get it from
+    /// another partition (carried in the wire form, see [`WireEvent::except`]).
+    pub async fn publish_batch_except(
+        &self,
+        events: &[(&Event<'_>, Option<&str>, &[String])],
+        claim_ttl_ms: u64,
+    ) -> Result<Vec<Option<ClusterPublished>>, BrokerError> {
         let mut invocation = self.script.prepare_invoke();
         invocation.key(self.keys.seq());
         invocation
@@ -220,9 +242,10 @@ impl Broker {
             .arg(self.stream_ttl_ms)
             .arg(now_ms())
             .arg(claim_ttl_ms);
-        for (event, claim) in events {
-            let payload = serde_json::to_string(&WireEvent::from_event(event).map_err(json_error)?)
-                .map_err(json_error)?;
+        for (event, claim, except) in events {
+            let mut wire = WireEvent::from_event(event).map_err(json_error)?;
+            wire.except = except.to_vec();
+            let payload = serde_json::to_string(&wire).map_err(json_error)?;
             invocation
                 .arg(event.rooms.len())
                 .arg(u8::from(claim.is_some()))
@@ -279,6 +302,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::encode_room_event;
 
     #[test]
     fn channel_message_parses() {

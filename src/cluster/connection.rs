@@ -1,5 +1,6 @@
-//! Connections to Redis: a plain server (`redis://…`) or a master found through Sentinel
-//! (`redis+sentinel://host:port[,host:port…]/master-name`). Command connections are shared and re-made (and
+//! Connections to Redis: a plain server (`redis://…`), a master found through Sentinel
+//! (`redis+sentinel://host:port[,host:port…]/master-name`), or the Redis Cluster master that serves one hash slot
+//! (`redis+cluster://host:port[,host:port…]`, asked with `CLUSTER SLOTS` at every connect). Command connections are shared and re-made (and
 //! the master re-resolved) after any connection-level error, so a Sentinel failover is followed.
 
 use std::time::Duration;
@@ -38,6 +39,42 @@ pub enum RedisTarget {
         /// The monitored master's name.
         master: String,
     },
+    /// The master of one hash slot of a Redis Cluster.
+    ClusterSlot {
+        /// `redis://host:port` of the cluster nodes asked where the slot is.
+        seeds: Vec<String>,
+        /// The hash slot (every key this connection is used for hashes there: see [`slot_of`]).
+        slot: u16,
+    },
+}
+
+/// Hash slots of a Redis Cluster.
+const SLOTS: u16 = 16_384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the first `{` and the
+/// next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    crc16(tagged.unwrap_or(bytes)) % SLOTS
+}
+
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in bytes {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -47,11 +84,36 @@ impl std::fmt::Debug for RedisTarget {
             RedisTarget::Sentinel { sentinels, master } => {
                 write!(f, "sentinel {sentinels:?} master {master}")
             }
+            RedisTarget::ClusterSlot { seeds, slot } => {
+                write!(f, "cluster {seeds:?} slot {slot}")
+            }
         }
     }
 }
 
 impl RedisTarget {
+    /// Whether `url` names a Redis Cluster (`redis+cluster://…`).
+    pub fn is_cluster_url(url: &str) -> bool {
+        url.starts_with("redis+cluster://")
+    }
+
+    /// The master serving the slot of hash tag `tag` in the Redis Cluster of `url` (`redis+cluster://h1:p1,…`).
+    pub fn cluster_slot(url: &str, tag: &str) -> Result<RedisTarget, TargetError> {
+        let invalid = |detail: &str| TargetError::Invalid {
+            url: url.split('@').next_back().unwrap_or(url).to_owned(),
+            detail: detail.to_owned(),
+        };
+        let hosts = url
+            .strip_prefix("redis+cluster://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|hosts| !hosts.is_empty() && !hosts.contains('/'))
+            .ok_or_else(|| invalid("expected redis+cluster://host:port[,host:port]"))?;
+        Ok(RedisTarget::ClusterSlot {
+            seeds: hosts.split(',').map(|h| format!("redis://{h}")).collect(),
+            slot: slot_of(&format!("{{{tag}}}")),
+        })
+    }
+
     /// Parses `redis://…`, `rediss://…`, `unix://…` or `redis+sentinel://h1:p1,h2:p2/master`.
     pub fn parse(url: &str) -> Result<RedisTarget, TargetError> {
         let invalid = |detail: &str| TargetError::Invalid {
@@ -92,6 +154,7 @@ impl RedisTarget {
                 )?;
                 sentinel.async_get_client().await
             }
+            RedisTarget::ClusterSlot { seeds, slot } => slot_master(seeds, *slot).await,
         }
     }
 
@@ -115,6 +178,58 @@ impl RedisTarget {
             .await
             .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
     }
+}
+
+/// A client for the master serving `slot`, asking each seed in turn.
+async fn slot_master(seeds: &[String], slot: u16) -> Result<Client, RedisError> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    let mut last = RedisError::from((redis::ErrorKind::ClientError, "no cluster seed"));
+    for seed in seeds {
+        let answer = async {
+            let mut conn = Client::open(seed.as_str())?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Vec<redis::Value>>(&mut conn)
+                .await?
+                .iter()
+                .filter_map(slot_range)
+                .collect();
+            ranges
+                .into_iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&slot))
+                .map(|(_, _, (host, port))| Client::open(format!("redis://{host}:{port}")))
+                .unwrap_or_else(|| {
+                    Err(RedisError::from((
+                        redis::ErrorKind::ClusterDown,
+                        "no master serves the slot",
+                    )))
+                })
+        };
+        match answer.await {
+            Ok(client) => return Ok(client),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// One `CLUSTER SLOTS` entry: first slot, last slot, and the master's host and port.
+fn slot_range(entry: &redis::Value) -> Option<(u16, u16, (String, u16))> {
+    let redis::Value::Array(fields) = entry else {
+        return None;
+    };
+    let first: u16 = redis::from_redis_value(fields.first()?).ok()?;
+    let last: u16 = redis::from_redis_value(fields.get(1)?).ok()?;
+    let redis::Value::Array(master) = fields.get(2)? else {
+        return None;
+    };
+    let host: String = redis::from_redis_value(master.first()?).ok()?;
+    let port: u16 = redis::from_redis_value(master.get(1)?).ok()?;
+    Some((first, last, (host, port)))
 }
 
 /// Refuses a server that is not a master (a demoted master right after a failover).
@@ -223,6 +338,34 @@ fn error_kind(error: &RedisError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_slots_follow_redis_cluster() {
+        // Values CLUSTER KEYSLOT gives.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("123456789"), 12739);
+        assert_eq!(
+            slot_of("{user1000}.following"),
+            slot_of("{user1000}.followers")
+        );
+        assert_eq!(slot_of("{tidings}:session:x"), slot_of("tidings"));
+        // An empty tag hashes the whole key.
+        assert_eq!(slot_of("{}x"), crc16(b"{}x") % SLOTS);
+        match RedisTarget::cluster_slot(
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
+            "tidings:p2",
+        )
+        .unwrap()
+        {
+            RedisTarget::ClusterSlot { seeds, slot } => {
+                assert_eq!(seeds, ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]);
+                assert_eq!(slot, slot_of("tidings:p2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(RedisTarget::cluster_slot("redis+cluster://", "t").is_err());
+        assert!(RedisTarget::cluster_slot("redis+cluster://h:1/x", "t").is_err());
+    }
 
     #[test]
     fn parses_urls() {

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod history;
 pub mod keys;
 pub mod messages;
+pub mod partition;
 pub mod presence;
 pub mod registry;
 pub mod room_counts;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::broker::{ChannelMessage, WireEvent};
 use super::history::read_after;
 use super::keys::Keys;
+use super::partition::{pack, NodePositions};
 use super::Redis;
 use crate::hub::{EventPackets, Hub, RoomKey};
 
@@ -57,9 +58,19 @@ pub type IngestHandler = Arc<dyn Fn(Bytes) + Send + Sync>;
 /// (`None`: hand-overs may have been missed meanwhile).
 pub type DirectHandler = Arc<dyn Fn(Option<&[u8]>) + Send + Sync>;
 
+/// The partition a subscriber serves, when rooms are spread over several Redis groups (see
+/// [`super::partition`]): its events reach the hub at packed positions, carrying the node's offset vector.
+pub struct Lane {
+    /// Index of the partition.
+    pub index: usize,
+    /// The node's positions in every partition, shared by the partitions' subscribers.
+    pub positions: Arc<NodePositions>,
+}
+
 /// Room subscriptions of this node.
 pub struct Subscriber {
     keys: Keys,
+    lane: Option<Lane>,
     rooms: Mutex<HashMap<RoomKey, RoomState>>,
     control: mpsc::UnboundedSender<Control>,
     ingest: OnceLock<IngestHandler>,
@@ -75,9 +86,20 @@ pub type ResetHandler = Arc<dyn Fn() + Send + Sync>;
 impl Subscriber {
     /// Starts the subscription task.
     pub fn start(redis: Arc<Redis>, keys: Keys, hub: Arc<Hub>) -> Arc<Subscriber> {
+        Subscriber::start_lane(redis, keys, hub, None)
+    }
+
+    /// Starts the subscription task of one partition (`lane`), or of the single Redis (`None`).
+    pub fn start_lane(
+        redis: Arc<Redis>,
+        keys: Keys,
+        hub: Arc<Hub>,
+        lane: Option<Lane>,
+    ) -> Arc<Subscriber> {
         let (control, rx) = mpsc::unbounded_channel();
         let subscriber = Arc::new(Subscriber {
             keys,
+            lane,
             rooms: Mutex::new(HashMap::new()),
             control,
             ingest: OnceLock::new(),
@@ -308,6 +330,9 @@ async fn resync(
             state.last_seq = 0;
             state.known = false;
         }
+        if let Some(lane) = &me.lane {
+            hub.with_order(|_| lane.positions.reset(lane.index));
+        }
         if let Some(reset) = me.reset.get() {
             reset();
         }
@@ -317,14 +342,19 @@ async fn resync(
         return Ok(());
     }
     // Catch up every room that had a position, merged into one sequence order; a room that never had one
-    // starts now.
+    // starts now. Only up to `current`: the rooms are read one after the other while publishing goes on, and an
+    // event published meanwhile in a room read later must not be delivered ahead of one in a room read earlier
+    // (a member of both would drop the older as already seen). Everything after `current` comes on the
+    // channels, subscribed before `current` was read, in order.
     let mut missed = Vec::new();
     for (room, last, known) in &wanted {
         if !*known {
             continue;
         }
         for event in read_after(redis, &me.keys, room, *last, CATCH_UP_LIMIT).await? {
-            missed.push((room.clone(), event));
+            if event.seq <= current {
+                missed.push((room.clone(), event));
+            }
         }
     }
     missed.sort_by_key(|(_, e)| e.seq);
@@ -440,7 +470,9 @@ fn deliver(
     cache: &mut Option<(u64, String, EventPackets)>,
 ) {
     let nsp = room.nsp();
-    let packets = match cache {
+    // One Redis: the packets are encoded once per event (its rooms share them). Partitions: the offset is the
+    // node's vector at the moment of delivery, so they are encoded under the lock, per room.
+    let shared = me.lane.is_none().then(|| match cache {
         Some((cached_seq, cached_nsp, packets)) if *cached_seq == seq && cached_nsp == nsp => {
             packets.clone()
         }
@@ -449,7 +481,7 @@ fn deliver(
             *cache = Some((seq, nsp.to_owned(), packets.clone()));
             packets
         }
-    };
+    });
     // Position and fan-out change together under the hub's ordering lock, so a socket joining concurrently
     // either gets this event live or has it after its join position.
     hub.with_order(|_| {
@@ -459,7 +491,19 @@ fn deliver(
             }
             state.last_seq = seq;
         }
-        hub.deliver_ordered(room, seq, &packets);
+        match (&me.lane, shared) {
+            (Some(lane), _) => {
+                lane.positions.advance(lane.index, seq);
+                let packets = event.packets_at(nsp, &lane.positions.offset());
+                let except: Vec<RoomKey> =
+                    event.except.iter().map(|r| RoomKey::new(nsp, r)).collect();
+                hub.deliver_ordered_except(room, pack(lane.index, seq), &packets, &except);
+            }
+            (None, Some(packets)) => {
+                hub.deliver_ordered(room, seq, &packets);
+            }
+            (None, None) => {}
+        }
     });
     metrics::counter!("tidings_cluster_events_received_total").increment(1);
 }

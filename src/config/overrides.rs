@@ -17,6 +17,8 @@ pub struct Overrides {
     pub api_key: Option<String>,
     /// `TIDINGS_REDIS_URL` / `--redis`.
     pub redis_url: Option<String>,
+    /// `TIDINGS_REDIS_PARTITIONS`: comma-separated Redis groups.
+    pub redis_partitions: Option<String>,
     /// `TIDINGS_DATA_DIR` / `--data-dir`.
     pub data_dir: Option<String>,
     /// `TIDINGS_PUBLIC_URL` / `--public-url`: sets `public_url`.
@@ -69,6 +71,7 @@ impl Overrides {
             jwt_public_key: get("TIDINGS_JWT_PUBLIC_KEY"),
             api_key: get("TIDINGS_API_KEY"),
             redis_url: get("TIDINGS_REDIS_URL"),
+            redis_partitions: get("TIDINGS_REDIS_PARTITIONS"),
             data_dir: get("TIDINGS_DATA_DIR"),
             public_url: get("TIDINGS_PUBLIC_URL"),
             redis_key_prefix: get("TIDINGS_REDIS_KEY_PREFIX"),
@@ -105,6 +108,14 @@ impl Config {
             if !self.api.keys.contains(key) {
                 self.api.keys.push(key.clone());
             }
+        }
+        if let Some(list) = &overrides.redis_partitions {
+            self.redis.partitions = list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(url) = &overrides.redis_url {
             self.redis.url.clone_from(url);

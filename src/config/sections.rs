@@ -444,7 +444,8 @@ impl ShutdownConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://` / `rediss://` / `unix://` URL; empty runs the node alone, in memory.
+    /// `redis://` / `rediss://` / `unix://` / `redis+sentinel://` / `redis+cluster://` URL; empty runs the node
+    /// alone, in memory.
     pub url: String,
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     pub key_prefix: String,
@@ -453,6 +454,15 @@ pub struct RedisConfig {
     pub wait_replicas: u32,
     /// Longest wait for those replicas, in milliseconds; past it the write is answered `unavailable`.
     pub wait_timeout_ms: u64,
+    /// Redis groups (each a `redis://` URL or a Sentinel group, like `url`) the rooms' events are spread over
+    /// by a consistent hash of the room: each numbers, keeps and publishes its own rooms' events, so the
+    /// cluster's publish rate grows with them. Empty: every event goes through `url`. Records, presence, the
+    /// registry and direct messages stay on `url`. Every node must list the same groups in the same order.
+    pub partitions: Vec<String>,
+    /// With a Redis Cluster `url` (`redis+cluster://…`): how many partitions the rooms' events are spread over,
+    /// each on the hash slot of its own tag `{<key_prefix>:p<i>}` (so on whichever master serves it); 0 keeps
+    /// every event on the slot of `{<key_prefix>}`, with the records.
+    pub cluster_partitions: usize,
 }
 
 impl Default for RedisConfig {
@@ -462,6 +472,8 @@ impl Default for RedisConfig {
             key_prefix: "tidings".to_owned(),
             wait_replicas: 0,
             wait_timeout_ms: 1000,
+            partitions: Vec::new(),
+            cluster_partitions: 0,
         }
     }
 }

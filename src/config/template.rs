@@ -165,7 +165,8 @@ drain_window_secs = 5
 unready_secs = 0
 
 [redis]
-# Redis URL to run several nodes as a cluster; empty = single node, in memory (TIDINGS_REDIS_URL, --redis).
+# Redis URL to run several nodes as a cluster: redis://, rediss://, unix://, redis+sentinel://h1:p1,h2:p2/master or
+# redis+cluster://h1:p1,h2:p2 (Redis Cluster); empty = single node, in memory (TIDINGS_REDIS_URL, --redis).
 url = ""
 # Prefix of every Redis key and channel; one cluster per prefix (TIDINGS_REDIS_KEY_PREFIX, --redis-key-prefix).
 key_prefix = "tidings"
@@ -175,6 +176,15 @@ wait_replicas = 0
 # Longest wait for those replicas, in milliseconds (at most 2500); past it the sender gets "unavailable" and may
 # retry with the same id.
 wait_timeout_ms = 1000
+# Redis groups (URLs like `url`, Sentinel groups too) the rooms' events are spread over, each numbering its own
+# rooms, so the publish rate grows with them; empty = every event through `url`. Records, presence, the registry
+# and direct messages stay on `url`. Every node lists the same groups in the same order; changing the list moves
+# about 1/n of the rooms, whose sessions then start afresh. TIDINGS_REDIS_PARTITIONS (comma-separated).
+partitions = []
+# With a Redis Cluster url (redis+cluster://host:port[,host:port]): every key of the cluster is hash-tagged
+# ({<key_prefix>} for records and the registry), and the rooms' events are spread over this many partitions, each
+# on the slot of {<key_prefix>:p<i>}, so on whichever master serves it; 0 keeps them on {<key_prefix>}'s slot.
+cluster_partitions = 0
 
 [storage]
 # Directory of the embedded store (TIDINGS_DATA_DIR, --data-dir): direct messages, their statuses and inbox

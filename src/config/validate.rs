@@ -401,11 +401,59 @@ impl Config {
 
     fn validate_backends(&self) -> Result<(), ConfigError> {
         let r = &self.redis;
-        if !r.url.is_empty() && !has_scheme(&r.url, &["redis", "rediss", "unix", "redis+sentinel"])
+        if !r.url.is_empty()
+            && !has_scheme(
+                &r.url,
+                &["redis", "rediss", "unix", "redis+sentinel", "redis+cluster"],
+            )
         {
             return invalid(
                 "redis.url",
-                "must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL",
+                "must be empty or a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL",
+            );
+        }
+        let on_cluster = r.url.starts_with("redis+cluster://");
+        if r.cluster_partitions > 0 && !on_cluster {
+            return invalid(
+                "redis.cluster_partitions",
+                "needs a Redis Cluster redis.url (redis+cluster://host:port[,host:port])",
+            );
+        }
+        if on_cluster && !r.partitions.is_empty() {
+            return invalid(
+                "redis.partitions",
+                "not with a Redis Cluster redis.url: set redis.cluster_partitions instead",
+            );
+        }
+        if r.cluster_partitions > crate::cluster::partition::MAX_PARTITIONS {
+            return invalid(
+                "redis.cluster_partitions",
+                format!("at most {}", crate::cluster::partition::MAX_PARTITIONS),
+            );
+        }
+        if !r.partitions.is_empty() && r.url.is_empty() {
+            return invalid(
+                "redis.partitions",
+                "needs redis.url (records, presence and the registry stay there)",
+            );
+        }
+        if r.partitions.len() > crate::cluster::partition::MAX_PARTITIONS {
+            return invalid(
+                "redis.partitions",
+                format!(
+                    "at most {} groups",
+                    crate::cluster::partition::MAX_PARTITIONS
+                ),
+            );
+        }
+        if let Some(bad) = r
+            .partitions
+            .iter()
+            .find(|u| !has_scheme(u, &["redis", "rediss", "unix", "redis+sentinel"]))
+        {
+            return invalid(
+                "redis.partitions",
+                format!("{bad:?} is not a redis://, rediss://, unix:// or redis+sentinel:// URL"),
             );
         }
         if r.key_prefix.is_empty()
@@ -507,7 +555,10 @@ mod tests {
             ("[history]\nmax_events = 0", "invalid config: history.max_events: must be greater than 0"),
             ("[history]\nmax_reply_bytes = 1023", "invalid config: history.max_reply_bytes: must be at least 1024 and at most limits.outbox_max_bytes (a reply is queued like any packet)"),
             ("[limits]\noutbox_max_bytes = 65536\n[history]\nmax_reply_bytes = 65537", "invalid config: history.max_reply_bytes: must be at least 1024 and at most limits.outbox_max_bytes (a reply is queued like any packet)"),
-            ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+            ("[redis]\nurl = \"localhost:6379\"", "invalid config: redis.url: must be empty or a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"),
+            ("[redis]\nurl = \"redis://h:1\"\ncluster_partitions = 3", "invalid config: redis.cluster_partitions: needs a Redis Cluster redis.url (redis+cluster://host:port[,host:port])"),
+            ("[redis]\nurl = \"redis+cluster://h:1\"\npartitions = [\"redis://h:2\"]", "invalid config: redis.partitions: not with a Redis Cluster redis.url: set redis.cluster_partitions instead"),
+            ("[redis]\npartitions = [\"redis://h:2\"]", "invalid config: redis.partitions: needs redis.url (records, presence and the registry stay there)"),
             ("[redis]\nkey_prefix = \"\"", "invalid config: redis.key_prefix: must be non-empty, without whitespace or control characters"),
         ];
         for (text, expected) in cases {

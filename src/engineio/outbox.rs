@@ -23,6 +23,7 @@ use super::packet::Outgoing;
 use super::write_cadence::{self, now_ms};
 use super::ws_writer::write_frames;
 use super::CloseReason;
+use crate::cluster::partition::unpack;
 
 /// A drain of at least this many packets keeps the queue's ring buffer for the next batch.
 const KEEP_QUEUE_MIN_BATCH: usize = 3;
@@ -77,8 +78,11 @@ pub enum PushError {
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
-    /// Highest stream sequence queued, used to keep room events in order and unique per session.
+    /// Highest stream sequence queued, used to keep room events in order and unique per session (of partition
+    /// 0: a single Redis or the embedded node; see [`crate::cluster::partition`]).
     last_seq: u64,
+    /// The same for partitions 1 and up, when the cluster has several.
+    other_partitions: Option<Box<[u64]>>,
     closing: Option<CloseReason>,
     /// Something happened since the writer last looked.
     signaled: bool,
@@ -319,7 +323,8 @@ impl Outbox {
     /// Raises the session's stream position without queueing (after a replay was queued by other means).
     pub fn advance_seq(&self, seq: u64) {
         let mut state = self.state.lock();
-        state.last_seq = state.last_seq.max(seq);
+        let last = position_of(&mut state, seq);
+        *last = (*last).max(unpack(seq).1);
     }
 
     /// Highest event sequence queued so far.
@@ -486,12 +491,30 @@ fn admit(state: &mut State, seq: u64) -> Result<bool, PushError> {
         return Err(PushError::Closed);
     }
     if seq != 0 {
-        if seq <= state.last_seq {
+        let (_, number) = unpack(seq);
+        let last = position_of(state, seq);
+        if number <= *last {
             return Ok(false);
         }
-        state.last_seq = seq;
+        *last = number;
     }
     Ok(true)
+}
+
+/// The session's last sequence in the partition of the packed position `seq`.
+fn position_of(state: &mut State, seq: u64) -> &mut u64 {
+    match unpack(seq).0 {
+        0 => &mut state.last_seq,
+        partition => {
+            let others = state.other_partitions.get_or_insert_with(Default::default);
+            if others.len() < partition {
+                let mut grown = std::mem::take(others).into_vec();
+                grown.resize(partition, 0);
+                *others = grown.into_boxed_slice();
+            }
+            &mut others[partition - 1]
+        }
+    }
 }
 
 /// Keeps `cx`'s waker as the one to wake, unless it is already the one kept.
@@ -585,6 +608,22 @@ pub(crate) mod tests {
         assert_eq!(ob.push_event(3, &[text("e3")]), Ok(true));
         assert_eq!(ob.push_event(2, &[text("e2")]), Ok(false));
         assert_eq!(ob.last_seq(), 3);
+    }
+
+    #[test]
+    fn each_partition_keeps_its_own_order() {
+        use crate::cluster::partition::pack;
+        let ob = outbox(100, 1000);
+        assert_eq!(ob.push_event(pack(0, 5), &[text("a")]), Ok(true));
+        // Another partition's numbers are not compared with partition 0's.
+        assert_eq!(ob.push_event(pack(2, 1), &[text("b")]), Ok(true));
+        assert_eq!(ob.push_event(pack(1, 3), &[text("c")]), Ok(true));
+        assert_eq!(ob.push_event(pack(2, 1), &[text("b")]), Ok(false));
+        assert_eq!(ob.push_event(pack(0, 4), &[text("a")]), Ok(false));
+        ob.advance_seq(pack(1, 10));
+        assert_eq!(ob.push_event(pack(1, 9), &[text("c")]), Ok(false));
+        assert_eq!(ob.push_event(pack(1, 11), &[text("c")]), Ok(true));
+        assert_eq!(ob.last_seq(), 5);
     }
 
     #[test]

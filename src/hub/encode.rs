@@ -8,7 +8,12 @@ use crate::socketio::packet::{encode_binary_event, encode_event};
 
 /// `42/nsp,["name",data,"<seq>"]` (offset only with recovery on), plus binary attachments if any.
 pub fn encode_room_event(event: &Event<'_>, seq: u64) -> EventPackets {
-    let offset = format!("\"{seq}\"");
+    encode_room_event_at(event, &seq.to_string())
+}
+
+/// [`encode_room_event`] with the offset given as its text (a partitioned cluster's offset vector).
+pub fn encode_room_event_at(event: &Event<'_>, offset: &str) -> EventPackets {
+    let offset = format!("\"{offset}\"");
     let mut args: Vec<&[u8]> = vec![event.data];
     if event.with_offset {
         args.push(offset.as_bytes());

@@ -10,13 +10,14 @@ mod encode;
 mod ephemeral;
 mod rooms;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-pub use encode::encode_room_event;
+pub use encode::{encode_room_event, encode_room_event_at};
 pub use ephemeral::{Conflate, MAX_KEYS_PER_ROOM};
 pub use rooms::RoomKey;
 use rooms::Rooms;
@@ -154,7 +155,7 @@ impl Hub {
         for room in event.rooms {
             let key = RoomKey::new(event.nsp, room);
             self.history.append(&key, seq, &packets);
-            let fanout = self.fan_out(&key, seq, &packets);
+            let fanout = self.fan_out(&key, seq, &packets, &HashSet::new());
             published.recipients += fanout.recipients;
             published.dropped += fanout.dropped;
         }
@@ -168,7 +169,25 @@ impl Hub {
     /// Queues an event sequenced elsewhere (by the cluster) for the local members of one room. Call it inside
     /// [`Hub::with_order`], in sequence order.
     pub fn deliver_ordered(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> usize {
-        let recipients = self.fan_out(key, seq, packets).recipients;
+        self.deliver_ordered_except(key, seq, packets, &[])
+    }
+
+    /// [`Hub::deliver_ordered`] for the members of `key` that are in none of the rooms of `except` (they get
+    /// the event through one of those).
+    pub fn deliver_ordered_except(
+        &self,
+        key: &RoomKey,
+        seq: u64,
+        packets: &EventPackets,
+        except: &[RoomKey],
+    ) -> usize {
+        let mut skip = HashSet::new();
+        for room in except {
+            self.rooms.for_each_member(room, |session, _| {
+                skip.insert(Arc::as_ptr(session));
+            });
+        }
+        let recipients = self.fan_out(key, seq, packets, &skip).recipients;
         self.seq.fetch_max(seq, Ordering::AcqRel);
         metrics::counter!("tidings_deliveries_total").increment(recipients as u64);
         crate::load::count_delivered(recipients as u64);
@@ -192,10 +211,19 @@ impl Hub {
         ephemeral::fan_out(&self.rooms, key, &packets)
     }
 
-    /// Queues (or, for a small room, writes) one event for every local member of a room.
-    fn fan_out(&self, key: &RoomKey, seq: u64, packets: &EventPackets) -> Fanout {
+    /// Queues (or, for a small room, writes) one event for every local member of a room but those in `skip`.
+    fn fan_out(
+        &self,
+        key: &RoomKey,
+        seq: u64,
+        packets: &EventPackets,
+        skip: &HashSet<*const Session>,
+    ) -> Fanout {
         let mut fanout = Fanout::default();
         self.rooms.for_each_member(key, |session, members| {
+            if !skip.is_empty() && skip.contains(&Arc::as_ptr(session)) {
+                return;
+            }
             let write_now = members <= WRITE_NOW_MAX_MEMBERS;
             match session.outbox.push_shared_event(seq, packets, write_now) {
                 Ok(true) => fanout.recipients += 1,

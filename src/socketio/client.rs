@@ -64,6 +64,8 @@ pub struct Client {
     sockets: Mutex<Vec<Arc<Socket>>>,
     partial: Mutex<Option<PartialPacket>>,
     ever_connected: AtomicBool,
+    /// The connect timer's task, ended once a namespace connects: an idle connection keeps no task for it.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set (under the `sockets` lock) when the session ended.
     closed: AtomicBool,
     /// Namespaces whose CONNECT is being decided, with the packets received for them meanwhile.
@@ -87,6 +89,7 @@ impl Client {
             sockets: Mutex::new(Vec::new()),
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
+            connect_timer: Mutex::new(None),
             closed: AtomicBool::new(false),
             connecting: Mutex::new(Vec::new()),
             held_bytes: std::sync::atomic::AtomicUsize::new(0),
@@ -101,7 +104,7 @@ impl Client {
         let timeout = self.limits.connect_timeout;
         let client = Arc::downgrade(self);
         let session = Arc::downgrade(session);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             let (Some(client), Some(session)) = (client.upgrade(), session.upgrade()) else {
                 return;
@@ -112,6 +115,22 @@ impl Client {
                 ));
             }
         });
+        *self.connect_timer.lock() = Some(task.abort_handle());
+        if self.ever_connected.load(Ordering::Acquire) {
+            self.stop_connect_timer();
+        }
+    }
+
+    /// Notes that a namespace connected and frees the connect timer's task.
+    fn mark_connected(&self) {
+        self.ever_connected.store(true, Ordering::Release);
+        self.stop_connect_timer();
+    }
+
+    fn stop_connect_timer(&self) {
+        if let Some(timer) = self.connect_timer.lock().take() {
+            timer.abort();
+        }
     }
 
     /// The connected socket of `nsp`; one the server disconnected meanwhile is dropped from the list.
@@ -289,7 +308,7 @@ impl Client {
             Connecting::Ready(outcome) => self.connected(session, nsp, outcome),
             Connecting::Pending(pending) => {
                 // Counts as connected for the connect timer: the decision is under way.
-                self.ever_connected.store(true, Ordering::Release);
+                self.mark_connected();
                 self.connecting.lock().push((nsp.to_owned(), Vec::new()));
                 let client = self.self_ref.get().and_then(std::sync::Weak::upgrade);
                 let session = session.clone();
@@ -319,7 +338,7 @@ impl Client {
                 // Registered before the connecting entry is released, so no packet slips between the two.
                 let mut sockets = self.sockets.lock();
                 if !self.closed.load(Ordering::Acquire) {
-                    self.ever_connected.store(true, Ordering::Release);
+                    self.mark_connected();
                     socket.count_connected();
                     sockets.push(socket.clone());
                     drop(sockets);
@@ -338,7 +357,7 @@ impl Client {
         drop(held);
         match outcome {
             Ok(socket) => {
-                self.ever_connected.store(true, Ordering::Release);
+                self.mark_connected();
                 // The session ended while the connect was decided: undo it.
                 if socket.mark_disconnected() {
                     self.app.on_disconnect(&socket, true);

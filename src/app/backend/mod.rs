@@ -8,6 +8,7 @@
 //! - [`Sessions`]: recovery records of connected and disconnected sockets.
 
 mod local;
+mod partitioned;
 mod redis;
 
 use std::sync::Arc;
@@ -15,9 +16,11 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use local::{LocalFeed, LocalLog, LocalSessions};
+pub use partitioned::{PartitionedFeed, PartitionedLog};
 pub use redis::{RedisFeed, RedisLog, RedisSessions};
 
 use super::{PublishError, Receipt};
+use crate::cluster::partition::OffsetVector;
 use crate::engineio::session::Sid;
 use crate::history::{HistoryError, HistoryPage, ReadLimit};
 use crate::hub::{Event, EventPackets, RoomKey};
@@ -112,6 +115,41 @@ pub trait EventLog: Send + Sync + 'static {
         claim: &'a str,
         claim_ttl_ms: u64,
     ) -> BoxFuture<'a, Result<bool, PublishError>>;
+    /// How many partitions number the events (1: one sequence for the whole node or cluster).
+    fn partitions(&self) -> usize {
+        1
+    }
+    /// The partition whose sequence numbers `room`'s events.
+    fn partition(&self, _room: &RoomKey) -> usize {
+        0
+    }
+    /// Everything a recovering session missed in its `rooms` of `nsp` after `offsets` (the client's offset
+    /// read back), in replay order, each event once, with the offset it carries. Stops early and returns more
+    /// than `max` events when there are more than that.
+    fn replay<'a>(
+        &'a self,
+        nsp: &'a str,
+        rooms: &'a [Membership],
+        offsets: Option<&'a OffsetVector>,
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, EventPackets)>, MissedError>> {
+        Box::pin(async move {
+            let after = offsets.map_or(0, |o| o.get(0));
+            let mut missed = Vec::new();
+            for membership in rooms {
+                let key = RoomKey::new(nsp, &membership.room);
+                let from = after.max(membership.joined_seq);
+                let events = self.missed(&key, membership, from, max).await?;
+                if events.len() > max {
+                    return Ok(events);
+                }
+                missed.extend(events);
+            }
+            missed.sort_by_key(|(seq, _)| *seq);
+            missed.dedup_by_key(|(seq, _)| *seq);
+            Ok(missed)
+        })
+    }
 }
 
 /// An ephemeral event for one room (see [`crate::hub::Hub::deliver_ephemeral`]).
@@ -216,6 +254,21 @@ impl Backend {
             feed: Arc::new(RedisFeed::new(cluster.clone())),
             sessions: Arc::new(RedisSessions::new(cluster, window)),
             presence: super::presence::SharedPresence::start(presence),
+        }
+    }
+
+    /// [`Backend::redis`] with the rooms' events spread over `parts` (partition `i` is `parts[i]`); records,
+    /// presence and the rest stay on `cluster`.
+    pub fn partitioned(
+        cluster: Arc<super::ClusterBackend>,
+        parts: Vec<Arc<super::ClusterBackend>>,
+        window: std::time::Duration,
+        node: &str,
+    ) -> Backend {
+        Backend {
+            log: Arc::new(PartitionedLog::new(parts.clone())),
+            feed: Arc::new(PartitionedFeed::new(parts)),
+            ..Backend::redis(cluster, window, node)
         }
     }
 }

@@ -8,7 +8,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 
 use super::{EventLog, MissedError, RoomFeed, Sessions, TakeError, Unavailable};
 use crate::app::{ClusterBackend, PublishError, Receipt};
-use crate::cluster::history::{read_after, read_page, trimmed_after};
+use crate::cluster::history::{read_after, read_page, trimmed_after, StreamEvent};
 use crate::cluster::sessions::TakeError as RedisTakeError;
 use crate::engineio::session::Sid;
 use crate::history::{HistoryError, HistoryPage, ReadLimit};
@@ -28,6 +28,41 @@ impl RedisLog {
     /// Events numbered and kept by `cluster`.
     pub fn new(cluster: Arc<ClusterBackend>) -> RedisLog {
         RedisLog { cluster }
+    }
+}
+
+impl RedisLog {
+    /// The stream events of `room` after `after` (at most `max`, one more to tell a longer gap) for a
+    /// recovering membership, oldest first; fails when the history no longer covers the gap or Redis lost its
+    /// data since the socket joined.
+    pub async fn missed_events(
+        &self,
+        room: &RoomKey,
+        membership: &Membership,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<StreamEvent>, MissedError> {
+        let cluster = &self.cluster;
+        let epoch = cluster.epoch().await.map_err(unavailable)?;
+        if membership.epoch != epoch {
+            return Err(HistoryError::EpochChanged.into());
+        }
+        let events = read_after(&cluster.redis, &cluster.keys, room, after, max + 1)
+            .await
+            .map_err(unavailable)?;
+        if events.len() <= max
+            && trimmed_after(&cluster.redis, &cluster.keys, room, after)
+                .await
+                .map_err(unavailable)?
+        {
+            return Err(HistoryError::Evicted.into());
+        }
+        Ok(events)
+    }
+
+    /// The cluster (one Redis, or one partition) this log publishes through.
+    pub fn cluster(&self) -> &Arc<ClusterBackend> {
+        &self.cluster
     }
 }
 
@@ -76,21 +111,7 @@ impl EventLog for RedisLog {
         max: usize,
     ) -> BoxFuture<'a, Result<Vec<(u64, EventPackets)>, MissedError>> {
         async move {
-            let cluster = &self.cluster;
-            let epoch = cluster.epoch().await.map_err(unavailable)?;
-            if membership.epoch != epoch {
-                return Err(HistoryError::EpochChanged.into());
-            }
-            let events = read_after(&cluster.redis, &cluster.keys, room, after, max + 1)
-                .await
-                .map_err(unavailable)?;
-            if events.len() <= max
-                && trimmed_after(&cluster.redis, &cluster.keys, room, after)
-                    .await
-                    .map_err(unavailable)?
-            {
-                return Err(HistoryError::Evicted.into());
-            }
+            let events = self.missed_events(room, membership, after, max).await?;
             Ok(events
                 .into_iter()
                 .map(|e| (e.seq, e.event.packets(room.nsp(), e.seq)))

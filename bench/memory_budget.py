@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Per-connection memory budget from an allocation census (bench/memory.sh with CENSUS=1).
+
+Reads the rows bench/memory.py wrote (--rows-out) and, for each run, the two readings of the node's census
+allocator (before the first client, after the idle settle). Prints, per transport, the heap blocks each
+connection keeps, by size, named where a traced run (TIDINGS_ALLOC_TRACE) showed which code allocates that
+size, then glibc's chunk headers and rounding, free space left inside the heap, and what RSS holds beyond the
+heap. The rows add up to the RSS delta per connection.
+
+    python3 bench/memory_budget.py ROWS.json
+"""
+
+import json
+import sys
+
+# Block sizes an idle websocket/polling connection keeps, and the code that allocates them (from backtraces
+# of TIDINGS_ALLOC_TRACE runs at the commit the budget names).
+NAMES = {
+    1152: "connection task (tokio task cell holding the websocket connection future)",
+    896: "polling sessions only, one block (not traced)",
+    456: "presence: per-room user counts (LocalPresence `Counts::join`)",
+    416: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
+    304: "socket.io `Client` (Arc: namespaces, partial packets, connect timer)",
+    296: "direct messages `Device` (Arc)",
+    264: "socket.io `Socket` (Arc: rooms, acks)",
+    256: "connect-timer task (tokio task cell; ended at CONNECT since this change)",
+}
+SMALL = 160  # blocks up to this size are summed in one row
+
+
+def census(path):
+    first, last = [json.loads(line) for line in open(path).read().splitlines()[:2]]
+    return first, last
+
+
+def budget(row):
+    n = row["connected"]
+    a, b = census(row["census"])
+    before = {s[0]: s for s in a["sizes"]}
+    per = {}
+    for size, blocks, nbytes in b["sizes"]:
+        old = before.get(size, [size, 0, 0])
+        per[size] = ((blocks - old[1]) / n, (nbytes - old[2]) / n)
+    for size, blocks, nbytes in a["sizes"]:
+        if size not in per:
+            per[size] = (-blocks / n, -nbytes / n)
+    lines = []
+    named = 0.0
+    for size, name in sorted(NAMES.items(), key=lambda kv: -per.get(kv[0], (0, 0))[1]):
+        blocks, nbytes = per.get(size, (0, 0))
+        if abs(nbytes) >= 1:
+            lines.append((name, f"{blocks:.2f} × {size} B", nbytes))
+            named += nbytes
+    small = [(s, v) for s, v in per.items() if s not in NAMES and 0 < s <= SMALL]
+    small_bytes = sum(v[1] for _, v in small)
+    lines.append((f"small blocks ≤ {SMALL} B (room and sid map entries, ids, names, lists)",
+                  f"{sum(v[0] for _, v in small):.1f} blocks", small_bytes))
+    big = [(s, v) for s, v in per.items() if s not in NAMES and (s == 0 or s > SMALL)]
+    big_bytes = sum(v[1] for _, v in big)
+    lines.append(("other blocks > 160 B (shared tables growing with the count: session and room maps, "
+                  "their rehash spare)", f"{sum(v[0] for _, v in big):.2f} blocks", big_bytes))
+    live = (b["live_bytes"] - a["live_bytes"]) / n
+    ma, mb = a["malloc"], b["malloc"]
+    in_use = (mb["in_use"] - ma["in_use"] + mb["mmap_bytes"] - ma["mmap_bytes"]) / n
+    free = (mb["free"] - ma["free"]) / n
+    rss = (row["rss_after"] - row["rss_before"]) * 1024 / n
+    lines.append(("glibc chunk headers and rounding (in use − asked for)",
+                  f"{(b['live_blocks'] - a['live_blocks']) / n:.1f} blocks", in_use - live))
+    lines.append(("glibc free space inside the heap (fragmentation)", "", free))
+    heap = in_use + free
+    lines.append(("RSS beyond the heap (stacks, runtime, page granularity)", "", rss - heap))
+    return n, rss, live, lines
+
+
+def main():
+    rows = json.load(open(sys.argv[1]))
+    for row in rows:
+        if not row.get("census"):
+            continue
+        n, rss, live, lines = budget(row)
+        print(f"\n{row['transport']}, {n:,} idle clients: {rss:,.0f} B RSS per connection "
+              f"({rss / 1024:.2f} KiB), {live:,.0f} B of it asked for from the allocator\n")
+        print("| component | blocks per connection | bytes per connection |")
+        print("| --- | --- | ---: |")
+        for name, blocks, nbytes in lines:
+            print(f"| {name} | {blocks} | {nbytes:,.0f} |")
+        print(f"| **total (RSS delta / connections)** | | **{sum(x[2] for x in lines):,.0f}** |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+//! Allocation census (cargo feature `alloc-census`, for `bench/memory.sh` with `CENSUS=1` only): a global
+//! allocator over the system one that counts live heap blocks by requested size, so a benchmark can diff two
+//! readings and say which blocks each idle connection keeps, byte for byte.
+//!
+//! Counting is a pair of relaxed atomic adds per allocation and per free; sizes are kept exactly up to
+//! [`EXACT_LIMIT`] bytes (8-byte steps) and summed above. A reading also carries glibc's own view
+//! (`mallinfo2`: bytes in use including chunk headers, bytes free inside the heap), so what the process's RSS
+//! holds beyond the blocks asked for can be named: chunk rounding, free lists and fragmentation.
+//!
+//! `TIDINGS_ALLOC_TRACE=size[,size…]` also records where a few blocks of those exact sizes were allocated
+//! (one backtrace every [`TRACE_STRIDE`] blocks of a size, at most [`TRACE_SAMPLES`] each), to name the code
+//! behind a size. Readings are written on SIGUSR2 to the file named by `TIDINGS_ALLOC_CENSUS`, one JSON object
+//! a line.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Sizes up to this many bytes are counted exactly (in 8-byte steps); larger ones share one bucket.
+pub const EXACT_LIMIT: usize = 64 * 1024;
+/// One sampled backtrace per this many allocations of a traced size.
+pub const TRACE_STRIDE: usize = 997;
+/// Most backtraces kept per traced size.
+pub const TRACE_SAMPLES: usize = 4;
+const BUCKETS: usize = EXACT_LIMIT / 8 + 2;
+const MAX_TRACED: usize = 8;
+
+static BLOCKS: [AtomicI64; BUCKETS] = [const { AtomicI64::new(0) }; BUCKETS];
+static BYTES: [AtomicI64; BUCKETS] = [const { AtomicI64::new(0) }; BUCKETS];
+static TRACED: [AtomicUsize; MAX_TRACED] = [const { AtomicUsize::new(0) }; MAX_TRACED];
+static TRACE_SEEN: [AtomicUsize; MAX_TRACED] = [const { AtomicUsize::new(0) }; MAX_TRACED];
+static TRACES: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Set while this thread records a backtrace, whose own allocations must not be traced again.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The counting allocator; install it with `#[global_allocator]`.
+pub struct CensusAlloc;
+
+fn bucket(size: usize) -> usize {
+    if size > EXACT_LIMIT {
+        BUCKETS - 1
+    } else {
+        size.div_ceil(8)
+    }
+}
+
+fn count(size: usize, sign: i64) {
+    let b = bucket(size);
+    BLOCKS[b].fetch_add(sign, Ordering::Relaxed);
+    BYTES[b].fetch_add(sign * size as i64, Ordering::Relaxed);
+    if sign > 0 {
+        trace(size);
+    }
+}
+
+fn trace(size: usize) {
+    for (slot, traced) in TRACED.iter().enumerate() {
+        let wanted = traced.load(Ordering::Relaxed);
+        if wanted == 0 {
+            return;
+        }
+        if wanted != size {
+            continue;
+        }
+        let seen = TRACE_SEEN[slot].fetch_add(1, Ordering::Relaxed);
+        if seen % TRACE_STRIDE != TRACE_STRIDE - 1 || seen / TRACE_STRIDE >= TRACE_SAMPLES {
+            return;
+        }
+        let _ = TRACING.try_with(|flag| {
+            if flag.replace(true) {
+                return;
+            }
+            let text = std::backtrace::Backtrace::force_capture().to_string();
+            if let Ok(mut traces) = TRACES.lock() {
+                traces.push((size, text));
+            }
+            flag.set(false);
+        });
+        return;
+    }
+}
+
+// SAFETY: every call goes to `System` with the caller's layout; the counting touches only atomics and, when
+// tracing, a thread-local flag that keeps the backtrace's own allocations from recursing into tracing.
+unsafe impl GlobalAlloc for CensusAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size(), 1);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size(), 1);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(layout.size(), -1);
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(layout.size(), -1);
+            count(new_size, 1);
+        }
+        new
+    }
+}
+
+/// Reads `TIDINGS_ALLOC_TRACE` (call once at start, before the load).
+pub fn init() {
+    let Ok(spec) = std::env::var("TIDINGS_ALLOC_TRACE") else {
+        return;
+    };
+    let sizes = spec
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok());
+    for (slot, size) in TRACED.iter().zip(sizes.filter(|s| *s > 0)) {
+        slot.store(size, Ordering::Relaxed);
+    }
+}
+
+/// One reading as a JSON object: live blocks and bytes by size, glibc's heap figures, the traces so far.
+pub fn reading() -> serde_json::Value {
+    let mut sizes = Vec::new();
+    let (mut live_blocks, mut live_bytes) = (0i64, 0i64);
+    for b in 0..BUCKETS {
+        let blocks = BLOCKS[b].load(Ordering::Relaxed);
+        let bytes = BYTES[b].load(Ordering::Relaxed);
+        live_blocks += blocks;
+        live_bytes += bytes;
+        if blocks != 0 || bytes != 0 {
+            let size = if b == BUCKETS - 1 { 0 } else { b * 8 };
+            sizes.push(serde_json::json!([size, blocks, bytes]));
+        }
+    }
+    let traces: Vec<serde_json::Value> = TRACES
+        .lock()
+        .map(|t| {
+            t.iter()
+                .map(|(size, text)| serde_json::json!({"size": size, "backtrace": text}))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "live_blocks": live_blocks,
+        "live_bytes": live_bytes,
+        "malloc": malloc_figures(),
+        "sizes": sizes,
+        "traces": traces,
+    })
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn malloc_figures() -> serde_json::Value {
+    // SAFETY: mallinfo2 only reads the allocator's counters.
+    let info = unsafe { libc::mallinfo2() };
+    serde_json::json!({
+        "arena": info.arena,
+        "mmap_bytes": info.hblkhd,
+        "in_use": info.uordblks,
+        "free": info.fordblks,
+        "releasable": info.keepcost,
+    })
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn malloc_figures() -> serde_json::Value {
+    serde_json::Value::Null
+}
+
+/// Writes a reading to the file named by `TIDINGS_ALLOC_CENSUS` on every SIGUSR2 (a task on the current
+/// tokio runtime).
+pub fn spawn_dumper() {
+    let Some(path) = std::env::var_os("TIDINGS_ALLOC_CENSUS") else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut signals) = signal(SignalKind::user_defined2()) else {
+            tracing::warn!("alloc census: cannot listen for SIGUSR2");
+            return;
+        };
+        while signals.recv().await.is_some() {
+            let line = format!("{}\n", reading());
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if let Err(error) = written {
+                tracing::warn!(%error, "alloc census: cannot write the reading");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_keep_exact_sizes_and_share_the_large_ones() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(1), 1);
+        assert_eq!(bucket(8), 1);
+        assert_eq!(bucket(9), 2);
+        assert_eq!(bucket(EXACT_LIMIT), EXACT_LIMIT / 8);
+        assert_eq!(bucket(EXACT_LIMIT + 1), BUCKETS - 1);
+    }
+}
