@@ -47,6 +47,20 @@ pub async fn read_after(
     Ok(events)
 }
 
+/// Reads a stream's `max-deleted-entry-id` in one call, `false` when the stream does not exist (asking
+/// `XINFO STREAM` of a missing key is an error reply, which would count as a Redis failure in the metrics).
+const MAX_DELETED_LUA: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then return info[i + 1] end
+end
+return false
+";
+
+static MAX_DELETED: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(MAX_DELETED_LUA));
+
 /// True when events of `room` with a sequence above `after` were trimmed away (history no longer covers
 /// that position).
 pub async fn trimmed_after(
@@ -55,45 +69,14 @@ pub async fn trimmed_after(
     room: &RoomKey,
     after: u64,
 ) -> Result<bool, redis::RedisError> {
-    let mut cmd = redis::cmd("XINFO");
-    cmd.arg("STREAM").arg(keys.stream(room));
-    let info: redis::Value = match redis.run(&cmd).await {
-        Ok(info) => info,
-        // No stream: no event in the retention window, so nothing was missed.
-        Err(error) if error.code() == Some("ERR") => return Ok(false),
-        Err(error) => return Err(error),
-    };
-    let max_deleted = stream_info_field(&info, "max-deleted-entry-id")
+    let mut invocation = MAX_DELETED.prepare_invoke();
+    invocation.key(keys.stream(room));
+    // No stream: no event in the retention window, so nothing was missed.
+    let max_deleted: Option<String> = redis.run_script(&invocation).await?;
+    let max_deleted = max_deleted
         .and_then(|id| id.strip_prefix("0-").and_then(|s| s.parse::<u64>().ok()))
         .unwrap_or(0);
     Ok(max_deleted > after)
-}
-
-fn stream_info_field(info: &redis::Value, name: &str) -> Option<String> {
-    let pairs: Vec<(String, redis::Value)> = match info {
-        redis::Value::Map(map) => map
-            .iter()
-            .filter_map(|(k, v)| {
-                redis::from_redis_value::<String>(k)
-                    .ok()
-                    .map(|k| (k, v.clone()))
-            })
-            .collect(),
-        redis::Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [k, v] => redis::from_redis_value::<String>(k)
-                    .ok()
-                    .map(|k| (k, v.clone())),
-                _ => None,
-            })
-            .collect(),
-        _ => return None,
-    };
-    pairs
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| redis::from_redis_value::<String>(&v).ok())
 }
 
 /// Events read for a page, with how the read ended.

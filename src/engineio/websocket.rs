@@ -117,7 +117,7 @@ fn accept(
         };
         match existing {
             None => connection.serve_new(engine, open, slot).await,
-            Some(session) => Box::pin(connection.serve_upgrade(engine, session)).await,
+            Some(session) => connection.serve_upgrade(engine, session).await,
         }
     };
     tokio::spawn(task);
@@ -225,7 +225,7 @@ impl Connection {
             }
         };
         if self.framing == Framing::Raw {
-            self.drive(&engine, &session, None).await;
+            self.run(engine, session, None);
             return;
         }
         // The open packet goes first; nothing else is queued before the client's CONNECT.
@@ -239,7 +239,17 @@ impl Connection {
         }
         let config = engine.config();
         let heartbeat = Heartbeat::new(config.ping_interval, config.ping_timeout, Instant::now());
-        self.drive(&engine, &session, Some(heartbeat)).await;
+        self.run(engine, session, Some(heartbeat));
+    }
+
+    /// Serves the session on a task of its own for the rest of the connection's life. The task that accepted
+    /// the upgrade ends here: its state (the upgrade future, the request's parts, the open request) would
+    /// otherwise stay in the connection task's allocation for as long as the connection lives.
+    fn run(self, engine: Arc<Engine>, session: Arc<Session>, heartbeat: Option<Heartbeat>) {
+        tokio::spawn(async move {
+            let mut connection = self;
+            connection.drive(&engine, &session, heartbeat).await;
+        });
     }
 
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
@@ -259,7 +269,7 @@ impl Connection {
             Ok(Ok(())) => {
                 session.set_transport(TransportKind::WebSocket);
                 metrics::counter!("tidings_upgrades_total").increment(1);
-                self.drive(&engine, &session, None).await;
+                self.run(engine, session, None);
             }
             Ok(Err(reason)) => {
                 if session.transport() == TransportKind::Upgrading {
