@@ -313,6 +313,25 @@ fn spawn_outbox_sampler(engine: &Arc<Engine>) {
     });
 }
 
+/// How often the recorder folds recorded histogram samples into its buckets.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every [`METRICS_UPKEEP_EVERY`], for the life of the process. The
+/// recorder keeps every sample in growing blocks until it is rendered or kept up: a node that nobody scrapes
+/// grew by every histogram sample (~3 MiB a minute per node at 17,000 connections, from the outbox-depth
+/// samples alone). A thread, not a task: the recorder is process-wide and outlives any one runtime.
+fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(METRICS_UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
+    }
+}
+
 /// The process-wide Prometheus recorder (every node in a process renders the same metrics).
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
     static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
@@ -334,6 +353,7 @@ fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
                 .expect("the buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
+            spawn_metrics_upkeep(handle.clone());
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
                     "a metrics recorder was already installed; /metrics shows only this one"
