@@ -16,14 +16,15 @@ import sys
 # Block sizes an idle websocket/polling connection keeps, and the code that allocates them (from backtraces
 # of TIDINGS_ALLOC_TRACE runs at the commit the budget names).
 NAMES = {
-    1152: "connection task (tokio task cell holding the websocket connection future)",
-    896: "polling sessions only, one block (not traced)",
-    456: "presence: per-room user counts (LocalPresence `Counts::join`)",
-    416: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
-    304: "socket.io `Client` (Arc: namespaces, partial packets, connect timer)",
+    896: "connection task (tokio task cell: the websocket connection's future, or the parked long-poll connection's)",
+    512: "polling only: the session's heartbeat task (tokio task cell)",
+    464: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    456: "presence: B-tree nodes of the shared rooms' user lists (`Counts::join`)",
+    432: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
+    320: "socket.io `Client` (Arc: namespaces, partial packets, connect timer)",
     296: "direct messages `Device` (Arc)",
     264: "socket.io `Socket` (Arc: rooms, acks)",
-    256: "connect-timer task (tokio task cell; ended at CONNECT since this change)",
+    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`)",
 }
 SMALL = 160  # blocks up to this size are summed in one row
 
