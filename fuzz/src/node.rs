@@ -1,5 +1,5 @@
 //! The server pieces the async targets drive: one tokio runtime, one embedded-mode node (its HTTP router)
-//! and one embedded-mode application, each built once per fuzzing process with the default config.
+//! and embedded-mode applications (a fresh one every [`APP_INPUTS`] inputs), with the default config.
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,33 +36,67 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// The HTTP router of an embedded node built by `tidings::server::build`, exactly as `serve` builds it.
+/// The HTTP router of an embedded node built by `tidings::server::build`, exactly as `serve` builds it; a fresh
+/// node every [`APP_INPUTS`] inputs, for the reason [`app`] gives.
 pub fn router() -> Router {
-    static ROUTER: OnceLock<Router> = OnceLock::new();
-    ROUTER
-        .get_or_init(|| {
-            let _guard = runtime().enter();
-            let local = "127.0.0.1:3000".parse().expect("a socket address");
-            tidings::server::build(&config(), local)
-                .expect("the default config builds a node")
-                .router
-        })
-        .clone()
+    thread_local! {
+        static ROUTER: std::cell::RefCell<Option<(Router, usize)>> = const { std::cell::RefCell::new(None) };
+    }
+    ROUTER.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match slot.as_mut() {
+            Some((router, served)) if *served < APP_INPUTS => {
+                *served += 1;
+                router.clone()
+            }
+            _ => {
+                let _guard = runtime().enter();
+                let local = "127.0.0.1:3000".parse().expect("a socket address");
+                let router = tidings::server::build(&config(), local)
+                    .expect("the default config builds a node")
+                    .router;
+                *slot = Some((router.clone(), 1));
+                router
+            }
+        }
+    })
 }
 
-/// An embedded-mode application with the default limits, as `tidings::server::build` assembles it.
+/// Inputs one application serves before the next one replaces it.
+pub const APP_INPUTS: usize = 500;
+
+/// An embedded-mode application with the default limits, as `tidings::server::build` assembles it. A fresh one
+/// every [`APP_INPUTS`] inputs: what an application keeps between inputs (history streams of every room
+/// published to, kept while recent) would otherwise pile up over millions of inputs until one table's growth
+/// passes the allocation cap, which is there to catch what one input makes the node allocate.
 pub fn app() -> Arc<Tidings> {
-    static APP: OnceLock<Arc<Tidings>> = OnceLock::new();
-    APP.get_or_init(|| {
-        // The application starts its token-expiry task on the runtime.
-        let _guard = runtime().enter();
-        let config = config();
-        let hub = Arc::new(Hub::new(tidings::server::memory_history(&config)));
-        let backend = Backend::local(hub.clone(), Arc::new(MemorySessionStore::new()));
-        let direct = tidings::server::memory_direct(&config);
-        let parts =
-            tidings::server::app_parts(&config, hub, backend, direct).expect("the default config");
-        Tidings::new(parts)
+    thread_local! {
+        static APP: std::cell::RefCell<Option<(Arc<Tidings>, usize)>> = const { std::cell::RefCell::new(None) };
+    }
+    APP.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        match slot.as_mut() {
+            Some((app, served)) if *served < APP_INPUTS => {
+                *served += 1;
+                app.clone()
+            }
+            _ => {
+                let app = new_app();
+                *slot = Some((app.clone(), 1));
+                app
+            }
+        }
     })
-    .clone()
+}
+
+fn new_app() -> Arc<Tidings> {
+    // The application starts its token-expiry task on the runtime.
+    let _guard = runtime().enter();
+    let config = config();
+    let hub = Arc::new(Hub::new(tidings::server::memory_history(&config)));
+    let backend = Backend::local(hub.clone(), Arc::new(MemorySessionStore::new()));
+    let direct = tidings::server::memory_direct(&config);
+    let parts =
+        tidings::server::app_parts(&config, hub, backend, direct).expect("the default config");
+    Tidings::new(parts)
 }
