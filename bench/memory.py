@@ -89,7 +89,8 @@ def census_reading(pid, path, n):
     """Asks a node built with `--features alloc-census` for its n-th allocation reading (SIGUSR2) and waits
     until the line is in `path`."""
     os.kill(pid, signal.SIGUSR2)
-    deadline = time.time() + 10
+    # Live-block sampling (TIDINGS_ALLOC_LIVE) resolves every sample's backtrace: give it minutes.
+    deadline = time.time() + (600 if os.environ.get("TIDINGS_ALLOC_LIVE") else 10)
     while time.time() < deadline:
         if os.path.exists(path) and sum(1 for _ in open(path)) >= n:
             return

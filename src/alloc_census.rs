@@ -11,6 +11,10 @@
 //! (one backtrace every [`TRACE_STRIDE`] blocks of a size, at most [`TRACE_SAMPLES`] each), to name the code
 //! behind a size. Readings are written on SIGUSR2 to the file named by `TIDINGS_ALLOC_CENSUS`, one JSON object
 //! a line.
+//!
+//! `TIDINGS_ALLOC_LIVE=n` samples one allocation in every `n` (any size) with its backtrace and forgets the
+//! sample when the block is freed, so a reading lists the call sites of the blocks still live, grouped by their
+//! first frames in this crate and its dependencies: which code keeps the memory, not only how big it is.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -32,6 +36,12 @@ static BYTES: [AtomicI64; BUCKETS] = [const { AtomicI64::new(0) }; BUCKETS];
 static TRACED: [AtomicUsize; MAX_TRACED] = [const { AtomicUsize::new(0) }; MAX_TRACED];
 static TRACE_SEEN: [AtomicUsize; MAX_TRACED] = [const { AtomicUsize::new(0) }; MAX_TRACED];
 static TRACES: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+/// One sample in this many allocations is kept while live (0: off).
+static LIVE_EVERY: AtomicUsize = AtomicUsize::new(0);
+static LIVE_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// Live samples: block address → (requested size, backtrace).
+static LIVE: Mutex<Option<std::collections::HashMap<usize, (usize, std::backtrace::Backtrace)>>> =
+    Mutex::new(None);
 
 thread_local! {
     /// Set while this thread records a backtrace, whose own allocations must not be traced again.
@@ -85,6 +95,101 @@ fn trace(size: usize) {
     }
 }
 
+/// Keeps a backtrace for one allocation in every `TIDINGS_ALLOC_LIVE`.
+fn live_sample(ptr: *mut u8, size: usize) {
+    let every = LIVE_EVERY.load(Ordering::Relaxed);
+    if every == 0 || LIVE_SEEN.fetch_add(1, Ordering::Relaxed) % every != 0 {
+        return;
+    }
+    let _ = TRACING.try_with(|flag| {
+        if flag.replace(true) {
+            return;
+        }
+        let trace = std::backtrace::Backtrace::force_capture();
+        if let Ok(mut live) = LIVE.lock() {
+            live.get_or_insert_with(Default::default)
+                .insert(ptr as usize, (size, trace));
+        }
+        flag.set(false);
+    });
+}
+
+/// Drops the sample of a freed block, if it had one.
+fn live_forget(ptr: *mut u8) {
+    if LIVE_EVERY.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let _ = TRACING.try_with(|flag| {
+        if flag.replace(true) {
+            return;
+        }
+        // Taken out under the lock, dropped after it: dropping frees, and freeing comes back here.
+        let removed = LIVE
+            .lock()
+            .ok()
+            .and_then(|mut live| live.as_mut().and_then(|l| l.remove(&(ptr as usize))));
+        drop(removed);
+        flag.set(false);
+    });
+}
+
+/// The live samples grouped by call site: the first frames outside the allocator and the standard library.
+fn live_sites() -> Vec<serde_json::Value> {
+    let every = LIVE_EVERY.load(Ordering::Relaxed);
+    if every == 0 {
+        return Vec::new();
+    }
+    // Resolving allocates and frees: this thread must not come back into the lock it holds.
+    let was_tracing = TRACING.try_with(|flag| flag.replace(true)).unwrap_or(true);
+    let samples: Vec<(usize, String)> = match LIVE.lock() {
+        Ok(live) => live
+            .iter()
+            .flat_map(|l| l.values())
+            .map(|(size, trace)| (*size, trace.to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let _ = TRACING.try_with(|flag| flag.set(was_tracing));
+    let mut sites: std::collections::HashMap<(String, usize), usize> = Default::default();
+    for (size, text) in samples {
+        *sites.entry((call_site(&text), size)).or_default() += 1;
+    }
+    let mut sites: Vec<_> = sites.into_iter().collect();
+    sites.sort_by_key(|((_, size), n)| std::cmp::Reverse(size * n));
+    sites
+        .into_iter()
+        .map(|((site, size), n)| {
+            serde_json::json!({"size": size, "blocks": n * every, "bytes": n * every * size, "site": site})
+        })
+        .collect()
+}
+
+/// The first few frame names of a backtrace that are not the allocator's, the standard library's or Rust's
+/// allocation plumbing.
+fn call_site(text: &str) -> String {
+    const SKIP: [&str; 9] = [
+        "tidings::alloc_census",
+        "std::",
+        "alloc::",
+        "<alloc::",
+        "core::",
+        "<core::",
+        "__rustc",
+        "<std::",
+        "<tidings::alloc_census",
+    ];
+    text.lines()
+        .filter_map(|line| {
+            let (num, name) = line.trim_start().split_once(": ")?;
+            num.parse::<usize>().ok()?;
+            Some(name.trim())
+        })
+        .filter(|name| !SKIP.iter().any(|skip| name.starts_with(skip)))
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" < ")
+}
+
 // SAFETY: every call goes to `System` with the caller's layout; the counting touches only atomics and, when
 // tracing, a thread-local flag that keeps the backtrace's own allocations from recursing into tracing.
 unsafe impl GlobalAlloc for CensusAlloc {
@@ -93,6 +198,7 @@ unsafe impl GlobalAlloc for CensusAlloc {
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size(), 1);
+            live_sample(ptr, layout.size());
         }
         ptr
     }
@@ -102,12 +208,14 @@ unsafe impl GlobalAlloc for CensusAlloc {
         let ptr = unsafe { System.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size(), 1);
+            live_sample(ptr, layout.size());
         }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(layout.size(), -1);
+        live_forget(ptr);
         // SAFETY: forwarded as is.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -117,7 +225,9 @@ unsafe impl GlobalAlloc for CensusAlloc {
         let new = unsafe { System.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(layout.size(), -1);
+            live_forget(ptr);
             count(new_size, 1);
+            live_sample(new, new_size);
         }
         new
     }
@@ -125,6 +235,7 @@ unsafe impl GlobalAlloc for CensusAlloc {
 
 /// Reads `TIDINGS_ALLOC_TRACE` (call once at start, before the load).
 pub fn init() {
+    init_live();
     let Ok(spec) = std::env::var("TIDINGS_ALLOC_TRACE") else {
         return;
     };
@@ -133,6 +244,16 @@ pub fn init() {
         .filter_map(|s| s.trim().parse::<usize>().ok());
     for (slot, size) in TRACED.iter().zip(sizes.filter(|s| *s > 0)) {
         slot.store(size, Ordering::Relaxed);
+    }
+}
+
+/// Reads `TIDINGS_ALLOC_LIVE` (call once at start, before the load).
+fn init_live() {
+    if let Some(every) = std::env::var("TIDINGS_ALLOC_LIVE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        LIVE_EVERY.store(every, Ordering::Relaxed);
     }
 }
 
@@ -164,6 +285,7 @@ pub fn reading() -> serde_json::Value {
         "malloc": malloc_figures(),
         "sizes": sizes,
         "traces": traces,
+        "live": live_sites(),
     })
 }
 

@@ -986,7 +986,7 @@ async fn serve_connection(
     let stream = if polling.is_empty() {
         stream
     } else {
-        match polling_conn::serve(stream, remote, &polling, &mut stop).await {
+        match polling_conn::serve(stream, &remote, &polling, &mut stop).await {
             polling_conn::Outcome::Closed => return,
             polling_conn::Outcome::Hyper(stream) => stream,
         }

@@ -48,7 +48,13 @@ impl Tidings {
                     metrics::counter!("tidings_room_joins_total", "namespace" => socket.nsp().to_owned())
                         .increment(1);
                     self.presence_joined(socket, room);
-                    socket.rooms.lock().push(Membership {
+                    let mut memberships = socket.rooms.lock();
+                    if memberships.len() < 4 {
+                        // Most sockets are in a room or two: grow the list one at a time up to four
+                        // (the first push would otherwise make room for four, 128 bytes per socket).
+                        memberships.reserve_exact(1);
+                    }
+                    memberships.push(Membership {
                         room: room.as_str().into(),
                         epoch,
                         joined_seq: feed.joined_seq(key, seq),

@@ -417,15 +417,8 @@ fn publish_args(
     let policy = app.room_policy(&args.room);
     if let Some((index, policy)) = policy {
         let (per_sec, burst) = policy.publish_rate;
-        if per_sec > 0 {
-            let allowed = socket.publish_rates.lock().entry(index).or_default().take(
-                per_sec,
-                burst,
-                std::time::Instant::now(),
-            );
-            if !allowed {
-                return Err(Refusal::RateLimited);
-            }
+        if per_sec > 0 && !socket.take_publish_token(index, per_sec, burst) {
+            return Err(Refusal::RateLimited);
         }
     }
     let conflate = policy.and_then(|(_, policy)| policy.conflate_for(args.data?));

@@ -577,8 +577,7 @@ impl Tidings {
         self.watch_expiry(socket);
         if socket.nsp() == self.direct.namespace() {
             if let Some(user) = socket.user() {
-                let name = device.map_or_else(|| format!("conn-{}", socket.id()), str::to_owned);
-                self.direct.attach(socket, user.sub(), &name);
+                self.direct.attach(socket, user.sub(), device);
             }
         }
         if let Some(pid) = socket.pid() {

@@ -28,15 +28,24 @@ const SHARDS: usize = 32;
 type SessionShard = Mutex<HashMap<Sid, Arc<Session>>>;
 
 /// Where [`Engine::handle`] sent a request.
+///
+/// The large answers are boxed: a parked GET's future holds this value for as long as it waits, so its size
+/// is paid by every idle polling client.
 enum Routed {
     /// Answered at once.
-    Done(Result<Response<Body>, EngineError>),
+    Done(Box<Result<Response<Body>, EngineError>>),
     /// A polling GET: waits until packets are queued.
     Get(Arc<Session>),
     /// A polling POST: its body is read and applied.
-    Post(Arc<Session>, Request<Body>),
+    Post(Arc<Session>, Box<Request<Body>>),
     /// A session of another node: the owner answers.
     Forwarded(Pin<Box<dyn Future<Output = Response<Body>> + Send>>),
+}
+
+impl Routed {
+    fn done(answer: Result<Response<Body>, EngineError>) -> Routed {
+        Routed::Done(Box::new(answer))
+    }
 }
 
 /// One Engine.IO endpoint (e.g. `/socket.io/`) and all its sessions.
@@ -133,10 +142,10 @@ impl Engine {
         let routed = self.route(req, remote);
         async move {
             let response = match routed {
-                Routed::Done(response) => response,
+                Routed::Done(response) => *response,
                 Routed::Get(session) => super::polling::get(&self, &session).await,
                 Routed::Post(session, req) => {
-                    Box::pin(super::polling::post(&self, &session, req)).await
+                    Box::pin(super::polling::post(&self, &session, *req)).await
                 }
                 Routed::Forwarded(forwarded) => Ok(forwarded.await),
             };
@@ -147,11 +156,11 @@ impl Engine {
 
     fn route(self: &Arc<Self>, req: Request<Body>, remote: Option<SocketAddr>) -> Routed {
         if req.method() == Method::OPTIONS {
-            return Routed::Done(Ok(super::cors::preflight()));
+            return Routed::done(Ok(super::cors::preflight()));
         }
         let query = match Query::parse(req.uri().query().unwrap_or("")) {
             Ok(query) => query,
-            Err(error) => return Routed::Done(Err(error)),
+            Err(error) => return Routed::done(Err(error)),
         };
         if let Some(owner) = query
             .sid
@@ -163,7 +172,7 @@ impl Engine {
             // Another node's session: no sticky sessions needed in front of the cluster. A draining node takes
             // no new websocket for it (503 before any upgrade: the balancer tries another node).
             if query.transport == TransportParam::WebSocket && self.is_refusing() {
-                return Routed::Done(Err(refused_draining()));
+                return Routed::done(Err(refused_draining()));
             }
             return match self
                 .router
@@ -171,7 +180,7 @@ impl Engine {
                 .and_then(|router| router.forward(owner, req))
             {
                 Some(forwarded) => Routed::Forwarded(forwarded),
-                None => Routed::Done(Err(EngineError::UnknownSid)),
+                None => Routed::done(Err(EngineError::UnknownSid)),
             };
         }
         match (query.transport, query.sid.as_deref()) {
@@ -181,22 +190,22 @@ impl Engine {
                     .transpose()
                 {
                     Ok(sid) => sid,
-                    Err(error) => return Routed::Done(Err(error)),
+                    Err(error) => return Routed::done(Err(error)),
                 };
                 // Only a new session is admitted; an upgrade belongs to one that already was.
                 let (remote, slot) = match sid {
                     Some(_) => (remote, None),
                     // Refused before the upgrade, so a balancer can try another node (`503`).
-                    None if self.is_refusing() => return Routed::Done(Err(refused_draining())),
+                    None if self.is_refusing() => return Routed::done(Err(refused_draining())),
                     None => {
                         let client = self.client_addr(remote, req.headers());
                         match self.admit_address(client) {
                             Ok(slot) => (client, slot),
-                            Err(error) => return Routed::Done(Err(error)),
+                            Err(error) => return Routed::done(Err(error)),
                         }
                     }
                 };
-                Routed::Done(super::websocket::upgrade(
+                Routed::done(super::websocket::upgrade(
                     self.clone(),
                     req,
                     sid,
@@ -206,7 +215,7 @@ impl Engine {
             }
             (TransportParam::Polling, None) => {
                 if req.method() != Method::GET {
-                    return Routed::Done(Err(EngineError::BadHandshakeMethod));
+                    return Routed::done(Err(EngineError::BadHandshakeMethod));
                 }
                 let client = self.client_addr(remote, req.headers());
                 let opened = self.admit_address(client).and_then(|slot| {
@@ -218,28 +227,28 @@ impl Engine {
                 });
                 let session = match opened {
                     Ok(session) => session,
-                    Err(error) => return Routed::Done(Err(error)),
+                    Err(error) => return Routed::done(Err(error)),
                 };
                 tokio::spawn(super::heartbeat::run(self.clone(), session.clone()));
-                Routed::Done(Ok(super::polling::open_response(
+                Routed::done(Ok(super::polling::open_response(
                     &self.open_packet(&session, true),
                 )))
             }
             (TransportParam::Polling, Some(sid)) => {
                 let Some(session) = Sid::parse(sid).and_then(|sid| self.find(&sid)) else {
-                    return Routed::Done(Err(EngineError::UnknownSid));
+                    return Routed::done(Err(EngineError::UnknownSid));
                 };
                 if session.is_closed() {
-                    return Routed::Done(self.closed_session_reply(&session));
+                    return Routed::done(self.closed_session_reply(&session));
                 }
                 if session.pong_overdue() {
                     self.close_session(&session, CloseReason::PingTimeout);
-                    return Routed::Done(Err(EngineError::UnknownSid));
+                    return Routed::done(Err(EngineError::UnknownSid));
                 }
                 match *req.method() {
                     Method::GET => Routed::Get(session),
-                    Method::POST => Routed::Post(session, req),
-                    _ => Routed::Done(Err(EngineError::BadRequest("method not allowed"))),
+                    Method::POST => Routed::Post(session, Box::new(req)),
+                    _ => Routed::done(Err(EngineError::BadRequest("method not allowed"))),
                 }
             }
         }

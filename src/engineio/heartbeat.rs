@@ -1,7 +1,9 @@
 //! Engine.IO v4 heartbeat: the server pings every `pingInterval` after the last pong and closes a session
 //! whose pong does not arrive within `pingTimeout`.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,19 +22,27 @@ pub enum Beat {
 /// Heartbeat state of one session, driven by whoever owns its timer.
 #[derive(Debug, Clone)]
 pub struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
+    /// `pingInterval` in milliseconds (kept small: every websocket connection's task holds a heartbeat).
+    interval_ms: u32,
+    /// `pingTimeout` in milliseconds.
+    timeout_ms: u32,
     deadline: Instant,
     awaiting_pong: bool,
+}
+
+/// Milliseconds of `d`, at most `u32::MAX` (~49 days).
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Heartbeat {
     /// Starts the schedule: the first ping is due one interval from `now`.
     pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Self {
+        let interval_ms = ms(interval);
         Heartbeat {
-            interval,
-            timeout,
-            deadline: now + interval,
+            interval_ms,
+            timeout_ms: ms(timeout),
+            deadline: now + Duration::from_millis(interval_ms.into()),
             awaiting_pong: false,
         }
     }
@@ -42,14 +52,26 @@ impl Heartbeat {
         self.deadline
     }
 
-    /// Called when the deadline passed. The pong is due `timeout` after the ping was scheduled (not after
-    /// the timer happened to fire), so the limit is the same whether it is checked here or lazily.
+    /// When a heartbeat that is not woken by pongs must look again (after `now`): at the deadline, or, while
+    /// a pong is awaited, one interval after the ping if that is still to come and comes first (a pong that
+    /// came by then makes the next ping due one interval after it, as if it had woken the heartbeat).
+    pub fn check_at(&self, now: Instant) -> Instant {
+        if self.awaiting_pong {
+            let sent = self.deadline - Duration::from_millis(self.timeout_ms.into());
+            let early = sent + Duration::from_millis(self.interval_ms.into());
+            if early > now && early < self.deadline {
+                return early;
+            }
+        }
+        self.deadline
+    }
+
     pub fn on_deadline(&mut self, _now: Instant) -> Beat {
         if self.awaiting_pong {
             Beat::TimedOut
         } else {
             self.awaiting_pong = true;
-            self.deadline += self.timeout;
+            self.deadline += Duration::from_millis(self.timeout_ms.into());
             Beat::SendPing
         }
     }
@@ -58,7 +80,7 @@ impl Heartbeat {
     pub fn on_pong(&mut self, now: Instant) {
         if self.awaiting_pong {
             self.awaiting_pong = false;
-            self.deadline = now + self.interval;
+            self.deadline = now + Duration::from_millis(self.interval_ms.into());
         }
     }
 }
@@ -69,15 +91,23 @@ pub async fn run(engine: Arc<Engine>, session: Arc<Session>) {
     let config = engine.config();
     let mut beat = Heartbeat::new(config.ping_interval, config.ping_timeout, Instant::now());
     let mut pongs = session.pong_count();
+    // One timer, woken at the heartbeat's own times only: a pong is looked at when its ping's next check
+    // comes (the next ping is then due one interval after the pong arrived), so an idle session's task holds
+    // no waiter for pongs.
+    let timer = tokio::time::sleep_until(beat.check_at(Instant::now()));
+    tokio::pin!(timer);
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(beat.deadline()) => {}
-            _ = session.pong_received() => {}
-            reason = std::future::poll_fn(|cx| session.outbox.poll_closing(cx)) => {
-                // Closed while no GET is waiting (slow consumer, connect timeout): finish the session now.
-                engine.close_session(&session, reason);
-                return;
+        let closing = std::future::poll_fn(|cx| {
+            if let Poll::Ready(reason) = session.outbox.poll_closing(cx) {
+                return Poll::Ready(Some(reason));
             }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Some(reason) = closing {
+            // Closed while no GET is waiting (slow consumer, connect timeout): finish the session now.
+            engine.close_session(&session, reason);
+            return;
         }
         if session.is_closed() {
             return;
@@ -86,29 +116,28 @@ pub async fn run(engine: Arc<Engine>, session: Arc<Session>) {
         let seen = session.pong_count();
         if seen != pongs {
             pongs = seen;
-            beat.on_pong(now);
-            continue;
+            beat.on_pong(session.last_pong_at().unwrap_or(now).min(now));
         }
-        if now < beat.deadline() {
-            continue;
-        }
-        match beat.on_deadline(now) {
-            Beat::SendPing => {
-                if session.outbox.push(Outgoing::ping()).is_err() {
-                    let reason = session
-                        .outbox
-                        .closing()
-                        .unwrap_or(CloseReason::TransportClose);
-                    engine.close_session(&session, reason);
+        if now >= beat.deadline() {
+            match beat.on_deadline(now) {
+                Beat::SendPing => {
+                    if session.outbox.push(Outgoing::ping()).is_err() {
+                        let reason = session
+                            .outbox
+                            .closing()
+                            .unwrap_or(CloseReason::TransportClose);
+                        engine.close_session(&session, reason);
+                        return;
+                    }
+                    session.expect_pong_by(beat.deadline());
+                }
+                Beat::TimedOut => {
+                    engine.close_session(&session, CloseReason::PingTimeout);
                     return;
                 }
-                session.expect_pong_by(beat.deadline());
-            }
-            Beat::TimedOut => {
-                engine.close_session(&session, CloseReason::PingTimeout);
-                return;
             }
         }
+        timer.as_mut().reset(beat.check_at(now));
     }
 }
 
@@ -145,5 +174,27 @@ mod tests {
         let mut hb = Heartbeat::new(Duration::from_millis(300), Duration::from_millis(200), t0);
         hb.on_pong(t0 + Duration::from_millis(10));
         assert_eq!(hb.deadline(), t0 + Duration::from_millis(300));
+    }
+
+    #[test]
+    fn checks_come_at_the_deadline_or_one_interval_after_the_ping() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Timeout shorter than the interval: only the deadlines.
+        let mut hb = Heartbeat::new(ms(300), ms(200), t0);
+        assert_eq!(hb.check_at(t0), t0 + ms(300));
+        assert_eq!(hb.on_deadline(t0 + ms(300)), Beat::SendPing);
+        assert_eq!(hb.check_at(t0 + ms(300)), t0 + ms(500));
+        // Timeout longer than the interval: a look one interval after the ping, then the deadline.
+        let mut hb = Heartbeat::new(ms(100), ms(500), t0);
+        assert_eq!(hb.on_deadline(t0 + ms(100)), Beat::SendPing);
+        assert_eq!(hb.check_at(t0 + ms(100)), t0 + ms(200));
+        assert_eq!(
+            hb.check_at(t0 + ms(200)),
+            t0 + ms(600),
+            "never the same instant twice"
+        );
+        hb.on_pong(t0 + ms(150));
+        assert_eq!(hb.check_at(t0 + ms(200)), t0 + ms(250));
     }
 }

@@ -7,7 +7,6 @@ use std::time::Instant;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use rand::RngCore;
-use tokio::sync::Notify;
 
 use super::address_limits::AddressSlot;
 use super::outbox::{Outbox, OutboxLimits};
@@ -123,6 +122,11 @@ fn clock_base() -> Instant {
     *BASE.get_or_init(Instant::now)
 }
 
+/// Milliseconds from [`clock_base`] to `at`, at least 1 (0 means "never" where it is stored).
+fn since_base_ms(at: Instant) -> u64 {
+    (at.saturating_duration_since(clock_base()).as_millis() as u64).max(1)
+}
+
 /// Which transport currently carries a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -151,7 +155,9 @@ pub struct Session {
     pub(crate) post_lock: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     pongs: AtomicU64,
-    pong_signal: Notify,
+    /// When the last pong arrived, in ms since [`clock_base`] (the polling heartbeat looks at it when its
+    /// timer fires instead of being woken by every pong).
+    last_pong_ms: AtomicU64,
     /// When the pong of the last ping is due, in ms since [`clock_base`]; 0 when none is awaited.
     pong_due_ms: AtomicU64,
     handler: OnceLock<Arc<dyn SessionHandler>>,
@@ -184,7 +190,7 @@ impl Session {
             post_lock: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             pongs: AtomicU64::new(0),
-            pong_signal: Notify::new(),
+            last_pong_ms: AtomicU64::new(0),
             pong_due_ms: AtomicU64::new(0),
             handler: OnceLock::new(),
             rate: Mutex::new(crate::rate::Bucket::with_tokens(burst)),
@@ -225,8 +231,17 @@ impl Session {
     /// Records a pong from the client.
     pub(crate) fn on_pong(&self) {
         self.pong_due_ms.store(0, Ordering::Release);
+        self.last_pong_ms
+            .store(since_base_ms(Instant::now()), Ordering::Release);
         self.pongs.fetch_add(1, Ordering::AcqRel);
-        self.pong_signal.notify_one();
+    }
+
+    /// When the last pong arrived (`None` before the first).
+    pub(crate) fn last_pong_at(&self) -> Option<tokio::time::Instant> {
+        let ms = self.last_pong_ms.load(Ordering::Acquire);
+        (ms != 0).then(|| {
+            tokio::time::Instant::from_std(clock_base() + std::time::Duration::from_millis(ms))
+        })
     }
 
     /// Notes that a ping went out whose pong is due by `due`.
@@ -251,11 +266,6 @@ impl Session {
     /// Number of pongs received so far.
     pub(crate) fn pong_count(&self) -> u64 {
         self.pongs.load(Ordering::Acquire)
-    }
-
-    /// Waits for the next pong.
-    pub(crate) async fn pong_received(&self) {
-        self.pong_signal.notified().await
     }
 
     /// Installs the handler of the layer above (once).

@@ -200,6 +200,51 @@ fn next_deadline(heartbeat: Option<&Heartbeat>, write_due: Option<Instant>) -> I
     }
 }
 
+/// Waits for whatever the connection task must act on next: the outbox, the socket becoming writable (when
+/// `blocked`), readable, or the timer (when `timed`). With `lendable`, the first poll lends the socket to
+/// publishers while the task sleeps (see [`Outbox::lend_stream`]); the second value says whether it did.
+/// One hand-written wait instead of `select!`: no per-connection future for each source, and only what it
+/// needs kept in the connection's task.
+///
+/// [`Outbox::lend_stream`]: super::Outbox::lend_stream
+async fn wait(
+    stream: &Arc<TcpStream>,
+    outbox: &super::Outbox,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    blocked: bool,
+    lendable: bool,
+    timed: bool,
+) -> (Wake, bool) {
+    let mut first_poll = true;
+    let mut lent = false;
+    let wake = std::future::poll_fn(move |cx| {
+        let polled = if first_poll && lendable {
+            let (ready, was_lent) = outbox.lend_stream(stream, cx);
+            lent = was_lent;
+            ready
+        } else {
+            outbox.poll_signal(cx)
+        };
+        first_poll = false;
+        if let Poll::Ready(signal) = polled {
+            return Poll::Ready((Wake::Outbox(signal), lent));
+        }
+        if blocked {
+            if let Poll::Ready(result) = stream.poll_write_ready(cx) {
+                return Poll::Ready((Wake::Writable(result.is_ok()), lent));
+            }
+        }
+        if let Poll::Ready(result) = stream.poll_read_ready(cx) {
+            return Poll::Ready((Wake::Readable(result.is_ok()), lent));
+        }
+        if timed && timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready((Wake::Timer, lent));
+        }
+        Poll::Pending
+    });
+    wake.await
+}
+
 /// What reading produced.
 enum Inbound {
     Message(WsMessage),
@@ -246,10 +291,7 @@ impl Connection {
     /// the upgrade ends here: its state (the upgrade future, the request's parts, the open request) would
     /// otherwise stay in the connection task's allocation for as long as the connection lives.
     fn run(self, engine: Arc<Engine>, session: Arc<Session>, heartbeat: Option<Heartbeat>) {
-        tokio::spawn(async move {
-            let mut connection = self;
-            connection.drive(&engine, &session, heartbeat).await;
-        });
+        tokio::spawn(self.drive(engine, session, heartbeat));
     }
 
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
@@ -393,9 +435,9 @@ impl Connection {
 
     /// The main loop of a websocket session.
     async fn drive(
-        &mut self,
-        engine: &Arc<Engine>,
-        session: &Arc<Session>,
+        mut self,
+        engine: Arc<Engine>,
+        session: Arc<Session>,
         mut heartbeat: Option<Heartbeat>,
     ) {
         // One timer for the heartbeat and the write pacing, set to whichever comes first.
@@ -408,7 +450,7 @@ impl Connection {
         let reason = loop {
             if !pacer.is_waiting() {
                 let mut queued_ms = None;
-                let pumped = self.pump(session, &mut writer, &mut queued_ms);
+                let pumped = self.pump(&session, &mut writer, &mut queued_ms);
                 if let Some(queued_ms) = queued_ms.filter(|_| cadence.is_adaptive()) {
                     let now = now_ms();
                     if let Some(lag) = pacer.lag_of_write(queued_ms, now) {
@@ -432,37 +474,11 @@ impl Connection {
                 }
             }
             // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
-            let lendable = !writer.is_blocked() && !pacer.is_waiting();
+            let blocked = writer.is_blocked();
+            let lendable = !blocked && !pacer.is_waiting();
             let timed = heartbeat.is_some() || pacer.is_waiting();
-            let mut first_poll = true;
-            let mut lent = false;
-            // One hand-written wait instead of `select!`: no per-connection future for each source.
-            let wake = std::future::poll_fn(|cx| {
-                let outbox = if first_poll && lendable {
-                    let (ready, was_lent) = session.outbox.lend_stream(&self.stream, cx);
-                    lent = was_lent;
-                    ready
-                } else {
-                    session.outbox.poll_signal(cx)
-                };
-                first_poll = false;
-                if let Poll::Ready(signal) = outbox {
-                    return Poll::Ready(Wake::Outbox(signal));
-                }
-                if writer.is_blocked() {
-                    if let Poll::Ready(result) = self.stream.poll_write_ready(cx) {
-                        return Poll::Ready(Wake::Writable(result.is_ok()));
-                    }
-                }
-                if let Poll::Ready(result) = self.stream.poll_read_ready(cx) {
-                    return Poll::Ready(Wake::Readable(result.is_ok()));
-                }
-                if timed && timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
+            let (stream, outbox) = (&self.stream, &session.outbox);
+            let (wake, lent) = wait(stream, outbox, timer.as_mut(), blocked, lendable, timed).await;
             // An outbox wake took the socket back already.
             if lent && !matches!(wake, Wake::Outbox(_)) {
                 session.outbox.reclaim_stream();
@@ -493,7 +509,7 @@ impl Connection {
                 }
                 Wake::Writable(_) => {}
                 Wake::Readable(_) => {
-                    if let Err(reason) = self.on_readable(engine, session) {
+                    if let Err(reason) = self.on_readable(&engine, &session) {
                         break reason;
                     }
                 }
@@ -526,6 +542,19 @@ impl Connection {
                 }
             }
         };
+        // Boxed: this rare path would otherwise enlarge every connection's task.
+        Box::pin(self.finish(&engine, &session, reason, writer)).await;
+    }
+
+    /// Closes the session and, within [`CLOSE_GRACE`], sends what is still queued (e.g. a disconnect packet)
+    /// and the close frame.
+    async fn finish(
+        &mut self,
+        engine: &Arc<Engine>,
+        session: &Arc<Session>,
+        reason: CloseReason,
+        mut writer: FrameWriter,
+    ) {
         engine.close_session(session, reason.clone());
         let final_reason = session.outbox.closing().unwrap_or(reason);
         let close = close_frame(final_reason.ws_code(), final_reason.label());
@@ -534,7 +563,6 @@ impl Connection {
             let _ = self.stream.try_write(&close);
             return;
         }
-        // Send what is still queued (e.g. a disconnect packet), then the close frame, within a bound.
         let goodbye = async {
             loop {
                 match self.pump(session, &mut writer, &mut None) {
@@ -551,8 +579,7 @@ impl Connection {
                 self.linger().await;
             }
         };
-        // Boxed: this rare path would otherwise enlarge every connection's task.
-        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, goodbye)).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
     }
 
     /// After our close frame: ends our side of the stream and reads (and drops) what the client still sends

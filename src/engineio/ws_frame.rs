@@ -160,18 +160,20 @@ struct Partial {
 #[derive(Debug, Default)]
 pub struct Utf8Stream {
     carry: [u8; 4],
-    carry_len: usize,
+    /// Bytes used in `carry` (0 to 3; a byte, as every connection's decoder holds one).
+    carry_len: u8,
 }
 
 impl Utf8Stream {
     /// Checks the next piece; `Err` as soon as the text so far cannot be the start of valid UTF-8.
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), FrameError> {
         if self.carry_len > 0 {
+            let carried = usize::from(self.carry_len);
             // Complete the carried character with at most 3 more bytes.
-            let take = data.len().min(4 - self.carry_len);
+            let take = data.len().min(4 - carried);
             let mut joined = self.carry;
-            joined[self.carry_len..self.carry_len + take].copy_from_slice(&data[..take]);
-            let joined_len = self.carry_len + take;
+            joined[carried..carried + take].copy_from_slice(&data[..take]);
+            let joined_len = carried + take;
             match std::str::from_utf8(&joined[..joined_len]) {
                 Ok(_) => {
                     self.carry_len = 0;
@@ -179,7 +181,7 @@ impl Utf8Stream {
                 }
                 Err(e) if e.valid_up_to() > 0 => {
                     // The carried character is complete; the rest of `data` is checked below.
-                    let used = e.valid_up_to() - self.carry_len;
+                    let used = e.valid_up_to() - carried;
                     self.carry_len = 0;
                     data = &data[used..];
                 }
@@ -187,7 +189,8 @@ impl Utf8Stream {
                 Err(_) => {
                     // Still a valid start of a character: all of `data` was used.
                     self.carry = joined;
-                    self.carry_len = joined_len;
+                    // An incomplete character: fewer than 4 bytes.
+                    self.carry_len = joined_len as u8;
                     return Ok(());
                 }
             }
@@ -198,7 +201,8 @@ impl Utf8Stream {
             Err(e) => {
                 let tail = &data[e.valid_up_to()..];
                 self.carry[..tail.len()].copy_from_slice(tail);
-                self.carry_len = tail.len();
+                // An incomplete character at the end: fewer than 4 bytes.
+                self.carry_len = tail.len() as u8;
                 Ok(())
             }
         }
@@ -232,7 +236,8 @@ struct Header {
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_message: usize,
-    partial: Option<Partial>,
+    /// Boxed: only a fragmented message has one, and every connection holds a decoder.
+    partial: Option<Box<Partial>>,
     /// The text message being received, checked as its bytes come in.
     utf8: Utf8Stream,
     /// Payload bytes of the incomplete frame at the front of the buffer already unmasked and checked.
@@ -398,10 +403,10 @@ impl FrameDecoder {
                 if header.fin {
                     return self.finish(text, payload).map(Some);
                 }
-                self.partial = Some(Partial {
+                self.partial = Some(Box::new(Partial {
                     text,
                     data: payload,
-                });
+                }));
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -410,7 +415,8 @@ impl FrameDecoder {
                 };
                 partial.data.extend_from_slice(&payload);
                 if header.fin {
-                    return self.finish(partial.text, partial.data).map(Some);
+                    let Partial { text, data } = *partial;
+                    return self.finish(text, data).map(Some);
                 }
                 self.partial = Some(partial);
                 Ok(None)

@@ -52,9 +52,70 @@ impl RoomKey {
     }
 }
 
-#[derive(Default)]
-struct Room {
-    members: HashMap<Sid, Arc<Session>>,
+/// A room's members. Every connection's personal room has one member, so the first one is kept inline: a
+/// table for it would be a 148-byte allocation per connection. The table comes with the second member.
+enum Room {
+    One(Sid, Arc<Session>),
+    #[allow(clippy::box_collection)] // Boxed so that `One` sets the size: 32 bytes inline, not 48.
+    Many(Box<HashMap<Sid, Arc<Session>>>),
+}
+
+impl Room {
+    fn len(&self) -> usize {
+        match self {
+            Room::One(..) => 1,
+            Room::Many(members) => members.len(),
+        }
+    }
+
+    fn contains(&self, socket: &Sid) -> bool {
+        match self {
+            Room::One(sid, _) => sid == socket,
+            Room::Many(members) => members.contains_key(socket),
+        }
+    }
+
+    /// Adds a member (or replaces its session); true when it was not a member.
+    fn insert(&mut self, socket: Sid, session: &Arc<Session>) -> bool {
+        match self {
+            Room::One(sid, held) if *sid == socket => {
+                *held = session.clone();
+                false
+            }
+            Room::One(sid, held) => {
+                let mut members = HashMap::with_capacity(2);
+                members.insert(*sid, held.clone());
+                members.insert(socket, session.clone());
+                *self = Room::Many(Box::new(members));
+                true
+            }
+            Room::Many(members) => members.insert(socket, session.clone()).is_none(),
+        }
+    }
+
+    /// Removes a member of a room of several; true when it was one. A table down to one member goes back
+    /// inline. (A room of one is dropped by the caller when its member leaves.)
+    fn remove(&mut self, socket: &Sid) -> bool {
+        let Room::Many(members) = self else {
+            return false;
+        };
+        let removed = members.remove(socket).is_some();
+        if members.len() == 1 {
+            let last = members.drain().next();
+            if let Some((sid, session)) = last {
+                *self = Room::One(sid, session);
+            }
+        }
+        removed
+    }
+
+    fn sessions(&self) -> impl Iterator<Item = &Arc<Session>> {
+        let (one, many) = match self {
+            Room::One(_, session) => (Some(session), None),
+            Room::Many(members) => (None, Some(members.values())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 /// All rooms of a node.
@@ -77,8 +138,15 @@ impl Rooms {
 
     pub(crate) fn join(&self, key: &RoomKey, socket: Sid, session: &Arc<Session>) -> bool {
         let mut shard = self.shard(key).lock();
-        let room = shard.entry(key.clone()).or_default();
-        room.members.insert(socket, session.clone()).is_none()
+        match shard.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut room) => {
+                room.get_mut().insert(socket, session)
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Room::One(socket, session.clone()));
+                true
+            }
+        }
     }
 
     pub(crate) fn leave(&self, key: &RoomKey, socket: Sid) -> bool {
@@ -86,25 +154,26 @@ impl Rooms {
         let Some(room) = shard.get_mut(key) else {
             return false;
         };
-        let removed = room.members.remove(&socket).is_some();
-        if room.members.is_empty() {
-            shard.remove(key);
+        if let Room::One(sid, _) = room {
+            // The last member leaves: the room goes.
+            let last = *sid == socket;
+            if last {
+                shard.remove(key);
+            }
+            return last;
         }
-        removed
+        room.remove(&socket)
     }
 
     pub(crate) fn is_member(&self, key: &RoomKey, socket: Sid) -> bool {
         self.shard(key)
             .lock()
             .get(key)
-            .is_some_and(|room| room.members.contains_key(&socket))
+            .is_some_and(|room| room.contains(&socket))
     }
 
     pub(crate) fn member_count(&self, key: &RoomKey) -> usize {
-        self.shard(key)
-            .lock()
-            .get(key)
-            .map_or(0, |room| room.members.len())
+        self.shard(key).lock().get(key).map_or(0, Room::len)
     }
 
     pub(crate) fn list(&self, nsp: &str) -> Vec<(String, usize)> {
@@ -115,7 +184,7 @@ impl Rooms {
                 shard
                     .iter()
                     .filter(|(key, _)| key.nsp() == nsp)
-                    .map(|(key, room)| (key.room().to_owned(), room.members.len())),
+                    .map(|(key, room)| (key.room().to_owned(), room.len())),
             );
         }
         out
@@ -126,13 +195,13 @@ impl Rooms {
     pub(crate) fn for_each_member(&self, key: &RoomKey, mut f: impl FnMut(&Arc<Session>, usize)) {
         let shard = self.shard(key).lock();
         if let Some(room) = shard.get(key) {
-            let count = room.members.len();
-            let mut ahead = room.members.values();
+            let count = room.len();
+            let mut ahead = room.sessions();
             ahead
                 .by_ref()
                 .take(PREFETCH_AHEAD)
                 .for_each(|session| session.outbox.prefetch());
-            for session in room.members.values() {
+            for session in room.sessions() {
                 if let Some(next) = ahead.next() {
                     next.outbox.prefetch();
                 }
@@ -178,7 +247,19 @@ mod tests {
         assert_eq!(rooms.member_count(&key), 2);
         assert!(rooms.leave(&key, s1.sid()));
         assert!(!rooms.leave(&key, s1.sid()));
+        // Down to one member (kept inline again): still found, still visited, a new member still counted.
+        assert!(rooms.is_member(&key, s2.sid()) && !rooms.is_member(&key, s1.sid()));
+        let mut seen = Vec::new();
+        rooms.for_each_member(&key, |s, count| seen.push((s.sid(), count)));
+        assert_eq!(seen, vec![(s2.sid(), 1)]);
+        assert!(!rooms.join(&key, s2.sid(), &s2));
+        assert!(rooms.join(&key, s1.sid(), &s1));
+        assert_eq!(rooms.member_count(&key), 2);
+        assert!(rooms.leave(&key, s1.sid()));
+        assert!(!rooms.leave(&key, s1.sid()));
         assert!(rooms.leave(&key, s2.sid()));
+        assert!(!rooms.leave(&key, s2.sid()));
+        assert!(!rooms.is_member(&key, s2.sid()));
         assert_eq!(rooms.list("/"), vec![]);
     }
 

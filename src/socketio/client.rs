@@ -62,7 +62,8 @@ pub struct Client {
     limits: ClientLimits,
     query_token: Option<Box<str>>,
     sockets: Mutex<Vec<Arc<Socket>>>,
-    partial: Mutex<Option<PartialPacket>>,
+    /// Boxed: only a binary packet waiting for its attachments has one, and every session holds a client.
+    partial: Mutex<Option<Box<PartialPacket>>>,
     ever_connected: AtomicBool,
     /// The connect timer's task, ended once a namespace connects: an idle connection keeps no task for it.
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
@@ -162,11 +163,11 @@ impl Client {
                     "binary packet for a namespace that is not connected",
                 ));
             }
-            *self.partial.lock() = Some(PartialPacket {
+            *self.partial.lock() = Some(Box::new(PartialPacket {
                 attachments: Vec::with_capacity(packet.attachments),
                 packet: detached(packet),
                 bytes: 0,
-            });
+            }));
             return Ok(());
         }
         self.dispatch(session, packet, Vec::new())
@@ -196,7 +197,7 @@ impl Client {
             }
             partial.take()
         };
-        match complete {
+        match complete.map(|boxed| *boxed) {
             Some(PartialPacket {
                 packet,
                 attachments,

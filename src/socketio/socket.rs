@@ -43,9 +43,12 @@ pub struct Socket {
     next_ack: AtomicU64,
     /// Versions of the application's writes of this socket's state to a shared store.
     record_version: AtomicU64,
-    pending_acks: Mutex<Option<HashMap<u64, AckWaiter>>>,
-    /// Client publish buckets of the room policies that limit them, by policy index.
-    pub publish_rates: Mutex<HashMap<usize, crate::rate::Bucket>>,
+    /// Boxed: most sockets never wait for an ack, and an empty table would still take 48 bytes of each.
+    #[allow(clippy::box_collection)]
+    pending_acks: Mutex<Option<Box<HashMap<u64, AckWaiter>>>>,
+    /// Client publish buckets of the room policies that limit them, by policy index (a few at most; a list
+    /// costs nothing until the first one).
+    publish_rates: Mutex<Vec<(usize, crate::rate::Bucket)>>,
 }
 
 /// Who gets the client's answer to an emit with an ack id.
@@ -90,7 +93,7 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             record_version: AtomicU64::new(0),
             pending_acks: Mutex::new(None),
-            publish_rates: Mutex::new(HashMap::new()),
+            publish_rates: Mutex::new(Vec::new()),
         })
     }
 
@@ -246,9 +249,26 @@ impl Socket {
         }
     }
 
+    /// Takes a token of the client publish bucket of room policy `index`; false when the socket is over the
+    /// policy's rate.
+    pub fn take_publish_token(&self, index: usize, per_sec: u32, burst: u32) -> bool {
+        let mut rates = self.publish_rates.lock();
+        let at = match rates.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                rates.push((index, crate::rate::Bucket::default()));
+                rates.len() - 1
+            }
+        };
+        rates[at].1.take(per_sec, burst, std::time::Instant::now())
+    }
+
     /// Acks this socket still waits for.
     pub fn pending_acks(&self) -> usize {
-        self.pending_acks.lock().as_ref().map_or(0, HashMap::len)
+        self.pending_acks
+            .lock()
+            .as_ref()
+            .map_or(0, |acks| acks.len())
     }
 
     fn emit_waiting(
@@ -260,7 +280,7 @@ impl Socket {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         self.pending_acks
             .lock()
-            .get_or_insert_with(HashMap::new)
+            .get_or_insert_with(Default::default)
             .insert(id, waiter);
         let mut out = BytesMut::new();
         encode_event(&self.nsp, Some(id), event, args, &mut out);

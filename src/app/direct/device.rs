@@ -33,7 +33,7 @@ pub(super) struct Stream {
     pub cursor: u64,
     /// Messages written and not acknowledged yet, with the ack id of their emit (its callback is dropped when
     /// the `ack` event acknowledges the message instead, so callbacks never pile up on the socket).
-    pub unacked: HashMap<MessageId, u64>,
+    pub unacked: Unacked,
     /// Caught up: a message with the next sequence is written as it comes.
     pub live: bool,
     /// A read of the inbox is running.
@@ -51,14 +51,62 @@ pub(super) struct Stream {
     pub gaps: u64,
 }
 
+/// Messages written to a device and not acknowledged yet, by id, with the ack id of their emit. Empty, it is
+/// one pointer: every connected device has one, few have messages in flight.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // The box is the point: 8 bytes inline instead of 48.
+pub(super) struct Unacked(Option<Box<HashMap<MessageId, u64>>>);
+
+impl Unacked {
+    /// Messages in flight.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// True when none is in flight.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Notes a message written with the emit's ack id.
+    pub fn insert(&mut self, id: MessageId, ack_id: u64) {
+        self.0
+            .get_or_insert_with(Default::default)
+            .insert(id, ack_id);
+    }
+
+    /// Forgets a message; its emit's ack id if it was in flight. The table goes once empty.
+    pub fn remove(&mut self, id: &MessageId) -> Option<u64> {
+        let map = self.0.as_mut()?;
+        let removed = map.remove(id);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    /// True when `id` is in flight.
+    #[cfg(test)]
+    pub fn contains_key(&self, id: &MessageId) -> bool {
+        self.0.as_ref().is_some_and(|m| m.contains_key(id))
+    }
+
+    /// The ids in flight.
+    #[cfg(test)]
+    pub fn keys(&self) -> impl Iterator<Item = &MessageId> {
+        self.0.iter().flat_map(|m| m.keys())
+    }
+}
+
 /// A connected device.
 pub struct Device {
     /// The socket it is connected with.
     pub socket: Arc<Socket>,
     /// Its user.
     pub user: Arc<str>,
-    /// Its name (the `device` of the CONNECT auth payload, or one made up for the connection).
-    pub name: Arc<str>,
+    /// Its name, when the CONNECT auth payload gave one (see [`Device::name`]).
+    given_name: Option<Arc<str>>,
     pub(super) stream: Mutex<Stream>,
     /// Messages written to this device, waiting to be marked sent.
     pub(super) sent: super::batch::Batch<crate::messages::MessageId>,
@@ -81,17 +129,28 @@ pub(super) struct AckEvent {
 }
 
 impl Device {
-    /// A device that has not read its inbox yet.
-    pub fn new(socket: Arc<Socket>, user: &str, name: &str) -> Arc<Device> {
+    /// A device that has not read its inbox yet; without a `name`, it is named after its connection.
+    pub fn new(socket: Arc<Socket>, user: &str, name: Option<&str>) -> Arc<Device> {
         Arc::new(Device {
             socket,
             user: user.into(),
-            name: name.into(),
+            given_name: name.map(Into::into),
             stream: Mutex::new(Stream::default()),
             sent: Default::default(),
             receipts: Default::default(),
             ack_events: Default::default(),
         })
+    }
+}
+
+impl Device {
+    /// Its name: the `device` of the CONNECT auth payload, or `conn-<socket id>` (made when asked, so a
+    /// device that never gets a message keeps no string for it).
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        match &self.given_name {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(format!("conn-{}", self.socket.id())),
+        }
     }
 }
 

@@ -359,7 +359,7 @@ impl Direct {
     }
 
     /// A device connected: it is registered for new messages and reads back what it has not acknowledged.
-    pub fn attach(&self, socket: &Arc<Socket>, user: &str, name: &str) -> Arc<Device> {
+    pub fn attach(&self, socket: &Arc<Socket>, user: &str, name: Option<&str>) -> Arc<Device> {
         let device = Device::new(socket.clone(), user, name);
         let here = {
             let mut devices = self.devices.lock();
@@ -688,7 +688,7 @@ impl Direct {
             };
             let page = match self
                 .store
-                .pending(&device.user, &device.name, after, room)
+                .pending(&device.user, &device.name(), after, room)
                 .await
             {
                 Ok(page) => page,
@@ -773,7 +773,7 @@ fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Opt
     }
     let new: Vec<&MessageId> = changes
         .iter()
-        .filter(|c| c.device.as_deref() == Some(&*device.name) && c.to == *device.user)
+        .filter(|c| c.device.as_deref() == Some(&*device.name()) && c.to == *device.user)
         .map(|c| &c.id)
         .collect();
     for event in waiting.iter_mut() {
@@ -837,7 +837,7 @@ async fn mark_writer(
             }
             marks.push(crate::messages::Marks {
                 user: device.user.to_string(),
-                device: (kind == MarkKind::Delivered).then(|| device.name.to_string()),
+                device: (kind == MarkKind::Delivered).then(|| device.name().into_owned()),
                 ids,
                 at_ms,
             });
@@ -920,7 +920,7 @@ mod tests {
     }
 
     async fn live_device(direct: &Arc<Direct>, socket: &Arc<Socket>) -> Arc<Device> {
-        let device = direct.attach(socket, "bob", "phone");
+        let device = direct.attach(socket, "bob", Some("phone"));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while device.stream.lock().catching_up || !device.stream.lock().live {
             assert!(tokio::time::Instant::now() < deadline, "never went live");
@@ -969,7 +969,7 @@ mod tests {
         let direct = Direct::new(store, fanout.clone(), "/", DirectLimits::default());
         fanout.bind(&direct);
         let bob = socket("bob");
-        let device = direct.attach(&bob, "bob", "phone");
+        let device = direct.attach(&bob, "bob", Some("phone"));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while device.stream.lock().catching_up || !device.stream.lock().live {
             assert!(
