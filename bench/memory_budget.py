@@ -13,18 +13,17 @@ heap. The rows add up to the RSS delta per connection.
 import json
 import sys
 
-# Block sizes an idle websocket/polling connection keeps, and the code that allocates them (from backtraces
-# of TIDINGS_ALLOC_TRACE runs at the commit the budget names).
+# Block sizes an idle websocket/polling connection keeps, and the code that allocates them (from the call
+# sites of a TIDINGS_ALLOC_LIVE run at the commit the budget names; two names share a size where two blocks
+# per connection have it).
 NAMES = {
-    896: "connection task (tokio task cell: the websocket connection's future, or the parked long-poll connection's)",
-    512: "polling only: the session's heartbeat task (tokio task cell)",
-    464: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    640: "connection task (tokio task cell: the websocket connection's future, or the parked long-poll connection's)",
     456: "presence: B-tree nodes of the shared rooms' user lists (`Counts::join`)",
-    432: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
-    320: "socket.io `Client` (Arc: namespaces, partial packets, connect timer)",
-    296: "direct messages `Device` (Arc)",
-    264: "socket.io `Socket` (Arc: rooms, acks)",
-    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`)",
+    408: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
+    384: "polling only: the session's heartbeat task (tokio task cell)",
+    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`); direct messages `Device` (Arc)",
+    240: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    200: "socket.io `Client` (Arc: namespaces, connect timer); socket.io `Socket` (Arc: rooms, acks)",
 }
 SMALL = 160  # blocks up to this size are summed in one row
 

@@ -47,7 +47,7 @@ impl Tidings {
                 if self.hub.join(key, socket.id(), socket.session()) {
                     metrics::counter!("tidings_room_joins_total", "namespace" => socket.nsp().to_owned())
                         .increment(1);
-                    self.presence_joined(socket, room);
+                    self.presence_joined(socket, key);
                     let mut memberships = socket.rooms.lock();
                     if memberships.len() < 4 {
                         // Most sockets are in a room or two: grow the list one at a time up to four

@@ -471,14 +471,14 @@ impl Tidings {
             })
     }
 
-    /// A connection of the socket's user is in `room` now (presence).
-    fn presence_joined(&self, socket: &Socket, room: &str) {
+    /// A connection of the socket's user is in the room of `key` now (presence). `key` is the room's key in
+    /// the hub: presence keeps a clone of it rather than a copy of the name.
+    fn presence_joined(&self, socket: &Socket, key: &RoomKey) {
+        let room = key.room();
         if let (Some(user), false) = (socket.user(), room == crate::hub::BROADCAST_ROOM) {
             let announce =
                 first_matching(&self.room_policies, room).is_some_and(|p| p.presence_events);
-            self.backend
-                .presence
-                .joined(&RoomKey::new(socket.nsp(), room), user.sub(), announce);
+            self.backend.presence.joined(key, user.sub(), announce);
         }
     }
 

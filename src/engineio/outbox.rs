@@ -74,6 +74,9 @@ pub enum PushError {
     Full,
 }
 
+/// A room event parked during a replay: its sequence and its packets.
+type HeldEvent = (u64, Arc<[Outgoing]>);
+
 #[derive(Default)]
 struct State {
     queue: VecDeque<Outgoing>,
@@ -91,7 +94,9 @@ struct State {
     /// A task that only cares about the outbox closing (the heartbeat of a polling session).
     close_waiter: Option<Waker>,
     /// While a replay is being prepared, room events are parked here instead of queued.
-    held: Option<Vec<(u64, Arc<[Outgoing]>)>>,
+    /// Boxed: a replay is rare and short, and every session holds an outbox.
+    #[allow(clippy::box_collection)]
+    held: Option<Box<Vec<HeldEvent>>>,
     /// The websocket of a writer asleep with nothing unsent (see [`Outbox::lend_stream`]).
     lent: Option<Arc<TcpStream>>,
     /// Bytes of the first queued packet's frame already written by a publisher.
@@ -206,7 +211,7 @@ impl Outbox {
     /// Parks room events from now on, until [`Outbox::release`]: lets a replay be queued ahead of live events
     /// that arrive while it is being read.
     pub fn hold(&self) {
-        self.state.lock().held.get_or_insert_with(Vec::new);
+        self.state.lock().held.get_or_insert_with(Default::default);
     }
 
     /// Queues the parked events that are newer than everything queued so far, and stops parking. All under
@@ -214,7 +219,7 @@ impl Outbox {
     /// check would then drop them as already delivered).
     pub fn release(&self) -> Result<(), PushError> {
         let mut state = self.state.lock();
-        let held = state.held.take().unwrap_or_default();
+        let held = state.held.take().map(|held| *held).unwrap_or_default();
         let mut result = Ok(());
         let mut wake_writer = false;
         for (seq, packets) in held {

@@ -128,7 +128,7 @@ pub async fn post(
             return Err(EngineError::PayloadTooLarge);
         }
     };
-    let _order = session.post_lock.lock().await;
+    let _order = session.post_lock.lock();
     let packets = match decode_payload(body, MAX_PACKETS_PER_POST) {
         Ok(packets) => packets,
         Err(error) => {

@@ -151,8 +151,9 @@ pub struct Session {
     pub(crate) upgrade_claimed: AtomicBool,
     /// Closed by the client's close packet on polling, with no GET told yet: the next GET gets a noop.
     pub(crate) closed_by_client: AtomicBool,
-    /// Serialises POST bodies of one session so packets are handled in order.
-    pub(crate) post_lock: tokio::sync::Mutex<()>,
+    /// Serialises POST bodies of one session so packets are handled in order (held while they are applied,
+    /// which never waits: a one-byte lock rather than an async one).
+    pub(crate) post_lock: Mutex<()>,
     closed: AtomicBool,
     pongs: AtomicU64,
     /// When the last pong arrived, in ms since [`clock_base`] (the polling heartbeat looks at it when its
@@ -187,7 +188,7 @@ impl Session {
             poll_active: AtomicBool::new(false),
             upgrade_claimed: AtomicBool::new(false),
             closed_by_client: AtomicBool::new(false),
-            post_lock: tokio::sync::Mutex::new(()),
+            post_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
             pongs: AtomicU64::new(0),
             last_pong_ms: AtomicU64::new(0),

@@ -10,13 +10,14 @@ pub const MAX_FLUSH: usize = 256;
 
 /// Ids waiting for a store write, and whether a flush is under way.
 pub struct Batch<T> {
-    state: Mutex<State<T>>,
+    /// Made at the first push: every connected device has two batches, most never get a message.
+    state: Mutex<Option<Box<State<T>>>>,
 }
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
         Batch {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(None),
         }
     }
 }
@@ -48,6 +49,7 @@ impl<T> Batch<T> {
     /// ever pushed: once takes reach it ([`Batch::take_counted`]), these items were taken.
     pub fn push_counted(&self, items: impl IntoIterator<Item = T>) -> (bool, u64) {
         let mut state = self.state.lock();
+        let state = state.get_or_insert_with(Default::default);
         state.waiting.extend(items);
         let end = state.taken + state.waiting.len() as u64;
         if state.flushing || state.waiting.is_empty() {
@@ -67,6 +69,7 @@ impl<T> Batch<T> {
     /// with the position just past the last item taken (see [`Batch::push_counted`]).
     pub fn take_counted(&self) -> Option<(Vec<T>, u64)> {
         let mut state = self.state.lock();
+        let state = state.as_mut()?;
         if state.waiting.is_empty() {
             state.flushing = false;
             return None;
