@@ -167,7 +167,9 @@ fn live_sites() -> Vec<serde_json::Value> {
 /// The first few frame names of a backtrace that are not the allocator's, the standard library's or Rust's
 /// allocation plumbing.
 fn call_site(text: &str) -> String {
-    const SKIP: [&str; 9] = [
+    const SKIP: [&str; 11] = [
+        "hashbrown::",
+        "<hashbrown::",
         "tidings::alloc_census",
         "std::",
         "alloc::",
