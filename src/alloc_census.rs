@@ -98,7 +98,11 @@ fn trace(size: usize) {
 /// Keeps a backtrace for one allocation in every `TIDINGS_ALLOC_LIVE`.
 fn live_sample(ptr: *mut u8, size: usize) {
     let every = LIVE_EVERY.load(Ordering::Relaxed);
-    if every == 0 || LIVE_SEEN.fetch_add(1, Ordering::Relaxed) % every != 0 {
+    if every == 0
+        || !LIVE_SEEN
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(every)
+    {
         return;
     }
     let _ = TRACING.try_with(|flag| {
