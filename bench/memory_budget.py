@@ -19,11 +19,12 @@ import sys
 NAMES = {
     640: "connection task (tokio task cell: the websocket connection's future, or the parked long-poll connection's)",
     456: "presence: B-tree nodes of the shared rooms' user lists (`Counts::join`)",
-    408: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
     384: "polling only: the session's heartbeat task (tokio task cell)",
-    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`); direct messages `Device` (Arc)",
+    352: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
+    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`)",
     240: "polling only: the parked long-poll request's state (boxed in its connection task)",
     200: "socket.io `Client` (Arc: namespaces, connect timer); socket.io `Socket` (Arc: rooms, acks)",
+    192: "direct messages `Device` (Arc)",
 }
 SMALL = 160  # blocks up to this size are summed in one row
 
