@@ -66,6 +66,8 @@ impl Heartbeat {
         self.deadline
     }
 
+    /// Called when the deadline passed. The pong is due `timeout` after the ping was scheduled (not after
+    /// the timer happened to fire), so the limit is the same whether it is checked here or lazily.
     pub fn on_deadline(&mut self, _now: Instant) -> Beat {
         if self.awaiting_pong {
             Beat::TimedOut
