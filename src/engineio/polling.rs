@@ -74,7 +74,8 @@ pub async fn get(
         while session.transport() != TransportKind::WebSocket
             && tokio::time::Instant::now() < deadline
         {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            // Boxed: this rare wait would otherwise size every parked GET's state.
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(5))).await;
         }
         if session.transport() == TransportKind::Upgrading {
             return Ok(noop_response());
