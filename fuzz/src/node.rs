@@ -43,27 +43,30 @@ pub fn router() -> Router {
         static ROUTER: std::cell::RefCell<Option<(Router, usize)>> = const { std::cell::RefCell::new(None) };
     }
     ROUTER.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match slot.as_mut() {
-            Some((router, served)) if *served < APP_INPUTS => {
-                *served += 1;
-                router.clone()
-            }
-            _ => {
-                let _guard = runtime().enter();
-                let local = "127.0.0.1:3000".parse().expect("a socket address");
-                let router = tidings::server::build(&config(), local)
-                    .expect("the default config builds a node")
-                    .router;
-                *slot = Some((router.clone(), 1));
-                router
-            }
-        }
+        renewed(slot, || {
+            let _guard = runtime().enter();
+            let local = "127.0.0.1:3000".parse().expect("a socket address");
+            tidings::server::build(&config(), local)
+                .expect("the default config builds a node")
+                .router
+        })
     })
 }
 
 /// Inputs one application serves before the next one replaces it.
 pub const APP_INPUTS: usize = 500;
+
+/// The value kept in `slot`, or a fresh one from `make` once the kept one served [`APP_INPUTS`] inputs.
+fn renewed<T: Clone>(slot: &std::cell::RefCell<Option<(T, usize)>>, make: impl FnOnce() -> T) -> T {
+    let mut slot = slot.borrow_mut();
+    if let Some((value, served)) = slot.as_mut().filter(|(_, served)| *served < APP_INPUTS) {
+        *served += 1;
+        return value.clone();
+    }
+    let value = make();
+    *slot = Some((value.clone(), 1));
+    value
+}
 
 /// An embedded-mode application with the default limits, as `tidings::server::build` assembles it. A fresh one
 /// every [`APP_INPUTS`] inputs: what an application keeps between inputs (history streams of every room
@@ -73,20 +76,7 @@ pub fn app() -> Arc<Tidings> {
     thread_local! {
         static APP: std::cell::RefCell<Option<(Arc<Tidings>, usize)>> = const { std::cell::RefCell::new(None) };
     }
-    APP.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        match slot.as_mut() {
-            Some((app, served)) if *served < APP_INPUTS => {
-                *served += 1;
-                app.clone()
-            }
-            _ => {
-                let app = new_app();
-                *slot = Some((app.clone(), 1));
-                app
-            }
-        }
-    })
+    APP.with(|slot| renewed(slot, new_app))
 }
 
 fn new_app() -> Arc<Tidings> {

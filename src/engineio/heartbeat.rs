@@ -38,13 +38,24 @@ fn ms(d: Duration) -> u32 {
 impl Heartbeat {
     /// Starts the schedule: the first ping is due one interval from `now`.
     pub fn new(interval: Duration, timeout: Duration, now: Instant) -> Self {
-        let interval_ms = ms(interval);
-        Heartbeat {
-            interval_ms,
+        let mut beat = Heartbeat {
+            interval_ms: ms(interval),
             timeout_ms: ms(timeout),
-            deadline: now + Duration::from_millis(interval_ms.into()),
+            deadline: now,
             awaiting_pong: false,
-        }
+        };
+        beat.deadline += beat.interval();
+        beat
+    }
+
+    /// `pingInterval`.
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.into())
+    }
+
+    /// `pingTimeout`.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.into())
     }
 
     /// When the next action is due.
@@ -57,8 +68,7 @@ impl Heartbeat {
     /// came by then makes the next ping due one interval after it, as if it had woken the heartbeat).
     pub fn check_at(&self, now: Instant) -> Instant {
         if self.awaiting_pong {
-            let sent = self.deadline - Duration::from_millis(self.timeout_ms.into());
-            let early = sent + Duration::from_millis(self.interval_ms.into());
+            let early = self.deadline - self.timeout() + self.interval();
             if early > now && early < self.deadline {
                 return early;
             }
@@ -73,7 +83,7 @@ impl Heartbeat {
             Beat::TimedOut
         } else {
             self.awaiting_pong = true;
-            self.deadline += Duration::from_millis(self.timeout_ms.into());
+            self.deadline += self.timeout();
             Beat::SendPing
         }
     }
@@ -82,7 +92,7 @@ impl Heartbeat {
     pub fn on_pong(&mut self, now: Instant) {
         if self.awaiting_pong {
             self.awaiting_pong = false;
-            self.deadline = now + Duration::from_millis(self.interval_ms.into());
+            self.deadline = now + self.interval();
         }
     }
 }

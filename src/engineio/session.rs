@@ -247,11 +247,8 @@ impl Session {
 
     /// Notes that a ping went out whose pong is due by `due`.
     pub(crate) fn expect_pong_by(&self, due: tokio::time::Instant) {
-        let ms = due
-            .into_std()
-            .saturating_duration_since(clock_base())
-            .as_millis() as u64;
-        self.pong_due_ms.store(ms.max(1), Ordering::Release);
+        self.pong_due_ms
+            .store(since_base_ms(due.into_std()), Ordering::Release);
     }
 
     /// True when a pong is overdue: the session is dead even if its heartbeat timer has not fired yet.

@@ -141,9 +141,7 @@ impl Device {
             ack_events: Default::default(),
         })
     }
-}
 
-impl Device {
     /// Its name: the `device` of the CONNECT auth payload, or `conn-<socket id>` (made when asked, so a
     /// device that never gets a message keeps no string for it).
     pub fn name(&self) -> std::borrow::Cow<'_, str> {

@@ -771,9 +771,10 @@ fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Opt
     if waiting.is_empty() {
         return;
     }
+    let name = device.name();
     let new: Vec<&MessageId> = changes
         .iter()
-        .filter(|c| c.device.as_deref() == Some(&*device.name()) && c.to == *device.user)
+        .filter(|c| c.device.as_deref() == Some(&*name) && c.to == *device.user)
         .map(|c| &c.id)
         .collect();
     for event in waiting.iter_mut() {
