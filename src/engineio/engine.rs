@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use super::address_limits::{AddressSlot, AddressTable};
 use super::close_log::CloseLog;
 use super::handshake::{EngineError, Query, TransportParam};
+use super::heartbeat::Heartbeats;
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::write_cadence::WriteCadence;
@@ -62,6 +63,8 @@ pub struct Engine {
     shutting_down: AtomicBool,
     self_ref: std::sync::OnceLock<std::sync::Weak<Engine>>,
     router: std::sync::OnceLock<Arc<dyn SessionRouter>>,
+    /// Every session's heartbeat, run by one task.
+    heartbeats: Arc<Heartbeats>,
 }
 
 impl Engine {
@@ -81,6 +84,7 @@ impl Engine {
             shutting_down: AtomicBool::new(false),
             self_ref: std::sync::OnceLock::new(),
             router: std::sync::OnceLock::new(),
+            heartbeats: Arc::default(),
         });
         let _ = engine.self_ref.set(Arc::downgrade(&engine));
         engine
@@ -229,7 +233,10 @@ impl Engine {
                     Ok(session) => session,
                     Err(error) => return Routed::done(Err(error)),
                 };
-                tokio::spawn(super::heartbeat::run(self.clone(), session.clone()));
+                self.start_heartbeat(&session);
+                // Between two GETs no task watches the session: the heartbeat task finishes it if its
+                // outbox closes then.
+                self.heartbeats.watch_close(&session);
                 Routed::done(Ok(super::polling::open_response(
                     &self.open_packet(&session, true),
                 )))
@@ -328,6 +335,16 @@ impl Engine {
         Ok(session)
     }
 
+    /// Starts the session's heartbeat (pings, and the close of a session whose pong is overdue).
+    pub(crate) fn start_heartbeat(self: &Arc<Self>, session: &Arc<Session>) {
+        self.heartbeats.start(self, session);
+    }
+
+    /// Number of sessions the heartbeat task looks after (closed ones not yet swept included).
+    pub fn heartbeat_len(&self) -> usize {
+        self.heartbeats.len()
+    }
+
     /// The open packet for a session: `0{"sid":…,"upgrades":[…],"pingInterval":…,"pingTimeout":…,"maxPayload":…}`.
     pub(crate) fn open_packet(&self, session: &Session, can_upgrade: bool) -> Outgoing {
         let json = format!(
@@ -346,6 +363,7 @@ impl Engine {
         if !session.mark_closed() {
             return;
         }
+        self.heartbeats.note_closed();
         let linger = reason == CloseReason::ClientClose
             && session.transport() == TransportKind::Polling
             && !session.poll_active.load(Ordering::Acquire);
@@ -506,6 +524,12 @@ impl Engine {
         for session in self.sessions() {
             self.close_session(&session, reason.clone());
         }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.heartbeats.stop();
     }
 }
 

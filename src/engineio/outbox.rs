@@ -91,7 +91,7 @@ struct State {
     signaled: bool,
     /// The one task waiting on this outbox (the transport writer or a polling GET).
     waiter: Option<Waker>,
-    /// A task that only cares about the outbox closing (the heartbeat of a polling session).
+    /// Woken when the outbox starts closing (see [`Outbox::on_close`]).
     close_waiter: Option<Waker>,
     /// While a replay is being prepared, room events are parked here instead of queued.
     /// Boxed: a replay is rare and short, and every session holds an outbox.
@@ -464,14 +464,16 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// Ready once the outbox is closing, for tasks that only need to notice the end of the session.
-    pub fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+    /// Wakes `waker` once the outbox starts closing (at once if it already is), for whoever must finish a
+    /// session no transport task watches. One such waker per outbox: a second call replaces the first.
+    pub fn on_close(&self, waker: Waker) {
         let mut state = self.state.lock();
-        if let Some(reason) = &state.closing {
-            return Poll::Ready(reason.clone());
+        if state.closing.is_some() {
+            drop(state);
+            waker.wake();
+            return;
         }
-        state.close_waiter = Some(cx.waker().clone());
-        Poll::Pending
+        state.close_waiter = Some(waker);
     }
 
     /// Waits as [`Outbox::poll_ready`] does.

@@ -116,15 +116,29 @@ impl std::fmt::Display for NodeTag {
     }
 }
 
-/// Process-wide reference instant for deadlines kept in atomics.
-fn clock_base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+/// Process-wide reference instant for deadlines kept in atomics (tokio's clock, so tests that pause time
+/// see the heartbeat follow it).
+fn clock_base() -> tokio::time::Instant {
+    static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
+    *BASE.get_or_init(tokio::time::Instant::now)
 }
 
-/// Milliseconds from [`clock_base`] to `at`, at least 1 (0 means "never" where it is stored).
-fn since_base_ms(at: Instant) -> u64 {
-    (at.saturating_duration_since(clock_base()).as_millis() as u64).max(1)
+/// Milliseconds from [`clock_base`] to now, at least 1 (0 means "never" where it is stored).
+pub(crate) fn clock_ms() -> u64 {
+    let base = clock_base();
+    (tokio::time::Instant::now()
+        .saturating_duration_since(base)
+        .as_millis() as u64)
+        .max(1)
+}
+
+/// The instant `ms` milliseconds after [`clock_base`] (a year on when that is out of range).
+pub(crate) fn instant_of_ms(ms: u64) -> tokio::time::Instant {
+    let base = clock_base();
+    base.checked_add(std::time::Duration::from_millis(ms))
+        .unwrap_or_else(|| {
+            tokio::time::Instant::now() + std::time::Duration::from_secs(365 * 86_400)
+        })
 }
 
 /// Which transport currently carries a session.
@@ -155,10 +169,9 @@ pub struct Session {
     /// which never waits: a one-byte lock rather than an async one).
     pub(crate) post_lock: Mutex<()>,
     closed: AtomicBool,
-    pongs: AtomicU64,
-    /// When the last pong arrived, in ms since [`clock_base`] (the polling heartbeat looks at it when its
-    /// timer fires instead of being woken by every pong).
-    last_pong_ms: AtomicU64,
+    /// When the current ping interval started, in ms since [`clock_base`]: the handshake, then each pong
+    /// that answered a ping (the endpoint's heartbeat task reads it when it looks at the session).
+    beat_from_ms: AtomicU64,
     /// When the pong of the last ping is due, in ms since [`clock_base`]; 0 when none is awaited.
     pong_due_ms: AtomicU64,
     handler: OnceLock<Arc<dyn SessionHandler>>,
@@ -190,8 +203,7 @@ impl Session {
             closed_by_client: AtomicBool::new(false),
             post_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
-            pongs: AtomicU64::new(0),
-            last_pong_ms: AtomicU64::new(0),
+            beat_from_ms: AtomicU64::new(clock_ms()),
             pong_due_ms: AtomicU64::new(0),
             handler: OnceLock::new(),
             rate: Mutex::new(crate::rate::Bucket::with_tokens(burst)),
@@ -229,41 +241,32 @@ impl Session {
         !self.closed.swap(true, Ordering::AcqRel)
     }
 
-    /// Records a pong from the client.
+    /// Records a pong from the client: when it answers a ping, the next interval starts now (a pong nobody
+    /// asked for changes nothing).
     pub(crate) fn on_pong(&self) {
-        self.pong_due_ms.store(0, Ordering::Release);
-        self.last_pong_ms
-            .store(since_base_ms(Instant::now()), Ordering::Release);
-        self.pongs.fetch_add(1, Ordering::AcqRel);
+        if self.pong_due_ms.load(Ordering::Acquire) != 0 {
+            // The new start first: whoever sees no pong awaited also sees when the interval started.
+            self.beat_from_ms.store(clock_ms(), Ordering::Release);
+            self.pong_due_ms.store(0, Ordering::Release);
+        }
     }
 
-    /// When the last pong arrived (`None` before the first).
-    pub(crate) fn last_pong_at(&self) -> Option<tokio::time::Instant> {
-        let ms = self.last_pong_ms.load(Ordering::Acquire);
-        (ms != 0).then(|| {
-            tokio::time::Instant::from_std(clock_base() + std::time::Duration::from_millis(ms))
-        })
+    /// The heartbeat's state: when the current interval started and when the awaited pong is due (0 when
+    /// none is), both in ms of the session clock.
+    pub(crate) fn beat_state(&self) -> (u64, u64) {
+        let due = self.pong_due_ms.load(Ordering::Acquire);
+        (self.beat_from_ms.load(Ordering::Acquire), due)
     }
 
-    /// Notes that a ping went out whose pong is due by `due`.
-    pub(crate) fn expect_pong_by(&self, due: tokio::time::Instant) {
-        self.pong_due_ms
-            .store(since_base_ms(due.into_std()), Ordering::Release);
+    /// Notes that a ping goes out whose pong is due at `due_ms`.
+    pub(crate) fn expect_pong_by(&self, due_ms: u64) {
+        self.pong_due_ms.store(due_ms.max(1), Ordering::Release);
     }
 
-    /// True when a pong is overdue: the session is dead even if its heartbeat timer has not fired yet.
+    /// True when a pong is overdue: the session is dead even if the heartbeat has not looked at it yet.
     pub(crate) fn pong_overdue(&self) -> bool {
         let due = self.pong_due_ms.load(Ordering::Acquire);
-        due != 0
-            && Instant::now()
-                .saturating_duration_since(clock_base())
-                .as_millis() as u64
-                >= due
-    }
-
-    /// Number of pongs received so far.
-    pub(crate) fn pong_count(&self) -> u64 {
-        self.pongs.load(Ordering::Acquire)
+        due != 0 && clock_ms() >= due
     }
 
     /// Installs the handler of the layer above (once).

@@ -22,7 +22,6 @@ use tokio::time::Instant;
 
 use super::address_limits::AddressSlot;
 use super::handshake::EngineError;
-use super::heartbeat::{Beat, Heartbeat};
 use super::packet::Packet;
 use super::session::{Session, Sid, TransportKind};
 use super::write_cadence::now_ms;
@@ -190,18 +189,8 @@ enum Pumped {
     Closed(CloseReason),
 }
 
-/// The connection timer's next deadline: the heartbeat's or the paced write's, whichever comes first.
-fn next_deadline(heartbeat: Option<&Heartbeat>, write_due: Option<Instant>) -> Instant {
-    let beat = heartbeat.map(Heartbeat::deadline);
-    match (beat, write_due) {
-        (Some(beat), Some(due)) => beat.min(due),
-        (Some(at), None) | (None, Some(at)) => at,
-        (None, None) => Instant::now() + Duration::from_secs(86_400 * 365),
-    }
-}
-
 /// Waits for whatever the connection task must act on next: the outbox, the socket becoming writable (when
-/// `blocked`), readable, or the timer (when `timed`). With `lendable`, the first poll lends the socket to
+/// `blocked`), readable, or the pacing timer (when there is one). With `lendable`, the first poll lends the socket to
 /// publishers while the task sleeps (see [`Outbox::lend_stream`]); the second value says whether it did.
 /// One hand-written wait instead of `select!`: no per-connection future for each source, and only what it
 /// needs kept in the connection's task.
@@ -210,10 +199,9 @@ fn next_deadline(heartbeat: Option<&Heartbeat>, write_due: Option<Instant>) -> I
 async fn wait(
     stream: &Arc<TcpStream>,
     outbox: &super::Outbox,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    mut timer: Option<std::pin::Pin<&mut tokio::time::Sleep>>,
     blocked: bool,
     lendable: bool,
-    timed: bool,
 ) -> (Wake, bool) {
     let mut first_poll = true;
     let mut lent = false;
@@ -237,7 +225,10 @@ async fn wait(
         if let Poll::Ready(result) = stream.poll_read_ready(cx) {
             return Poll::Ready((Wake::Readable(result.is_ok()), lent));
         }
-        if timed && timer.as_mut().poll(cx).is_ready() {
+        if timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+        {
             return Poll::Ready((Wake::Timer, lent));
         }
         Poll::Pending
@@ -253,7 +244,7 @@ enum Inbound {
 }
 
 impl Connection {
-    /// A session opened directly on websocket: this task also runs its heartbeat.
+    /// A session opened directly on websocket.
     async fn serve_new(
         mut self,
         engine: Arc<Engine>,
@@ -270,7 +261,7 @@ impl Connection {
             }
         };
         if self.framing == Framing::Raw {
-            self.run(engine, session, None);
+            self.run(engine, session);
             return;
         }
         // The open packet goes first; nothing else is queued before the client's CONNECT.
@@ -282,16 +273,15 @@ impl Connection {
             engine.close_session(&session, CloseReason::TransportClose);
             return;
         }
-        let config = engine.config();
-        let heartbeat = Heartbeat::new(config.ping_interval, config.ping_timeout, Instant::now());
-        self.run(engine, session, Some(heartbeat));
+        engine.start_heartbeat(&session);
+        self.run(engine, session);
     }
 
     /// Serves the session on a task of its own for the rest of the connection's life. The task that accepted
     /// the upgrade ends here: its state (the upgrade future, the request's parts, the open request) would
     /// otherwise stay in the connection task's allocation for as long as the connection lives.
-    fn run(self, engine: Arc<Engine>, session: Arc<Session>, heartbeat: Option<Heartbeat>) {
-        tokio::spawn(self.drive(engine, session, heartbeat));
+    fn run(self, engine: Arc<Engine>, session: Arc<Session>) {
+        tokio::spawn(self.drive(engine, session));
     }
 
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
@@ -311,7 +301,7 @@ impl Connection {
             Ok(Ok(())) => {
                 session.set_transport(TransportKind::WebSocket);
                 metrics::counter!("tidings_upgrades_total").increment(1);
-                self.run(engine, session, None);
+                self.run(engine, session);
             }
             Ok(Err(reason)) => {
                 if session.transport() == TransportKind::Upgrading {
@@ -434,16 +424,10 @@ impl Connection {
     }
 
     /// The main loop of a websocket session.
-    async fn drive(
-        mut self,
-        engine: Arc<Engine>,
-        session: Arc<Session>,
-        mut heartbeat: Option<Heartbeat>,
-    ) {
-        // One timer for the heartbeat and the write pacing, set to whichever comes first.
-        let timer = tokio::time::sleep_until(next_deadline(heartbeat.as_ref(), None));
-        tokio::pin!(timer);
-        let mut pongs = session.pong_count();
+    async fn drive(mut self, engine: Arc<Engine>, session: Arc<Session>) {
+        // The write pacing's timer, made when pacing first waits (the heartbeat runs elsewhere: an idle
+        // connection holds no timer).
+        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut writer = FrameWriter::default();
         let cadence = engine.write_cadence();
         let mut pacer = WritePacer::new(cadence.interval());
@@ -476,9 +460,12 @@ impl Connection {
             // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
             let blocked = writer.is_blocked();
             let lendable = !blocked && !pacer.is_waiting();
-            let timed = heartbeat.is_some() || pacer.is_waiting();
+            let paced = timer
+                .as_mut()
+                .filter(|_| pacer.is_waiting())
+                .map(|t| t.as_mut());
             let (stream, outbox) = (&self.stream, &session.outbox);
-            let (wake, lent) = wait(stream, outbox, timer.as_mut(), blocked, lendable, timed).await;
+            let (wake, lent) = wait(stream, outbox, paced, blocked, lendable).await;
             // An outbox wake took the socket back already.
             if lent && !matches!(wake, Wake::Outbox(_)) {
                 session.outbox.reclaim_stream();
@@ -498,9 +485,10 @@ impl Connection {
                         && !pacer.on_queued(Instant::now())
                     {
                         if let Some(due) = pacer.due() {
-                            timer
-                                .as_mut()
-                                .reset(next_deadline(heartbeat.as_ref(), Some(due)));
+                            match timer.as_mut() {
+                                Some(timer) => timer.as_mut().reset(due),
+                                None => timer = Some(Box::pin(tokio::time::sleep_until(due))),
+                            }
                         }
                     }
                 }
@@ -514,31 +502,10 @@ impl Connection {
                     }
                 }
                 Wake::Timer => {
-                    let now = Instant::now();
-                    pacer.on_timer(now);
-                    if let Some(beat) = heartbeat.as_mut().filter(|b| b.deadline() <= now) {
-                        match beat.on_deadline(now) {
-                            Beat::SendPing => {
-                                if session.outbox.push(Outgoing::ping()).is_ok() {
-                                    session.expect_pong_by(beat.deadline());
-                                }
-                            }
-                            Beat::TimedOut => break CloseReason::PingTimeout,
-                        }
+                    pacer.on_timer(Instant::now());
+                    if let (Some(timer), Some(due)) = (timer.as_mut(), pacer.due()) {
+                        timer.as_mut().reset(due);
                     }
-                    timer
-                        .as_mut()
-                        .reset(next_deadline(heartbeat.as_ref(), pacer.due()));
-                }
-            }
-            if let Some(beat) = heartbeat.as_mut() {
-                let seen = session.pong_count();
-                if seen != pongs {
-                    pongs = seen;
-                    beat.on_pong(Instant::now());
-                    timer
-                        .as_mut()
-                        .reset(next_deadline(Some(&*beat), pacer.due()));
                 }
             }
         };
