@@ -183,6 +183,77 @@ async fn silent_client_is_closed_after_ping_timeout() {
 }
 
 #[tokio::test]
+async fn polling_sessions_are_pinged_and_a_silent_one_is_closed_with_no_get_waiting() {
+    let node = start(|c| {
+        c.engine.ping_interval_ms = 200;
+        c.engine.ping_timeout_ms = 200;
+    })
+    .await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let lively = Polling::handshake(addr).await;
+    lively.socketio_connect(&news_token("lively")).await;
+    // Connected, then never polls again: only the heartbeat can tell it is gone.
+    let silent = Polling::handshake(addr).await;
+    silent.socketio_connect(&news_token("quiet")).await;
+    api.wait_connections(2, WAIT).await;
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(1300) {
+        let (status, body) = tokio::time::timeout(WAIT, lively.get()).await.unwrap();
+        assert_eq!(status, 200, "{body:?}");
+        for _ in body.split('\x1e').filter(|p| *p == "2") {
+            pings += 1;
+            assert_eq!(lively.post("3").await, (200, "ok".to_owned()));
+        }
+    }
+    assert!(pings >= 4, "{pings} pings in 1.3 s at a 200 ms interval");
+    // The silent session went at its pong deadline (~400 ms), the lively one is still there.
+    api.wait_connections(1, WAIT).await;
+    assert_eq!(silent.get().await.0, 400);
+    let (status, _) = tokio::time::timeout(WAIT, lively.get()).await.unwrap();
+    assert_eq!(status, 200);
+    node.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn closed_sessions_leave_the_heartbeat_schedule() {
+    let node = start(|c| c.engine.ping_interval_ms = 60_000).await;
+    let addr = node.local_addr();
+    let api = Api::new(addr);
+    let engine = node.node().engines[0].clone();
+    let (mut lively, _) = WsClient::connect(addr, &token("lively", &[], &["news"], &[])).await;
+    let mut clients = Vec::new();
+    for i in 0..150 {
+        clients.push(WsClient::handshake(addr).await);
+        if i % 50 == 49 {
+            tokio::task::yield_now().await;
+        }
+    }
+    api.wait_connections(151, WAIT).await;
+    assert_eq!(engine.heartbeat_len(), 151);
+    drop(clients);
+    // No look is due for a minute: the closes themselves get the dead entries swept.
+    let deadline = Instant::now() + WAIT;
+    while engine.session_count() > 1 || engine.heartbeat_len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions, {} scheduled",
+            engine.session_count(),
+            engine.heartbeat_len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.publish("news", "update", json!({ "still": "here" }))
+        .await;
+    lively
+        .recv_event_with("update", "still", &json!("here"), WAIT)
+        .await;
+    node.shutdown(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_websockets_with_1001_and_polls_with_a_close_packet() {
     let node = start(|_| {}).await;
     let addr = node.local_addr();

@@ -110,6 +110,8 @@ pub struct Heartbeats {
     next_ms: AtomicU64,
     /// Sessions closed since the last sweep.
     closed: AtomicUsize,
+    /// Entries in the queue at its last change, for [`Heartbeats::note_closed`] to compare with.
+    scheduled: AtomicUsize,
     running: AtomicBool,
     stopped: AtomicBool,
 }
@@ -124,6 +126,7 @@ impl Heartbeats {
             at_ms,
             session: Arc::downgrade(session),
         }));
+        self.scheduled.fetch_add(1, Ordering::Relaxed);
         if !self.running.swap(true, Ordering::AcqRel) {
             tokio::spawn(drive(self.clone(), Arc::downgrade(engine)));
         }
@@ -142,9 +145,14 @@ impl Heartbeats {
         session.outbox.on_close(Waker::from(hook));
     }
 
-    /// Notes that a session closed (its entry becomes dead weight until swept).
+    /// Notes that a session closed: its entry is dead weight until its next look, or until a sweep, which
+    /// comes as soon as the closed sessions are half the queue (a mass disconnect does not leave every
+    /// session's block allocated for up to a ping interval).
     pub fn note_closed(&self) {
-        self.closed.fetch_add(1, Ordering::Relaxed);
+        let closed = self.closed.fetch_add(1, Ordering::Relaxed) + 1;
+        if sweep_due(closed, self.scheduled.load(Ordering::Relaxed)) {
+            self.wake.notify_one();
+        }
     }
 
     /// Ends the task (the endpoint is going away).
@@ -182,15 +190,20 @@ impl Heartbeats {
     fn reschedule(&self, entries: &mut Vec<Entry>) -> u64 {
         let mut queue = self.queue.lock();
         queue.extend(entries.drain(..).map(Reverse));
-        let closed = self.closed.load(Ordering::Relaxed);
-        if closed > 64 && closed * 2 > queue.len() {
+        if sweep_due(self.closed.load(Ordering::Relaxed), queue.len()) {
             self.closed.store(0, Ordering::Relaxed);
             queue.retain(|Reverse(entry)| entry.session.strong_count() > 0);
         }
+        self.scheduled.store(queue.len(), Ordering::Relaxed);
         let next = queue.peek().map_or(u64::MAX, |Reverse(entry)| entry.at_ms);
         self.next_ms.store(next, Ordering::Release);
         next
     }
+}
+
+/// True when `closed` sessions are enough of a queue of `len` to sweep it.
+fn sweep_due(closed: usize, len: usize) -> bool {
+    closed > 64 && closed * 2 > len
 }
 
 /// Runs every heartbeat of the endpoint until it goes away.

@@ -425,8 +425,8 @@ impl Connection {
 
     /// The main loop of a websocket session.
     async fn drive(mut self, engine: Arc<Engine>, session: Arc<Session>) {
-        // The write pacing's timer, made when pacing first waits (the heartbeat runs elsewhere: an idle
-        // connection holds no timer).
+        // The write pacing's timer, made while pacing waits (the heartbeat runs elsewhere: an idle connection
+        // holds no timer).
         let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut writer = FrameWriter::default();
         let cadence = engine.write_cadence();
@@ -507,6 +507,11 @@ impl Connection {
                         timer.as_mut().reset(due);
                     }
                 }
+            }
+            if !pacer.is_waiting() {
+                // Only a paced connection keeps a timer: the handshake's writes often come close enough
+                // together to be paced, and every idle connection would keep that timer otherwise.
+                timer = None;
             }
         };
         // Boxed: this rare path would otherwise enlarge every connection's task.
