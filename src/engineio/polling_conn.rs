@@ -66,54 +66,58 @@ pub enum Outcome {
     Hyper(TcpStream),
 }
 
-/// Serves polling requests on `stream` until it closes or a request for hyper comes.
-pub async fn serve(
+/// Serves polling requests on `stream` until it closes or a request for hyper comes. (A plain function returning
+/// the future: an `async fn` would keep the stream twice, as its argument and as the local it moves into.)
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub fn serve<'a>(
     mut stream: TcpStream,
     // By reference: the caller keeps it anyway, and a copy would take 32 bytes of every parked GET's task.
-    remote: &SocketAddr,
-    routes: &PollingRoutes,
-    stop: &mut watch::Receiver<bool>,
-) -> Outcome {
-    loop {
-        if *stop.borrow() {
-            return Outcome::Closed;
-        }
-        // The futures of the other phases are boxed, so the task itself stays small: what a parked GET holds
-        // is this task, the boxed request future and the session.
-        let next = Box::pin(async {
-            tokio::select! {
-                next = next_request(&mut stream, routes) => next,
-                _ = tokio::time::sleep(IDLE_TIMEOUT) => Next::Closed,
-                _ = stop.changed() => Next::Closed,
+    remote: &'a SocketAddr,
+    routes: &'a PollingRoutes,
+    stop: &'a mut watch::Receiver<bool>,
+) -> impl Future<Output = Outcome> + Send + 'a {
+    async move {
+        loop {
+            if *stop.borrow() {
+                return Outcome::Closed;
             }
-        })
-        .await;
-        let (mut handling, close) = match next {
-            // (The request's box goes at the end of this arm, not with the loop iteration.)
-            Next::Ours(request, engine, close) => {
-                (Box::pin(engine.handle(*request, Some(*remote))), close)
+            // The futures of the other phases are boxed, so the task itself stays small: what a parked GET holds
+            // is this task, the boxed request future and the session.
+            let next = Box::pin(async {
+                tokio::select! {
+                    next = next_request(&mut stream, routes) => next,
+                    _ = tokio::time::sleep(IDLE_TIMEOUT) => Next::Closed,
+                    _ = stop.changed() => Next::Closed,
+                }
+            })
+            .await;
+            let (mut handling, close) = match next {
+                // (The request's box goes at the end of this arm, not with the loop iteration.)
+                Next::Ours(request, engine, close) => {
+                    (Box::pin(engine.handle(*request, Some(*remote))), close)
+                }
+                Next::Hyper => return Outcome::Hyper(stream),
+                Next::Closed => return Outcome::Closed,
+            };
+            let response = std::future::poll_fn(|cx| {
+                if let Poll::Ready(response) = handling.as_mut().poll(cx) {
+                    return Poll::Ready(Some(response));
+                }
+                // Like hyper: a client that goes away mid-request cancels it (a parked GET ends at once).
+                poll_peer_gone(&stream, cx).map(|()| None)
+            })
+            .await;
+            let Some(response) = response else {
+                return Outcome::Closed;
+            };
+            drop(handling);
+            if Box::pin(write_response(&mut stream, response, close))
+                .await
+                .is_err()
+                || close
+            {
+                return Outcome::Closed;
             }
-            Next::Hyper => return Outcome::Hyper(stream),
-            Next::Closed => return Outcome::Closed,
-        };
-        let response = std::future::poll_fn(|cx| {
-            if let Poll::Ready(response) = handling.as_mut().poll(cx) {
-                return Poll::Ready(Some(response));
-            }
-            // Like hyper: a client that goes away mid-request cancels it (a parked GET ends at once).
-            poll_peer_gone(&stream, cx).map(|()| None)
-        })
-        .await;
-        let Some(response) = response else {
-            return Outcome::Closed;
-        };
-        drop(handling);
-        if Box::pin(write_response(&mut stream, response, close))
-            .await
-            .is_err()
-            || close
-        {
-            return Outcome::Closed;
         }
     }
 }

@@ -423,99 +423,107 @@ impl Connection {
         Ok(())
     }
 
-    /// The main loop of a websocket session.
-    async fn drive(mut self, engine: Arc<Engine>, session: Arc<Session>) {
-        // The write pacing's timer, made while pacing waits (the heartbeat runs elsewhere: an idle connection
-        // holds no timer).
-        let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        let mut writer = FrameWriter::default();
-        let cadence = engine.write_cadence();
-        let mut pacer = WritePacer::new(cadence.interval());
-        let reason = loop {
-            if !pacer.is_waiting() {
-                let mut queued_ms = None;
-                let pumped = self.pump(&session, &mut writer, &mut queued_ms);
-                if let Some(queued_ms) = queued_ms.filter(|_| cadence.is_adaptive()) {
-                    let now = now_ms();
-                    if let Some(lag) = pacer.lag_of_write(queued_ms, now) {
-                        cadence.report(lag, now);
+    /// The main loop of a websocket session. (A plain function returning the future: an `async fn` would keep
+    /// the connection twice in every connection's task, as its argument and as the local it moves into.)
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn drive(
+        mut self,
+        engine: Arc<Engine>,
+        session: Arc<Session>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            // The write pacing's timer, made while pacing waits (the heartbeat runs elsewhere: an idle connection
+            // holds no timer).
+            let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+            let mut writer = FrameWriter::default();
+            let cadence = engine.write_cadence();
+            let mut pacer = WritePacer::new(cadence.interval());
+            let reason = loop {
+                if !pacer.is_waiting() {
+                    let mut queued_ms = None;
+                    let pumped = self.pump(&session, &mut writer, &mut queued_ms);
+                    if let Some(queued_ms) = queued_ms.filter(|_| cadence.is_adaptive()) {
+                        let now = now_ms();
+                        if let Some(lag) = pacer.lag_of_write(queued_ms, now) {
+                            cadence.report(lag, now);
+                        }
                     }
-                }
-                match pumped {
-                    Ok(Pumped::Closed(reason)) => break reason,
-                    Ok(Pumped::More) => {
-                        // A long queue: let other connections run between rounds.
-                        tokio::task::yield_now().await;
-                        continue;
-                    }
-                    Ok(Pumped::Idle | Pumped::Blocked) => {}
-                    Err(_) => {
-                        break session
-                            .outbox
-                            .closing()
-                            .unwrap_or(CloseReason::TransportClose)
-                    }
-                }
-            }
-            // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
-            let blocked = writer.is_blocked();
-            let lendable = !blocked && !pacer.is_waiting();
-            let paced = timer
-                .as_mut()
-                .filter(|_| pacer.is_waiting())
-                .map(|t| t.as_mut());
-            let (stream, outbox) = (&self.stream, &session.outbox);
-            let (wake, lent) = wait(stream, outbox, paced, blocked, lendable).await;
-            // An outbox wake took the socket back already.
-            if lent && !matches!(wake, Wake::Outbox(_)) {
-                session.outbox.reclaim_stream();
-            }
-            match wake {
-                Wake::Outbox(signal) => {
-                    if writer.is_blocked()
-                        && session.outbox.closing() == Some(CloseReason::SlowConsumer)
-                    {
-                        break CloseReason::SlowConsumer;
-                    }
-                    pacer.set_interval(cadence.interval());
-                    if signal == Signal::Urgent {
-                        pacer.on_urgent(Instant::now());
-                    } else if !writer.is_blocked()
-                        && !pacer.is_waiting()
-                        && !pacer.on_queued(Instant::now())
-                    {
-                        if let Some(due) = pacer.due() {
-                            match timer.as_mut() {
-                                Some(timer) => timer.as_mut().reset(due),
-                                None => timer = Some(Box::pin(tokio::time::sleep_until(due))),
-                            }
+                    match pumped {
+                        Ok(Pumped::Closed(reason)) => break reason,
+                        Ok(Pumped::More) => {
+                            // A long queue: let other connections run between rounds.
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                        Ok(Pumped::Idle | Pumped::Blocked) => {}
+                        Err(_) => {
+                            break session
+                                .outbox
+                                .closing()
+                                .unwrap_or(CloseReason::TransportClose)
                         }
                     }
                 }
-                Wake::Writable(ok) | Wake::Readable(ok) if !ok => {
-                    break CloseReason::TransportClose
+                // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
+                let blocked = writer.is_blocked();
+                let lendable = !blocked && !pacer.is_waiting();
+                let paced = timer
+                    .as_mut()
+                    .filter(|_| pacer.is_waiting())
+                    .map(|t| t.as_mut());
+                let (stream, outbox) = (&self.stream, &session.outbox);
+                let (wake, lent) = wait(stream, outbox, paced, blocked, lendable).await;
+                // An outbox wake took the socket back already.
+                if lent && !matches!(wake, Wake::Outbox(_)) {
+                    session.outbox.reclaim_stream();
                 }
-                Wake::Writable(_) => {}
-                Wake::Readable(_) => {
-                    if let Err(reason) = self.on_readable(&engine, &session) {
-                        break reason;
+                match wake {
+                    Wake::Outbox(signal) => {
+                        if writer.is_blocked()
+                            && session.outbox.closing() == Some(CloseReason::SlowConsumer)
+                        {
+                            break CloseReason::SlowConsumer;
+                        }
+                        pacer.set_interval(cadence.interval());
+                        if signal == Signal::Urgent {
+                            pacer.on_urgent(Instant::now());
+                        } else if !writer.is_blocked()
+                            && !pacer.is_waiting()
+                            && !pacer.on_queued(Instant::now())
+                        {
+                            if let Some(due) = pacer.due() {
+                                match timer.as_mut() {
+                                    Some(timer) => timer.as_mut().reset(due),
+                                    None => timer = Some(Box::pin(tokio::time::sleep_until(due))),
+                                }
+                            }
+                        }
+                    }
+                    Wake::Writable(ok) | Wake::Readable(ok) if !ok => {
+                        break CloseReason::TransportClose
+                    }
+                    Wake::Writable(_) => {}
+                    Wake::Readable(_) => {
+                        if let Err(reason) = self.on_readable(&engine, &session) {
+                            break reason;
+                        }
+                    }
+                    Wake::Timer => {
+                        pacer.on_timer(Instant::now());
+                        if let (Some(timer), Some(due)) = (timer.as_mut(), pacer.due()) {
+                            timer.as_mut().reset(due);
+                        }
                     }
                 }
-                Wake::Timer => {
-                    pacer.on_timer(Instant::now());
-                    if let (Some(timer), Some(due)) = (timer.as_mut(), pacer.due()) {
-                        timer.as_mut().reset(due);
-                    }
+                if !pacer.is_waiting() {
+                    // Only a paced connection keeps a timer: the handshake's writes often come close enough
+                    // together to be paced, and every idle connection would keep that timer otherwise.
+                    timer = None;
                 }
-            }
-            if !pacer.is_waiting() {
-                // Only a paced connection keeps a timer: the handshake's writes often come close enough
-                // together to be paced, and every idle connection would keep that timer otherwise.
-                timer = None;
-            }
-        };
-        // Boxed: this rare path would otherwise enlarge every connection's task.
-        Box::pin(self.finish(&engine, &session, reason, writer)).await;
+            };
+            // Boxed: this rare path would otherwise enlarge every connection's task.
+            Box::pin(self.finish(&engine, &session, reason, writer)).await;
+        }
     }
 
     /// Closes the session and, within [`CLOSE_GRACE`], sends what is still queued (e.g. a disconnect packet)
