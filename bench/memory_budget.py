@@ -17,14 +17,15 @@ import sys
 # sites of a TIDINGS_ALLOC_LIVE run at the commit the budget names; two names share a size where two blocks
 # per connection have it).
 NAMES = {
-    640: "connection task (tokio task cell: the websocket connection's future, or the parked long-poll connection's)",
+    512: "polling only: the parked long-poll connection's task (tokio task cell)",
     456: "presence: B-tree nodes of the shared rooms' user lists (`Counts::join`)",
-    384: "polling only: the session's heartbeat task (tokio task cell)",
-    352: "engine.io `Session` (Arc: sid, outbox, transport state, rate limit)",
+    384: "websocket only: the connection's task (tokio task cell)",
+    344: "engine.io `Session` (Arc: sid, outbox, transport state, heartbeat clock, rate limit)",
     256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`)",
-    240: "polling only: the parked long-poll request's state (boxed in its connection task)",
     200: "socket.io `Client` (Arc: namespaces, connect timer); socket.io `Socket` (Arc: rooms, acks)",
     192: "direct messages `Device` (Arc)",
+    176: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    112: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
 
