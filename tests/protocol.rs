@@ -142,13 +142,18 @@ async fn events_carry_increasing_offsets() {
     node.shutdown(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
-async fn silent_client_is_closed_after_ping_timeout() {
-    let node = start(|c| {
+/// A node that pings every 200 ms and waits 200 ms for the pong.
+async fn fast_heartbeat_node() -> tidings::server::RunningNode {
+    start(|c| {
         c.engine.ping_interval_ms = 200;
         c.engine.ping_timeout_ms = 200;
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn silent_client_is_closed_after_ping_timeout() {
+    let node = fast_heartbeat_node().await;
     let addr = node.local_addr();
     let api = Api::new(addr);
     let started = Instant::now();
@@ -184,11 +189,7 @@ async fn silent_client_is_closed_after_ping_timeout() {
 
 #[tokio::test]
 async fn polling_sessions_are_pinged_and_a_silent_one_is_closed_with_no_get_waiting() {
-    let node = start(|c| {
-        c.engine.ping_interval_ms = 200;
-        c.engine.ping_timeout_ms = 200;
-    })
-    .await;
+    let node = fast_heartbeat_node().await;
     let addr = node.local_addr();
     let api = Api::new(addr);
     let lively = Polling::handshake(addr).await;
