@@ -65,6 +65,8 @@ pub struct Engine {
     router: std::sync::OnceLock<Arc<dyn SessionRouter>>,
     /// Every session's heartbeat, run by one task.
     heartbeats: Arc<Heartbeats>,
+    /// The runtime the endpoint was made in, for wakes from threads outside it.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Engine {
@@ -85,6 +87,7 @@ impl Engine {
             self_ref: std::sync::OnceLock::new(),
             router: std::sync::OnceLock::new(),
             heartbeats: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         });
         let _ = engine.self_ref.set(Arc::downgrade(&engine));
         engine
@@ -338,6 +341,11 @@ impl Engine {
     /// Starts the session's heartbeat (pings, and the close of a session whose pong is overdue).
     pub(crate) fn start_heartbeat(self: &Arc<Self>, session: &Arc<Session>) {
         self.heartbeats.start(self, session);
+    }
+
+    /// The runtime the endpoint was made in (`None` when made outside one).
+    pub(crate) fn runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.clone()
     }
 
     /// Number of sessions the heartbeat task looks after (closed ones not yet swept included).

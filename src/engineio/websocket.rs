@@ -236,6 +236,88 @@ async fn wait(
     wake.await
 }
 
+/// A websocket connection's wake target while it has nothing to do: an idle connection holds this instead of a
+/// task (its task ends; the first wake spawns a new one that carries on where it stopped).
+struct Parked {
+    state: parking_lot::Mutex<Park>,
+}
+
+/// Where a connection is.
+enum Park {
+    /// A task runs it; `woken` tells whether a wake came since the task last looked.
+    Running { woken: bool },
+    /// No task: what the next one needs.
+    Idle(Box<Resume>),
+}
+
+/// The state a parked connection resumes with.
+struct Resume {
+    conn: Connection,
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+    /// When the last write went out, so a write right after the park is paced as before.
+    pacer: WritePacer,
+}
+
+impl Parked {
+    fn running() -> Parked {
+        Parked {
+            state: parking_lot::Mutex::new(Park::Running { woken: false }),
+        }
+    }
+
+    /// Forgets wakes seen so far (the caller is about to look at everything).
+    fn clear_woken(&self) {
+        if let Park::Running { woken } = &mut *self.state.lock() {
+            *woken = false;
+        }
+    }
+}
+
+impl std::task::Wake for Parked {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.lock();
+        match std::mem::replace(&mut *state, Park::Running { woken: true }) {
+            Park::Idle(resume) => {
+                *state = Park::Running { woken: false };
+                drop(state);
+                let Resume {
+                    conn,
+                    engine,
+                    session,
+                    pacer,
+                } = *resume;
+                let runtime = tokio::runtime::Handle::try_current()
+                    .ok()
+                    .or_else(|| engine.runtime());
+                if let Some(runtime) = runtime {
+                    runtime.spawn(conn.drive(engine, session, self.clone(), Some(pacer)));
+                }
+            }
+            Park::Running { .. } => {}
+        }
+    }
+}
+
+/// Polls the idle wait once with the parked connection's waker: what woke it, or `None` when nothing is ready.
+fn poll_idle(
+    stream: &Arc<TcpStream>,
+    outbox: &super::Outbox,
+    parked: &Arc<Parked>,
+) -> Option<(Wake, bool)> {
+    let waker = std::task::Waker::from(parked.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let wait = std::pin::pin!(wait(stream, outbox, None, false, true));
+    match wait.poll(&mut cx) {
+        Poll::Ready(woke) => Some(woke),
+        Poll::Pending => None,
+    }
+}
+
 /// What reading produced.
 enum Inbound {
     Message(WsMessage),
@@ -281,7 +363,7 @@ impl Connection {
     /// the upgrade ends here: its state (the upgrade future, the request's parts, the open request) would
     /// otherwise stay in the connection task's allocation for as long as the connection lives.
     fn run(self, engine: Arc<Engine>, session: Arc<Session>) {
-        tokio::spawn(self.drive(engine, session));
+        tokio::spawn(self.drive(engine, session, Arc::new(Parked::running()), None));
     }
 
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
@@ -430,16 +512,22 @@ impl Connection {
         mut self,
         engine: Arc<Engine>,
         session: Arc<Session>,
+        parked: Arc<Parked>,
+        pacer: Option<WritePacer>,
     ) -> impl std::future::Future<Output = ()> + Send {
         async move {
+            // Resumed after a park: the socket may still be lent to publishers, and what woke the connection is
+            // looked at first, as if the wait had returned (the pacer decides whether to write now).
+            let mut resumed = pacer.is_some();
+            session.outbox.reclaim_stream();
             // The write pacing's timer, made while pacing waits (the heartbeat runs elsewhere: an idle connection
             // holds no timer).
             let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
             let mut writer = FrameWriter::default();
             let cadence = engine.write_cadence();
-            let mut pacer = WritePacer::new(cadence.interval());
+            let mut pacer = pacer.unwrap_or_else(|| WritePacer::new(cadence.interval()));
             let reason = loop {
-                if !pacer.is_waiting() {
+                if !pacer.is_waiting() && !std::mem::take(&mut resumed) {
                     let mut queued_ms = None;
                     let pumped = self.pump(&session, &mut writer, &mut queued_ms);
                     if let Some(queued_ms) = queued_ms.filter(|_| cadence.is_adaptive()) {
@@ -467,12 +555,36 @@ impl Connection {
                 // Nothing unsent: publishers of small rooms may write to the socket until this task wakes.
                 let blocked = writer.is_blocked();
                 let lendable = !blocked && !pacer.is_waiting();
-                let paced = timer
-                    .as_mut()
-                    .filter(|_| pacer.is_waiting())
-                    .map(|t| t.as_mut());
-                let (stream, outbox) = (&self.stream, &session.outbox);
-                let (wake, lent) = wait(stream, outbox, paced, blocked, lendable).await;
+                let (wake, lent) = if lendable && timer.is_none() {
+                    // Idle: wait without a task. The wakers are the parked connection's; if nothing is ready, the
+                    // task ends and the first wake starts a new one.
+                    parked.clear_woken();
+                    match poll_idle(&self.stream, &session.outbox, &parked) {
+                        Some(woke) => woke,
+                        None => {
+                            let mut state = parked.state.lock();
+                            if matches!(*state, Park::Running { woken: true }) {
+                                drop(state);
+                                session.outbox.reclaim_stream();
+                                continue;
+                            }
+                            *state = Park::Idle(Box::new(Resume {
+                                conn: self,
+                                engine,
+                                session,
+                                pacer,
+                            }));
+                            return;
+                        }
+                    }
+                } else {
+                    let paced = timer
+                        .as_mut()
+                        .filter(|_| pacer.is_waiting())
+                        .map(|t| t.as_mut());
+                    let (stream, outbox) = (&self.stream, &session.outbox);
+                    wait(stream, outbox, paced, blocked, lendable).await
+                };
                 // An outbox wake took the socket back already.
                 if lent && !matches!(wake, Wake::Outbox(_)) {
                     session.outbox.reclaim_stream();
