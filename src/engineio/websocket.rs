@@ -359,9 +359,9 @@ impl Connection {
         self.run(engine, session);
     }
 
-    /// Serves the session on a task of its own for the rest of the connection's life. The task that accepted
-    /// the upgrade ends here: its state (the upgrade future, the request's parts, the open request) would
-    /// otherwise stay in the connection task's allocation for as long as the connection lives.
+    /// Serves the session on a task of its own (ended while the connection idles, see [`Parked`]). The task that
+    /// accepted the upgrade ends here: its state (the upgrade future, the request's parts, the open request)
+    /// would otherwise stay in the connection task's allocation for as long as the connection lives.
     fn run(self, engine: Arc<Engine>, session: Arc<Session>) {
         tokio::spawn(self.drive(engine, session, Arc::new(Parked::running()), None));
     }
