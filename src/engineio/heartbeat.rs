@@ -221,11 +221,7 @@ async fn drive(heartbeats: Arc<Heartbeats>, engine: Weak<Engine>) {
         for session in closing.iter().filter_map(Weak::upgrade) {
             // Closed while no GET is waiting (slow consumer, connect timeout): finish the session now.
             if !session.is_closed() {
-                let reason = session
-                    .outbox
-                    .closing()
-                    .unwrap_or(CloseReason::TransportClose);
-                engine.close_session(&session, reason);
+                close_as_outbox_says(&engine, &session);
             }
         }
         let interval = ms(engine.config().ping_interval);
@@ -284,11 +280,7 @@ fn look(
             // Due before the ping goes out: its pong may come back at once.
             session.expect_pong_by(pong_due_ms);
             if session.outbox.push(Outgoing::ping()).is_err() {
-                let reason = session
-                    .outbox
-                    .closing()
-                    .unwrap_or(CloseReason::TransportClose);
-                engine.close_session(session, reason);
+                close_as_outbox_says(engine, session);
                 return None;
             }
             Some(again)
@@ -298,6 +290,15 @@ fn look(
             None
         }
     }
+}
+
+/// Closes `session` for the reason its outbox gives (a transport close when it gives none).
+fn close_as_outbox_says(engine: &Engine, session: &Arc<Session>) {
+    let reason = session
+        .outbox
+        .closing()
+        .unwrap_or(CloseReason::TransportClose);
+    engine.close_session(session, reason);
 }
 
 /// Milliseconds of `d`.
