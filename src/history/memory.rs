@@ -26,12 +26,48 @@ pub const EVENT_OVERHEAD: usize = 160;
 /// and the room's share of the eviction index, rounded up.
 pub const SLOT_OVERHEAD: usize = 64;
 
+/// A room's stream: 24 bytes while it holds nothing and never lost an event, which is what every connection's
+/// personal room and most quiet rooms keep (a map entry of 40 bytes with its key; 80 with the events inline).
 struct Stream {
     epoch: u64,
+    /// When the stream was last used, in whole seconds since the store began (see [`MemoryHistory::secs`]).
+    last_used: u32,
+    /// Its events and eviction mark, from its first event (or a restored mark) on.
+    held: Option<Box<Held>>,
+}
+
+/// What a stream holds once it had an event.
+#[derive(Default)]
+struct Held {
     events: VecDeque<(StoredEvent, Instant)>,
     /// Highest sequence ever evicted from this stream (0 = none).
     evicted_through: u64,
-    last_used: Instant,
+}
+
+impl Stream {
+    fn new(epoch: u64, last_used: u32) -> Stream {
+        Stream {
+            epoch,
+            last_used,
+            held: None,
+        }
+    }
+
+    fn events(&self) -> Option<&VecDeque<(StoredEvent, Instant)>> {
+        self.held.as_deref().map(|held| &held.events)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events().is_none_or(VecDeque::is_empty)
+    }
+
+    fn evicted_through(&self) -> u64 {
+        self.held.as_deref().map_or(0, |held| held.evicted_through)
+    }
+
+    fn held_mut(&mut self) -> &mut Held {
+        self.held.get_or_insert_with(Box::default)
+    }
 }
 
 /// An event held by at least one stream.
@@ -102,11 +138,14 @@ impl State {
         let Some(stream) = self.streams.get_mut(room) else {
             return;
         };
-        let Some((event, _)) = stream.events.pop_front() else {
+        let Some(held) = stream.held.as_deref_mut() else {
             return;
         };
-        stream.evicted_through = stream.evicted_through.max(event.seq);
-        let next = stream.events.front().map(|(next, _)| next.seq);
+        let Some((event, _)) = held.events.pop_front() else {
+            return;
+        };
+        held.evicted_through = held.evicted_through.max(event.seq);
+        let next = held.events.front().map(|(next, _)| next.seq);
         self.fronts.remove(&(event.seq, room.clone()));
         if let Some(next) = next {
             self.fronts.insert((next, room.clone()));
@@ -130,6 +169,8 @@ impl State {
 /// The embedded history store.
 pub struct MemoryHistory {
     state: Mutex<State>,
+    /// The clock's origin for streams' last use.
+    born: Instant,
     max_events: usize,
     max_age: Duration,
     max_bytes: usize,
@@ -147,6 +188,7 @@ impl MemoryHistory {
     ) -> MemoryHistory {
         MemoryHistory {
             state: Mutex::new(State::default()),
+            born: Instant::now(),
             max_events,
             max_age,
             max_bytes,
@@ -160,6 +202,11 @@ impl MemoryHistory {
         self
     }
 
+    /// `now` in whole seconds since the store began (a stream's last use; 136 years fit).
+    fn secs(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.born).as_secs()).unwrap_or(u32::MAX)
+    }
+
     /// The most events kept per room (0: history is off and appends keep nothing).
     pub fn max_events(&self) -> usize {
         self.max_events
@@ -167,7 +214,7 @@ impl MemoryHistory {
 
     /// The epoch of `room`'s stream, and whether this call created the stream.
     pub fn open_stream(&self, room: &RoomKey) -> (u64, bool) {
-        let now = Instant::now();
+        let now = self.secs(Instant::now());
         let mut state = self.state.lock();
         let mut created = false;
         let stream = state.streams.entry(room.clone()).or_insert_with(|| {
@@ -181,16 +228,17 @@ impl MemoryHistory {
     /// Puts back a stream kept elsewhere, with its epoch and eviction mark, as if just used; an existing
     /// stream of the room is left as it is.
     pub fn restore_stream(&self, room: &RoomKey, epoch: u64, evicted_through: u64) {
-        let now = Instant::now();
+        let now = self.secs(Instant::now());
         self.state
             .lock()
             .streams
             .entry(room.clone())
-            .or_insert_with(|| Stream {
-                epoch,
-                events: VecDeque::new(),
-                evicted_through,
-                last_used: now,
+            .or_insert_with(|| {
+                let mut stream = Stream::new(epoch, now);
+                if evicted_through > 0 {
+                    stream.held_mut().evicted_through = evicted_through;
+                }
+                stream
             });
     }
 
@@ -223,14 +271,16 @@ impl MemoryHistory {
         if self.max_events == 0 {
             return;
         }
+        let secs = self.secs(now);
         let mut state = self.state.lock();
         let stream = state
             .streams
             .entry(room.clone())
-            .or_insert_with(|| new_stream(now));
-        stream.last_used = now;
-        let was_empty = stream.events.is_empty();
-        stream.events.push_back((
+            .or_insert_with(|| new_stream(secs));
+        stream.last_used = secs;
+        let held = stream.held_mut();
+        let was_empty = held.events.is_empty();
+        held.events.push_back((
             StoredEvent {
                 seq,
                 at_ms,
@@ -238,7 +288,7 @@ impl MemoryHistory {
             },
             at,
         ));
-        let over_count = stream.events.len() > self.max_events;
+        let over_count = held.events.len() > self.max_events;
         if was_empty {
             state.fronts.insert((seq, room.clone()));
         }
@@ -258,19 +308,22 @@ impl MemoryHistory {
             let expired = state
                 .streams
                 .get(&room)
-                .and_then(|s| s.events.front())
+                .and_then(|s| s.events()?.front())
                 .is_some_and(|(_, at)| now.saturating_duration_since(*at) > self.max_age);
             if !expired {
                 break;
             }
             state.pop_front(&room);
         }
-        let keep_idle = self.keep_idle;
+        // Last use is in whole seconds: an idle stream is kept while at most the limit's seconds (rounded up)
+        // passed, so at least the limit itself; a zero limit keeps none.
+        let keep_secs = self.keep_idle.as_secs() + u64::from(self.keep_idle.subsec_nanos() > 0);
+        let keep_idle = |last_used: u32| {
+            !self.keep_idle.is_zero() && u64::from(self.secs(now).saturating_sub(last_used)) <= keep_secs
+        };
         let observer = state.observer.clone();
         state.streams.retain(|room, stream| {
-            let keep = !stream.events.is_empty()
-                || now.saturating_duration_since(stream.last_used) < keep_idle
-                || in_use(room);
+            let keep = !stream.is_empty() || keep_idle(stream.last_used) || in_use(room);
             if let (false, Some(observer)) = (keep, &observer) {
                 observer.dropped(room);
             }
@@ -286,18 +339,13 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn new_stream(now: Instant) -> Stream {
-    Stream {
-        epoch: rand::thread_rng().gen_range(1..u64::MAX >> 11),
-        events: VecDeque::new(),
-        evicted_through: 0,
-        last_used: now,
-    }
+fn new_stream(now: u32) -> Stream {
+    Stream::new(rand::thread_rng().gen_range(1..u64::MAX >> 11), now)
 }
 
 impl HistoryStore for MemoryHistory {
     fn epoch(&self, room: &RoomKey) -> u64 {
-        let now = Instant::now();
+        let now = self.secs(Instant::now());
         let mut state = self.state.lock();
         let stream = state
             .streams
@@ -328,18 +376,19 @@ impl HistoryStore for MemoryHistory {
         if epoch.is_some_and(|e| e != stream.epoch) {
             return Err(HistoryError::EpochChanged);
         }
-        if stream.evicted_through > after {
+        if stream.evicted_through() > after {
             return Err(HistoryError::Evicted);
         }
-        let start = stream
-            .events
-            .partition_point(|(event, _)| event.seq <= after);
         let mut slice = Slice {
             epoch: stream.epoch,
             ..Slice::default()
         };
+        let Some(events) = stream.events() else {
+            return Ok(slice);
+        };
+        let start = events.partition_point(|(event, _)| event.seq <= after);
         let mut used = 0usize;
-        for (event, _) in stream.events.range(start..) {
+        for (event, _) in events.range(start..) {
             if slice.events.len() >= limit.events {
                 slice.more = true;
                 break;
@@ -359,7 +408,7 @@ impl HistoryStore for MemoryHistory {
 
     fn evicted_through(&self, room: &RoomKey) -> u64 {
         let state = self.state.lock();
-        state.streams.get(room).map_or(0, |s| s.evicted_through)
+        state.streams.get(room).map_or(0, Stream::evicted_through)
     }
 
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
