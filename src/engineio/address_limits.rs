@@ -105,15 +105,28 @@ pub struct AddressTable {
     base: Instant,
 }
 
-/// One admitted session's place in its address's count; given back when dropped.
+/// One admitted session's place in its address's count; given back when dropped, unless
+/// [`AddressSlot::into_key`] hands it to the session.
 pub struct AddressSlot {
-    table: Arc<AddressTable>,
+    /// `None` once handed over.
+    table: Option<Arc<AddressTable>>,
     key: IpAddr,
+}
+
+impl AddressSlot {
+    /// The address the place counts under, for a holder that gives it back with [`AddressTable::release`]
+    /// (a session keeps these 17 bytes rather than the slot's 32).
+    pub fn into_key(mut self) -> IpAddr {
+        self.table = None;
+        self.key
+    }
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        self.table.release(self.key);
+        if let Some(table) = &self.table {
+            table.release(self.key);
+        }
     }
 }
 
@@ -201,12 +214,13 @@ impl AddressTable {
         }
         entry.sessions += 1;
         Ok(AddressSlot {
-            table: self.clone(),
+            table: Some(self.clone()),
             key,
         })
     }
 
-    fn release(&self, key: IpAddr) {
+    /// Gives back a place taken by [`AddressTable::admit`] and kept as its key ([`AddressSlot::into_key`]).
+    pub fn release(&self, key: IpAddr) {
         let mut shard = self.shard(&key).lock();
         let Some(entry) = shard.get_mut(&key) else {
             return;

@@ -406,7 +406,9 @@ impl Engine {
         let removed = self.shard(sid).lock().remove(sid);
         if let Some(session) = removed {
             self.count.fetch_sub(1, Ordering::AcqRel);
-            session.release_address();
+            if let (Some(key), Some(table)) = (session.take_address(), &self.addresses) {
+                table.release(key);
+            }
         }
     }
 

@@ -80,13 +80,15 @@ type HeldEvent = (u64, Arc<[Outgoing]>);
 #[derive(Default)]
 struct State {
     queue: VecDeque<Outgoing>,
-    bytes: usize,
+    /// At most [`Outbox::max_bytes`], so 32 bits.
+    bytes: u32,
     /// Highest stream sequence queued, used to keep room events in order and unique per session (of partition
     /// 0: a single Redis or the embedded node; see [`crate::cluster::partition`]).
     last_seq: u64,
     /// The same for partitions 1 and up, when the cluster has several.
     other_partitions: Option<Box<[u64]>>,
-    closing: Option<CloseReason>,
+    /// Boxed: only a closing session has one, and the reason inline would take 32 bytes of every session.
+    closing: Option<Box<CloseReason>>,
     /// Something happened since the writer last looked.
     signaled: bool,
     /// The one task waiting on this outbox (the transport writer or a polling GET).
@@ -100,7 +102,7 @@ struct State {
     /// The websocket of a writer asleep with nothing unsent (see [`Outbox::lend_stream`]).
     lent: Option<Arc<TcpStream>>,
     /// Bytes of the first queued packet's frame already written by a publisher.
-    partial: usize,
+    partial: u32,
     /// When the queue last went from empty to not empty ([`now_ms`]), to tell how late the writer runs.
     queued_ms: u32,
     /// Since the last drain, something was queued that should not wait (see [`Signal::Urgent`]).
@@ -119,15 +121,20 @@ impl State {
 /// The outbound queue of one session.
 pub struct Outbox {
     state: Mutex<State>,
-    limits: OutboxLimits,
+    /// [`OutboxLimits::max_messages`], saturated to 32 bits (every session holds these).
+    max_messages: u32,
+    /// [`OutboxLimits::max_bytes`], saturated to 32 bits.
+    max_bytes: u32,
 }
 
 impl Outbox {
     /// An empty outbox with the given limits.
     pub fn new(limits: OutboxLimits) -> Self {
+        let saturated = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Outbox {
             state: Mutex::new(State::default()),
-            limits,
+            max_messages: saturated(limits.max_messages),
+            max_bytes: saturated(limits.max_bytes),
         }
     }
 
@@ -173,8 +180,8 @@ impl Outbox {
     ) -> Result<bool, PushError> {
         let mut state = self.state.lock();
         if let Some(held) = state.held.as_mut() {
-            if held.len() >= self.limits.max_messages {
-                state.closing = Some(CloseReason::SlowConsumer);
+            if held.len() >= self.max_messages as usize {
+                state.closing = Some(Box::new(CloseReason::SlowConsumer));
                 let waiter = signal(&mut state);
                 drop(state);
                 wake(waiter);
@@ -200,8 +207,8 @@ impl Outbox {
             return Err(PushError::Closed);
         }
         let size: usize = packets.iter().map(Outgoing::len).sum();
-        if (state.queue.len() + packets.len()) * 2 > self.limits.max_messages
-            || (state.bytes + size) * 2 > self.limits.max_bytes
+        if (state.queue.len() + packets.len()) * 2 > self.max_messages as usize
+            || (state.bytes as usize + size) * 2 > self.max_bytes as usize
         {
             return Ok(false);
         }
@@ -279,7 +286,8 @@ impl Outbox {
                     Ok(progress) => {
                         // The socket took part: the writer finishes the rest, starting mid-frame.
                         packets = &packets[progress.frames..];
-                        state.partial = progress.partial;
+                        // Less than one frame, which is less than `max_bytes`.
+                        state.partial = progress.partial as u32;
                     }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                     // The writer meets the same error on its next write and ends the session.
@@ -308,10 +316,10 @@ impl Outbox {
         urgent: bool,
     ) -> Result<bool, PushError> {
         let size: usize = packets.iter().map(Outgoing::len).sum();
-        if state.queue.len() + packets.len() > self.limits.max_messages
-            || state.bytes + size > self.limits.max_bytes
+        if state.queue.len() + packets.len() > self.max_messages as usize
+            || state.bytes as usize + size > self.max_bytes as usize
         {
-            state.closing = Some(CloseReason::SlowConsumer);
+            state.closing = Some(Box::new(CloseReason::SlowConsumer));
             return Err(PushError::Full);
         }
         let was_empty = state.queue.is_empty();
@@ -321,7 +329,8 @@ impl Outbox {
         let newly_urgent = urgent && !state.urgent;
         state.urgent |= urgent;
         state.queue.extend(packets.iter().cloned());
-        state.bytes += size;
+        // Fits: the total was checked against `max_bytes`, a u32.
+        state.bytes += size as u32;
         Ok(was_empty || newly_urgent)
     }
 
@@ -341,7 +350,7 @@ impl Outbox {
     pub fn close(&self, reason: CloseReason) {
         let mut state = self.state.lock();
         if state.closing.is_none() {
-            state.closing = Some(reason);
+            state.closing = Some(Box::new(reason));
         }
         state.urgent = true;
         let waiter = signal(&mut state);
@@ -351,7 +360,7 @@ impl Outbox {
 
     /// The close reason, once closing.
     pub fn closing(&self) -> Option<CloseReason> {
-        self.state.lock().closing.clone()
+        self.state.lock().closing.as_deref().cloned()
     }
 
     /// Moves queued packets into `out`, at most `max_bytes` worth (always at least one packet), and returns
@@ -365,7 +374,7 @@ impl Outbox {
     pub fn drain_frames(&self, out: &mut Vec<Outgoing>, max_bytes: usize) -> Drained {
         let mut state = self.state.lock();
         state.urgent = false;
-        let written = std::mem::take(&mut state.partial);
+        let written = std::mem::take(&mut state.partial) as usize;
         let mut taken = 0;
         let mut drained = 0;
         while let Some(front) = state.queue.front() {
@@ -378,7 +387,7 @@ impl Outbox {
                 drained += 1;
             }
         }
-        state.bytes -= taken;
+        state.bytes -= taken as u32;
         let queued_ms = (drained > 0).then_some(state.queued_ms);
         if !state.queue.is_empty() {
             // The rest waits from now: the writer takes it in its next round.
@@ -399,7 +408,7 @@ impl Outbox {
             written,
             queued_ms,
             more: false,
-            closing: state.closing.clone(),
+            closing: state.closing.as_deref().cloned(),
         }
     }
 

@@ -178,7 +178,8 @@ pub struct Session {
     /// Token bucket limiting incoming messages.
     rate: Mutex<crate::rate::Bucket>,
     /// The session's place in its client address's count, given back when the session leaves the table.
-    address: Mutex<Option<AddressSlot>>,
+    /// Given back by the engine with [`Session::take_address`] (see [`AddressSlot::into_key`]).
+    address: Mutex<Option<std::net::IpAddr>>,
 }
 
 impl Session {
@@ -279,14 +280,14 @@ impl Session {
         self.handler.get()
     }
 
-    /// Holds `slot` until [`Session::release_address`].
+    /// Holds `slot` until the engine takes it back with [`Session::take_address`].
     pub(crate) fn hold_address(&self, slot: Option<AddressSlot>) {
-        *self.address.lock() = slot;
+        *self.address.lock() = slot.map(AddressSlot::into_key);
     }
 
-    /// Gives the session's place in its address's count back.
-    pub(crate) fn release_address(&self) {
-        drop(self.address.lock().take());
+    /// The session's place in its address's count, for the engine to give back (once).
+    pub(crate) fn take_address(&self) -> Option<std::net::IpAddr> {
+        self.address.lock().take()
     }
 
     /// Takes one token for an incoming message; false when the client is flooding.

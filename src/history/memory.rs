@@ -319,7 +319,8 @@ impl MemoryHistory {
         // passed, so at least the limit itself; a zero limit keeps none.
         let keep_secs = self.keep_idle.as_secs() + u64::from(self.keep_idle.subsec_nanos() > 0);
         let keep_idle = |last_used: u32| {
-            !self.keep_idle.is_zero() && u64::from(self.secs(now).saturating_sub(last_used)) <= keep_secs
+            !self.keep_idle.is_zero()
+                && u64::from(self.secs(now).saturating_sub(last_used)) <= keep_secs
         };
         let observer = state.observer.clone();
         state.streams.retain(|room, stream| {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use thin_vec::ThinVec;
 
 use super::packet::{check_placeholders, encode_connect_error, event_args, Packet, PacketKind};
 use super::{Application, ClientEvent, ConnectRequest, Connecting, Socket};
@@ -59,7 +60,8 @@ fn held_size(packet: &Packet, attachments: &[Bytes]) -> usize {
 /// The Socket.IO side of one Engine.IO session.
 pub struct Client {
     app: Arc<dyn Application>,
-    limits: ClientLimits,
+    /// Shared by every client of the endpoint (a pointer here, not 24 bytes of copies).
+    limits: Arc<ClientLimits>,
     query_token: Option<Box<str>>,
     sockets: Mutex<Vec<Arc<Socket>>>,
     /// Boxed: only a binary packet waiting for its attachments has one, and every session holds a client.
@@ -70,7 +72,8 @@ pub struct Client {
     /// Set (under the `sockets` lock) when the session ended.
     closed: AtomicBool,
     /// Namespaces whose CONNECT is being decided, with the packets received for them meanwhile.
-    connecting: Mutex<Vec<(String, HeldPackets)>>,
+    /// A thin list: one pointer while empty, as it is once the client is connected.
+    connecting: Mutex<ThinVec<(String, HeldPackets)>>,
     /// Bytes of the packets in `connecting`.
     held_bytes: std::sync::atomic::AtomicUsize,
     self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
@@ -80,7 +83,7 @@ impl Client {
     /// A client with no namespace connected yet.
     pub fn new(
         app: Arc<dyn Application>,
-        limits: ClientLimits,
+        limits: Arc<ClientLimits>,
         query_token: Option<&str>,
     ) -> Arc<Client> {
         let client = Arc::new(Client {
@@ -92,7 +95,7 @@ impl Client {
             ever_connected: AtomicBool::new(false),
             connect_timer: Mutex::new(None),
             closed: AtomicBool::new(false),
-            connecting: Mutex::new(Vec::new()),
+            connecting: Mutex::new(ThinVec::new()),
             held_bytes: std::sync::atomic::AtomicUsize::new(0),
             self_ref: std::sync::OnceLock::new(),
         });
@@ -421,7 +424,7 @@ mod tests {
             },
             100,
         );
-        let client = Client::new(Arc::new(EchoApp), TEST_LIMITS, None);
+        let client = Client::new(Arc::new(EchoApp), Arc::new(TEST_LIMITS), None);
         (session, client)
     }
 

@@ -64,20 +64,27 @@ pub trait Application: Send + Sync + 'static {
 /// The Engine.IO handler that runs Socket.IO over each session.
 pub struct SocketIo {
     app: Arc<dyn Application>,
-    limits: ClientLimits,
+    limits: Arc<ClientLimits>,
 }
 
 impl SocketIo {
     /// Socket.IO for the given application, each session bounded by `limits` (sessions without a CONNECT
     /// within `limits.connect_timeout` are closed).
     pub fn new(app: Arc<dyn Application>, limits: ClientLimits) -> Arc<SocketIo> {
-        Arc::new(SocketIo { app, limits })
+        Arc::new(SocketIo {
+            app,
+            limits: Arc::new(limits),
+        })
     }
 }
 
 impl EngineHandler for SocketIo {
     fn open(&self, session: &Arc<Session>, request: &OpenRequest) -> Arc<dyn SessionHandler> {
-        let client = Client::new(self.app.clone(), self.limits, request.query_param("token"));
+        let client = Client::new(
+            self.app.clone(),
+            self.limits.clone(),
+            request.query_param("token"),
+        );
         client.start_connect_timer(session);
         client
     }

@@ -48,7 +48,7 @@ pub struct Socket {
     pending_acks: Mutex<Option<Box<HashMap<u64, AckWaiter>>>>,
     /// Client publish buckets of the room policies that limit them, by policy index (a few at most; a list
     /// costs nothing until the first one).
-    publish_rates: Mutex<Vec<(usize, crate::rate::Bucket)>>,
+    publish_rates: Mutex<thin_vec::ThinVec<(usize, crate::rate::Bucket)>>,
 }
 
 /// Who gets the client's answer to an emit with an ack id.
@@ -93,7 +93,7 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             record_version: AtomicU64::new(0),
             pending_acks: Mutex::new(None),
-            publish_rates: Mutex::new(Vec::new()),
+            publish_rates: Mutex::new(thin_vec::ThinVec::new()),
         })
     }
 

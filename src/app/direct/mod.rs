@@ -616,12 +616,14 @@ impl Direct {
             let mut waiting = device.ack_events.lock();
             let set = ids.iter().cloned().collect();
             let (flush, end) = device.receipts.push_counted(ids);
-            waiting.push_back(device::AckEvent {
-                end,
-                ids: set,
-                stored: 0,
-                reply,
-            });
+            waiting
+                .get_or_insert_with(Box::default)
+                .push_back(device::AckEvent {
+                    end,
+                    ids: set,
+                    stored: 0,
+                    reply,
+                });
             flush
         };
         if flush {
@@ -767,10 +769,10 @@ enum MarkKind {
 
 /// Answers the `ack` events of `device` whose receipts the round that took its receipts up to `end` stored.
 fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Option<&StoreError>) {
-    let mut waiting = device.ack_events.lock();
-    if waiting.is_empty() {
+    let mut slot = device.ack_events.lock();
+    let Some(waiting) = slot.as_deref_mut().filter(|w| !w.is_empty()) else {
         return;
-    }
+    };
     let name = device.name();
     let new: Vec<&MessageId> = changes
         .iter()
@@ -788,6 +790,9 @@ fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Opt
             };
             let _ = event.reply.send(answer);
         }
+    }
+    if waiting.is_empty() {
+        *slot = None;
     }
 }
 
