@@ -4,8 +4,8 @@
 Reads the rows bench/memory.py wrote (--rows-out) and, for each run, the two readings of the node's census
 allocator (before the first client, after the idle settle). Prints, per transport, the heap blocks each
 connection keeps, by size, named where a traced run (TIDINGS_ALLOC_TRACE) showed which code allocates that
-size, then glibc's chunk headers and rounding, free space left inside the heap, and what RSS holds beyond the
-heap. The rows add up to the RSS delta per connection.
+size, then the allocator's (jemalloc's) size-class rounding, slab and page slack, metadata, and what RSS
+holds beyond them. The rows add up to the RSS delta per connection.
 
     python3 bench/memory_budget.py ROWS.json
 """
@@ -18,13 +18,11 @@ import sys
 # per connection have it).
 NAMES = {
     512: "polling only: the parked long-poll connection's task (tokio task cell)",
-    456: "presence: B-tree nodes of the shared rooms' user lists (`Counts::join`)",
-    384: "websocket only: the connection's task (tokio task cell)",
-    344: "engine.io `Session` (Arc: sid, outbox, transport state, heartbeat clock, rate limit)",
-    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`)",
-    200: "socket.io `Client` (Arc: namespaces, connect timer); socket.io `Socket` (Arc: rooms, acks)",
-    192: "direct messages `Device` (Arc)",
-    176: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    368: "presence: B-tree leaves of the shared rooms' user lists (`Counts::join`)",
+    256: "engine.io `Session` (Arc: sid, outbox, heartbeat clock, rate limit); tokio's registration of the TCP "
+         "socket with the reactor (`ScheduledIo`)",
+    184: "socket.io `Socket` (Arc: rooms, acks)",
+    168: "socket.io `Client` (Arc: namespaces, connect timer); direct messages `Device` (Arc)",
     112: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
@@ -63,14 +61,14 @@ def budget(row):
                   "their rehash spare)", f"{sum(v[0] for _, v in big):.2f} blocks", big_bytes))
     live = (b["live_bytes"] - a["live_bytes"]) / n
     ma, mb = a["malloc"], b["malloc"]
-    in_use = (mb["in_use"] - ma["in_use"] + mb["mmap_bytes"] - ma["mmap_bytes"]) / n
-    free = (mb["free"] - ma["free"]) / n
     rss = (row["rss_after"] - row["rss_before"]) * 1024 / n
-    lines.append(("glibc chunk headers and rounding (in use − asked for)",
-                  f"{(b['live_blocks'] - a['live_blocks']) / n:.1f} blocks", in_use - live))
-    lines.append(("glibc free space inside the heap (fragmentation)", "", free))
-    heap = in_use + free
-    lines.append(("RSS beyond the heap (stacks, runtime, page granularity)", "", rss - heap))
+    per_conn = lambda key: (mb[key] - ma[key]) / n  # noqa: E731
+    allocated, active, metadata = per_conn("allocated"), per_conn("active"), per_conn("metadata")
+    lines.append(("jemalloc size-class rounding (allocated − asked for)",
+                  f"{(b['live_blocks'] - a['live_blocks']) / n:.1f} blocks", allocated - live))
+    lines.append(("jemalloc slab and page slack (active − allocated)", "", active - allocated))
+    lines.append(("jemalloc metadata", "", metadata))
+    lines.append(("RSS beyond the allocator (stacks, runtime, page granularity)", "", rss - active - metadata))
     return n, rss, live, lines
 
 

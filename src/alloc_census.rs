@@ -1,11 +1,11 @@
 //! Allocation census (cargo feature `alloc-census`, for `bench/memory.sh` with `CENSUS=1` only): a global
-//! allocator over the system one that counts live heap blocks by requested size, so a benchmark can diff two
+//! allocator over the node's own one (jemalloc) that counts live heap blocks by requested size, so a benchmark can diff two
 //! readings and say which blocks each idle connection keeps, byte for byte.
 //!
 //! Counting is a pair of relaxed atomic adds per allocation and per free; sizes are kept exactly up to
-//! [`EXACT_LIMIT`] bytes (8-byte steps) and summed above. A reading also carries glibc's own view
-//! (`mallinfo2`: bytes in use including chunk headers, bytes free inside the heap), so what the process's RSS
-//! holds beyond the blocks asked for can be named: chunk rounding, free lists and fragmentation.
+//! [`EXACT_LIMIT`] bytes (8-byte steps) and summed above. A reading also carries jemalloc's own counters
+//! (bytes handed out in size classes, in active pages, resident, metadata), so what the process's RSS holds
+//! beyond the blocks asked for can be named: size-class rounding, slab slack and the allocator's metadata.
 //!
 //! `TIDINGS_ALLOC_TRACE=size[,size…]` also records where a few blocks of those exact sizes were allocated
 //! (one backtrace every [`TRACE_STRIDE`] blocks of a size, at most [`TRACE_SAMPLES`] each), to name the code
@@ -16,11 +16,13 @@
 //! sample when the block is freed, so a reading lists the call sites of the blocks still live, grouped by their
 //! first frames in this crate and its dependencies: which code keeps the memory, not only how big it is.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
 use std::cell::Cell;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use tikv_jemallocator::Jemalloc;
 
 /// Sizes up to this many bytes are counted exactly (in 8-byte steps); larger ones share one bucket.
 pub const EXACT_LIMIT: usize = 64 * 1024;
@@ -196,12 +198,12 @@ fn call_site(text: &str) -> String {
         .join(" < ")
 }
 
-// SAFETY: every call goes to `System` with the caller's layout; the counting touches only atomics and, when
+// SAFETY: every call goes to `Jemalloc` (the node's allocator) with the caller's layout; the counting touches only atomics and, when
 // tracing, a thread-local flag that keeps the backtrace's own allocations from recursing into tracing.
 unsafe impl GlobalAlloc for CensusAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let ptr = unsafe { System.alloc(layout) };
+        let ptr = unsafe { Jemalloc.alloc(layout) };
         if !ptr.is_null() {
             count(layout.size(), 1);
             live_sample(ptr, layout.size());
@@ -211,7 +213,7 @@ unsafe impl GlobalAlloc for CensusAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
+        let ptr = unsafe { Jemalloc.alloc_zeroed(layout) };
         if !ptr.is_null() {
             count(layout.size(), 1);
             live_sample(ptr, layout.size());
@@ -223,12 +225,12 @@ unsafe impl GlobalAlloc for CensusAlloc {
         count(layout.size(), -1);
         live_forget(ptr);
         // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { Jemalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded as is.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        let new = unsafe { Jemalloc.realloc(ptr, layout, new_size) };
         if !new.is_null() {
             count(layout.size(), -1);
             live_forget(ptr);
@@ -295,22 +297,21 @@ pub fn reading() -> serde_json::Value {
     })
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// jemalloc's own counters (after an epoch advance, which refreshes them): bytes handed out in size classes,
+/// in active pages, resident, and its metadata.
 fn malloc_figures() -> serde_json::Value {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
+    use tikv_jemalloc_ctl::{epoch, stats};
+    if epoch::advance().is_err() {
+        return serde_json::Value::Null;
+    }
     serde_json::json!({
-        "arena": info.arena,
-        "mmap_bytes": info.hblkhd,
-        "in_use": info.uordblks,
-        "free": info.fordblks,
-        "releasable": info.keepcost,
+        "allocator": "jemalloc",
+        "allocated": stats::allocated::read().unwrap_or(0),
+        "active": stats::active::read().unwrap_or(0),
+        "resident": stats::resident::read().unwrap_or(0),
+        "metadata": stats::metadata::read().unwrap_or(0),
+        "mapped": stats::mapped::read().unwrap_or(0),
     })
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn malloc_figures() -> serde_json::Value {
-    serde_json::Value::Null
 }
 
 /// Writes a reading to the file named by `TIDINGS_ALLOC_CENSUS` on every SIGUSR2 (a task on the current

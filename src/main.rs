@@ -22,6 +22,12 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOC: tidings::alloc_census::CensusAlloc = tidings::alloc_census::CensusAlloc;
 
+/// jemalloc: no per-block header and size classes close to the node's blocks, measured at 140 bytes less per
+/// idle connection than glibc's malloc (see the README's design notes).
+#[cfg(not(feature = "alloc-census"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

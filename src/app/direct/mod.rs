@@ -76,8 +76,9 @@ pub struct Direct {
     /// The namespace devices are on.
     namespace: String,
     limits: DirectLimits,
-    /// Devices on this node, by user.
-    devices: Mutex<HashMap<Arc<str>, Vec<Arc<Device>>>>,
+    /// Devices on this node, by user: most users have one here, kept in the map's entry without a list of its
+    /// own.
+    devices: Mutex<HashMap<Arc<str>, DeviceList>>,
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
     queues: super::queues::ConnectionQueues<QueuedSend>,
@@ -93,6 +94,9 @@ pub struct Direct {
     egress: OnceLock<Arc<dyn crate::app::egress::Egress>>,
     self_ref: OnceLock<Weak<Direct>>,
 }
+
+/// A user's devices on this node (the first one inline).
+type DeviceList = smallvec::SmallVec<[Arc<Device>; 1]>;
 
 /// A `dm` event waiting in its connection's queue: the message, or why it was refused before reaching the
 /// store (answered in its turn, so a client's acks come in the order of its events), and the ack to answer.
@@ -351,11 +355,15 @@ impl Direct {
 
     /// Connected devices of `user` on this node.
     pub fn local_devices(&self, user: &str) -> usize {
-        self.devices.lock().get(user).map_or(0, Vec::len)
+        self.devices.lock().get(user).map_or(0, DeviceList::len)
     }
 
     fn devices_of(&self, user: &str) -> Vec<Arc<Device>> {
-        self.devices.lock().get(user).cloned().unwrap_or_default()
+        self.devices
+            .lock()
+            .get(user)
+            .map(|list| list.to_vec())
+            .unwrap_or_default()
     }
 
     /// A device connected: it is registered for new messages and reads back what it has not acknowledged.
