@@ -22,7 +22,10 @@ NAMES = {
     256: "engine.io `Session` (Arc: sid, outbox, heartbeat clock, rate limit); tokio's registration of the TCP "
          "socket with the reactor (`ScheduledIo`)",
     184: "socket.io `Socket` (Arc: rooms, acks)",
-    168: "socket.io `Client` (Arc: namespaces, connect timer); direct messages `Device` (Arc)",
+    176: "polling only: the parked long-poll request's state (boxed in its connection task)",
+    168: "socket.io `Client` (Arc: namespaces, connect timer)",
+    152: "direct messages `Device` (Arc)",
+    128: "websocket only: a parked connection's state (socket, frame decoder, pacer; `websocket::Resume`)",
     112: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
