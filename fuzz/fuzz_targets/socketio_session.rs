@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
         connect_timeout: config.engine.connect_timeout(),
         max_attachment_bytes: config.engine.max_payload as usize,
     };
-    let client = Client::new(Arc::new(EchoApp), limits, None);
+    let client = Client::new(Arc::new(EchoApp), Arc::new(limits), None);
     let mut sent = Vec::new();
     let mut closed = CloseReason::ServerShutdown;
     for record in data.split(|&b| b == 0xFF) {
