@@ -246,8 +246,9 @@ struct Parked {
 enum Park {
     /// A task runs it; `woken` tells whether a wake came since the task last looked.
     Running { woken: bool },
-    /// No task: what the next one needs.
-    Idle(Box<Resume>),
+    /// No task: what the next one needs (inline: the connection keeps this block whether it runs or not, so one
+    /// 152-byte block instead of 40 + 128).
+    Idle(Resume),
 }
 
 /// The state a parked connection resumes with.
@@ -290,7 +291,7 @@ impl std::task::Wake for Parked {
                     engine,
                     session,
                     pacer,
-                } = *resume;
+                } = resume;
                 let runtime = tokio::runtime::Handle::try_current()
                     .ok()
                     .or_else(|| engine.runtime());
@@ -568,12 +569,12 @@ impl Connection {
                                 session.outbox.reclaim_stream();
                                 continue;
                             }
-                            *state = Park::Idle(Box::new(Resume {
+                            *state = Park::Idle(Resume {
                                 conn: self,
                                 engine,
                                 session,
                                 pacer,
-                            }));
+                            });
                             return;
                         }
                     }
