@@ -24,8 +24,9 @@ NAMES = {
     184: "socket.io `Socket` (Arc: rooms, acks)",
     176: "polling only: the parked long-poll request's state (boxed in its connection task)",
     168: "socket.io `Client` (Arc: namespaces, connect timer)",
-    152: "direct messages `Device` (Arc)",
-    128: "websocket only: a parked connection's state (socket, frame decoder, pacer; `websocket::Resume`)",
+    152: "direct messages `Device` (Arc); websocket only: a parked connection's waker with its state (socket, "
+         "frame decoder, pacer; `websocket::Parked`)",
+    128: "websocket only, before 8ea9f79: a parked connection's state (`websocket::Resume`)",
     112: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
