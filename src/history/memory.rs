@@ -318,9 +318,9 @@ impl MemoryHistory {
         // Last use is in whole seconds: an idle stream is kept while at most the limit's seconds (rounded up)
         // passed, so at least the limit itself; a zero limit keeps none.
         let keep_secs = self.keep_idle.as_secs() + u64::from(self.keep_idle.subsec_nanos() > 0);
+        let now_secs = self.secs(now);
         let keep_idle = |last_used: u32| {
-            !self.keep_idle.is_zero()
-                && u64::from(self.secs(now).saturating_sub(last_used)) <= keep_secs
+            !self.keep_idle.is_zero() && u64::from(now_secs.saturating_sub(last_used)) <= keep_secs
         };
         let observer = state.observer.clone();
         state.streams.retain(|room, stream| {
