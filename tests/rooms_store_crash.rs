@@ -92,7 +92,7 @@ async fn publish_until_killed(dir: PathBuf) {
                         nsp: "/".into(),
                         sub: format!("user{p}"),
                         rooms: vec![Membership {
-                            room: rooms[0].as_str().into(),
+                            key: RoomKey::new("/", &rooms[0]),
                             epoch: 1,
                             joined_seq: seq,
                         }],

@@ -43,21 +43,22 @@ impl Tidings {
             }
         }
         self.hub.with_order(|seq| {
-            for ((room, key), epoch) in rooms.iter().zip(&keys).zip(epochs) {
-                if self.hub.join(key, socket.id(), socket.session()) {
+            for (key, epoch) in keys.iter().zip(epochs) {
+                if let Some(key) = self.hub.join(key, socket.id(), socket.session()) {
                     metrics::counter!("tidings_room_joins_total", "namespace" => socket.nsp().to_owned())
                         .increment(1);
-                    self.presence_joined(socket, key);
+                    self.presence_joined(socket, &key);
                     let mut memberships = socket.rooms.lock();
                     if memberships.len() < 4 {
                         // Most sockets are in a room or two: grow the list one at a time up to four
                         // (the first push would otherwise make room for four, 128 bytes per socket).
                         memberships.reserve_exact(1);
                     }
+                    let joined_seq = feed.joined_seq(&key, seq);
                     memberships.push(Membership {
-                        room: room.as_str().into(),
+                        key,
                         epoch,
-                        joined_seq: feed.joined_seq(key, seq),
+                        joined_seq,
                     });
                 } else {
                     // Already a member: keep one feed reference per membership.
@@ -72,11 +73,11 @@ impl Tidings {
     pub(super) fn leave_all(&self, socket: &Arc<Socket>) {
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in rooms {
-            let key = RoomKey::new(socket.nsp(), &membership.room);
-            if self.hub.leave(&key, socket.id()) {
-                self.presence_left(socket, &membership.room);
+            let key = &membership.key;
+            if self.hub.leave(key, socket.id()) {
+                self.presence_left(socket, membership.room());
             }
-            self.backend.feed.release(&key);
+            self.backend.feed.release(key);
         }
     }
 
@@ -93,7 +94,7 @@ impl Tidings {
         let Some(record) = self.record_of(socket) else {
             return;
         };
-        let Some(membership) = record.rooms.iter().find(|m| &*m.room == room).cloned() else {
+        let Some(membership) = record.rooms.iter().find(|m| m.room() == room).cloned() else {
             return;
         };
         let version = socket.next_record_version();
@@ -248,7 +249,7 @@ impl Tidings {
         let rooms: Vec<Membership> = record
             .rooms
             .into_iter()
-            .filter(|m| still_allowed(claims, &m.room))
+            .filter(|m| still_allowed(claims, m.room()))
             .collect();
         let socket = Socket::new(
             session.clone(),
@@ -267,7 +268,7 @@ impl Tidings {
                 session.outbox.advance_seq(pack(partition, *seq));
             }
         }
-        let names: Vec<String> = rooms.iter().map(|m| m.room.to_string()).collect();
+        let names: Vec<String> = rooms.iter().map(|m| m.room().to_owned()).collect();
         if self.join_rooms(&socket, &names).await.is_err() {
             session.outbox.discard_held();
             return Err(Failure::Unavailable);
@@ -276,7 +277,7 @@ impl Tidings {
         {
             let mut joined = socket.rooms.lock();
             for membership in joined.iter_mut() {
-                if let Some(original) = rooms.iter().find(|m| m.room == membership.room) {
+                if let Some(original) = rooms.iter().find(|m| m.room() == membership.room()) {
                     membership.joined_seq = original.joined_seq;
                 }
             }

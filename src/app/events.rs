@@ -156,7 +156,7 @@ fn subscribe(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Outcom
 /// Refuses a join that would put the socket in more rooms than `limits.max_rooms_per_socket`.
 fn room_cap(app: &Tidings, socket: &Socket, room: &str) -> Result<(), Refusal> {
     let rooms = socket.rooms.lock();
-    if rooms.len() >= app.max_rooms_per_socket && !rooms.iter().any(|m| &*m.room == room) {
+    if rooms.len() >= app.max_rooms_per_socket && !rooms.iter().any(|m| m.room() == room) {
         return Err(Refusal::TooManyRooms(app.max_rooms_per_socket));
     }
     Ok(())
@@ -460,8 +460,8 @@ fn refresh(app: &Tidings, socket: &Arc<Socket>, event: &ClientEvent) -> Result<V
         .rooms
         .lock()
         .iter()
-        .filter(|m| !still_allowed(&claims, &m.room))
-        .map(|m| m.room.to_string())
+        .filter(|m| !still_allowed(&claims, m.room()))
+        .map(|m| m.room().to_owned())
         .collect();
     for room in &stale {
         app.leave(socket, room);

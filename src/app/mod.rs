@@ -502,11 +502,11 @@ impl Tidings {
         self.publish_queues.close(&socket.id());
         let rooms = std::mem::take(&mut *socket.rooms.lock());
         for membership in &rooms {
-            let key = RoomKey::new(socket.nsp(), &membership.room);
-            if self.hub.leave(&key, socket.id()) {
-                self.presence_left(socket, &membership.room);
+            let key = &membership.key;
+            if self.hub.leave(key, socket.id()) {
+                self.presence_left(socket, membership.room());
             }
-            self.backend.feed.release(&key);
+            self.backend.feed.release(key);
         }
         self.record_with(socket, rooms)
     }
@@ -590,7 +590,7 @@ impl Tidings {
         let left = self.hub.leave(&key, socket.id());
         if left {
             self.presence_left(socket, room);
-            socket.rooms.lock().retain(|m| &*m.room != room);
+            socket.rooms.lock().retain(|m| m.room() != room);
             self.backend.feed.release(&key);
             self.save_room_left(socket, room);
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::keys::Keys;
 use super::Redis;
 use crate::engineio::session::Sid;
+use crate::hub::RoomKey;
 use crate::recovery::{Membership, SessionRecord};
 
 // A record is a hash: `node` (the node that owns it: only that node may write it), `meta` (JSON
@@ -116,19 +117,22 @@ fn record_from_fields(
 ) -> Option<SessionRecord> {
     let mut meta = None;
     let mut rooms = Vec::new();
-    for (field, value) in fields {
+    for (field, value) in &fields {
         if field == "meta" {
-            meta = serde_json::from_str::<Meta>(&value).ok();
-        } else if let Some(room) = field.strip_prefix("r:") {
+            meta = serde_json::from_str::<Meta>(value).ok();
+        }
+    }
+    let meta = meta?;
+    for (field, value) in &fields {
+        if let Some(room) = field.strip_prefix("r:") {
             let (epoch, joined_seq) = value.split_once(':')?;
             rooms.push(Membership {
-                room: room.into(),
+                key: RoomKey::new(&meta.nsp, room),
                 epoch: epoch.parse().ok()?,
                 joined_seq: joined_seq.parse().ok()?,
             });
         }
     }
-    let meta = meta?;
     Some(SessionRecord {
         pid,
         sid: Sid::parse(&meta.sid)?,
@@ -183,7 +187,7 @@ impl ClusterSessions {
             .arg(version);
         for membership in &record.rooms {
             invocation
-                .arg(room_field(&membership.room))
+                .arg(room_field(membership.room()))
                 .arg(room_value(membership));
         }
         let written: i64 = self.redis.run_script(&invocation).await?;
@@ -206,7 +210,7 @@ impl ClusterSessions {
             .key(self.keys.session(pid))
             .arg(&self.node)
             .arg(version)
-            .arg(room_field(&membership.room))
+            .arg(room_field(membership.room()))
             .arg(room_value(membership));
         Ok(self.redis.run_script::<i64>(&invocation).await? != 0)
     }

@@ -108,8 +108,9 @@ impl Hub {
         metrics::gauge!("tidings_history_rooms").set(stats.rooms as f64);
     }
 
-    /// Adds a socket to a room; false if it was already a member.
-    pub fn join(&self, key: &RoomKey, socket: Sid, session: &Arc<Session>) -> bool {
+    /// Adds a socket to a room: the room's own key (shared with everything else that holds the room, so a
+    /// membership keeping it costs no allocation), `None` if it was already a member.
+    pub fn join(&self, key: &RoomKey, socket: Sid, session: &Arc<Session>) -> Option<RoomKey> {
         self.rooms.join(key, socket, session)
     }
 

@@ -136,15 +136,23 @@ impl Rooms {
         &self.shards[hasher.finish() as usize % SHARDS]
     }
 
-    pub(crate) fn join(&self, key: &RoomKey, socket: Sid, session: &Arc<Session>) -> bool {
+    /// Adds a member; the room's own key (shared by everyone who holds it) when it was not one yet.
+    pub(crate) fn join(
+        &self,
+        key: &RoomKey,
+        socket: Sid,
+        session: &Arc<Session>,
+    ) -> Option<RoomKey> {
         let mut shard = self.shard(key).lock();
         match shard.entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(mut room) => {
-                room.get_mut().insert(socket, session)
+                let added = room.get_mut().insert(socket, session);
+                added.then(|| room.key().clone())
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
+                let key = slot.key().clone();
                 slot.insert(Room::One(socket, session.clone()));
-                true
+                Some(key)
             }
         }
     }
@@ -241,9 +249,9 @@ mod tests {
         let rooms = Rooms::new();
         let key = RoomKey::new("/", "news");
         let (s1, s2) = (session(), session());
-        assert!(rooms.join(&key, s1.sid(), &s1));
-        assert!(!rooms.join(&key, s1.sid(), &s1));
-        assert!(rooms.join(&key, s2.sid(), &s2));
+        assert!(rooms.join(&key, s1.sid(), &s1).is_some());
+        assert!(rooms.join(&key, s1.sid(), &s1).is_none());
+        assert!(rooms.join(&key, s2.sid(), &s2).is_some());
         assert_eq!(rooms.member_count(&key), 2);
         assert!(rooms.leave(&key, s1.sid()));
         assert!(!rooms.leave(&key, s1.sid()));
@@ -252,8 +260,8 @@ mod tests {
         let mut seen = Vec::new();
         rooms.for_each_member(&key, |s, count| seen.push((s.sid(), count)));
         assert_eq!(seen, vec![(s2.sid(), 1)]);
-        assert!(!rooms.join(&key, s2.sid(), &s2));
-        assert!(rooms.join(&key, s1.sid(), &s1));
+        assert!(rooms.join(&key, s2.sid(), &s2).is_none());
+        assert!(rooms.join(&key, s1.sid(), &s1).is_some());
         assert_eq!(rooms.member_count(&key), 2);
         assert!(rooms.leave(&key, s1.sid()));
         assert!(!rooms.leave(&key, s1.sid()));

@@ -6,22 +6,30 @@
 
 mod memory;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 pub use memory::MemorySessionStore;
 
 use crate::engineio::session::Sid;
+use crate::hub::RoomKey;
 
 /// A socket's place in one room: which stream epoch it saw and the sequence current when it joined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
-    /// Room name.
-    pub room: Arc<str>,
+    /// The room, by its key in the session's namespace: a live socket's is the hub's own key of the room, so a
+    /// membership takes no allocation of its own.
+    pub key: RoomKey,
     /// Epoch of the room's history when joined.
     pub epoch: u64,
     /// Last sequence assigned when joined: events after it are the socket's.
     pub joined_seq: u64,
+}
+
+impl Membership {
+    /// The room's name.
+    pub fn room(&self) -> &str {
+        self.key.room()
+    }
 }
 
 /// What is needed to restore a socket.

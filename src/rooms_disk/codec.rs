@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::engineio::Outgoing;
-use crate::hub::EventPackets;
+use crate::hub::{EventPackets, RoomKey};
 use crate::recovery::Membership;
 
 const TEXT: u8 = b't';
@@ -62,19 +62,19 @@ pub fn decode_packets(blob: Vec<u8>) -> Result<EventPackets, Unreadable> {
 pub fn encode_rooms(rooms: &[Membership]) -> String {
     let rows: Vec<(&str, u64, u64)> = rooms
         .iter()
-        .map(|m| (&*m.room, m.epoch, m.joined_seq))
+        .map(|m| (m.room(), m.epoch, m.joined_seq))
         .collect();
     serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
 }
 
-/// Reads back what [`encode_rooms`] wrote.
-pub fn decode_rooms(text: &str) -> Result<Vec<Membership>, Unreadable> {
+/// Reads back what [`encode_rooms`] wrote, for a session of namespace `nsp`.
+pub fn decode_rooms(nsp: &str, text: &str) -> Result<Vec<Membership>, Unreadable> {
     let rows: Vec<(String, u64, u64)> =
         serde_json::from_str(text).map_err(|_| Unreadable("session"))?;
     Ok(rows
         .into_iter()
         .map(|(room, epoch, joined_seq)| Membership {
-            room: room.into(),
+            key: RoomKey::new(nsp, &room),
             epoch,
             joined_seq,
         })
@@ -122,17 +122,17 @@ mod tests {
     fn rooms_round_trip() {
         let rooms = vec![
             Membership {
-                room: "news".into(),
+                key: RoomKey::new("/", "news"),
                 epoch: (1 << 52) + 3,
                 joined_seq: u64::from(u32::MAX) + 9,
             },
             Membership {
-                room: "team:\"a\"".into(),
+                key: RoomKey::new("/", "team:\"a\""),
                 epoch: 1,
                 joined_seq: 0,
             },
         ];
-        assert_eq!(decode_rooms(&encode_rooms(&rooms)).unwrap(), rooms);
-        assert!(decode_rooms("{").is_err());
+        assert_eq!(decode_rooms("/", &encode_rooms(&rooms)).unwrap(), rooms);
+        assert!(decode_rooms("/", "{").is_err());
     }
 }

@@ -191,7 +191,7 @@ fn load_sessions(
         let (Some(pid), Some(sid), Ok(rooms)) = (
             Sid::parse(&pid),
             Sid::parse(&sid),
-            codec::decode_rooms(&rooms),
+            codec::decode_rooms(&nsp, &rooms),
         ) else {
             loaded.unreadable += 1;
             continue;

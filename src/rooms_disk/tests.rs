@@ -246,7 +246,7 @@ fn record(pid: Sid, sub: &str, expires_in: Duration) -> SessionRecord {
         nsp: "/".into(),
         sub: sub.into(),
         rooms: vec![Membership {
-            room: "news".into(),
+            key: RoomKey::new("/", "news"),
             epoch: 77,
             joined_seq: 5,
         }],

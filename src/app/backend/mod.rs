@@ -137,7 +137,7 @@ pub trait EventLog: Send + Sync + 'static {
             let after = offsets.map_or(0, |o| o.get(0));
             let mut missed = Vec::new();
             for membership in rooms {
-                let key = RoomKey::new(nsp, &membership.room);
+                let key = RoomKey::new(nsp, membership.room());
                 let from = after.max(membership.joined_seq);
                 let events = self.missed(&key, membership, from, max).await?;
                 if events.len() > max {

@@ -223,7 +223,7 @@ impl EventLog for PartitionedLog {
         async move {
             let mut missed = Vec::new();
             for membership in rooms {
-                let room = RoomKey::new(nsp, &membership.room);
+                let room = RoomKey::new(nsp, membership.room());
                 let (partition, part) = self.part(&room);
                 let joined = raw_after(partition, membership.joined_seq)?;
                 let after = offsets.map_or(0, |o| o.get(partition)).max(joined);
@@ -240,7 +240,7 @@ impl EventLog for PartitionedLog {
                         .event
                         .except
                         .iter()
-                        .any(|r| rooms.iter().any(|m| *m.room == **r));
+                        .any(|r| rooms.iter().any(|m| m.room() == &**r));
                     if !elsewhere {
                         missed.push((partition, event));
                     }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::{PresencePage, PresenceStats, PresentUser, MAX_PAGE};
+use crate::auth::personal_room_owner;
 use crate::hub::RoomKey;
 
 /// Users a room keeps in a sorted list before it switches to a B-tree.
@@ -134,16 +135,46 @@ struct Room {
     announce: bool,
 }
 
+/// A user in its own personal room (`user:<sub>`), the only user that room can hold: 16 bytes beside its key,
+/// where a general room entry with its one-user list and the user's id again took about 150 per connection.
+#[derive(Clone, Copy)]
+struct Personal {
+    devices: u32,
+    /// Whether the room announces joins and leaves (as its last join said).
+    announce: bool,
+    joined_at: u64,
+}
+
 /// Users and their connections per room, on this node.
 #[derive(Default)]
 pub struct Counts {
     rooms: HashMap<RoomKey, Room>,
+    /// Personal rooms with their owner present, kept apart (see [`Personal`]).
+    personal: HashMap<RoomKey, Personal>,
+}
+
+/// The owner of `room` when it is a personal room: `user:<sub>` names its only possible user.
+fn owner(room: &RoomKey) -> Option<&str> {
+    personal_room_owner(room.room())
 }
 
 impl Counts {
     /// A connection of `user` joined `room` (which announces joins and leaves when `announce`); returns the
     /// user's connections in it now.
     pub fn join(&mut self, room: &RoomKey, user: &str, announce: bool) -> usize {
+        if owner(room) == Some(user) {
+            let entry = self
+                .personal
+                .entry(room.clone())
+                .or_insert_with(|| Personal {
+                    devices: 0,
+                    announce,
+                    joined_at: crate::messages::now_ms(),
+                });
+            entry.devices = entry.devices.saturating_add(1);
+            entry.announce = announce;
+            return entry.devices as usize;
+        }
         let entry = self.rooms.entry(room.clone()).or_default();
         entry.connections += 1;
         entry.announce = announce;
@@ -154,6 +185,15 @@ impl Counts {
 
     /// A connection of `user` left `room`; returns the user's connections in it now, `None` when it had none.
     pub fn leave(&mut self, room: &RoomKey, user: &str) -> Option<usize> {
+        if owner(room) == Some(user) {
+            let entry = self.personal.get_mut(room)?;
+            entry.devices -= 1;
+            let left = entry.devices as usize;
+            if left == 0 {
+                self.personal.remove(room);
+            }
+            return Some(left);
+        }
         let entry = self.rooms.get_mut(room)?;
         let present = entry.users.get_mut(user)?;
         entry.connections = entry.connections.saturating_sub(1);
@@ -170,6 +210,9 @@ impl Counts {
 
     /// The connections of `user` in `room`.
     pub fn devices(&self, room: &RoomKey, user: &str) -> usize {
+        if owner(room) == Some(user) {
+            return self.personal.get(room).map_or(0, |p| p.devices as usize);
+        }
         self.rooms
             .get(room)
             .and_then(|entry| entry.users.get(user))
@@ -178,6 +221,9 @@ impl Counts {
 
     /// Every (room, user) present, with whether the room announces.
     pub fn entries(&self) -> Vec<(RoomKey, String, bool)> {
+        let personal = self.personal.iter().filter_map(|(room, entry)| {
+            owner(room).map(|user| (room.clone(), user.to_owned(), entry.announce))
+        });
         self.rooms
             .iter()
             .flat_map(|(room, entry)| {
@@ -186,30 +232,54 @@ impl Counts {
                     .after(None)
                     .map(|(user, _)| (room.clone(), user.to_owned(), entry.announce))
             })
+            .chain(personal)
             .collect()
     }
 
     /// Whether nobody is present anywhere.
     pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
+        self.rooms.is_empty() && self.personal.is_empty()
     }
 
     /// The users of `room` after `cursor`, by id, at most `limit` (clamped to 1..=[`MAX_PAGE`]).
     pub fn page(&self, room: &RoomKey, cursor: Option<&str>, limit: usize) -> PresencePage {
         let limit = limit.clamp(1, MAX_PAGE);
+        let after = |user: &str| cursor.is_none_or(|cursor| cursor < user);
+        // The owner of a personal room is kept apart; anyone else a backend put in it is in `rooms`.
+        let mut owner_entry = owner(room)
+            .filter(|user| after(user))
+            .and_then(|user| Some((user, self.personal.get(room)?)))
+            .map(|(user, entry)| PresentUser {
+                user: user.to_owned(),
+                devices: entry.devices as usize,
+                joined_at: entry.joined_at,
+            });
         let mut users = Vec::new();
         let mut more = false;
-        if let Some(entry) = self.rooms.get(room) {
-            for (user, present) in entry.users.after(cursor) {
+        let general = self.rooms.get(room).into_iter();
+        for (user, present) in general.flat_map(|entry| entry.users.after(cursor)) {
+            if owner_entry.as_ref().is_some_and(|o| o.user.as_str() < user) {
                 if users.len() == limit {
                     more = true;
                     break;
                 }
-                users.push(PresentUser {
-                    user: user.to_owned(),
-                    devices: present.devices,
-                    joined_at: present.joined_at,
-                });
+                users.extend(owner_entry.take());
+            }
+            if users.len() == limit {
+                more = true;
+                break;
+            }
+            users.push(PresentUser {
+                user: user.to_owned(),
+                devices: present.devices,
+                joined_at: present.joined_at,
+            });
+        }
+        if let Some(entry) = owner_entry {
+            if users.len() == limit {
+                more = true;
+            } else {
+                users.push(entry);
             }
         }
         let cursor = more.then(|| users.last().map(|u| u.user.clone())).flatten();
@@ -218,7 +288,7 @@ impl Counts {
 
     /// The counts of `room`.
     pub fn stats(&self, room: &RoomKey) -> PresenceStats {
-        self.rooms.get(room).map_or(
+        let mut stats = self.rooms.get(room).map_or(
             PresenceStats {
                 users: 0,
                 connections: 0,
@@ -227,7 +297,12 @@ impl Counts {
                 users: entry.users.len(),
                 connections: entry.connections,
             },
-        )
+        );
+        if let Some(entry) = self.personal.get(room) {
+            stats.users += 1;
+            stats.connections += entry.devices as usize;
+        }
+        stats
     }
 }
 
@@ -287,5 +362,65 @@ mod tests {
         assert_eq!(counts.leave(&room, "u1"), None);
         assert!(counts.is_empty());
         assert_eq!(counts.stats(&room).users, 0);
+    }
+
+    /// The owner of a personal room is counted apart, answered like any user, and merged in id order with
+    /// anyone else a backend put in the room.
+    #[test]
+    fn personal_rooms_hold_their_owner_apart() {
+        let room = RoomKey::new("/", "user:bob");
+        let mut counts = Counts::default();
+        assert_eq!(counts.join(&room, "bob", false), 1);
+        assert_eq!(counts.join(&room, "bob", true), 2);
+        assert!(counts.rooms.is_empty(), "the owner makes no general entry");
+        assert_eq!(counts.devices(&room, "bob"), 2);
+        let stats = counts.stats(&room);
+        assert_eq!((stats.users, stats.connections), (1, 2));
+        assert_eq!(ids(&counts.page(&room, None, 10)), ["bob"]);
+        assert_eq!(counts.page(&room, None, 10).users[0].devices, 2);
+        assert!(counts.page(&room, Some("bob"), 10).users.is_empty());
+        assert_eq!(
+            counts.entries(),
+            vec![(room.clone(), "bob".to_owned(), true)]
+        );
+        // Others in the same room (put there by a backend) sort around the owner, pages included.
+        counts.join(&room, "alice", false);
+        counts.join(&room, "carol", false);
+        let stats = counts.stats(&room);
+        assert_eq!((stats.users, stats.connections), (3, 4));
+        assert_eq!(
+            ids(&counts.page(&room, None, 10)),
+            ["alice", "bob", "carol"]
+        );
+        let first = counts.page(&room, None, 1);
+        assert_eq!(
+            (ids(&first), first.cursor.as_deref()),
+            (vec!["alice".to_owned()], Some("alice"))
+        );
+        let second = counts.page(&room, Some("alice"), 1);
+        assert_eq!(
+            (ids(&second), second.cursor.as_deref()),
+            (vec!["bob".to_owned()], Some("bob"))
+        );
+        let third = counts.page(&room, Some("bob"), 1);
+        assert_eq!(
+            (ids(&third), third.cursor),
+            (vec!["carol".to_owned()], None)
+        );
+        let two = counts.page(&room, None, 2);
+        assert_eq!(
+            (ids(&two), two.cursor.as_deref()),
+            (vec!["alice".to_owned(), "bob".to_owned()], Some("bob"))
+        );
+        // Another user's personal room never counts bob.
+        let other = RoomKey::new("/", "user:dave");
+        assert_eq!(counts.devices(&other, "bob"), 0);
+        assert_eq!(counts.leave(&room, "bob"), Some(1));
+        assert_eq!(counts.leave(&room, "bob"), Some(0));
+        assert_eq!(counts.leave(&room, "bob"), None);
+        assert_eq!(ids(&counts.page(&room, None, 10)), ["alice", "carol"]);
+        counts.leave(&room, "alice");
+        counts.leave(&room, "carol");
+        assert!(counts.is_empty());
     }
 }
