@@ -76,7 +76,8 @@ pub struct Client {
     connecting: Mutex<ThinVec<(String, HeldPackets)>>,
     /// Bytes of the packets in `connecting`.
     held_bytes: std::sync::atomic::AtomicUsize,
-    self_ref: std::sync::OnceLock<std::sync::Weak<Client>>,
+    /// The client itself, for tasks it starts (set when it is made).
+    self_ref: std::sync::Weak<Client>,
 }
 
 impl Client {
@@ -86,7 +87,7 @@ impl Client {
         limits: Arc<ClientLimits>,
         query_token: Option<&str>,
     ) -> Arc<Client> {
-        let client = Arc::new(Client {
+        Arc::new_cyclic(|self_ref| Client {
             app,
             limits,
             query_token: query_token.map(Into::into),
@@ -97,10 +98,8 @@ impl Client {
             closed: AtomicBool::new(false),
             connecting: Mutex::new(ThinVec::new()),
             held_bytes: std::sync::atomic::AtomicUsize::new(0),
-            self_ref: std::sync::OnceLock::new(),
-        });
-        let _ = client.self_ref.set(Arc::downgrade(&client));
-        client
+            self_ref: self_ref.clone(),
+        })
     }
 
     /// Closes the session if no namespace gets connected in time.
@@ -314,7 +313,7 @@ impl Client {
                 // Counts as connected for the connect timer: the decision is under way.
                 self.mark_connected();
                 self.connecting.lock().push((nsp.to_owned(), Vec::new()));
-                let client = self.self_ref.get().and_then(std::sync::Weak::upgrade);
+                let client = self.self_ref.upgrade();
                 let session = session.clone();
                 let nsp = nsp.to_owned();
                 tokio::spawn(async move {

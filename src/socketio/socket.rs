@@ -1,7 +1,7 @@
 //! One client connected to one namespace: what it is (id, user, rooms) and how to send to it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -40,15 +40,22 @@ pub struct Socket {
     /// In the `tidings_sockets` gauge (set once the client holds it as connected).
     counted: AtomicBool,
     superseded: AtomicBool,
-    next_ack: AtomicU64,
+    /// The next ack id (32 bits: ids wrap after four billion emits, long after any ack was answered).
+    next_ack: AtomicU32,
     /// Versions of the application's writes of this socket's state to a shared store.
     record_version: AtomicU64,
-    /// Boxed: most sockets never wait for an ack, and an empty table would still take 48 bytes of each.
-    #[allow(clippy::box_collection)]
-    pending_acks: Mutex<Option<Box<HashMap<u64, AckWaiter>>>>,
-    /// Client publish buckets of the room policies that limit them, by policy index (a few at most; a list
-    /// costs nothing until the first one).
-    publish_rates: Mutex<thin_vec::ThinVec<(usize, crate::rate::Bucket)>>,
+    /// What only some sockets ever need, made at first use (see [`Extras`]).
+    extras: Mutex<Option<Box<Extras>>>,
+}
+
+/// The parts of a socket most never use, in one block made when the first is needed: an idle socket keeps a
+/// pointer for them.
+#[derive(Default)]
+struct Extras {
+    /// Emits waiting for the client's ack, by ack id.
+    acks: HashMap<u64, AckWaiter>,
+    /// Client publish buckets of the room policies that limit them, by policy index (a few at most).
+    publish_rates: Vec<(usize, crate::rate::Bucket)>,
 }
 
 /// Who gets the client's answer to an emit with an ack id.
@@ -90,10 +97,9 @@ impl Socket {
             connected: AtomicBool::new(true),
             counted: AtomicBool::new(false),
             superseded: AtomicBool::new(false),
-            next_ack: AtomicU64::new(0),
+            next_ack: AtomicU32::new(0),
             record_version: AtomicU64::new(0),
-            pending_acks: Mutex::new(None),
-            publish_rates: Mutex::new(thin_vec::ThinVec::new()),
+            extras: Mutex::new(None),
         })
     }
 
@@ -152,7 +158,9 @@ impl Socket {
     /// leaving once, however it left).
     pub(crate) fn mark_disconnected(&self) -> bool {
         let was_connected = self.connected.swap(false, Ordering::AcqRel);
-        self.pending_acks.lock().take();
+        if let Some(extras) = self.extras.lock().as_mut() {
+            extras.acks = HashMap::new();
+        }
         if was_connected && self.counted.swap(false, Ordering::AcqRel) {
             metrics::gauge!("tidings_sockets", "namespace" => self.nsp.to_string()).decrement(1.0);
         }
@@ -244,15 +252,16 @@ impl Socket {
     /// Stops waiting for the ack `id` (the client acknowledged the same thing another way); a later ACK with
     /// that id is ignored.
     pub fn forget_ack(&self, id: u64) {
-        if let Some(map) = self.pending_acks.lock().as_mut() {
-            map.remove(&id);
+        if let Some(extras) = self.extras.lock().as_mut() {
+            extras.acks.remove(&id);
         }
     }
 
     /// Takes a token of the client publish bucket of room policy `index`; false when the socket is over the
     /// policy's rate.
     pub fn take_publish_token(&self, index: usize, per_sec: u32, burst: u32) -> bool {
-        let mut rates = self.publish_rates.lock();
+        let mut extras = self.extras.lock();
+        let rates = &mut extras.get_or_insert_with(Default::default).publish_rates;
         let at = match rates.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
             None => {
@@ -265,10 +274,10 @@ impl Socket {
 
     /// Acks this socket still waits for.
     pub fn pending_acks(&self) -> usize {
-        self.pending_acks
+        self.extras
             .lock()
             .as_ref()
-            .map_or(0, |acks| acks.len())
+            .map_or(0, |extras| extras.acks.len())
     }
 
     fn emit_waiting(
@@ -277,10 +286,11 @@ impl Socket {
         args: &[&[u8]],
         waiter: AckWaiter,
     ) -> Result<u64, PushError> {
-        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
-        self.pending_acks
+        let id = u64::from(self.next_ack.fetch_add(1, Ordering::Relaxed));
+        self.extras
             .lock()
             .get_or_insert_with(Default::default)
+            .acks
             .insert(id, waiter);
         let mut out = BytesMut::new();
         encode_event(&self.nsp, Some(id), event, args, &mut out);
@@ -294,10 +304,10 @@ impl Socket {
     /// Routes an ACK from the client to the emit waiting for it; unknown ids are ignored.
     pub(crate) fn resolve_ack(&self, id: u64, data: Bytes, attachments: Vec<Bytes>) {
         let waiter = self
-            .pending_acks
+            .extras
             .lock()
             .as_mut()
-            .and_then(|map| map.remove(&id));
+            .and_then(|extras| extras.acks.remove(&id));
         if let Some(waiter) = waiter {
             waiter.answer(AckReply { data, attachments });
         }
