@@ -120,9 +120,9 @@ impl Engine {
 
     fn shard(&self, sid: &Sid) -> &SessionShard {
         let hash = sid
-            .as_str()
-            .bytes()
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            .as_bytes()
+            .iter()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(*b as usize));
         &self.shards[hash % SHARDS]
     }
 

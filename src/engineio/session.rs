@@ -12,60 +12,90 @@ use super::address_limits::AddressSlot;
 use super::outbox::{Outbox, OutboxLimits};
 use super::SessionHandler;
 
-/// A 20-character random session id (15 random bytes, base64url).
+/// A 20-character random session id: 15 random bytes, written in base64url. Kept as the bytes (every
+/// connection holds several ids, in its socket and in the room and session tables) and written out when asked.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Sid([u8; 20]);
+pub struct Sid([u8; SID_BYTES]);
+
+/// Bytes of a session id.
+const SID_BYTES: usize = 15;
+
+/// Characters of a session id as text.
+pub const SID_LEN: usize = 20;
 
 impl Sid {
     /// A fresh random id.
     pub fn random() -> Sid {
-        let mut raw = [0u8; 15];
+        let mut raw = [0u8; SID_BYTES];
         rand::thread_rng().fill_bytes(&mut raw);
-        let mut out = [0u8; 20];
-        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode_slice(raw, &mut out)
-            .unwrap_or(0);
-        debug_assert_eq!(written, 20);
-        Sid(out)
+        Sid(raw)
     }
 
     /// A fresh random id whose first [`NODE_TAG_LEN`] characters name the node that owns the session, so any
     /// node of a cluster can route a request for it.
     pub fn random_tagged(tag: &NodeTag) -> Sid {
-        let mut sid = Sid::random();
-        sid.0[..NODE_TAG_LEN].copy_from_slice(&tag.0);
-        sid
+        let mut text = Sid::random().text();
+        text.0[..NODE_TAG_LEN].copy_from_slice(&tag.0);
+        Sid::parse(&text).unwrap_or_else(Sid::random)
     }
 
     /// The node tag at the start of the id.
     pub fn node_tag(&self) -> NodeTag {
         let mut tag = [0u8; NODE_TAG_LEN];
-        tag.copy_from_slice(&self.0[..NODE_TAG_LEN]);
+        tag.copy_from_slice(&self.text().0[..NODE_TAG_LEN]);
         NodeTag(tag)
     }
 
     /// Parses an id received from a client.
     pub fn parse(text: &str) -> Option<Sid> {
-        let bytes: [u8; 20] = text.as_bytes().try_into().ok()?;
-        is_base64url(&bytes).then_some(Sid(bytes))
+        if text.len() != SID_LEN || !is_base64url(text.as_bytes()) {
+            return None;
+        }
+        let mut raw = [0u8; SID_BYTES];
+        let read = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(text, &mut raw)
+            .ok()?;
+        (read == SID_BYTES).then_some(Sid(raw))
+    }
+
+    /// The id's bytes (not its text).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The id as text.
-    pub fn as_str(&self) -> &str {
-        // Only base64url characters are ever stored.
+    pub fn text(&self) -> SidText {
+        let mut out = [0u8; SID_LEN];
+        let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut out)
+            .unwrap_or(0);
+        debug_assert_eq!(written, SID_LEN);
+        SidText(out)
+    }
+}
+
+/// A session id as text (see [`Sid::text`]); derefs to `str`.
+#[derive(Clone, Copy)]
+pub struct SidText([u8; SID_LEN]);
+
+impl std::ops::Deref for SidText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Only base64url characters are ever written.
         std::str::from_utf8(&self.0).unwrap_or("")
     }
 }
 
 impl std::fmt::Debug for Sid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.text())
     }
 }
 
 impl std::fmt::Display for Sid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.text())
     }
 }
 
@@ -86,10 +116,7 @@ pub struct NodeTag([u8; NODE_TAG_LEN]);
 impl NodeTag {
     /// A fresh random tag.
     pub fn random() -> NodeTag {
-        let sid = Sid::random();
-        let mut tag = [0u8; NODE_TAG_LEN];
-        tag.copy_from_slice(&sid.0[..NODE_TAG_LEN]);
-        NodeTag(tag)
+        Sid::random().node_tag()
     }
 
     /// Parses a tag (base64url characters only).
@@ -307,8 +334,17 @@ mod tests {
     #[test]
     fn sid_round_trips() {
         let sid = Sid::random();
-        assert_eq!(sid.as_str().len(), 20);
-        assert_eq!(Sid::parse(sid.as_str()), Some(sid));
+        assert_eq!(sid.text().len(), 20);
+        assert_eq!(Sid::parse(&sid.text()), Some(sid));
+        // Every 20-character base64url text is an id, kept as 15 bytes and written back the same.
+        for text in [
+            "AZaz09-_AZaz09-_AZaz",
+            "____________________",
+            "AAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert_eq!(&*Sid::parse(text).unwrap().text(), text);
+        }
+        assert_eq!(std::mem::size_of::<Sid>(), 15);
         assert_eq!(Sid::parse("short"), None);
         assert_eq!(Sid::parse("aaaaaaaaaaaaaaaaaaa!"), None);
     }
@@ -318,7 +354,7 @@ mod tests {
         let tag = NodeTag::random();
         let sid = Sid::random_tagged(&tag);
         assert_eq!(sid.node_tag(), tag);
-        assert!(sid.as_str().starts_with(tag.as_str()));
+        assert!(sid.text().starts_with(tag.as_str()));
         assert_eq!(NodeTag::parse(tag.as_str()), Some(tag));
         assert_eq!(NodeTag::parse("bad!!!"), None);
     }
