@@ -3,6 +3,7 @@
 //! as it comes; under load one write carries many, so the store does a few large writes instead of one per
 //! message (each a transaction on disk, a script in Redis).
 
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 
 /// Most ids in one flush (one store call).
@@ -10,14 +11,15 @@ pub const MAX_FLUSH: usize = 256;
 
 /// Ids waiting for a store write, and whether a flush is under way.
 pub struct Batch<T> {
-    /// Made at the first push: every connected device has two batches, most never get a message.
-    state: Mutex<Option<Box<State<T>>>>,
+    /// Made, lock included, at the first push: every connected device has two batches and most never get a
+    /// message, so an unused one is a single pointer.
+    state: OnceBox<Mutex<State<T>>>,
 }
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
         Batch {
-            state: Mutex::new(None),
+            state: OnceBox::new(),
         }
     }
 }
@@ -48,8 +50,7 @@ impl<T> Batch<T> {
     /// [`Batch::push`], also giving the position just past the last item queued in the stream of everything
     /// ever pushed: once takes reach it ([`Batch::take_counted`]), these items were taken.
     pub fn push_counted(&self, items: impl IntoIterator<Item = T>) -> (bool, u64) {
-        let mut state = self.state.lock();
-        let state = state.get_or_insert_with(Default::default);
+        let mut state = self.state.get_or_init(Box::default).lock();
         state.waiting.extend(items);
         let end = state.taken + state.waiting.len() as u64;
         if state.flushing || state.waiting.is_empty() {
@@ -68,8 +69,7 @@ impl<T> Batch<T> {
     /// The next ids to write (at most [`MAX_FLUSH`]), or `None` — and the flush is over — when none wait;
     /// with the position just past the last item taken (see [`Batch::push_counted`]).
     pub fn take_counted(&self) -> Option<(Vec<T>, u64)> {
-        let mut state = self.state.lock();
-        let state = state.as_mut()?;
+        let mut state = self.state.get()?.lock();
         if state.waiting.is_empty() {
             state.flushing = false;
             return None;

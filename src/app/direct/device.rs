@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 
 use crate::messages::{Message, MessageId};
@@ -152,10 +153,9 @@ pub struct Device {
     pub(super) sent: super::batch::Batch<crate::messages::MessageId>,
     /// Messages this device acknowledged, waiting for their receipts to be stored.
     pub(super) receipts: super::batch::Batch<crate::messages::MessageId>,
-    /// `ack` events waiting for their receipts to be stored, oldest first.
-    /// Boxed: most devices never send one, and an empty queue would still take 32 bytes of each.
-    #[allow(clippy::box_collection)]
-    pub(super) ack_events: Mutex<Option<Box<std::collections::VecDeque<AckEvent>>>>,
+    /// `ack` events waiting for their receipts to be stored, oldest first. Made, lock included, at the first
+    /// one: most devices never send one, and an unused queue is a single pointer.
+    pub(super) ack_events: OnceBox<Mutex<std::collections::VecDeque<AckEvent>>>,
 }
 
 /// An `ack` event of a device waiting for the mark writer to store its receipts.
@@ -180,7 +180,7 @@ impl Device {
             stream: Mutex::new(Stream::default()),
             sent: Default::default(),
             receipts: Default::default(),
-            ack_events: Default::default(),
+            ack_events: OnceBox::new(),
         })
     }
 

@@ -621,17 +621,15 @@ impl Direct {
         self.release_window(device, &ids);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let flush = {
-            let mut waiting = device.ack_events.lock();
+            let mut waiting = device.ack_events.get_or_init(Box::default).lock();
             let set = ids.iter().cloned().collect();
             let (flush, end) = device.receipts.push_counted(ids);
-            waiting
-                .get_or_insert_with(Box::default)
-                .push_back(device::AckEvent {
-                    end,
-                    ids: set,
-                    stored: 0,
-                    reply,
-                });
+            waiting.push_back(device::AckEvent {
+                end,
+                ids: set,
+                stored: 0,
+                reply,
+            });
             flush
         };
         if flush {
@@ -777,10 +775,13 @@ enum MarkKind {
 
 /// Answers the `ack` events of `device` whose receipts the round that took its receipts up to `end` stored.
 fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Option<&StoreError>) {
-    let mut slot = device.ack_events.lock();
-    let Some(waiting) = slot.as_deref_mut().filter(|w| !w.is_empty()) else {
+    let Some(slot) = device.ack_events.get() else {
         return;
     };
+    let mut waiting = slot.lock();
+    if waiting.is_empty() {
+        return;
+    }
     let name = device.name();
     let new: Vec<&MessageId> = changes
         .iter()
@@ -800,7 +801,8 @@ fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Opt
         }
     }
     if waiting.is_empty() {
-        *slot = None;
+        // The queue's buffer goes; its lock stays with the device, which is likely to send another.
+        *waiting = std::collections::VecDeque::new();
     }
 }
 
