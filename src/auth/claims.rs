@@ -92,9 +92,11 @@ pub enum ClaimsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedClaims {
     sub: Box<str>,
-    exp: Option<u64>,
+    /// `exp`, with 0 kept as 1 (both long past) so that the option takes no more room than the number.
+    exp: Option<std::num::NonZeroU64>,
     rooms: RoomPatterns,
-    join: Box<[Box<str>]>,
+    /// A thin list: one pointer, and no allocation for the usual empty claim.
+    join: thin_vec::ThinVec<Box<str>>,
     publish: RoomPatterns,
     dm: RoomPatterns,
 }
@@ -128,7 +130,9 @@ impl VerifiedClaims {
         }
         Ok(Self {
             sub: claims.sub.into(),
-            exp: claims.exp,
+            exp: claims
+                .exp
+                .and_then(|exp| std::num::NonZeroU64::new(exp.max(1))),
             rooms,
             join: claims.join.into_iter().map(Into::into).collect(),
             publish,
@@ -143,7 +147,7 @@ impl VerifiedClaims {
 
     /// Expiry in seconds since the Unix epoch, if the token has one.
     pub fn expires_at(&self) -> Option<u64> {
-        self.exp
+        self.exp.map(std::num::NonZeroU64::get)
     }
 
     /// This user's personal room, `user:<sub>`.
@@ -371,6 +375,16 @@ mod tests {
             "joining does not imply publishing"
         );
         assert_eq!(v.auto_join().collect::<Vec<_>>(), ["news"]);
+        assert_eq!(v.expires_at(), None);
+        assert_eq!(
+            verified(r#"{"sub":"a","exp":1700000000}"#).expires_at(),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            verified(r#"{"sub":"a","exp":0}"#).expires_at(),
+            Some(1),
+            "0 is kept as 1: both long past"
+        );
     }
 
     #[test]
