@@ -16,6 +16,7 @@ pub mod config;
 pub mod conformance;
 pub mod drain;
 pub mod engineio;
+pub mod grow;
 pub mod history;
 pub mod hub;
 pub mod kafka;

@@ -112,7 +112,9 @@ impl ExpiryClock {
     /// its disconnection once the notice is taken.
     pub fn schedule(&self, socket: &Arc<Socket>, exp: u64) {
         let notice_at = exp.saturating_sub(self.notice.as_secs());
-        self.deadlines.lock().push(Entry::new(
+        let mut deadlines = self.deadlines.lock();
+        crate::grow::reserve(&mut deadlines, 1);
+        deadlines.push(Entry::new(
             notice_at,
             Due::Notice,
             exp,
@@ -155,7 +157,9 @@ impl ExpiryClock {
             if next.is_empty() {
                 return taken;
             }
-            self.deadlines.lock().extend(next);
+            let mut deadlines = self.deadlines.lock();
+            crate::grow::reserve(&mut deadlines, next.len());
+            deadlines.extend(next);
         }
     }
 

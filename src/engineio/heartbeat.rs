@@ -122,10 +122,13 @@ impl Heartbeats {
     pub fn start(self: &Arc<Self>, engine: &Arc<Engine>, session: &Arc<Session>) {
         let (from_ms, _) = session.beat_state();
         let at_ms = from_ms + ms(engine.config().ping_interval);
-        self.queue.lock().push(Reverse(Entry {
+        let mut queue = self.queue.lock();
+        crate::grow::reserve(&mut queue, 1);
+        queue.push(Reverse(Entry {
             at_ms,
             session: Arc::downgrade(session),
         }));
+        drop(queue);
         self.scheduled.fetch_add(1, Ordering::Relaxed);
         if !self.running.swap(true, Ordering::AcqRel) {
             tokio::spawn(drive(self.clone(), Arc::downgrade(engine)));
@@ -189,6 +192,7 @@ impl Heartbeats {
     /// records) when the next look is due.
     fn reschedule(&self, entries: &mut Vec<Entry>) -> u64 {
         let mut queue = self.queue.lock();
+        crate::grow::reserve(&mut queue, entries.len());
         queue.extend(entries.drain(..).map(Reverse));
         if sweep_due(self.closed.load(Ordering::Relaxed), queue.len()) {
             self.closed.store(0, Ordering::Relaxed);
