@@ -16,6 +16,7 @@ use rand::Rng;
 
 use super::{reply_size, HistoryError, HistoryStats, HistoryStore, ReadLimit, Slice, StoredEvent};
 use crate::hub::{EventPackets, RoomKey};
+use crate::recovery::Membership;
 
 /// Bytes accounted per stored event on top of its payload, for an event held by one room: queue slot,
 /// shared packet list, allocator headers (measured with `bench/recovery.sh`: about 150 bytes of heap besides
@@ -26,8 +27,8 @@ pub const EVENT_OVERHEAD: usize = 160;
 /// and the room's share of the eviction index, rounded up.
 pub const SLOT_OVERHEAD: usize = 64;
 
-/// A room's stream: 24 bytes while it holds nothing and never lost an event, which is what every connection's
-/// personal room and most quiet rooms keep (a map entry of 40 bytes with its key; 80 with the events inline).
+/// A room's stream: 24 bytes while it holds nothing and never lost an event (a map entry of 40 bytes with its
+/// key). The store keeps none for a room that never had an event (see [`MemoryHistory`]'s epochs).
 struct Stream {
     epoch: u64,
     /// When the stream was last used, in whole seconds since the store began (see [`MemoryHistory::secs`]).
@@ -42,6 +43,8 @@ struct Held {
     events: VecDeque<(StoredEvent, Instant)>,
     /// Highest sequence ever evicted from this stream (0 = none).
     evicted_through: u64,
+    /// Sequence of the first event appended to this stream (0 when it was made with a mark instead).
+    first_seq: u64,
 }
 
 impl Stream {
@@ -90,6 +93,9 @@ pub trait Evictions: Send + Sync {
 #[derive(Default)]
 struct State {
     streams: HashMap<RoomKey, Stream>,
+    /// Per bucket of room keys ([`GENERATION_BUCKETS`]), how many streams that held events were dropped: part
+    /// of the epoch of every room of the bucket that has no stream (see [`MemoryHistory::empty_epoch`]).
+    generations: Vec<u32>,
     /// Oldest event of each non-empty stream, by sequence then room: the global eviction order. An event
     /// published to several rooms has one sequence in each of their streams, so the room is part of the key.
     fronts: BTreeSet<(u64, RoomKey)>,
@@ -166,9 +172,25 @@ impl State {
     }
 }
 
+/// Buckets of room keys with a generation of their own (16 KiB of counters).
+const GENERATION_BUCKETS: usize = 4096;
+
+/// Epochs stay below 2^53, exact as JSON numbers.
+const EPOCH_MASK: u64 = (1 << 53) - 1;
+
 /// The embedded history store.
+///
+/// A room that never had an event has no stream (every connection's personal room is one such room until its
+/// first event): its epoch is the store's base epoch mixed with its bucket's generation, and its first event
+/// makes a stream with that epoch. Dropping a stream that held events (empty and idle, see
+/// [`HistoryStore::sweep`]) moves its bucket to the next generation, so a reader who knew that stream, or the
+/// room before it, finds another epoch, as if every room had a stream of its own. Recovery reads
+/// ([`HistoryStore::read_missed`]) also take a stream made after the member joined, whatever its epoch: a room's
+/// stream is never dropped while a member is in it or could still recover it, so it holds every event since.
 pub struct MemoryHistory {
     state: Mutex<State>,
+    /// Epoch of the rooms without a stream at generation 0.
+    base_epoch: u64,
     /// The clock's origin for streams' last use.
     born: Instant,
     max_events: usize,
@@ -187,7 +209,11 @@ impl MemoryHistory {
         keep_idle: Duration,
     ) -> MemoryHistory {
         MemoryHistory {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                generations: vec![0; GENERATION_BUCKETS],
+                ..State::default()
+            }),
+            base_epoch: random_epoch(),
             born: Instant::now(),
             max_events,
             max_age,
@@ -200,6 +226,13 @@ impl MemoryHistory {
     pub fn observed_by(self, observer: Arc<dyn Evictions>) -> MemoryHistory {
         self.state.lock().observer = Some(observer);
         self
+    }
+
+    /// The epoch `room` has while it has no stream, and the one its next stream gets.
+    fn empty_epoch(&self, state: &State, room: &RoomKey) -> u64 {
+        let generation = state.generations[bucket(room)];
+        ((self.base_epoch ^ u64::from(generation).wrapping_mul(0x9E37_79B9_7F4A_7C15)) & EPOCH_MASK)
+            .max(1)
     }
 
     /// `now` in whole seconds since the store began (a stream's last use; 136 years fit).
@@ -273,12 +306,17 @@ impl MemoryHistory {
         }
         let secs = self.secs(now);
         let mut state = self.state.lock();
+        let epoch = self.empty_epoch(&state, room);
         let stream = state
             .streams
             .entry(room.clone())
-            .or_insert_with(|| new_stream(secs));
+            .or_insert_with(|| Stream::new(epoch, secs));
         stream.last_used = secs;
+        let first = stream.held.is_none();
         let held = stream.held_mut();
+        if first {
+            held.first_seq = seq;
+        }
         let was_empty = held.events.is_empty();
         held.events.push_back((
             StoredEvent {
@@ -323,10 +361,22 @@ impl MemoryHistory {
             !self.keep_idle.is_zero() && u64::from(now_secs.saturating_sub(last_used)) <= keep_secs
         };
         let observer = state.observer.clone();
-        state.streams.retain(|room, stream| {
+        let State {
+            streams,
+            generations,
+            ..
+        } = &mut *state;
+        streams.retain(|room, stream| {
             let keep = !stream.is_empty() || keep_idle(stream.last_used) || in_use(room);
-            if let (false, Some(observer)) = (keep, &observer) {
-                observer.dropped(room);
+            if !keep {
+                if stream.held.is_some() {
+                    // Its events (or its mark) go: the room's next epoch must differ from this one.
+                    let generation = &mut generations[bucket(room)];
+                    *generation = generation.wrapping_add(1);
+                }
+                if let Some(observer) = &observer {
+                    observer.dropped(room);
+                }
             }
             keep
         });
@@ -340,20 +390,33 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+fn random_epoch() -> u64 {
+    rand::thread_rng().gen_range(1..u64::MAX >> 11)
+}
+
 fn new_stream(now: u32) -> Stream {
-    Stream::new(rand::thread_rng().gen_range(1..u64::MAX >> 11), now)
+    Stream::new(random_epoch(), now)
+}
+
+/// The generation bucket of `room`.
+fn bucket(room: &RoomKey) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    room.hash(&mut hasher);
+    hasher.finish() as usize % GENERATION_BUCKETS
 }
 
 impl HistoryStore for MemoryHistory {
     fn epoch(&self, room: &RoomKey) -> u64 {
         let now = self.secs(Instant::now());
         let mut state = self.state.lock();
-        let stream = state
-            .streams
-            .entry(room.clone())
-            .or_insert_with(|| new_stream(now));
-        stream.last_used = now;
-        stream.epoch
+        match state.streams.get_mut(room) {
+            Some(stream) => {
+                stream.last_used = now;
+                stream.epoch
+            }
+            None => self.empty_epoch(&state, room),
+        }
     }
 
     fn append(&self, room: &RoomKey, seq: u64, packets: &EventPackets) {
@@ -369,42 +432,41 @@ impl HistoryStore for MemoryHistory {
     ) -> Result<Slice, HistoryError> {
         let state = self.state.lock();
         let Some(stream) = state.streams.get(room) else {
-            return match epoch {
-                Some(_) => Err(HistoryError::EpochChanged),
-                None => Ok(Slice::default()),
-            };
+            let empty = self.empty_epoch(&state, room);
+            if epoch.is_some_and(|e| e != empty) {
+                return Err(HistoryError::EpochChanged);
+            }
+            return Ok(Slice {
+                epoch: empty,
+                ..Slice::default()
+            });
         };
         if epoch.is_some_and(|e| e != stream.epoch) {
             return Err(HistoryError::EpochChanged);
         }
-        if stream.evicted_through() > after {
-            return Err(HistoryError::Evicted);
-        }
-        let mut slice = Slice {
-            epoch: stream.epoch,
-            ..Slice::default()
+        read_stream(stream, after, limit)
+    }
+
+    fn read_missed(
+        &self,
+        room: &RoomKey,
+        membership: &Membership,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        let state = self.state.lock();
+        let Some(stream) = state.streams.get(room) else {
+            // Never dropped while it could be recovered: no stream, no event since the member joined.
+            return Ok(Vec::new());
         };
-        let Some(events) = stream.events() else {
-            return Ok(slice);
-        };
-        let start = events.partition_point(|(event, _)| event.seq <= after);
-        let mut used = 0usize;
-        for (event, _) in events.range(start..) {
-            if slice.events.len() >= limit.events {
-                slice.more = true;
-                break;
-            }
-            // The budget is checked before the event is taken; the first one always goes, so paging moves on.
-            let size = reply_size(&event.packets);
-            if !slice.events.is_empty() && used.saturating_add(size) > limit.bytes {
-                slice.more = true;
-                slice.cut = true;
-                break;
-            }
-            used += size;
-            slice.events.push(event.clone());
+        let made_since = stream
+            .held
+            .as_deref()
+            .is_some_and(|held| held.first_seq > membership.joined_seq);
+        if stream.epoch != membership.epoch && !made_since {
+            return Err(HistoryError::EpochChanged);
         }
-        Ok(slice)
+        read_stream(stream, after, ReadLimit::events(limit)).map(|slice| slice.events)
     }
 
     fn evicted_through(&self, room: &RoomKey) -> u64 {
@@ -415,7 +477,6 @@ impl HistoryStore for MemoryHistory {
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
         self.sweep_at(in_use, Instant::now());
     }
-
     fn stats(&self) -> HistoryStats {
         let state = self.state.lock();
         HistoryStats {
@@ -424,6 +485,38 @@ impl HistoryStore for MemoryHistory {
             bytes: state.bytes,
         }
     }
+}
+
+/// Events of `stream` after `after` within `limit`; fails when some of them were evicted.
+fn read_stream(stream: &Stream, after: u64, limit: ReadLimit) -> Result<Slice, HistoryError> {
+    if stream.evicted_through() > after {
+        return Err(HistoryError::Evicted);
+    }
+    let mut slice = Slice {
+        epoch: stream.epoch,
+        ..Slice::default()
+    };
+    let Some(events) = stream.events() else {
+        return Ok(slice);
+    };
+    let start = events.partition_point(|(event, _)| event.seq <= after);
+    let mut used = 0usize;
+    for (event, _) in events.range(start..) {
+        if slice.events.len() >= limit.events {
+            slice.more = true;
+            break;
+        }
+        // The budget is checked before the event is taken; the first one always goes, so paging moves on.
+        let size = reply_size(&event.packets);
+        if !slice.events.is_empty() && used.saturating_add(size) > limit.bytes {
+            slice.more = true;
+            slice.cut = true;
+            break;
+        }
+        used += size;
+        slice.events.push(event.clone());
+    }
+    Ok(slice)
 }
 
 #[cfg(test)]
@@ -500,14 +593,97 @@ mod tests {
         let h = store(10, 1 << 20);
         let room = RoomKey::new("/", "a");
         let epoch = h.epoch(&room);
+        assert_eq!(h.stats().rooms, 0, "a room without events keeps no stream");
+        assert_eq!(h.epoch(&room), epoch, "and keeps its epoch");
         assert_eq!(
             h.read_after(&room, Some(epoch + 1), 0, 10).unwrap_err(),
             HistoryError::EpochChanged
         );
-        let other = RoomKey::new("/", "never-created");
+        assert_eq!(h.read_after(&room, Some(epoch), 0, 10).unwrap().0, epoch);
+        h.append(&room, 3, &packets("x"));
+        assert_eq!(h.stats().rooms, 1);
         assert_eq!(
-            h.read_after(&other, Some(epoch), 0, 10).unwrap_err(),
+            h.epoch(&room),
+            epoch,
+            "its first event's stream takes that epoch"
+        );
+        assert_eq!(
+            seqs(&h.read_after(&room, Some(epoch), 0, 10).unwrap().1),
+            vec![3]
+        );
+        assert_eq!(
+            h.read_after(&room, Some(epoch + 1), 0, 10).unwrap_err(),
             HistoryError::EpochChanged
+        );
+    }
+
+    /// A stream that held events and is dropped takes its epoch along: a reader who knew it (or the room
+    /// before it) finds another, before and after the room's next event.
+    #[test]
+    fn a_dropped_stream_changes_the_epoch() {
+        let h = MemoryHistory::new(10, Duration::ZERO, 1 << 20, Duration::ZERO);
+        let (room, quiet) = (RoomKey::new("/", "a"), RoomKey::new("/", "b"));
+        let before = h.epoch(&room);
+        let quiet_before = h.epoch(&quiet);
+        h.append(&room, 1, &packets("x"));
+        std::thread::sleep(Duration::from_millis(2));
+        h.sweep(&|_| false);
+        assert_eq!(h.stats().rooms, 0, "aged out, idle: dropped");
+        let after = h.epoch(&room);
+        assert_ne!(after, before);
+        assert_eq!(
+            h.read_after(&room, Some(before), 0, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+        h.append(&room, 7, &packets("y"));
+        assert_eq!(h.epoch(&room), after);
+        assert_eq!(
+            h.read_after(&room, Some(before), 0, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+        assert_eq!(
+            seqs(&h.read_after(&room, Some(after), 0, 10).unwrap().1),
+            vec![7]
+        );
+        // A room of another bucket keeps its epoch; one of the same bucket would move on too.
+        if bucket(&quiet) != bucket(&room) {
+            assert_eq!(h.epoch(&quiet), quiet_before);
+        }
+    }
+
+    /// A recovering member reads the stream its room got after it joined, whatever that stream's epoch; one
+    /// who joined after the stream was made must hold its epoch.
+    #[test]
+    fn recovery_reads_take_a_stream_made_after_the_join() {
+        let h = store(10, 1 << 20);
+        let room = RoomKey::new("/", "a");
+        let member = |epoch, joined_seq| Membership {
+            key: room.clone(),
+            epoch,
+            joined_seq,
+        };
+        assert!(h
+            .read_missed(&room, &member(12_345, 4), 4, 10)
+            .unwrap()
+            .is_empty());
+        h.append(&room, 6, &packets("x"));
+        h.append(&room, 8, &packets("y"));
+        assert_eq!(
+            seqs(&h.read_missed(&room, &member(12_345, 4), 4, 10).unwrap()),
+            vec![6, 8]
+        );
+        assert_eq!(
+            seqs(&h.read_missed(&room, &member(12_345, 4), 6, 10).unwrap()),
+            vec![8]
+        );
+        assert_eq!(
+            h.read_missed(&room, &member(12_345, 7), 7, 10).unwrap_err(),
+            HistoryError::EpochChanged
+        );
+        let epoch = h.epoch(&room);
+        assert_eq!(
+            seqs(&h.read_missed(&room, &member(epoch, 7), 7, 10).unwrap()),
+            vec![8]
         );
     }
 

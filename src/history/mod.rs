@@ -12,6 +12,7 @@ pub use memory::{Evictions, MemoryHistory};
 use futures_util::future::BoxFuture;
 
 use crate::hub::{EventPackets, RoomKey};
+use crate::recovery::Membership;
 
 /// One stored event.
 #[derive(Clone, Debug)]
@@ -86,7 +87,8 @@ pub struct Slice {
 
 /// A room history backend.
 pub trait HistoryStore: Send + Sync + 'static {
-    /// The epoch of a room's stream, creating the stream if needed; also marks the room as recently used.
+    /// The epoch of a room's stream (a store may make the stream only at its first event); also marks the room
+    /// as recently used.
     fn epoch(&self, room: &RoomKey) -> u64;
     /// Appends an event; called in sequence order under the hub's ordering lock. An event published to
     /// several rooms is appended to each under one sequence with the same (shared) packets.
@@ -111,6 +113,18 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Result<(u64, Vec<StoredEvent>), HistoryError> {
         self.read_within(room, epoch, after, ReadLimit::events(limit))
             .map(|slice| (slice.epoch, slice.events))
+    }
+    /// What a recovering member of `room` missed: events after `after`, at most `limit`. Fails when the stream
+    /// is not the one the member joined (or one made after it joined) or when events after `after` were evicted.
+    fn read_missed(
+        &self,
+        room: &RoomKey,
+        membership: &Membership,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        self.read_after(room, Some(membership.epoch), after, limit)
+            .map(|(_, events)| events)
     }
     /// Highest sequence evicted from the room's stream (0 = none): a read after it is always covered.
     fn evicted_through(&self, room: &RoomKey) -> u64;

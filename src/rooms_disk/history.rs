@@ -10,8 +10,10 @@ use super::load::Loaded;
 use super::wall_ms;
 use crate::history::{
     HistoryError, HistoryStats, HistoryStore, JournalError, MemoryHistory, ReadLimit, Slice,
+    StoredEvent,
 };
 use crate::hub::{EventPackets, RoomKey};
+use crate::recovery::Membership;
 use crate::sqlite::commit::Running;
 
 /// Room history kept on disk: every read is served by an inner [`MemoryHistory`] (same limits), every change
@@ -102,6 +104,16 @@ impl HistoryStore for DiskHistory {
         limit: ReadLimit,
     ) -> Result<Slice, HistoryError> {
         self.memory.read_within(room, epoch, after, limit)
+    }
+
+    fn read_missed(
+        &self,
+        room: &RoomKey,
+        membership: &Membership,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, HistoryError> {
+        self.memory.read_missed(room, membership, after, limit)
     }
 
     fn evicted_through(&self, room: &RoomKey) -> u64 {

@@ -100,8 +100,8 @@ impl EventLog for LocalLog {
         let read = self
             .hub
             .history()
-            .read_after(room, Some(membership.epoch), after, max + 1)
-            .map(|(_, events)| events.into_iter().map(|e| (e.seq, e.packets)).collect())
+            .read_missed(room, membership, after, max + 1)
+            .map(|events| events.into_iter().map(|e| (e.seq, e.packets)).collect())
             .map_err(MissedError::History);
         ready(read).boxed()
     }
