@@ -57,7 +57,7 @@ fn echo_connect(request: &ConnectRequest<'_>) -> Result<Arc<Socket>, String> {
 pub struct EngineEcho;
 
 impl EngineHandler for EngineEcho {
-    fn open(&self, _session: &Arc<Session>, _request: &OpenRequest) -> Arc<dyn SessionHandler> {
+    fn open(&self, _request: &OpenRequest) -> Arc<dyn SessionHandler> {
         Arc::new(EngineEcho)
     }
 }
@@ -99,7 +99,7 @@ pub fn raw_echo_config(mut config: EngineConfig) -> EngineConfig {
 pub struct RawEcho;
 
 impl EngineHandler for RawEcho {
-    fn open(&self, _session: &Arc<Session>, _request: &OpenRequest) -> Arc<dyn SessionHandler> {
+    fn open(&self, _request: &OpenRequest) -> Arc<dyn SessionHandler> {
         Arc::new(RawEcho)
     }
 }

@@ -17,7 +17,7 @@ use super::close_log::CloseLog;
 use super::handshake::{EngineError, Query, TransportParam};
 use super::heartbeat::Heartbeats;
 use super::packet::Packet;
-use super::session::{Session, Sid, TransportKind};
+use super::session::{Flag, Session, Sid, TransportKind};
 use super::write_cadence::WriteCadence;
 use super::{
     CloseReason, EngineConfig, EngineHandler, Message, OpenRequest, Outgoing, SessionRouter,
@@ -321,18 +321,19 @@ impl Engine {
                 .increment(1);
             return Err(EngineError::Full);
         }
-        let session = Session::with_sid(
+        let handler = self.handler.open(request);
+        let session = Session::with_handler(
             Sid::random_tagged(&self.config.node_tag),
             transport,
             self.config.outbox,
             self.config.max_messages_per_sec.saturating_mul(2),
+            Some(handler.clone()),
         );
         session.hold_address(slot);
         self.shard(&session.sid())
             .lock()
             .insert(session.sid(), session.clone());
-        let handler = self.handler.open(&session, request);
-        session.set_handler(handler);
+        handler.opened(&session);
         metrics::gauge!("tidings_sessions").increment(1.0);
         metrics::counter!("tidings_sessions_opened_total", "transport" => transport_label(transport)).increment(1);
         Ok(session)
@@ -374,11 +375,11 @@ impl Engine {
         self.heartbeats.note_closed();
         let linger = reason == CloseReason::ClientClose
             && session.transport() == TransportKind::Polling
-            && !session.poll_active.load(Ordering::Acquire);
+            && !session.flag(Flag::PollActive);
         if linger {
             // A GET racing the client's close packet still gets its noop; the entry goes after that GET or
             // after one ping interval.
-            session.closed_by_client.store(true, Ordering::Release);
+            session.swap_flag(Flag::ClosedByClient, true);
             let sid = session.sid();
             let delay = self.config.ping_interval;
             let engine = self.self_ref.get().and_then(std::sync::Weak::upgrade);
@@ -418,7 +419,7 @@ impl Engine {
         session: &Session,
     ) -> Result<Response<Body>, EngineError> {
         self.forget(&session.sid());
-        if session.closed_by_client.swap(false, Ordering::AcqRel) {
+        if session.swap_flag(Flag::ClosedByClient, false) {
             Ok(super::polling::noop_response())
         } else {
             Err(EngineError::UnknownSid)

@@ -143,16 +143,14 @@ pub trait SessionRouter: Send + Sync + 'static {
 
 /// Creates the per-session handler of the layer above when a session opens.
 pub trait EngineHandler: Send + Sync + 'static {
-    /// Called once per new session, before the open packet is sent.
-    fn open(
-        &self,
-        session: &std::sync::Arc<Session>,
-        request: &OpenRequest,
-    ) -> std::sync::Arc<dyn SessionHandler>;
+    /// Called once per new session, before the session is made: the handler it will have.
+    fn open(&self, request: &OpenRequest) -> std::sync::Arc<dyn SessionHandler>;
 }
 
 /// Receives one session's messages and its end.
 pub trait SessionHandler: Send + Sync + 'static {
+    /// The session was made with this handler and registered, before its open packet is sent.
+    fn opened(&self, _session: &std::sync::Arc<Session>) {}
     /// A message arrived; an error closes the session with that reason.
     fn on_message(
         &self,

@@ -85,8 +85,9 @@ struct State {
     /// Highest stream sequence queued, used to keep room events in order and unique per session (of partition
     /// 0: a single Redis or the embedded node; see [`crate::cluster::partition`]).
     last_seq: u64,
-    /// The same for partitions 1 and up, when the cluster has several.
-    other_partitions: Option<Box<[u64]>>,
+    /// The same for partitions 1 and up, when the cluster has several (a thin list: one pointer, and nothing
+    /// allocated without partitions).
+    other_partitions: thin_vec::ThinVec<u64>,
     /// Boxed: only a closing session has one, and the reason inline would take 32 bytes of every session.
     closing: Option<Box<CloseReason>>,
     /// Something happened since the writer last looked.
@@ -94,7 +95,8 @@ struct State {
     /// The one task waiting on this outbox (the transport writer or a polling GET).
     waiter: Option<Waker>,
     /// Woken when the outbox starts closing (see [`Outbox::on_close`]).
-    close_waiter: Option<Waker>,
+    /// Boxed: only a polling session between two GETs has one, and every session holds an outbox.
+    close_waiter: Option<Box<Waker>>,
     /// While a replay is being prepared, room events are parked here instead of queued.
     /// Boxed: a replay is rare and short, and every session holds an outbox.
     #[allow(clippy::box_collection)]
@@ -482,7 +484,7 @@ impl Outbox {
             waker.wake();
             return;
         }
-        state.close_waiter = Some(waker);
+        state.close_waiter = Some(Box::new(waker));
     }
 
     /// Waits as [`Outbox::poll_ready`] does.
@@ -522,11 +524,10 @@ fn position_of(state: &mut State, seq: u64) -> &mut u64 {
     match unpack(seq).0 {
         0 => &mut state.last_seq,
         partition => {
-            let others = state.other_partitions.get_or_insert_with(Default::default);
+            let others = &mut state.other_partitions;
             if others.len() < partition {
-                let mut grown = std::mem::take(others).into_vec();
-                grown.resize(partition, 0);
-                *others = grown.into_boxed_slice();
+                others.reserve_exact(partition - others.len());
+                others.resize(partition, 0);
             }
             &mut others[partition - 1]
         }
@@ -545,7 +546,7 @@ fn register(state: &mut State, cx: &Context<'_>) {
 fn signal(state: &mut State) -> [Option<Waker>; 2] {
     state.signaled = true;
     let closer = if state.closing.is_some() {
-        state.close_waiter.take()
+        state.close_waiter.take().map(|waker| *waker)
     } else {
         None
     };

@@ -1,6 +1,5 @@
 //! HTTP long-polling transport: a GET waits for queued packets, a POST carries the client's packets.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -9,7 +8,7 @@ use http::{header, Request, Response, StatusCode};
 
 use super::handshake::EngineError;
 use super::payload::{decode_payload, encode_payload};
-use super::session::{Session, TransportKind};
+use super::session::{Flag, Session, TransportKind};
 use super::{CloseReason, Engine, Outgoing};
 
 /// How long a GET arriving mid-upgrade waits for the upgrade to settle.
@@ -55,7 +54,7 @@ impl<'a> PollGuard<'a> {
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        self.0.poll_active.store(false, Ordering::Release);
+        self.0.swap_flag(Flag::PollActive, false);
         metrics::gauge!("tidings_polls_waiting").decrement(1.0);
     }
 }
@@ -65,8 +64,8 @@ pub async fn get(
     engine: &Arc<Engine>,
     session: &Arc<Session>,
 ) -> Result<Response<Body>, EngineError> {
-    let upgrading = session.transport() == TransportKind::Upgrading
-        || session.upgrade_claimed.load(Ordering::Acquire);
+    let upgrading =
+        session.transport() == TransportKind::Upgrading || session.flag(Flag::UpgradeClaimed);
     if upgrading && session.transport() != TransportKind::WebSocket {
         // A GET racing an upgrade in flight: give the upgrade a moment to settle, then answer for the
         // transport that results (a noop while still upgrading, 400 once upgraded).
@@ -84,7 +83,7 @@ pub async fn get(
     if session.transport() == TransportKind::WebSocket {
         return Err(EngineError::BadRequest("transport upgraded"));
     }
-    if session.poll_active.swap(true, Ordering::AcqRel) {
+    if session.swap_flag(Flag::PollActive, true) {
         engine.close_session(
             session,
             CloseReason::ProtocolError("overlapping polling requests".into()),

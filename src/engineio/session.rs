@@ -1,6 +1,6 @@
 //! One Engine.IO session: its id, outbox, transport state, heartbeat signals and incoming rate limit.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -186,27 +186,37 @@ pub struct Session {
     /// Packets waiting to be written by the current transport.
     pub outbox: Outbox,
     transport: AtomicU8,
-    /// Set while a polling GET is outstanding.
-    pub(crate) poll_active: AtomicBool,
-    /// Set once a websocket claimed the upgrade of this session; a second one is turned away.
-    pub(crate) upgrade_claimed: AtomicBool,
-    /// Closed by the client's close packet on polling, with no GET told yet: the next GET gets a noop.
-    pub(crate) closed_by_client: AtomicBool,
+    /// The session's [`Flag`]s, one bit each.
+    flags: AtomicU8,
     /// Serialises POST bodies of one session so packets are handled in order (held while they are applied,
     /// which never waits: a one-byte lock rather than an async one).
     pub(crate) post_lock: Mutex<()>,
-    closed: AtomicBool,
     /// When the current ping interval started, in ms since [`clock_base`]: the handshake, then each pong
     /// that answered a ping (the endpoint's heartbeat task reads it when it looks at the session).
     beat_from_ms: AtomicU64,
     /// When the pong of the last ping is due, in ms since [`clock_base`]; 0 when none is awaited.
     pong_due_ms: AtomicU64,
-    handler: OnceLock<Arc<dyn SessionHandler>>,
+    /// The layer above, given when the session is made (none for a bare session in tests and tools).
+    handler: Option<Arc<dyn SessionHandler>>,
     /// Token bucket limiting incoming messages.
     rate: Mutex<crate::rate::Bucket>,
     /// The session's place in its client address's count, given back when the session leaves the table.
     /// Given back by the engine with [`Session::take_address`] (see [`AddressSlot::into_key`]).
     address: Mutex<Option<std::net::IpAddr>>,
+}
+
+/// One of a session's yes/no states, kept together in one byte of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Flag {
+    /// Set while a polling GET is outstanding.
+    PollActive = 1,
+    /// Set once a websocket claimed the upgrade of this session; a second one is turned away.
+    UpgradeClaimed = 2,
+    /// Closed by the client's close packet on polling, with no GET told yet: the next GET gets a noop.
+    ClosedByClient = 4,
+    /// The session was closed.
+    Closed = 8,
 }
 
 impl Session {
@@ -222,18 +232,26 @@ impl Session {
         limits: OutboxLimits,
         burst: u32,
     ) -> Arc<Session> {
+        Session::with_handler(sid, transport, limits, burst, None)
+    }
+
+    /// A new session with a given id whose messages and end go to `handler`.
+    pub(crate) fn with_handler(
+        sid: Sid,
+        transport: TransportKind,
+        limits: OutboxLimits,
+        burst: u32,
+        handler: Option<Arc<dyn SessionHandler>>,
+    ) -> Arc<Session> {
         Arc::new(Session {
             sid,
             outbox: Outbox::new(limits),
             transport: AtomicU8::new(transport as u8),
-            poll_active: AtomicBool::new(false),
-            upgrade_claimed: AtomicBool::new(false),
-            closed_by_client: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             post_lock: Mutex::new(()),
-            closed: AtomicBool::new(false),
             beat_from_ms: AtomicU64::new(clock_ms()),
             pong_due_ms: AtomicU64::new(0),
-            handler: OnceLock::new(),
+            handler,
             rate: Mutex::new(crate::rate::Bucket::with_tokens(burst)),
             address: Mutex::new(None),
         })
@@ -259,14 +277,30 @@ impl Session {
         self.outbox.wake();
     }
 
+    /// Whether `flag` is set.
+    pub(crate) fn flag(&self, flag: Flag) -> bool {
+        self.flags.load(Ordering::Acquire) & flag as u8 != 0
+    }
+
+    /// Sets (`on`) or clears `flag`; whether it was set before.
+    pub(crate) fn swap_flag(&self, flag: Flag, on: bool) -> bool {
+        let bit = flag as u8;
+        let before = if on {
+            self.flags.fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.flags.fetch_and(!bit, Ordering::AcqRel)
+        };
+        before & bit != 0
+    }
+
     /// True once the session was closed.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.flag(Flag::Closed)
     }
 
     /// Marks the session closed; true for the first caller only.
     pub(crate) fn mark_closed(&self) -> bool {
-        !self.closed.swap(true, Ordering::AcqRel)
+        !self.swap_flag(Flag::Closed, true)
     }
 
     /// Records a pong from the client: when it answers a ping, the next interval starts now (a pong nobody
@@ -297,14 +331,9 @@ impl Session {
         due != 0 && clock_ms() >= due
     }
 
-    /// Installs the handler of the layer above (once).
-    pub(crate) fn set_handler(&self, handler: Arc<dyn SessionHandler>) {
-        let _ = self.handler.set(handler);
-    }
-
     /// The handler of the layer above.
     pub(crate) fn handler(&self) -> Option<&Arc<dyn SessionHandler>> {
-        self.handler.get()
+        self.handler.as_ref()
     }
 
     /// Holds `slot` until the engine takes it back with [`Session::take_address`].

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::address_limits::AddressSlot;
 use super::handshake::EngineError;
 use super::packet::Packet;
-use super::session::{Session, Sid, TransportKind};
+use super::session::{Flag, Session, Sid, TransportKind};
 use super::write_cadence::now_ms;
 use super::write_pacer::WritePacer;
 use super::ws_frame::{
@@ -370,9 +370,7 @@ impl Connection {
     /// A polling session moving to this websocket: answer the probe, wait for the upgrade packet, take over.
     async fn serve_upgrade(mut self, engine: Arc<Engine>, session: Arc<Session>) {
         if session.transport() != TransportKind::Polling
-            || session
-                .upgrade_claimed
-                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            || session.swap_flag(Flag::UpgradeClaimed, true)
         {
             // A second websocket for a session that already has one: accept, then close it alone.
             let _ = self
@@ -390,9 +388,7 @@ impl Connection {
                 if session.transport() == TransportKind::Upgrading {
                     session.set_transport(TransportKind::Polling);
                 }
-                session
-                    .upgrade_claimed
-                    .store(false, std::sync::atomic::Ordering::Release);
+                session.swap_flag(Flag::UpgradeClaimed, false);
                 tracing::debug!(sid = %session.sid(), %reason, "upgrade abandoned");
                 let _ = self
                     .write_raw(&close_frame(reason.ws_code(), "upgrade failed"))
@@ -402,9 +398,7 @@ impl Connection {
                 if session.transport() == TransportKind::Upgrading {
                     session.set_transport(TransportKind::Polling);
                 }
-                session
-                    .upgrade_claimed
-                    .store(false, std::sync::atomic::Ordering::Release);
+                session.swap_flag(Flag::UpgradeClaimed, false);
                 let _ = self
                     .write_raw(&close_frame(1000, "upgrade timed out"))
                     .await;

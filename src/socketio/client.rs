@@ -381,6 +381,12 @@ fn protocol(detail: &str) -> CloseReason {
 }
 
 impl SessionHandler for Client {
+    fn opened(&self, session: &Arc<Session>) {
+        if let Some(client) = self.self_ref.upgrade() {
+            client.start_connect_timer(session);
+        }
+    }
+
     fn on_message(&self, session: &Arc<Session>, message: Message) -> Result<(), CloseReason> {
         match message {
             Message::Text(text) => self.on_text(session, text),

@@ -79,13 +79,11 @@ impl SocketIo {
 }
 
 impl EngineHandler for SocketIo {
-    fn open(&self, session: &Arc<Session>, request: &OpenRequest) -> Arc<dyn SessionHandler> {
-        let client = Client::new(
+    fn open(&self, request: &OpenRequest) -> Arc<dyn SessionHandler> {
+        Client::new(
             self.app.clone(),
             self.limits.clone(),
             request.query_param("token"),
-        );
-        client.start_connect_timer(session);
-        client
+        )
     }
 }
