@@ -112,6 +112,33 @@ async fn invalid_utf8_in_a_fragment_fails_before_the_message_ends() {
     node.shutdown(Duration::from_millis(200)).await;
 }
 
+/// A frame that arrives in pieces with pauses between them (the connection waits without a task, holding the
+/// piece it has) comes back whole, also in the middle of a fragmented message.
+#[tokio::test]
+async fn a_frame_split_over_pauses_is_kept_while_the_connection_waits() {
+    let node = conformance_node().await;
+    let mut ws = echo_client(node.local_addr()).await;
+    let payload: Vec<u8> = (0..300u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let frame = RawWs::frame(1, &payload);
+    for piece in [&frame[..1], &frame[1..5], &frame[5..150], &frame[150..]] {
+        ws.write_raw(piece).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(ws.read_frame(WAIT).await, Some((1, payload.clone())));
+    let first = fragment(false, 1, b"first half, ");
+    let last = fragment(true, 0, b"second half");
+    ws.write_raw(&first).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ws.write_raw(&last[..3]).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ws.write_raw(&last[3..]).await;
+    assert_eq!(
+        ws.read_frame(WAIT).await,
+        Some((1, b"first half, second half".to_vec()))
+    );
+    node.shutdown(Duration::from_millis(200)).await;
+}
+
 #[tokio::test]
 async fn invalid_utf8_inside_a_frame_fails_before_the_frame_ends() {
     let node = conformance_node().await;
