@@ -422,7 +422,7 @@ impl Tidings {
 
     /// A snapshot of a socket's recoverable state.
     fn record_of(&self, socket: &Arc<Socket>) -> Option<SessionRecord> {
-        let rooms = socket.rooms.lock().clone();
+        let rooms = socket.rooms.lock().to_vec();
         self.record_with(socket, rooms)
     }
 
@@ -508,7 +508,7 @@ impl Tidings {
             }
             self.backend.feed.release(key);
         }
-        self.record_with(socket, rooms)
+        self.record_with(socket, rooms.into_iter().collect())
     }
 
     /// Takes the session of a socket still connected with this pid (its client came back on a new connection

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use once_cell::race::OnceBox;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -35,7 +36,8 @@ pub struct Socket {
     user: Mutex<Option<Arc<VerifiedClaims>>>,
     pid: Option<Sid>,
     /// Rooms the socket is in, as the application tracks them.
-    pub rooms: Mutex<Vec<Membership>>,
+    /// (A thin list: its length lives in its block, which a socket in any room has anyway.)
+    pub rooms: Mutex<thin_vec::ThinVec<Membership>>,
     connected: AtomicBool,
     /// In the `tidings_sockets` gauge (set once the client holds it as connected).
     counted: AtomicBool,
@@ -45,11 +47,11 @@ pub struct Socket {
     /// Versions of the application's writes of this socket's state to a shared store.
     record_version: AtomicU64,
     /// What only some sockets ever need, made at first use (see [`Extras`]).
-    extras: Mutex<Option<Box<Extras>>>,
+    extras: OnceBox<Mutex<Extras>>,
 }
 
-/// The parts of a socket most never use, in one block made when the first is needed: an idle socket keeps a
-/// pointer for them.
+/// The parts of a socket most never use, in one block (lock included) made when the first is needed: an idle
+/// socket keeps a pointer for them.
 #[derive(Default)]
 struct Extras {
     /// Emits waiting for the client's ack, by ack id.
@@ -93,13 +95,13 @@ impl Socket {
             session,
             user: Mutex::new(user),
             pid,
-            rooms: Mutex::new(Vec::new()),
+            rooms: Mutex::new(thin_vec::ThinVec::new()),
             connected: AtomicBool::new(true),
             counted: AtomicBool::new(false),
             superseded: AtomicBool::new(false),
             next_ack: AtomicU32::new(0),
             record_version: AtomicU64::new(0),
-            extras: Mutex::new(None),
+            extras: OnceBox::new(),
         })
     }
 
@@ -158,8 +160,8 @@ impl Socket {
     /// leaving once, however it left).
     pub(crate) fn mark_disconnected(&self) -> bool {
         let was_connected = self.connected.swap(false, Ordering::AcqRel);
-        if let Some(extras) = self.extras.lock().as_mut() {
-            extras.acks = HashMap::new();
+        if let Some(extras) = self.extras.get() {
+            extras.lock().acks = HashMap::new();
         }
         if was_connected && self.counted.swap(false, Ordering::AcqRel) {
             metrics::gauge!("tidings_sockets", "namespace" => self.nsp.to_string()).decrement(1.0);
@@ -252,16 +254,16 @@ impl Socket {
     /// Stops waiting for the ack `id` (the client acknowledged the same thing another way); a later ACK with
     /// that id is ignored.
     pub fn forget_ack(&self, id: u64) {
-        if let Some(extras) = self.extras.lock().as_mut() {
-            extras.acks.remove(&id);
+        if let Some(extras) = self.extras.get() {
+            extras.lock().acks.remove(&id);
         }
     }
 
     /// Takes a token of the client publish bucket of room policy `index`; false when the socket is over the
     /// policy's rate.
     pub fn take_publish_token(&self, index: usize, per_sec: u32, burst: u32) -> bool {
-        let mut extras = self.extras.lock();
-        let rates = &mut extras.get_or_insert_with(Default::default).publish_rates;
+        let mut extras = self.extras.get_or_init(Box::default).lock();
+        let rates = &mut extras.publish_rates;
         let at = match rates.iter().position(|(i, _)| *i == index) {
             Some(at) => at,
             None => {
@@ -275,9 +277,8 @@ impl Socket {
     /// Acks this socket still waits for.
     pub fn pending_acks(&self) -> usize {
         self.extras
-            .lock()
-            .as_ref()
-            .map_or(0, |extras| extras.acks.len())
+            .get()
+            .map_or(0, |extras| extras.lock().acks.len())
     }
 
     fn emit_waiting(
@@ -288,8 +289,8 @@ impl Socket {
     ) -> Result<u64, PushError> {
         let id = u64::from(self.next_ack.fetch_add(1, Ordering::Relaxed));
         self.extras
+            .get_or_init(Box::default)
             .lock()
-            .get_or_insert_with(Default::default)
             .acks
             .insert(id, waiter);
         let mut out = BytesMut::new();
@@ -305,9 +306,8 @@ impl Socket {
     pub(crate) fn resolve_ack(&self, id: u64, data: Bytes, attachments: Vec<Bytes>) {
         let waiter = self
             .extras
-            .lock()
-            .as_mut()
-            .and_then(|extras| extras.acks.remove(&id));
+            .get()
+            .and_then(|extras| extras.lock().acks.remove(&id));
         if let Some(waiter) = waiter {
             waiter.answer(AckReply { data, attachments });
         }
