@@ -19,17 +19,20 @@ import sys
 NAMES = {
     512: "polling only: the parked long-poll connection's task (tokio task cell)",
     368: "presence: B-tree leaves of the shared rooms' user lists (`Counts::join`)",
-    256: "engine.io `Session` (Arc: sid, outbox, heartbeat clock, rate limit); tokio's registration of the TCP "
-         "socket with the reactor (`ScheduledIo`)",
+    256: "tokio's registration of the TCP socket with the reactor (`ScheduledIo`); before 34cbf1f also the "
+         "engine.io `Session`",
+    224: "engine.io `Session` (Arc: sid, outbox, heartbeat clock, rate limit, handler)",
     184: "socket.io `Socket` (Arc: rooms, acks), before 0d6b0d6",
     176: "polling only: the parked long-poll request's state (boxed in its connection task)",
     168: "socket.io `Client` (Arc: namespaces, connect timer), before 0d6b0d6",
     160: "socket.io `Client` (Arc: namespaces, connect timer)",
-    152: "direct messages `Device` (Arc); websocket only: a parked connection's waker with its state (socket, "
-         "frame decoder, pacer; `websocket::Parked`); socket.io `Socket` (Arc: rooms, acks; 160 B before the "
-         "15-byte session ids)",
-    128: "websocket only, before 8ea9f79: a parked connection's state (`websocket::Resume`)",
-    112: "the token's verified claims (Arc), kept for the socket's later authorization checks",
+    152: "before 5b31072, d096d65 and 10c1e7a: direct messages `Device`, the parked websocket (`websocket::Parked`), "
+         "socket.io `Socket`",
+    128: "direct messages `Device` (Arc); websocket only: a parked connection's waker with its state (socket, "
+         "frame decoder, pacer; `websocket::Parked`); socket.io `Socket` (Arc: rooms, acks)",
+    112: "a socket's room list (a thin list of its memberships: broadcast, personal and joined rooms); before "
+         "3069df9 the token's verified claims",
+    96: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
 
