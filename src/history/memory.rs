@@ -400,10 +400,7 @@ fn new_stream(now: u32) -> Stream {
 
 /// The generation bucket of `room`.
 fn bucket(room: &RoomKey) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::hash::DefaultHasher::new();
-    room.hash(&mut hasher);
-    hasher.finish() as usize % GENERATION_BUCKETS
+    room.bucket(GENERATION_BUCKETS)
 }
 
 impl HistoryStore for MemoryHistory {

@@ -50,6 +50,13 @@ impl RoomKey {
     pub fn room(&self) -> &str {
         self.0.split_once('\0').map(|(_, room)| room).unwrap_or("")
     }
+
+    /// Which of `buckets` buckets the key falls in (the same for every process of the same build).
+    pub fn bucket(&self, buckets: usize) -> usize {
+        let mut hasher = DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish() as usize % buckets
+    }
 }
 
 /// A room's members. Every connection's personal room has one member, so the first one is kept inline: a
@@ -131,9 +138,7 @@ impl Rooms {
     }
 
     fn shard(&self, key: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        &self.shards[hasher.finish() as usize % SHARDS]
+        &self.shards[key.bucket(SHARDS)]
     }
 
     /// Adds a member; the room's own key (shared by everyone who holds it) when it was not one yet.

@@ -123,12 +123,12 @@ pub trait EventLog: Send + Sync + 'static {
     fn partition(&self, _room: &RoomKey) -> usize {
         0
     }
-    /// Everything a recovering session missed in its `rooms` of `nsp` after `offsets` (the client's offset
-    /// read back), in replay order, each event once, with the offset it carries. Stops early and returns more
-    /// than `max` events when there are more than that.
+    /// Everything a recovering session missed in its `rooms` of `nsp` (their keys are in that namespace) after
+    /// `offsets` (the client's offset read back), in replay order, each event once, with the offset it carries.
+    /// Stops early and returns more than `max` events when there are more than that.
     fn replay<'a>(
         &'a self,
-        nsp: &'a str,
+        _nsp: &'a str,
         rooms: &'a [Membership],
         offsets: Option<&'a OffsetVector>,
         max: usize,
@@ -137,9 +137,8 @@ pub trait EventLog: Send + Sync + 'static {
             let after = offsets.map_or(0, |o| o.get(0));
             let mut missed = Vec::new();
             for membership in rooms {
-                let key = RoomKey::new(nsp, membership.room());
                 let from = after.max(membership.joined_seq);
-                let events = self.missed(&key, membership, from, max).await?;
+                let events = self.missed(&membership.key, membership, from, max).await?;
                 if events.len() > max {
                     return Ok(events);
                 }

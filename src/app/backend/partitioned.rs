@@ -223,11 +223,11 @@ impl EventLog for PartitionedLog {
         async move {
             let mut missed = Vec::new();
             for membership in rooms {
-                let room = RoomKey::new(nsp, membership.room());
-                let (partition, part) = self.part(&room);
+                let room = &membership.key;
+                let (partition, part) = self.part(room);
                 let joined = raw_after(partition, membership.joined_seq)?;
                 let after = offsets.map_or(0, |o| o.get(partition)).max(joined);
-                let events = part.missed_events(&room, membership, after, max).await?;
+                let events = part.missed_events(room, membership, after, max).await?;
                 if events.len() > max {
                     return Ok(events
                         .into_iter()
