@@ -1,6 +1,6 @@
 //! One Engine.IO session seen from Socket.IO: its sockets per namespace and binary packet reassembly.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,54 +57,57 @@ fn held_size(packet: &Packet, attachments: &[Bytes]) -> usize {
         + attachments.iter().map(Bytes::len).sum::<usize>()
 }
 
+/// What every client of one Socket.IO endpoint shares: one pointer in each client.
+pub struct Endpoint {
+    /// The application the clients' packets go to.
+    pub app: Arc<dyn Application>,
+    /// The bounds every client is held to.
+    pub limits: ClientLimits,
+}
+
 /// The Socket.IO side of one Engine.IO session.
 pub struct Client {
-    app: Arc<dyn Application>,
-    /// Shared by every client of the endpoint (a pointer here, not 24 bytes of copies).
-    limits: Arc<ClientLimits>,
+    endpoint: Arc<Endpoint>,
     query_token: Option<Box<str>>,
-    sockets: Mutex<Vec<Arc<Socket>>>,
+    /// A thin list: one namespace is the common case, and an empty list is one pointer.
+    sockets: Mutex<ThinVec<Arc<Socket>>>,
     /// Boxed: only a binary packet waiting for its attachments has one, and every session holds a client.
     partial: Mutex<Option<Box<PartialPacket>>>,
     ever_connected: AtomicBool,
-    /// The connect timer's task, ended once a namespace connects: an idle connection keeps no task for it.
-    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
     /// Set (under the `sockets` lock) when the session ended.
     closed: AtomicBool,
+    /// Bytes of the packets in `connecting`; a packet that would take it past `max_attachment_bytes` closes
+    /// the session instead (saturates at `u32::MAX` for a bound set above 4 GiB).
+    held_bytes: AtomicU32,
+    /// The connect timer's task, ended once a namespace connects: an idle connection keeps no task for it.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
     /// Namespaces whose CONNECT is being decided, with the packets received for them meanwhile.
     /// A thin list: one pointer while empty, as it is once the client is connected.
     connecting: Mutex<ThinVec<(String, HeldPackets)>>,
-    /// Bytes of the packets in `connecting`.
-    held_bytes: std::sync::atomic::AtomicUsize,
     /// The client itself, for tasks it starts (set when it is made).
     self_ref: std::sync::Weak<Client>,
 }
 
 impl Client {
     /// A client with no namespace connected yet.
-    pub fn new(
-        app: Arc<dyn Application>,
-        limits: Arc<ClientLimits>,
-        query_token: Option<&str>,
-    ) -> Arc<Client> {
+    pub fn new(endpoint: Arc<Endpoint>, query_token: Option<&str>) -> Arc<Client> {
         Arc::new_cyclic(|self_ref| Client {
-            app,
-            limits,
+            endpoint,
             query_token: query_token.map(Into::into),
-            sockets: Mutex::new(Vec::new()),
+            sockets: Mutex::new(ThinVec::new()),
             partial: Mutex::new(None),
             ever_connected: AtomicBool::new(false),
-            connect_timer: Mutex::new(None),
             closed: AtomicBool::new(false),
+            held_bytes: AtomicU32::new(0),
+            connect_timer: Mutex::new(None),
             connecting: Mutex::new(ThinVec::new()),
-            held_bytes: std::sync::atomic::AtomicUsize::new(0),
             self_ref: self_ref.clone(),
         })
     }
 
     /// Closes the session if no namespace gets connected in time.
     pub fn start_connect_timer(self: &Arc<Self>, session: &Arc<Session>) {
-        let timeout = self.limits.connect_timeout;
+        let timeout = self.endpoint.limits.connect_timeout;
         let client = Arc::downgrade(self);
         let session = Arc::downgrade(session);
         let task = tokio::spawn(async move {
@@ -188,7 +191,7 @@ impl Client {
                 return Err(protocol("unexpected binary attachment"));
             };
             pending.bytes = pending.bytes.saturating_add(data.len());
-            if pending.bytes > self.limits.max_attachment_bytes {
+            if pending.bytes > self.endpoint.limits.max_attachment_bytes {
                 metrics::counter!("tidings_attachments_refused_total", "reason" => "too_large")
                     .increment(1);
                 return Err(CloseReason::PayloadTooLarge);
@@ -228,7 +231,7 @@ impl Client {
                     index.map(|i| sockets.swap_remove(i))
                 };
                 if let Some(socket) = removed.filter(|s| s.mark_disconnected()) {
-                    self.app.on_disconnect(&socket, false);
+                    self.endpoint.app.on_disconnect(&socket, false);
                 }
                 Ok(())
             }
@@ -249,7 +252,7 @@ impl Client {
                     attachments,
                     ack: packet.id,
                 };
-                self.app.on_event(&socket, event);
+                self.endpoint.app.on_event(&socket, event);
                 Ok(())
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
@@ -283,11 +286,16 @@ impl Client {
             .iter_mut()
             .find(|(nsp, _)| nsp.as_str() == packet.nsp_str())
         {
-            let size = held_size(&packet, &attachments);
-            let total = self.held_bytes.fetch_add(size, Ordering::AcqRel) + size;
-            if held.len() >= MAX_HELD_PACKETS || total > self.limits.max_attachment_bytes {
+            // Read and written under the `connecting` lock.
+            let total = u64::from(self.held_bytes.load(Ordering::Acquire))
+                + held_size(&packet, &attachments) as u64;
+            if held.len() >= MAX_HELD_PACKETS
+                || total > self.endpoint.limits.max_attachment_bytes as u64
+            {
                 return Err(CloseReason::Flood);
             }
+            self.held_bytes
+                .store(u32::try_from(total).unwrap_or(u32::MAX), Ordering::Release);
             let attachments = attachments.iter().map(detach).collect();
             held.push((detached(packet), attachments));
         }
@@ -307,7 +315,7 @@ impl Client {
             query_token: self.query_token.as_deref(),
             session,
         };
-        match self.app.connect(request) {
+        match self.endpoint.app.connect(request) {
             Connecting::Ready(outcome) => self.connected(session, nsp, outcome),
             Connecting::Pending(pending) => {
                 // Counts as connected for the connect timer: the decision is under way.
@@ -343,6 +351,10 @@ impl Client {
                 if !self.closed.load(Ordering::Acquire) {
                     self.mark_connected();
                     socket.count_connected();
+                    if sockets.is_empty() {
+                        // A list of one (24 bytes) rather than the default first growth to four (48).
+                        sockets.reserve_exact(1);
+                    }
                     sockets.push(socket.clone());
                     drop(sockets);
                     drop(connecting);
@@ -363,7 +375,7 @@ impl Client {
                 self.mark_connected();
                 // The session ended while the connect was decided: undo it.
                 if socket.mark_disconnected() {
-                    self.app.on_disconnect(&socket, true);
+                    self.endpoint.app.on_disconnect(&socket, true);
                 }
             }
             Err(message) => {
@@ -402,7 +414,7 @@ impl SessionHandler for Client {
             std::mem::take(&mut *sockets)
         };
         for socket in sockets.into_iter().filter(|s| s.mark_disconnected()) {
-            self.app.on_disconnect(&socket, true);
+            self.endpoint.app.on_disconnect(&socket, true);
         }
         self.partial.lock().take();
     }
@@ -429,7 +441,11 @@ mod tests {
             },
             100,
         );
-        let client = Client::new(Arc::new(EchoApp), Arc::new(TEST_LIMITS), None);
+        let endpoint = Endpoint {
+            app: Arc::new(EchoApp),
+            limits: TEST_LIMITS,
+        };
+        let client = Client::new(Arc::new(endpoint), None);
         (session, client)
     }
 
@@ -519,6 +535,12 @@ mod tests {
                 "{bad} must close"
             );
         }
+    }
+
+    #[test]
+    fn a_client_fits_a_128_byte_block_with_its_reference_counts() {
+        // Every session holds one; the next allocator size class up is 160 bytes.
+        assert!(std::mem::size_of::<Client>() + 16 <= 128);
     }
 
     #[tokio::test(start_paused = true)]

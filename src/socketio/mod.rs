@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::engineio::{EngineHandler, OpenRequest, Session, SessionHandler};
-pub use client::{Client, ClientLimits};
+pub use client::{Client, ClientLimits, Endpoint};
 pub use socket::Socket;
 
 /// A CONNECT request for one namespace.
@@ -63,8 +63,7 @@ pub trait Application: Send + Sync + 'static {
 
 /// The Engine.IO handler that runs Socket.IO over each session.
 pub struct SocketIo {
-    app: Arc<dyn Application>,
-    limits: Arc<ClientLimits>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl SocketIo {
@@ -72,18 +71,13 @@ impl SocketIo {
     /// within `limits.connect_timeout` are closed).
     pub fn new(app: Arc<dyn Application>, limits: ClientLimits) -> Arc<SocketIo> {
         Arc::new(SocketIo {
-            app,
-            limits: Arc::new(limits),
+            endpoint: Arc::new(Endpoint { app, limits }),
         })
     }
 }
 
 impl EngineHandler for SocketIo {
     fn open(&self, request: &OpenRequest) -> Arc<dyn SessionHandler> {
-        Client::new(
-            self.app.clone(),
-            self.limits.clone(),
-            request.query_param("token"),
-        )
+        Client::new(self.endpoint.clone(), request.query_param("token"))
     }
 }
