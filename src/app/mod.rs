@@ -577,7 +577,7 @@ impl Tidings {
         self.watch_expiry(socket);
         if socket.nsp() == self.direct.namespace() {
             if let Some(user) = socket.user() {
-                self.direct.attach(socket, user.sub(), device);
+                self.direct.attach(socket, user, device);
             }
         }
         if let Some(pid) = socket.pid() {

@@ -10,19 +10,20 @@ mod batch;
 pub mod client;
 mod device;
 mod fanout;
+mod registry;
 pub mod request;
 pub mod webhook;
 
 pub use device::{validate_device, Device};
 pub use fanout::{Fanout, LocalFanout, UserPresence};
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
+use crate::auth::VerifiedClaims;
 use crate::engineio::session::Sid;
 use crate::messages::{
     now_ms, Accepted, Change, Message, MessageId, MessageStore, NewMessage, Status, StoreError,
@@ -78,7 +79,7 @@ pub struct Direct {
     limits: DirectLimits,
     /// Devices on this node, by user: most users have one here, kept in the map's entry without a list of its
     /// own.
-    devices: Mutex<HashMap<Arc<str>, DeviceList>>,
+    devices: Mutex<registry::Registry>,
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
     queues: super::queues::ConnectionQueues<QueuedSend>,
@@ -94,9 +95,6 @@ pub struct Direct {
     egress: OnceLock<Arc<dyn crate::app::egress::Egress>>,
     self_ref: OnceLock<Weak<Direct>>,
 }
-
-/// A user's devices on this node (the first one inline).
-type DeviceList = smallvec::SmallVec<[Arc<Device>; 1]>;
 
 /// A `dm` event waiting in its connection's queue: the message, or why it was refused before reaching the
 /// store (answered in its turn, so a client's acks come in the order of its events), and the ack to answer.
@@ -135,7 +133,7 @@ impl Direct {
             fanout,
             namespace: namespace.to_owned(),
             limits,
-            devices: Mutex::new(HashMap::new()),
+            devices: Mutex::new(registry::Registry::new()),
             queues: super::queues::ConnectionQueues::new(limits.max_queued_sends),
             webhook: webhook.map(|(config, after)| (webhook::Webhook::start(config), after)),
             offline_checks: Mutex::new(std::collections::HashSet::new()),
@@ -355,57 +353,40 @@ impl Direct {
 
     /// Connected devices of `user` on this node.
     pub fn local_devices(&self, user: &str) -> usize {
-        self.devices.lock().get(user).map_or(0, DeviceList::len)
+        self.devices.lock().of(user).len()
     }
 
     fn devices_of(&self, user: &str) -> Vec<Arc<Device>> {
-        self.devices
-            .lock()
-            .get(user)
-            .map(|list| list.to_vec())
-            .unwrap_or_default()
+        self.devices.lock().of(user).to_vec()
     }
 
     /// A device connected: it is registered for new messages and reads back what it has not acknowledged.
-    pub fn attach(&self, socket: &Arc<Socket>, user: &str, name: Option<&str>) -> Arc<Device> {
-        let device = Device::new(socket.clone(), user, name);
-        let here = {
-            let mut devices = self.devices.lock();
-            let list = devices.entry(device.user.clone()).or_default();
-            list.push(device.clone());
-            list.len()
-        };
+    pub fn attach(
+        &self,
+        socket: &Arc<Socket>,
+        claims: Arc<VerifiedClaims>,
+        name: Option<&str>,
+    ) -> Arc<Device> {
+        let device = Device::new(socket.clone(), claims, name);
+        let here = self.devices.lock().add(device.clone());
         metrics::gauge!("tidings_message_devices").increment(1.0);
-        self.fanout.devices_changed(user, here);
+        self.fanout.devices_changed(device.user(), here);
         self.catch_up(&device);
         device
     }
 
     /// The device on `socket` left.
     pub fn detach(&self, socket: &Socket, user: &str) {
-        let (found, here) = {
+        let here = {
             let mut devices = self.devices.lock();
-            let Some(list) = devices.get_mut(user) else {
+            let Some((device, here)) = devices.remove(user, &socket.id()) else {
                 return;
             };
-            let before = list.len();
-            list.retain(|device| {
-                let keep = device.socket.id() != socket.id();
-                if !keep {
-                    device.stream.lock().closed = true;
-                }
-                keep
-            });
-            let (found, here) = (list.len() < before, list.len());
-            if here == 0 {
-                devices.remove(user);
-            }
-            (found, here)
+            device.stream.lock().closed = true;
+            here
         };
-        if found {
-            metrics::gauge!("tidings_message_devices").decrement(1.0);
-            self.fanout.devices_changed(user, here);
-        }
+        metrics::gauge!("tidings_message_devices").decrement(1.0);
+        self.fanout.devices_changed(user, here);
     }
 
     /// Users with devices on this node, and how many each.
@@ -413,7 +394,7 @@ impl Direct {
         self.devices
             .lock()
             .iter()
-            .map(|(user, list)| (user.to_string(), list.len()))
+            .map(|(user, list)| (user.to_owned(), list.len()))
             .collect()
     }
 
@@ -426,7 +407,12 @@ impl Direct {
 
     /// Every local device reads its inbox back (after hand-overs may have been lost).
     pub fn catch_up_all(&self) {
-        let devices: Vec<Arc<Device>> = self.devices.lock().values().flatten().cloned().collect();
+        let devices: Vec<Arc<Device>> = self
+            .devices
+            .lock()
+            .iter()
+            .flat_map(|(_, list)| list.iter().cloned())
+            .collect();
         for device in devices {
             self.catch_up(&device);
         }
@@ -436,7 +422,7 @@ impl Direct {
     pub fn device_of(&self, socket: &Socket, user: &str) -> Option<Arc<Device>> {
         self.devices
             .lock()
-            .get(user)?
+            .of(user)
             .iter()
             .find(|device| device.socket.id() == socket.id())
             .cloned()
@@ -467,7 +453,7 @@ impl Direct {
                     && stream.parked.len() < MAX_PARKED
                 {
                     if stream.parked.is_empty() {
-                        stream.gaps += 1;
+                        stream.gaps = stream.gaps.wrapping_add(1);
                         gap = Some(stream.gaps);
                     }
                     stream.parked.insert(message.seq, message.clone());
@@ -518,7 +504,7 @@ impl Direct {
 
     /// After [`GAP_WAIT`], a device whose messages still wait for the same gap reads its inbox back: the
     /// message it waits for was lost on the way (its node was cut off) or is slow; the inbox has it.
-    fn watch_gap(&self, device: &Arc<Device>, gap: u64) {
+    fn watch_gap(&self, device: &Arc<Device>, gap: u32) {
         let (Some(direct), device) = (self.arc(), Arc::downgrade(device)) else {
             return;
         };
@@ -696,14 +682,14 @@ impl Direct {
             };
             let page = match self
                 .store
-                .pending(&device.user, &device.name(), after, room)
+                .pending(device.user(), &device.name(), after, room)
                 .await
             {
                 Ok(page) => page,
                 Err(error) => {
                     // Every device retries while the store is down: counted, logged at debug only.
                     metrics::counter!("tidings_message_inbox_read_failures_total").increment(1);
-                    tracing::debug!(%error, user = %device.user, "could not read an inbox; retrying");
+                    tracing::debug!(%error, user = %device.user(), "could not read an inbox; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -785,7 +771,7 @@ fn answer_ack_events(device: &Device, end: u64, changes: &[Change], failure: Opt
     let name = device.name();
     let new: Vec<&MessageId> = changes
         .iter()
-        .filter(|c| c.device.as_deref() == Some(&*name) && c.to == *device.user)
+        .filter(|c| c.device.as_deref() == Some(&*name) && c.to == device.user())
         .map(|c| &c.id)
         .collect();
     for event in waiting.iter_mut() {
@@ -852,7 +838,7 @@ async fn mark_writer(
                 receipts_of.push((device.clone(), end));
             }
             marks.push(crate::messages::Marks {
-                user: device.user.to_string(),
+                user: device.user().to_owned(),
                 device: (kind == MarkKind::Delivered).then(|| device.name().into_owned()),
                 ids,
                 at_ms,
@@ -936,7 +922,7 @@ mod tests {
     }
 
     async fn live_device(direct: &Arc<Direct>, socket: &Arc<Socket>) -> Arc<Device> {
-        let device = direct.attach(socket, "bob", Some("phone"));
+        let device = direct.attach(socket, socket.user().unwrap(), Some("phone"));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while device.stream.lock().catching_up || !device.stream.lock().live {
             assert!(tokio::time::Instant::now() < deadline, "never went live");
@@ -985,7 +971,7 @@ mod tests {
         let direct = Direct::new(store, fanout.clone(), "/", DirectLimits::default());
         fanout.bind(&direct);
         let bob = socket("bob");
-        let device = direct.attach(&bob, "bob", Some("phone"));
+        let device = direct.attach(&bob, bob.user().unwrap(), Some("phone"));
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while device.stream.lock().catching_up || !device.stream.lock().live {
             assert!(
