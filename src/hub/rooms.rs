@@ -16,9 +16,10 @@ const SHARDS: usize = 64;
 /// in between are queued.
 const PREFETCH_AHEAD: usize = 8;
 
-/// A room name within its namespace.
+/// A room name within its namespace. One pointer (the length lives in the shared block): every membership, hub
+/// room and presence entry holds one.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct RoomKey(std::sync::Arc<str>);
+pub struct RoomKey(arcstr::ArcStr);
 
 impl RoomKey {
     /// The key of `room` in namespace `nsp`.
@@ -27,7 +28,7 @@ impl RoomKey {
         key.push_str(nsp);
         key.push('\0');
         key.push_str(room);
-        RoomKey(key.into())
+        RoomKey(arcstr::ArcStr::from(key))
     }
 
     /// The key of [`RoomKey::as_str`]'s form back; `None` without the NUL.
@@ -247,6 +248,11 @@ mod tests {
         assert_eq!(key.nsp(), "/chat");
         assert_eq!(key.room(), "team:a");
         assert_ne!(RoomKey::new("/", "a"), RoomKey::new("/chat", "a"));
+        assert_eq!(std::mem::size_of::<RoomKey>(), 8);
+        // Hashes and buckets follow the text alone, whatever holds it.
+        let mut hasher = DefaultHasher::new();
+        "/chat\0team:a".hash(&mut hasher);
+        assert_eq!(key.bucket(64), hasher.finish() as usize % 64);
     }
 
     #[test]
