@@ -8,9 +8,14 @@ size, then the allocator's (jemalloc's) size-class rounding, slab and page slack
 holds beyond them. The rows add up to the RSS delta per connection.
 
     python3 bench/memory_budget.py ROWS.json
+
+When the census ran with live samples (TIDINGS_ALLOC_LIVE=n in the node's environment), a second table names
+the blocks over 160 bytes (the shared tables that grow with the count) by the function of this project that
+allocated them.
 """
 
 import json
+import re
 import sys
 
 # Block sizes an idle websocket/polling connection keeps, and the code that allocates them (from the call
@@ -25,13 +30,15 @@ NAMES = {
     184: "socket.io `Socket` (Arc: rooms, acks), before 0d6b0d6",
     176: "polling only: the parked long-poll request's state (boxed in its connection task)",
     168: "socket.io `Client` (Arc: namespaces, connect timer), before 0d6b0d6",
-    160: "socket.io `Client` (Arc: namespaces, connect timer)",
+    160: "socket.io `Client` (Arc: namespaces, connect timer), before cde8556",
     152: "before 5b31072, d096d65 and 10c1e7a: direct messages `Device`, the parked websocket (`websocket::Parked`), "
          "socket.io `Socket`",
-    128: "direct messages `Device` (Arc); websocket only: a parked connection's waker with its state (socket, "
-         "frame decoder, pacer; `websocket::Parked`); socket.io `Socket` (Arc: rooms, acks)",
-    112: "a socket's room list (a thin list of its memberships: broadcast, personal and joined rooms); before "
-         "3069df9 the token's verified claims",
+    128: "websocket only: a parked connection's waker with its state (socket, frame decoder, pacer; "
+         "`websocket::Parked`); socket.io `Socket` (Arc: rooms, acks); before f53a175 also the direct messages "
+         "`Device`",
+    120: "socket.io `Client` (Arc: endpoint, sockets, connect timer)",
+    112: "direct messages `Device` (Arc: socket, claims, stream); before 734d393 a socket's room list",
+    88: "a socket's room list (a thin list of its 24-byte memberships: broadcast, personal and joined rooms)",
     96: "the token's verified claims (Arc), kept for the socket's later authorization checks",
 }
 SMALL = 160  # blocks up to this size are summed in one row
@@ -81,6 +88,40 @@ def budget(row):
     return n, rss, live, lines
 
 
+def site_name(site):
+    """The first two frames of this project in a sampled call site (allocating function ← its caller), without
+    closures and generic arguments."""
+    frames = [f for f in site.split(" < ") if "tidings::" in f]
+    if not frames:
+        return "outside this project's code (runtime, libraries)"
+
+    def short(frame):
+        frame = re.sub(r"::\{\{closure\}\}", "", frame)
+        frame = re.sub(r"[\w:]*<impl ([^<>]*)>", r"\1", frame)  # module::<impl Type>::f → Type::f
+        frame = re.sub(r"<([^<>]*?) as [^<>]*>", r"\1", frame)  # <Type as Trait>::f → Type::f
+        frame = re.sub(r"<[^<>]*>", "", frame)
+        return frame.replace("tidings::", "")
+
+    return " ← ".join(short(f) for f in frames[:2])
+
+
+def tables(row):
+    """Blocks over SMALL bytes per connection by the code that allocated them, from the live samples."""
+    n = row["connected"]
+    a, b = census(row["census"])
+    if not b.get("live"):
+        return []
+    every = b.get("live_every") or 1
+    per = {}
+    for sign, reading in ((-1, a), (1, b)):
+        for sample in reading.get("live", []):
+            if 0 < sample["size"] <= SMALL:
+                continue
+            name = site_name(sample["site"])
+            per[name] = per.get(name, 0) + sign * sample["bytes"] * every
+    return sorted(((v / n, k) for k, v in per.items() if abs(v / n) >= 1), reverse=True)
+
+
 def main():
     rows = json.load(open(sys.argv[1]))
     for row in rows:
@@ -94,6 +135,13 @@ def main():
         for name, blocks, nbytes in lines:
             print(f"| {name} | {blocks} | {nbytes:,.0f} |")
         print(f"| **total (RSS delta / connections)** | | **{sum(x[2] for x in lines):,.0f}** |")
+        sites = tables(row)
+        if sites:
+            print(f"\nblocks over {SMALL} B, by the function that allocated them (live samples):\n")
+            print("| allocated in | bytes per connection |")
+            print("| --- | ---: |")
+            for nbytes, name in sites:
+                print(f"| {name} | {nbytes:,.0f} |")
 
 
 if __name__ == "__main__":

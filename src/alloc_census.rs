@@ -294,6 +294,7 @@ pub fn reading() -> serde_json::Value {
         "sizes": sizes,
         "traces": traces,
         "live": live_sites(),
+        "live_every": LIVE_EVERY.load(Ordering::Relaxed),
     })
 }
 
