@@ -77,8 +77,8 @@ pub struct Direct {
     /// The namespace devices are on.
     namespace: String,
     limits: DirectLimits,
-    /// Devices on this node, by user: most users have one here, kept in the map's entry without a list of its
-    /// own.
+    /// Devices on this node, by user: most users have one here, kept in the table's slot without a list of
+    /// its own.
     devices: Mutex<registry::Registry>,
     /// Per connection, the queue its `dm` events are stored through one after the other, so a client's
     /// messages are accepted in the order it sent them.
