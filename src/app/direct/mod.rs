@@ -886,7 +886,8 @@ mod tests {
     use crate::engineio::{OutboxLimits, Session};
     use crate::messages::{InboxLimits, MemoryMessages};
 
-    fn socket(sub: &str) -> Arc<Socket> {
+    /// A websocket socket of user `sub` in the default namespace, on a session of its own.
+    pub(super) fn socket(sub: &str) -> Arc<Socket> {
         let claims: crate::auth::Claims =
             serde_json::from_value(serde_json::json!({ "sub": sub })).unwrap();
         let claims = Arc::new(crate::auth::VerifiedClaims::from_claims(claims).unwrap());

@@ -124,20 +124,10 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engineio::session::TransportKind;
-    use crate::engineio::{OutboxLimits, Session};
-    use crate::socketio::Socket;
 
     fn device(sub: &str) -> Arc<Device> {
-        let claims: crate::auth::Claims =
-            serde_json::from_value(serde_json::json!({ "sub": sub })).unwrap();
-        let claims = Arc::new(crate::auth::VerifiedClaims::from_claims(claims).unwrap());
-        let limits = OutboxLimits {
-            max_messages: 16,
-            max_bytes: 1 << 16,
-        };
-        let session = Session::new(TransportKind::WebSocket, limits, 10);
-        let socket = Socket::new(session, "/", None, None, Some(claims.clone()));
+        let socket = super::super::tests::socket(sub);
+        let claims = socket.user().expect("a socket with claims");
         Device::new(socket, claims, None)
     }
 
