@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use tidings::conformance::EchoApp;
 use tidings::engineio::session::{Session, TransportKind};
 use tidings::engineio::{CloseReason, Message, OutboxLimits, SessionHandler};
-use tidings::socketio::{Client, ClientLimits};
+use tidings::socketio::{Client, ClientLimits, Endpoint};
 
 tidings_fuzz::cap_allocations!();
 
@@ -32,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
         connect_timeout: config.engine.connect_timeout(),
         max_attachment_bytes: config.engine.max_payload as usize,
     };
-    let client = Client::new(Arc::new(EchoApp), Arc::new(limits), None);
+    let endpoint = Endpoint {
+        app: Arc::new(EchoApp),
+        limits,
+    };
+    let client = Client::new(Arc::new(endpoint), None);
     let mut sent = Vec::new();
     let mut closed = CloseReason::ServerShutdown;
     for record in data.split(|&b| b == 0xFF) {
