@@ -474,6 +474,7 @@ impl HistoryStore for MemoryHistory {
     fn sweep(&self, in_use: &dyn Fn(&RoomKey) -> bool) {
         self.sweep_at(in_use, Instant::now());
     }
+
     fn stats(&self) -> HistoryStats {
         let state = self.state.lock();
         HistoryStats {

@@ -24,11 +24,15 @@ pub struct RoomKey(arcstr::ArcStr);
 impl RoomKey {
     /// The key of `room` in namespace `nsp`.
     pub fn new(nsp: &str, room: &str) -> RoomKey {
-        let mut key = String::with_capacity(nsp.len() + 1 + room.len());
-        key.push_str(nsp);
-        key.push('\0');
-        key.push_str(room);
-        RoomKey(arcstr::ArcStr::from(key))
+        // Written straight into the shared block: one allocation, no string made first and copied.
+        let key = arcstr::ArcStr::init_with(nsp.len() + 1 + room.len(), |buf| {
+            let (head, tail) = buf.split_at_mut(nsp.len());
+            head.copy_from_slice(nsp.as_bytes());
+            tail[0] = 0;
+            tail[1..].copy_from_slice(room.as_bytes());
+        })
+        .expect("two strings joined by a NUL are UTF-8");
+        RoomKey(key)
     }
 
     /// The key of [`RoomKey::as_str`]'s form back; `None` without the NUL.
@@ -248,6 +252,8 @@ mod tests {
         assert_eq!(key.nsp(), "/chat");
         assert_eq!(key.room(), "team:a");
         assert_ne!(RoomKey::new("/", "a"), RoomKey::new("/chat", "a"));
+        assert_eq!(RoomKey::new("/é", "ü:ß").as_str(), "/é\0ü:ß");
+        assert_eq!(RoomKey::new("", "").as_str(), "\0");
         assert_eq!(std::mem::size_of::<RoomKey>(), 8);
         // Hashes and buckets follow the text alone, whatever holds it.
         let mut hasher = DefaultHasher::new();
